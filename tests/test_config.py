@@ -1,0 +1,63 @@
+"""Composing the real configs/ and making run folders."""
+import datetime as dt
+import json
+
+import pytest
+
+from zfnet_cli.config import ConfigError, compose, make_run_dir, merge_overrides
+from zfnet_cli.experiments.train import TrainConfig
+from zfnet_cli.model import ModelConfig
+
+
+def test_default_is_the_small_cpu_run():
+    cfg = compose("train")
+    assert isinstance(cfg, TrainConfig) and isinstance(cfg.model, ModelConfig)
+    assert cfg.model.name == "small" and cfg.data.name == "embedded"
+    assert cfg.model.input_size == cfg.data.crop
+
+
+def test_paper_experiment_is_the_papers_recipe():
+    cfg = compose("train", ["experiment=zfnet", "data.root=/x"])
+    assert cfg.model == ModelConfig(name="zfnet", input_size=224)  # schema defaults = Fig 3
+    assert (cfg.batch_size, cfg.epochs, cfg.optim.lr, cfg.optim.momentum) == (128, 70, 0.01, 0.9)
+    assert cfg.optim.renorm and cfg.optim.renorm_rms == 0.1
+    assert (cfg.data.image_size, cfg.data.crop, cfg.data.mean) == (256, 224, "image")
+
+
+def test_overrides_are_typed():
+    cfg = compose("train", ["optim.lr=0.5", "model.channels=[4,8,8,8,8]", "model.drop=[fc7]"])
+    assert cfg.optim.lr == 0.5 and cfg.model.channels == [4, 8, 8, 8, 8] and cfg.model.drop == ["fc7"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lrr=1", "unknown config key 'optim.lrr' (did you mean: optim.lr"),
+    ("epoch=3", "unknown config key 'epoch' (did you mean: epochs"),
+    ("optim.lr=fast", "bad value 'fast' for 'optim.lr': expected float"),
+    ("model=resnet", "unknown config choice 'model/resnet'; available: alexnet, small, tiny, zfnet"),
+])
+def test_bad_overrides_are_one_line(override, message):
+    with pytest.raises(ConfigError) as err:
+        compose("train", [override])
+    assert str(err.value).startswith(message)
+    assert "\n" not in str(err.value)
+
+
+def test_merge_overrides_later_wins():
+    assert merge_overrides(["epochs=1", "model=tiny"], ["epochs=3", "seed=2"]) == \
+        ["epochs=3", "model=tiny", "seed=2"]
+
+
+def test_run_folders_are_versioned_and_never_reused(tmp_path):
+    cfg = compose("train", [f"output_root={tmp_path}"])
+    now = dt.datetime(2026, 1, 2, 3, 4, 5)
+    a = make_run_dir("train", cfg, argv=["zfnet", "train"], now=now)
+    b = make_run_dir("train", cfg, argv=["zfnet", "train"], now=now)  # the same second
+    assert a.name == "2026-01-02_03-04-05" and b.name == "2026-01-02_03-04-05_1"
+    assert (tmp_path / "train" / "latest").resolve() == b
+    for run in (a, b):
+        assert (run / "figures").is_dir()
+        assert "epochs:" in (run / "config.yaml").read_text()
+        assert (run / "command.txt").read_text() == "zfnet train\n"
+        info = json.loads((run / "run.json").read_text())
+        assert info["seed"] == cfg.seed and "torch" in info["versions"]
+        assert "git_revision" in info

@@ -1,0 +1,81 @@
+"""Checkpoints: atomic save, load, and finding the one a command means.
+
+A checkpoint is a plain dict saved with ``torch.save``:
+``model`` (state dict), ``model_cfg`` (dict of :class:`~zfnet_cli.model.ModelConfig`),
+``num_classes``, ``classes`` (names in label order), ``mean`` (the mean image the inputs were
+centred with), ``epoch`` (epochs completed), ``optimizer``, ``scheduler``, ``rng`` (torch CPU,
+CUDA and data-order generator states), ``history`` (per-epoch metrics so far), ``overrides``
+(the config overrides the run was composed with), ``config`` (the resolved config, as a dict).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from zfnet_cli.model import ModelConfig, ZFNet
+
+
+class CheckpointError(ValueError):
+    """No checkpoint where one was expected, or one that does not fit."""
+
+
+def save(state: dict, path: str | Path) -> Path:
+    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, then rename,
+    so a crash never leaves a half-written checkpoint behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint file {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # a truncated or foreign file
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from None
+
+
+def resolve(spec: str | Path, output_root: str | Path = "outputs", command: str = "train") -> Path:
+    """A checkpoint file from ``spec``: a ``.pt`` file, a run folder (its ``checkpoints/last.pt``)
+    or ``latest`` (the newest ``<output_root>/<command>`` run)."""
+    if str(spec) == "latest":
+        run = Path(output_root) / command / "latest"
+        if not run.exists():
+            raise CheckpointError(f"no {command} run under {Path(output_root) / command}: run "
+                                  f"`zfnet {command}` first or pass checkpoint=PATH")
+        spec = run.resolve()
+    path = Path(spec)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.pt"
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    return path
+
+
+def model_config(state: dict) -> ModelConfig:
+    known = {f.name for f in fields(ModelConfig)}
+    return ModelConfig(**{k: v for k, v in state["model_cfg"].items() if k in known})
+
+
+def build_model(state: dict) -> ZFNet:
+    """The model a checkpoint describes, with its weights loaded."""
+    model = ZFNet(model_config(state), num_classes=state["num_classes"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        raise CheckpointError(f"checkpoint weights do not fit its architecture: {first}") from None
+    return model
+
+
+def model_cfg_dict(cfg: ModelConfig) -> dict[str, Any]:
+    return asdict(cfg)

@@ -1,0 +1,199 @@
+"""Typed configs, composed from ``configs/`` with Hydra's Compose API, and the run folders.
+
+Each subcommand has one dataclass schema registered in Hydra's ConfigStore as
+``<command>_schema``; ``configs/<command>.yaml`` starts its defaults list with that schema, so
+YAML files and ``key=value`` overrides only override typed fields: an unknown key or a value of
+the wrong type is a :class:`ConfigError` naming the key. Core code receives the plain dataclass
+(``OmegaConf.to_object``), never a ``DictConfig``. Only this module and ``cli.py`` import hydra.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import difflib
+import json
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from hydra import compose as _hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from zfnet_cli.experiments.train import TrainConfig
+
+CONFIG_DIR = Path(os.environ.get("ZFNET_CONFIG_DIR", Path(__file__).resolve().parent.parent / "configs"))
+
+
+class ConfigError(ValueError):
+    """A bad override or config file; the message is one line that names the key."""
+
+
+SCHEMAS: dict[str, type] = {"train": TrainConfig}
+
+_store = ConfigStore.instance()
+for _name, _schema in SCHEMAS.items():
+    _store.store(name=f"{_name}_schema", node=_schema)
+
+
+def _flat_keys(node: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of the leaves of a nested dict."""
+    keys = []
+    for k, v in node.items():
+        keys += _flat_keys(v, prefix + k + ".") if isinstance(v, dict) else [prefix + k]
+    return keys
+
+
+def _one_line(command: str, err: Exception) -> str:
+    """Turn a Hydra/OmegaConf error into one line that names the key and close matches."""
+    msgs = []
+    e: BaseException | None = err
+    while e is not None:
+        msgs.append(str(e))
+        e = e.__cause__ or e.__context__
+    text = "\n".join(msgs)
+    known = _flat_keys(OmegaConf.to_container(OmegaConf.structured(SCHEMAS[command])))
+    m = re.search(r"Could not override '([^']+)'", text) or re.search(r"Key '([^']+)' not in", text) \
+        or re.search(r"Key '([^']+)' is not in struct", text)
+    if m and ("not in struct" in text or "Could not override" in text) and "converted" not in text:
+        key = m.group(1)
+        close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+        hint = f" (did you mean: {', '.join(close)}?)" if close else ""
+        return f"unknown config key '{key}'{hint}"
+    m = re.search(r"Could not find '([^']+)'", text)
+    if m:
+        opts = re.findall(r"^\s+(\S+)$", text, re.M)
+        return f"unknown config choice '{m.group(1)}'" + (f"; available: {', '.join(opts)}" if opts else "")
+    m = re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+)", text)
+    if m:
+        k = re.search(r"full_key: (\S+)", text) or re.search(r"override (\S+?)=", text)
+        where = f" for '{k.group(1)}'" if k else ""
+        return f"bad value '{m.group(1)}'{where}: expected {m.group(2).lower()}"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), repr(err))
+    return first
+
+
+def compose(command: str, overrides: Sequence[str] = ()) -> Any:
+    """Compose ``configs/<command>.yaml`` with ``key=value`` overrides into the typed dataclass.
+
+    Raises:
+        ConfigError: an unknown key, an unknown group choice or a badly typed value (one line).
+    """
+    if command not in SCHEMAS:
+        raise ConfigError(f"no config schema for command '{command}'")
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = _hydra_compose(config_name=command, overrides=list(overrides))
+        return OmegaConf.to_object(cfg)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(_one_line(command, err)) from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def to_yaml(cfg: Any) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def to_dict(cfg: Any) -> dict:
+    return OmegaConf.to_container(OmegaConf.structured(cfg))
+
+
+def merge_overrides(old: Sequence[str], new: Sequence[str]) -> list[str]:
+    """``old`` then ``new``, a later override of the same key replacing an earlier one."""
+    merged: dict[str, str] = {}
+    for o in list(old) + list(new):
+        merged[o.split("=", 1)[0].lstrip("+~")] = o
+    return list(merged.values())
+
+
+# ---------------------------------------------------------------- run folders
+
+def _git_revision() -> str | None:
+    try:
+        repo = Path(__file__).resolve().parent.parent
+        rev = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=10)
+        if rev.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return rev.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _versions() -> dict[str, str]:
+    import numpy
+    import torch
+    import torchvision
+
+    from zfnet_cli import __version__
+
+    return {"zfnet_cli": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "numpy": numpy.__version__,
+            "platform": platform.platform()}
+
+
+def new_run_dir(root: Path, command: str, now: _dt.datetime | None = None) -> Path:
+    base = root / command
+    base.mkdir(parents=True, exist_ok=True)
+    stamp = (now or _dt.datetime.now()).strftime("%Y-%m-%d_%H-%M-%S")
+    for i in range(10_000):
+        path = base / (stamp if i == 0 else f"{stamp}_{i}")
+        try:
+            path.mkdir()  # atomic: two runs in the same second get different folders
+        except FileExistsError:
+            continue
+        tmp = base / f".latest-{os.getpid()}"
+        if tmp.is_symlink() or tmp.exists():
+            tmp.unlink()
+        os.symlink(path.name, tmp)
+        os.replace(tmp, base / "latest")  # atomic switch of outputs/<command>/latest
+        return path
+    raise RuntimeError(f"could not create a run folder under {base}")
+
+
+def make_run_dir(command: str, cfg: Any, argv: Sequence[str] | None = None,
+                 now: _dt.datetime | None = None) -> Path:
+    """Create ``<output_root>/<command>/<YYYY-MM-DD_HH-MM-SS>[_N]`` and describe the run in it:
+    ``config.yaml``, ``command.txt``, ``run.json`` (git revision, versions, seed), ``figures/``.
+
+    Under DDP (``torch.distributed`` initialised) rank 0 creates the folder and every rank gets
+    its path, so all ranks share one run folder and only rank 0 writes the description.
+    """
+    import torch.distributed as dist
+
+    distributed = dist.is_available() and dist.is_initialized()
+    rank = dist.get_rank() if distributed else 0
+    path = None
+    if rank == 0:
+        path = new_run_dir(Path(cfg.output_root), command, now)
+        (path / "figures").mkdir()
+        (path / "config.yaml").write_text(to_yaml(cfg))
+        argv = list(sys.argv if argv is None else argv)
+        (path / "command.txt").write_text(" ".join(shlex.quote(a) for a in argv) + "\n")
+        info = {"command": command, "argv": argv, "git_revision": _git_revision(),
+                "versions": _versions(), "seed": getattr(cfg, "seed", None),
+                "started": _dt.datetime.now().isoformat(timespec="seconds"),
+                "world_size": dist.get_world_size() if distributed else 1}
+        (path / "run.json").write_text(json.dumps(info, indent=2) + "\n")
+    if distributed:
+        box = [str(path) if path else None]
+        dist.broadcast_object_list(box, src=0)
+        path = Path(box[0])
+    return path
+
+
+def latest_run(output_root: str | Path, command: str) -> Path | None:
+    link = Path(output_root) / command / "latest"
+    return link.resolve() if link.exists() else None

@@ -1,0 +1,78 @@
+"""Which data set a config means: :class:`DataConfig` and the functions that load its splits and
+its mean image."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+
+@dataclass
+class DataConfig:
+    """Where images come from. ``name`` picks the loader: ``embedded`` (generated here, see
+    ``zfnet_cli/data/embedded.py``) or ``imagenet`` (ImageFolder layout ``root/{train,val}/<wnid>``)."""
+
+    name: str = "embedded"
+    root: Optional[str] = None  # imagenet: the folder holding train/ and val/
+    image_size: int = 128  # side of the stored image (imagenet: short side resized, centre crop)
+    crop: int = 128  # side fed to the model; training takes random crops (paper: 224 of 256)
+    flip: bool = True  # paper §3: random horizontal flips for training
+    mean: str = "image"  # "image": per-pixel mean image (paper §3); "channel": per-channel mean
+    workers: int = 2  # DataLoader worker processes (file-based data) / generator processes
+    cache_dir: str = "outputs/cache"  # generated images and mean images are cached here
+    # embedded data only
+    train_per_class: int = 800
+    val_per_class: int = 150
+    test_per_class: int = 100
+    held_out: Optional[list[str]] = None  # None: the generator's DEFAULT_HELD_OUT (transfer target)
+    use: str = "pretrain"  # "pretrain" (all but held_out), "heldout" or "all"
+    seed: int = 0  # the generator's seed (separate from the training seed)
+
+
+SPLITS = ("train", "val", "test")
+
+
+def load_split(cfg: DataConfig, split: str, *, progress: bool = True):
+    """The ``split`` of the data set ``cfg`` names, as a dataset of ``(uint8 (3,S,S), label)``
+    with a ``classes`` list (see :mod:`zfnet_cli.data`)."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split '{split}'; expected one of {SPLITS}")
+    if cfg.name == "embedded":
+        from zfnet_cli.data.embedded import DEFAULT_HELD_OUT, load_embedded
+
+        per_class = {"train": cfg.train_per_class, "val": cfg.val_per_class,
+                     "test": cfg.test_per_class}[split]
+        held_out = DEFAULT_HELD_OUT if cfg.held_out is None else cfg.held_out
+        return load_embedded(split, image_size=cfg.image_size, per_class=per_class,
+                             held_out=held_out, use=cfg.use, seed=cfg.seed,
+                             cache_dir=cfg.cache_dir, workers=cfg.workers, progress=progress)
+    if cfg.name == "imagenet":
+        from zfnet_cli.data.imagenet import DataLayoutError, ImageFolderData
+
+        if not cfg.root:
+            raise DataLayoutError("data=imagenet needs data.root=DIR with DIR/train/<wnid>/*.JPEG "
+                                  "and DIR/val/<wnid>/*.JPEG")
+        if split == "test":
+            raise ValueError("the ImageNet layout has no test split here (use val)")
+        return ImageFolderData(cfg.root, split, resize=cfg.image_size)
+    raise ValueError(f"unknown data.name '{cfg.name}'; expected 'embedded' or 'imagenet'")
+
+
+def mean_image(cfg: DataConfig, train_set, *, progress: bool = True) -> torch.Tensor:
+    """The mean the inputs are centred with (paper §3: the per-pixel mean over all training
+    images), float32 (3, S, S), or (3, 1, 1) with ``mean=channel``. Computed once; file-based
+    data caches it in ``cache_dir`` keyed by the data set."""
+    if cfg.mean not in ("image", "channel"):
+        raise ValueError(f"data.mean must be 'image' or 'channel', got '{cfg.mean}'")
+    if hasattr(train_set, "images"):  # in memory: a pass over the tensor is instant
+        mean = train_set.images.double().mean(dim=0).float()
+    else:
+        from zfnet_cli.data.imagenet import compute_mean_image
+
+        key = hashlib.sha1(f"{Path(cfg.root).resolve()}|{cfg.image_size}".encode()).hexdigest()[:12]
+        cache = Path(cfg.cache_dir) / f"mean_{cfg.name}_{key}.pt"
+        mean = compute_mean_image(train_set, cache, workers=cfg.workers, progress=progress)
+    return mean.mean(dim=(1, 2), keepdim=True) if cfg.mean == "channel" else mean
