@@ -1,0 +1,133 @@
+"""Per-batch mean subtraction, crops and flips (paper §3)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from zfnet_cli.data.transforms import BatchPreprocess, ten_crop
+
+
+def _arange_images(b, s):
+    return (torch.arange(b * 3 * s * s) % 251).to(torch.uint8).view(b, 3, s, s)
+
+
+def _random_images(b, s, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (b, 3, s, s), generator=g, dtype=torch.uint8)
+
+
+def test_eval_centre_crop_exact_values():
+    images = torch.arange(48, dtype=torch.uint8).view(1, 3, 4, 4)
+    out = BatchPreprocess(torch.zeros(3, 1, 1), crop=2, train=False)(images)
+    assert out.dtype == torch.float32 and out.shape == (1, 3, 2, 2)
+    assert torch.equal(out[0, 0], torch.tensor([[5.0, 6.0], [9.0, 10.0]]))
+    assert torch.equal(out[0, 2], torch.tensor([[37.0, 38.0], [41.0, 42.0]]))
+
+
+def test_eval_is_deterministic_and_ignores_the_generator():
+    images = _random_images(4, 9)
+    pre = BatchPreprocess(torch.zeros(3, 9, 9), crop=5, train=False)
+    a = pre(images, torch.Generator().manual_seed(0))
+    b = pre(images, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and torch.equal(a, images[:, :, 2:7, 2:7].float())
+
+
+def test_mean_subtraction_per_pixel_and_per_channel():
+    images = _arange_images(2, 8)
+    pixel_mean = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(0)) * 255
+    out = BatchPreprocess(pixel_mean, crop=4, train=False)(images)
+    expected = images[:, :, 2:6, 2:6].float() - pixel_mean[:, 2:6, 2:6]
+    assert torch.equal(out, expected)
+
+    flat = torch.full((2, 3, 6, 6), 128, dtype=torch.uint8)
+    channel_mean = torch.tensor([128.0, 100.0, 200.0]).view(3, 1, 1)
+    out = BatchPreprocess(channel_mean, crop=6, train=True)(flat)
+    assert torch.equal(out[:, 0], torch.zeros(2, 6, 6))
+    assert torch.equal(out[:, 1], torch.full((2, 6, 6), 28.0))
+    assert torch.equal(out[:, 2], torch.full((2, 6, 6), -72.0))
+
+
+def test_train_crops_are_true_sub_windows_of_the_input():
+    s, c, b = 12, 7, 24
+    images = _random_images(b, s)
+    mean = torch.rand(3, s, s, generator=torch.Generator().manual_seed(1)) * 255
+    out = BatchPreprocess(mean, crop=c, train=True)(images, torch.Generator().manual_seed(3))
+    assert out.shape == (b, 3, c, c) and out.dtype == torch.float32
+    centred = images.float() - mean  # the paper: subtract, then crop and maybe flip
+    seen = set()
+    for n in range(b):
+        matches = [(y, x, f) for y in range(s - c + 1) for x in range(s - c + 1) for f in (0, 1)
+                   if torch.equal(out[n], (lambda w: w.flip(-1) if f else w)(
+                       centred[n, :, y:y + c, x:x + c]))]
+        assert len(matches) == 1, f"image {n}: {len(matches)} matching windows"
+        seen.add(matches[0])
+    assert len(seen) > b // 2  # offsets differ from image to image
+
+
+def test_train_draws_are_reproducible_and_follow_the_generator():
+    images = _random_images(16, 10)
+    pre = BatchPreprocess(torch.zeros(3, 10, 10), crop=6, train=True)
+    a = pre(images, torch.Generator().manual_seed(7))
+    torch.manual_seed(123)  # the global RNG must not matter when a generator is given
+    b = pre(images, torch.Generator().manual_seed(7))
+    c = pre(images, torch.Generator().manual_seed(8))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+    oy, ox, flipped = pre.draw(1000, 10, 10, torch.Generator().manual_seed(0))
+    assert set(oy.tolist()) == set(range(5)) and set(ox.tolist()) == set(range(5))
+    assert flipped.dtype == torch.bool
+
+
+def test_flips_happen_about_half_the_time():
+    b, s = 2000, 4
+    images = _arange_images(1, s).expand(b, 3, s, s).contiguous()  # crop = S: only flips vary
+    mean = torch.zeros(3, s, s)
+    out = BatchPreprocess(mean, crop=s, train=True)(images, torch.Generator().manual_seed(0))
+    plain, mirrored = images[0].float(), images[0].float().flip(-1)
+    is_plain = (out == plain).flatten(1).all(1)
+    is_mirrored = (out == mirrored).flatten(1).all(1)
+    assert torch.all(is_plain ^ is_mirrored)
+    assert 0.45 < is_mirrored.float().mean().item() < 0.55
+
+    no_flip = BatchPreprocess(mean, crop=s, train=True, flip=False)
+    assert torch.equal(no_flip(images, torch.Generator().manual_seed(0)), plain.expand(b, 3, s, s))
+
+
+def test_ten_crop_order_and_contents():
+    s, c = 6, 4
+    images = _arange_images(2, s)
+    mean = torch.rand(3, s, s, generator=torch.Generator().manual_seed(0)) * 255
+    out = ten_crop(images, mean, c)
+    assert out.shape == (2, 10, 3, c, c) and out.dtype == torch.float32
+    x = images.float() - mean
+    corners = [(0, 0), (0, 2), (2, 0), (2, 2), (1, 1)]  # TL, TR, BL, BR, centre
+    for k, (t, l) in enumerate(corners):
+        assert torch.equal(out[:, k], x[:, :, t:t + c, l:l + c]), f"view {k}"
+        assert torch.equal(out[:, 5 + k], x[:, :, t:t + c, l:l + c].flip(-1)), f"view {5 + k}"
+    # literal check of view 1 (top-right) of image 0, channel 0, with a zero mean
+    literal = ten_crop(images[:1], torch.zeros(3, 1, 1), c)[0, 1, 0]
+    assert torch.equal(literal, torch.tensor([[2., 3, 4, 5], [8, 9, 10, 11],
+                                              [14, 15, 16, 17], [20, 21, 22, 23]]))
+    # the centre view is what eval-mode BatchPreprocess returns
+    assert torch.equal(out[:, 4], BatchPreprocess(mean, crop=c, train=False)(images))
+
+
+def test_bad_shapes_name_the_shapes():
+    pre = BatchPreprocess(torch.zeros(3, 8, 8), crop=4, train=True)
+    with pytest.raises(AssertionError, match=r"mean \(3, 8, 8\).*\(2, 3, 6, 6\)"):
+        pre(torch.zeros(2, 3, 6, 6, dtype=torch.uint8))
+    with pytest.raises(AssertionError, match="uint8"):
+        pre(torch.zeros(2, 3, 8, 8))
+    with pytest.raises(AssertionError, match="crop 10 larger"):
+        BatchPreprocess(torch.zeros(3, 1, 1), crop=10, train=False)(
+            torch.zeros(1, 3, 8, 8, dtype=torch.uint8))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_same_crops_on_cpu_and_gpu():
+    images = _random_images(8, 16)
+    mean = torch.rand(3, 16, 16) * 255
+    pre = BatchPreprocess(mean, crop=11, train=True)
+    cpu = pre(images, torch.Generator().manual_seed(5))
+    gpu = pre(images.cuda(), torch.Generator().manual_seed(5))
+    assert gpu.is_cuda and torch.equal(gpu.cpu(), cpu)
