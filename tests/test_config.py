@@ -34,6 +34,7 @@ def test_overrides_are_typed():
     ("epoch=3", "unknown config key 'epoch' (did you mean: epochs"),
     ("optim.lr=fast", "bad value 'fast' for 'optim.lr': expected float"),
     ("model=resnet", "unknown config choice 'model/resnet'; available: alexnet, small, tiny, zfnet"),
+    ("experiment=huge", "unknown config choice 'experiment/huge'; available: alexnet, smoke, zfnet"),
 ])
 def test_bad_overrides_are_one_line(override, message):
     with pytest.raises(ConfigError) as err:
@@ -61,3 +62,16 @@ def test_run_folders_are_versioned_and_never_reused(tmp_path):
         info = json.loads((run / "run.json").read_text())
         assert info["seed"] == cfg.seed and "torch" in info["versions"]
         assert "git_revision" in info
+
+
+def test_a_failed_run_leaves_no_folder_and_latest_unchanged(tmp_path):
+    from zfnet_cli.config import discard_run_dir
+
+    cfg = compose("train", [f"output_root={tmp_path}"])
+    good = make_run_dir("train", cfg, argv=["x"], now=dt.datetime(2026, 1, 1))
+    (good / "metrics.json").write_text("{}")
+    bad = make_run_dir("train", cfg, argv=["x"], now=dt.datetime(2026, 1, 2))
+    discard_run_dir(bad, "boom")
+    assert not bad.exists() and (tmp_path / "train" / "latest").resolve() == good
+    discard_run_dir(good, "later failure")  # it produced something: kept, error recorded
+    assert (good / "metrics.json").exists() and (good / "error.txt").read_text() == "later failure\n"

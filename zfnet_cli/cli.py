@@ -13,7 +13,7 @@ from typing import Callable, List, Optional
 
 import typer
 
-from zfnet_cli.config import ConfigError, compose, make_run_dir, merge_overrides
+from zfnet_cli.config import ConfigError, compose, discard_run_dir, make_run_dir, merge_overrides
 
 app = typer.Typer(
     name="zfnet",
@@ -53,6 +53,7 @@ def _execute(command: str, overrides: list[str], runner: Callable, *,
     debug = bool(os.environ.get("ZFNET_DEBUG"))
     from zfnet_cli.engine import cleanup_distributed, setup_distributed
 
+    run_dir = None
     try:
         cfg = compose(command, overrides)
         if resume_overrides is not None and getattr(cfg, "resume", None):
@@ -68,6 +69,8 @@ def _execute(command: str, overrides: list[str], runner: Callable, *,
     except _user_errors() as err:
         if debug:
             raise
+        if run_dir is not None and d.main:
+            discard_run_dir(run_dir, str(err))
         _fail(command, str(err), 1)
     finally:
         cleanup_distributed()
@@ -101,8 +104,7 @@ def train(
 ) -> None:
     """Train ZFNet (paper §3): SGD with momentum, dropout, filter renormalisation.
 
-    Per epoch it writes train loss/top-1, val loss/top-1/top-5 and images/s to metrics.jsonl,
-    keeps checkpoints (Fig 4's epochs, last, best) and draws figures/curves.png at the end.
+    Per epoch it writes train loss/top-1, val loss/top-1/top-5 and images/s to metrics.jsonl, keeps checkpoints (Fig 4's epochs, last, best) and draws figures/curves.png at the end.
     """
     typed = {"experiment": experiment, "model": model, "data": data, "data.root": data_root,
              "epochs": epochs, "batch_size": batch_size, "optim.lr": lr, "device": device,
@@ -117,6 +119,67 @@ def train(
         return [o for o in state.get("overrides", []) if not o.startswith("resume=")]
 
     _execute("train", merge_overrides([], ovr), experiment_train.run, resume_overrides=saved_overrides)
+
+
+def _quote(value: str) -> str:
+    """A string as a Hydra override value (paths may hold characters its grammar reserves)."""
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+@app.command(epilog="Examples:\n\n"
+             "  zfnet visualize --layer 3 --fmap 42       # Fig 2 for one map, newest trained model\n\n"
+             "  zfnet visualize --all                     # Fig 2, a random subset of maps in layers 1-5\n\n"
+             "  zfnet visualize --evolution               # Fig 4 from the kept epochs of the newest run\n\n"
+             "  zfnet visualize --filters                 # Fig 6: conv1 filters, layer-2 projections\n\n"
+             "  zfnet visualize --filters --compare outputs/train/RUN_A outputs/train/RUN_B\n\n"
+             "  zfnet visualize checkpoint=outputs/train/2026-11-22_10-30-00 split=train max_images=2000")
+def visualize(
+    args: Optional[List[str]] = typer.Argument(
+        None, metavar="[RUN]... [KEY=VALUE]...",
+        help="With --compare: the training runs (folders or checkpoint files) to put side by "
+             "side. Then Hydra overrides, e.g. maps_per_layer=16 k=9 data=imagenet data.root=DIR."),
+    layer: Optional[List[int]] = typer.Option(None, help="Conv layer(s) to show (1-5 for ZFNet); "
+                                              "repeat for several. Default: all."),
+    fmap: Optional[List[int]] = typer.Option(None, help="Feature map(s) of those layers; repeat for "
+                                             "several. Default: a seeded random subset (Fig 2)."),
+    all_layers: bool = typer.Option(False, "--all", help="Fig 2 for every conv layer (1-5)."),
+    evolution: bool = typer.Option(False, "--evolution", help="Fig 4: projections at each kept "
+                                   "epoch of a training run."),
+    filters: bool = typer.Option(False, "--filters", help="Fig 6: first-layer filters and layer-2 "
+                                 "projections, with dead-filter and frequency numbers."),
+    compare: bool = typer.Option(False, "--compare", help="With --filters: compare the training "
+                                 "runs given as arguments (e.g. AlexNet 11x11/4 vs ZFNet 7x7/2)."),
+    checkpoint: Optional[str] = typer.Option(None, help="Checkpoint file, train run folder, or "
+                                             "'latest' (default)."),
+    split: Optional[str] = typer.Option(None, help="Data split scanned for Fig 2 (default: val)."),
+    max_images: Optional[int] = typer.Option(None, min=1, help="Scan at most this many images."),
+    device: Optional[str] = typer.Option(None, help="auto (CUDA when present), cpu, cuda."),
+    seed: Optional[int] = typer.Option(None, help="Seed of the random subset of maps."),
+) -> None:
+    """Look inside a trained model with the switch deconvnet (paper §2.1, Figs 2, 4, 6).
+
+    Fig 2: the 9 strongest activations of each shown feature map over a data split, each projected to pixels beside its image patch; a JSON index says which images they came from.
+    """
+    args = list(args or [])
+    runs = [a for a in args if "=" not in a]
+    overrides = [a for a in args if "=" in a]
+    if runs and not compare:
+        _fail("visualize", f"unexpected argument '{runs[0]}' (overrides are KEY=VALUE; runs to "
+              "compare need --filters --compare)", 2)
+    if compare and len(runs) < 2:
+        _fail("visualize", "--compare needs two or more training runs", 2)
+    if sum([evolution, filters or compare]) > 1:
+        _fail("visualize", "choose one of --evolution, --filters", 2)
+    mode = "evolution" if evolution else "filters" if (filters or compare) else None
+    typed = {"mode": mode, "checkpoint": checkpoint, "split": split, "max_images": max_images,
+             "device": device, "seed": seed,
+             "layers": f"[{','.join(map(str, layer))}]" if layer and not all_layers else None,
+             "fmaps": f"[{','.join(map(str, fmap))}]" if fmap else None,
+             "compare": f"[{','.join(_quote(r) for r in runs)}]" if runs else None}
+    ovr = [f"{k}={v}" for k, v in typed.items() if v is not None] + overrides
+    from zfnet_cli.experiments import visualize as experiment_visualize
+
+    _execute("visualize", merge_overrides([], ovr), experiment_visualize.run)
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from zfnet_cli.experiments.train import TrainConfig
+from zfnet_cli.experiments.visualize import VisualizeConfig
 
 CONFIG_DIR = Path(os.environ.get("ZFNET_CONFIG_DIR", Path(__file__).resolve().parent.parent / "configs"))
 
@@ -37,7 +38,7 @@ class ConfigError(ValueError):
     """A bad override or config file; the message is one line that names the key."""
 
 
-SCHEMAS: dict[str, type] = {"train": TrainConfig}
+SCHEMAS: dict[str, type] = {"train": TrainConfig, "visualize": VisualizeConfig}
 
 _store = ConfigStore.instance()
 for _name, _schema in SCHEMAS.items():
@@ -70,8 +71,11 @@ def _one_line(command: str, err: Exception) -> str:
         return f"unknown config key '{key}'{hint}"
     m = re.search(r"Could not find '([^']+)'", text)
     if m:
-        opts = re.findall(r"^\s+(\S+)$", text, re.M)
-        return f"unknown config choice '{m.group(1)}'" + (f"; available: {', '.join(opts)}" if opts else "")
+        choice, opts = m.group(1), re.findall(r"^\s+(\S+)$", text, re.M)
+        if choice.startswith(f"experiment/{command}/"):  # per-command experiments, see compose
+            choice = "experiment/" + choice.split("/", 2)[2]
+            opts = sorted(p.stem for p in (CONFIG_DIR / "experiment" / command).glob("*.yaml"))
+        return f"unknown config choice '{choice}'" + (f"; available: {', '.join(opts)}" if opts else "")
     m = re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+)", text)
     if m:
         k = re.search(r"full_key: (\S+)", text) or re.search(r"override (\S+?)=", text)
@@ -89,6 +93,9 @@ def compose(command: str, overrides: Sequence[str] = ()) -> Any:
     """
     if command not in SCHEMAS:
         raise ConfigError(f"no config schema for command '{command}'")
+    # Experiments are per command (configs/experiment/<command>/NAME.yaml); users say NAME.
+    overrides = [f"experiment={command}/{o.split('=', 1)[1]}"
+                 if o.startswith("experiment=") and o != "experiment=null" else o for o in overrides]
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
@@ -192,6 +199,34 @@ def make_run_dir(command: str, cfg: Any, argv: Sequence[str] | None = None,
         dist.broadcast_object_list(box, src=0)
         path = Path(box[0])
     return path
+
+
+_DESCRIPTION = {"config.yaml", "command.txt", "run.json", "figures"}
+
+
+def discard_run_dir(path: Path, error: str = "") -> None:
+    """A run failed on bad input. If it produced nothing but its description, remove its folder
+    and point ``latest`` back at the newest remaining run (a typo never hides the last good run);
+    otherwise keep everything and record the error in ``error.txt``."""
+    import shutil
+
+    produced = {p.name for p in path.iterdir()} - _DESCRIPTION
+    if produced or any((path / "figures").iterdir()):
+        (path / "error.txt").write_text(error + "\n")
+        return
+    base = path.parent
+    shutil.rmtree(path, ignore_errors=True)
+    runs = sorted(p.name for p in base.iterdir() if p.is_dir() and not p.is_symlink()
+                  and not p.name.startswith("."))
+    link = base / "latest"
+    if runs:
+        tmp = base / f".latest-{os.getpid()}"
+        if tmp.is_symlink() or tmp.exists():
+            tmp.unlink()
+        os.symlink(runs[-1], tmp)
+        os.replace(tmp, link)
+    elif link.is_symlink():
+        link.unlink()
 
 
 def latest_run(output_root: str | Path, command: str) -> Path | None:

@@ -1,10 +1,13 @@
 """Figures: training curves, image grids and heat maps (matplotlib with the Agg backend, PIL)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Sequence
 
 import matplotlib
+import numpy as np
+from PIL import Image, ImageDraw
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -32,3 +35,129 @@ def plot_curves(history: Sequence[dict], path: str | Path, title: str = "") -> P
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+# ---------------------------------------------------------------- image grids (PIL)
+
+GREY = (128, 128, 128)
+BORDER = (40, 40, 40)
+
+
+def projection_to_image(proj) -> np.ndarray:
+    """A deconv projection (3, h, w) float -> (h, w, 3) uint8 for display: divided by its largest
+    absolute value and mapped to 128 + 127 * p, so zero is mid-grey (our choice; the paper does
+    not say how it scales reconstructions)."""
+    p = np.asarray(proj, dtype=np.float64)
+    peak = np.abs(p).max()
+    p = p / peak if peak > 0 else p
+    return np.clip(128 + 127 * p, 0, 255).astype(np.uint8).transpose(1, 2, 0)
+
+
+def filter_to_image(w) -> np.ndarray:
+    """A first-layer filter (3, k, k) -> (k, k, 3) uint8, zero at mid-grey, scaled by its own
+    largest absolute weight (each filter normalised separately, as Fig 6 shows them)."""
+    return projection_to_image(w)
+
+
+def _fit(img, cell: int):
+    """Letterbox an (h, w, 3) uint8 array into a cell x cell grey PIL tile (aspect kept)."""
+    tile = Image.new("RGB", (cell, cell), GREY)
+    im = Image.fromarray(img)
+    scale = cell / max(im.width, im.height)
+    size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
+    im = im.resize(size, Image.NEAREST if scale >= 4 else Image.BILINEAR)
+    tile.paste(im, ((cell - size[0]) // 2, (cell - size[1]) // 2))
+    return tile
+
+
+def image_grid(images: Sequence, cell: int, cols: int, gap: int = 1):
+    """Tiles in a grid with ``gap`` px of background between them."""
+    rows = max(1, math.ceil(len(images) / cols))
+    canvas = Image.new("RGB", (cols * cell + (cols - 1) * gap, rows * cell + (rows - 1) * gap), GREY)
+    for i, img in enumerate(images):
+        r, c = divmod(i, cols)
+        canvas.paste(_fit(img, cell), (c * (cell + gap), r * (cell + gap)))
+    return canvas
+
+
+def draw_len(text: str) -> float:
+    """Width in pixels of ``text`` in PIL's default font."""
+    return ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(str(text))
+
+
+def _canvas(width: int, height: int, title: str, pad: int = 6):
+    """A grey canvas at least as wide as its title, the title drawn at the top left."""
+    width = max(width, int(draw_len(title)) + 2 * pad) if title else width
+    canvas = Image.new("RGB", (width, height), GREY)
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((pad, 4), title, fill=(255, 255, 255))
+    return canvas, draw
+
+
+def _save(canvas, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return path
+
+
+def top9_figure(blocks: Sequence[tuple[str, Sequence[tuple]]], path, *, cell: int = 48,
+                columns: int = 2, title: str = "") -> Path:
+    """Fig 2's layout: per feature map, its projections in a 3x3 grid beside the 3x3 grid of
+    the image patches they came from; maps separated by thin dark borders, grey background.
+
+    ``blocks``: (label, [(projection (h,w,3) uint8, patch (h,w,3) uint8), ...]) per map."""
+    side = max(1, math.ceil(math.sqrt(max(len(c) for _, c in blocks))))
+    pad, head = 6, 14
+    grid_w = side * cell + (side - 1)
+    bw, bh = 2 * grid_w + 3 * pad, grid_w + head + 2 * pad
+    rows = math.ceil(len(blocks) / columns)
+    top = 20 if title else 0
+    canvas, draw = _canvas(columns * bw + 1, rows * bh + top + 1, title, pad)
+    for i, (label, cells) in enumerate(blocks):
+        r, c = divmod(i, columns)
+        x, y = c * bw, top + r * bh
+        draw.rectangle([x, y, x + bw, y + bh], outline=BORDER)
+        draw.text((x + pad, y + 3), label, fill=(255, 255, 255))
+        canvas.paste(image_grid([p for p, _ in cells], cell, side), (x + pad, y + head + pad))
+        canvas.paste(image_grid([q for _, q in cells], cell, side), (x + 2 * pad + grid_w, y + head + pad))
+    return _save(canvas, path)
+
+
+def table_figure(rows: Sequence[tuple[str, Sequence]], headers: Sequence[str], path, *,
+                 cell: int = 48, title: str = "") -> Path:
+    """A grid of images with a label per row and a header per column (Fig 4: one row per
+    feature map, one column per epoch)."""
+    label_w, pad, head = 90, 4, 16
+    ncol = max(len(r[1]) for r in rows)
+    top = 20 if title else 0
+    width = max(cell, max(int(draw_len(h)) for h in headers) + 4) if headers else cell
+    canvas, draw = _canvas(label_w + ncol * (width + pad) + pad,
+                           top + head + len(rows) * (cell + pad) + pad, title, pad)
+    for j, h in enumerate(headers):
+        draw.text((label_w + j * (width + pad) + 2, top + 2), str(h), fill=(255, 255, 255))
+    for i, (label, images) in enumerate(rows):
+        y = top + head + i * (cell + pad)
+        draw.text((pad, y + cell // 2 - 5), label, fill=(255, 255, 255))
+        for j, img in enumerate(images):
+            x = label_w + j * (width + pad) + (width - cell) // 2
+            canvas.paste(_fit(img, cell), (x, y))
+            draw.rectangle([x - 1, y - 1, x + cell, y + cell], outline=BORDER)
+    return _save(canvas, path)
+
+
+def panels_figure(panels: Sequence[tuple[str, object]], path, *, title: str = "") -> Path:
+    """PIL images side by side, each under its caption (Fig 6's comparison)."""
+    pad, head = 8, 18
+    top = 22 if title else 0
+    w = sum(p.width for _, p in panels) + pad * (len(panels) + 1)
+    h = max(p.height for _, p in panels) + head + 2 * pad + top
+    canvas, draw = _canvas(w, h, title, pad)
+    x = pad
+    for caption, p in panels:
+        draw.text((x, top + pad), caption, fill=(255, 255, 255))
+        canvas.paste(p, (x, top + pad + head))
+        x += p.width + pad
+    return _save(canvas, path)
+

@@ -1,0 +1,59 @@
+"""The zfnet command through Typer's CliRunner: help, one-line errors, a smoke run."""
+import json
+
+from typer.testing import CliRunner
+
+from zfnet_cli.cli import app
+
+runner = CliRunner()
+
+
+def test_top_level_help_lists_commands():
+    res = runner.invoke(app, ["--help"])
+    assert res.exit_code == 0
+    assert "train" in res.output and "KEY=VALUE" in res.output
+
+
+def test_train_help_explains_options_and_shows_examples():
+    res = runner.invoke(app, ["train", "--help"])
+    assert res.exit_code == 0
+    for opt in ("--epochs", "--batch-size", "--lr", "--model", "--data", "--resume", "--device"):
+        assert opt in res.output
+    assert "torchrun" in res.output and "experiment=zfnet" in res.output
+
+
+def test_unknown_key_is_one_line_exit_2(tmp_path):
+    res = runner.invoke(app, ["train", "optim.lrr=0.1", f"output_root={tmp_path}"])
+    assert res.exit_code == 2
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("zfnet train: error: unknown config key 'optim.lrr' (did you mean: optim.lr")
+    assert not (tmp_path / "train").exists()  # nothing made for a run that never started
+
+
+def test_bad_value_is_one_line_exit_2(tmp_path):
+    res = runner.invoke(app, ["train", "epochs=many", f"output_root={tmp_path}"])
+    assert res.exit_code == 2
+    assert res.output.strip() == "zfnet train: error: bad value 'many' for 'epochs': expected integer"
+
+
+def test_missing_imagenet_root_names_the_layout(tmp_path):
+    res = runner.invoke(app, ["train", "experiment=smoke", "data=imagenet", f"data.root={tmp_path / 'nope'}",
+                              f"output_root={tmp_path}"])
+    assert res.exit_code == 1
+    assert len(res.output.strip().splitlines()) == 1 and "ROOT/{train,val}/<wnid>" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_resume_without_runs_is_one_line(tmp_path):
+    res = runner.invoke(app, ["train", "experiment=smoke", "--resume", "latest", f"output_root={tmp_path}"])
+    assert res.exit_code == 1 and "run `zfnet train` first" in res.output
+
+
+def test_train_smoke_through_the_cli(smoke, tmp_path):
+    res = runner.invoke(app, ["train", "--epochs", "1", "--seed", "3", *smoke])
+    assert res.exit_code == 0, res.output
+    run = (tmp_path / "outputs" / "train" / "latest").resolve()
+    assert f"results in {run}" in res.output
+    assert "seed: 3" in (run / "config.yaml").read_text()
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 1

@@ -1,0 +1,343 @@
+"""``zfnet visualize``: what the feature maps respond to, through the switch deconvnet.
+
+Three figures of the paper:
+
+* **Fig 2, top-9** (``mode=top9``): one streaming pass over a data split finds the 9 strongest
+  activations of every feature map of the requested layers; each is projected to pixels with
+  its own image's switches and shown beside the image patch it came from (its receptive field).
+* **Fig 4, evolution** (``mode=evolution``): for a seeded subset of maps per layer, the
+  strongest activation over the training split at each kept epoch of a training run, projected.
+* **Fig 6, filters** (``mode=filters``): the first-layer filters and top-1 projections of
+  layer-2 maps, with dead-filter and spatial-frequency numbers; ``compare=[RUN_A, RUN_B, ...]``
+  puts several training runs side by side (the AlexNet 11x11/4 against the ZFNet 7x7/2 first
+  layer, with and without filter renormalisation).
+
+Display normalisation (the paper does not say how it scales its reconstructions): each
+projection is cropped to its receptive field and divided by its largest absolute value, then
+mapped to grey levels 128 + 127 * p, so zero is mid-grey, as in the paper's figures.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from zfnet_cli import checkpoint
+from zfnet_cli.data.sources import DataConfig, load_split
+from zfnet_cli.data.transforms import BatchPreprocess
+from zfnet_cli.deconv import Deconvnet, Request
+from zfnet_cli.engine import Dist, InMemoryBatches, LoaderBatches, pick_device
+from zfnet_cli.top9 import scan_top9
+from zfnet_cli import viz
+
+
+@dataclass
+class VisualizeConfig:
+    checkpoint: str = "latest"  # a checkpoint file, a train run folder, or the newest train run
+    data: Optional[DataConfig] = None  # None: the data the checkpoint was trained on
+    split: str = "val"  # Fig 2 scans the validation set
+    mode: str = "top9"  # top9 (Fig 2) | evolution (Fig 4) | filters (Fig 6)
+    layers: list[int] = field(default_factory=list)  # paper layer numbers; empty: all conv layers
+    fmaps: list[int] = field(default_factory=list)  # feature maps to show; empty: a random subset
+    maps_per_layer: int = 8  # size of the seeded random subset of maps per layer (Fig 2)
+    k: int = 9  # strongest activations per map (Fig 2: 9)
+    max_images: Optional[int] = None  # scan at most this many images of the split
+    batch_size: int = 64
+    evolution_maps: int = 4  # maps per layer in Fig 4
+    evolution_split: str = "train"  # Fig 4: strongest activation over the training set
+    compare: list[str] = field(default_factory=list)  # Fig 6: train runs (or checkpoints)
+    layer2_maps: int = 36  # Fig 6: layer-2 maps shown, top-1 projection each
+    dead_fraction: float = 0.1  # Fig 6: a filter is dead when its RMS < this x the layer's max
+    cell: int = 48  # display size of one projection or patch, pixels
+    seed: int = 0  # picks the random subsets of maps
+    device: str = "auto"
+    output_root: str = "outputs"
+    progress: bool = True
+
+
+# ---------------------------------------------------------------- loading
+
+@dataclass
+class Loaded:
+    """A trained model ready for the deconvnet, and what it was trained on."""
+
+    state: dict
+    model: torch.nn.Module
+    deconv: Deconvnet
+    data: DataConfig
+    mean: torch.Tensor
+    input_size: int
+    source: Path
+
+
+def load_trained(spec: str, output_root: str, device: torch.device,
+                 data: Optional[DataConfig] = None) -> Loaded:
+    path = checkpoint.resolve(spec, output_root, "train")
+    state = checkpoint.load(path)
+    model = checkpoint.build_model(state).to(device).eval()
+    data_cfg = data or DataConfig(**state["config"]["data"])
+    return Loaded(state, model, Deconvnet(model), data_cfg, state["mean"],
+                  state["model_cfg"]["input_size"], path)
+
+
+def layer_names(deconv: Deconvnet, numbers: Sequence[int]) -> list[str]:
+    """Paper layer numbers -> the deconvnet's names (``3`` -> ``conv3``; for a generic network
+    the 3rd conv layer), with a one-line error listing the valid numbers."""
+    paper = deconv.layers[0].startswith("conv")
+    valid = [int(n[4:]) for n in deconv.layers] if paper else list(range(1, len(deconv.layers) + 1))
+    if not numbers:
+        return list(deconv.layers)
+    out = []
+    for n in numbers:
+        if n not in valid:
+            raise ValueError(f"--layer {n} is not a conv layer of this model; valid layers: "
+                             f"{', '.join(map(str, valid))}")
+        out.append(f"conv{n}" if paper else deconv.layers[n - 1])
+    return out
+
+
+def num_maps(deconv: Deconvnet, layer: str) -> int:
+    return deconv._convs[deconv.layers.index(layer)].out_channels
+
+
+def _batches(dataset, loaded: Loaded, cfg: VisualizeConfig, device):
+    pre = BatchPreprocess(loaded.mean.to(device), loaded.input_size, train=False)
+    steps = math.ceil(cfg.max_images / cfg.batch_size) if cfg.max_images else None
+    if hasattr(dataset, "images"):
+        return InMemoryBatches(dataset.images, dataset.labels, cfg.batch_size, pre, shuffle=False,
+                               device=device, max_steps=steps)
+    return LoaderBatches(dataset, cfg.batch_size, pre, shuffle=False, workers=loaded.data.workers,
+                         device=device, max_steps=steps)
+
+
+def _images(dataset, indices: Sequence[int], loaded: Loaded) -> tuple[torch.Tensor, torch.Tensor]:
+    """(model input float, displayable uint8 centre crop) for the given data-set indices."""
+    raw = torch.stack([dataset[i][0] for i in indices])  # (N, 3, S, S) uint8
+    c, s = loaded.input_size, raw.shape[-1]
+    top = (s - c) // 2
+    crop = raw[:, :, top:top + c, top:top + c]
+    pre = BatchPreprocess(loaded.mean, c, train=False)
+    return pre(raw), crop
+
+
+def _check_fmaps(deconv: Deconvnet, layers: list[str], fmaps: Sequence[int]) -> None:
+    for layer in layers:
+        n = num_maps(deconv, layer)
+        bad = [f for f in fmaps if not 0 <= f < n]
+        if bad:
+            raise ValueError(f"--fmap {bad[0]} out of range: {layer} has {n} feature maps "
+                             f"(0..{n - 1})")
+
+
+def _pick_maps(n: int, count: int, seed: int, layer: str) -> list[int]:
+    g = torch.Generator().manual_seed(seed * 7919 + sum(map(ord, layer)))
+    return sorted(torch.randperm(n, generator=g)[:min(count, n)].tolist())
+
+
+def _project_crops(loaded: Loaded, images: torch.Tensor, requests: list[Request],
+                   cfg: VisualizeConfig, desc: str) -> list[tuple[np.ndarray, tuple]]:
+    """Project the requests and cut each projection to its activation's receptive field."""
+    out: list[tuple[np.ndarray, tuple]] = []
+    chunk = max(1, cfg.batch_size)
+    bar = tqdm(range(0, len(requests), chunk), desc=desc, disable=not cfg.progress, leave=False)
+    for s in bar:
+        part = requests[s:s + chunk]
+        proj = loaded.deconv.project(images, part, batch_size=chunk).cpu()
+        for r, p in zip(part, proj):
+            y0, x0, y1, x1 = loaded.deconv.receptive_field(r.layer, *r.position, loaded.input_size)
+            out.append((p[:, y0:y1, x0:x1].numpy(), (y0, x0, y1, x1)))
+    return out
+
+
+# ---------------------------------------------------------------- Fig 2
+
+def run_top9(cfg: VisualizeConfig, run_dir: Path, device) -> dict:
+    loaded = load_trained(cfg.checkpoint, cfg.output_root, device, cfg.data)
+    layers = layer_names(loaded.deconv, cfg.layers)
+    _check_fmaps(loaded.deconv, layers, cfg.fmaps)
+    dataset = load_split(loaded.data, cfg.split, progress=cfg.progress)
+    top = scan_top9(loaded.deconv, _batches(dataset, loaded, cfg, device), layers, k=cfg.k,
+                    progress=cfg.progress)
+    scanned = min(cfg.max_images or len(dataset), len(dataset))
+    index: dict[str, dict] = {}
+    figures = []
+    for layer in layers:
+        maps = list(cfg.fmaps) or _pick_maps(num_maps(loaded.deconv, layer), cfg.maps_per_layer,
+                                             cfg.seed, layer)
+        t = top[layer]
+        wanted = sorted({int(i) for m in maps for i in t.images[m]})
+        local = {g: j for j, g in enumerate(wanted)}
+        inputs, crops = _images(dataset, wanted, loaded)
+        requests = [Request(local[int(t.images[m, j])], layer, m, tuple(t.positions[m, j].tolist()))
+                    for m in maps for j in range(t.images.shape[1])]
+        projected = _project_crops(loaded, inputs, requests, cfg, f"project {layer}")
+        blocks, it = [], iter(projected)
+        for m in maps:
+            cells, boxes = [], []
+            for j in range(t.images.shape[1]):
+                proj, (y0, x0, y1, x1) = next(it)
+                patch = crops[local[int(t.images[m, j])]][:, y0:y1, x0:x1].numpy()
+                cells.append((viz.projection_to_image(proj), patch.transpose(1, 2, 0)))
+                boxes.append([y0, x0, y1, x1])
+            blocks.append((f"{layer} map {m}", cells))
+            index.setdefault(layer, {})[str(m)] = {
+                "images": t.images[m].tolist(), "positions": t.positions[m].tolist(),
+                "values": t.values[m].tolist(), "receptive_fields": boxes}
+        path = run_dir / "figures" / f"fig2_{layer}.png"
+        viz.top9_figure(blocks, path, cell=cfg.cell, title=f"Fig 2: {layer}, top-{cfg.k} "
+                        f"activations over {scanned} {cfg.split} images (projection | image patch)")
+        figures.append(str(path.relative_to(run_dir)))
+    (run_dir / "top9.json").write_text(json.dumps(
+        {"checkpoint": str(loaded.source), "split": cfg.split, "data": loaded.data.name,
+         "classes": loaded.state["classes"], "layers": index}, indent=1) + "\n")
+    return {"mode": "top9", "layers": layers, "figures": figures, "checkpoint": str(loaded.source),
+            "images_scanned": scanned}
+
+
+# ---------------------------------------------------------------- Fig 4
+
+def _kept_checkpoints(spec: str, output_root: str) -> tuple[Path, list[tuple[int, Path]]]:
+    """A training run folder and its kept epoch checkpoints, oldest first."""
+    path = checkpoint.resolve(spec, output_root, "train")
+    run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    kept = sorted((int(p.stem.split("_")[1]), p) for p in (run / "checkpoints").glob("epoch_*.pt"))
+    if not kept:
+        raise checkpoint.CheckpointError(f"no kept epoch checkpoints (epoch_*.pt) in {run / 'checkpoints'}: "
+                                         "train with keep_epochs=[...] to get them")
+    return run, kept
+
+
+def run_evolution(cfg: VisualizeConfig, run_dir: Path, device) -> dict:
+    train_run, kept = _kept_checkpoints(cfg.checkpoint, cfg.output_root)
+    first = load_trained(str(kept[0][1]), cfg.output_root, device, cfg.data)
+    layers = layer_names(first.deconv, cfg.layers)
+    _check_fmaps(first.deconv, layers, cfg.fmaps)
+    maps = {layer: list(cfg.fmaps) or _pick_maps(num_maps(first.deconv, layer), cfg.evolution_maps,
+                                                 cfg.seed, layer) for layer in layers}
+    dataset = load_split(first.data, cfg.evolution_split, progress=cfg.progress)
+    columns: list[list] = []  # per epoch, the images in row order
+    record: dict[str, dict] = {}
+    for epoch, path in tqdm(kept, desc="epochs", disable=not cfg.progress):
+        loaded = load_trained(str(path), cfg.output_root, device, cfg.data)
+        top = scan_top9(loaded.deconv, _batches(dataset, loaded, cfg, device), layers, k=1,
+                        progress=cfg.progress)
+        wanted = sorted({int(top[l].images[m, 0]) for l in layers for m in maps[l]})
+        local = {g: j for j, g in enumerate(wanted)}
+        inputs, _ = _images(dataset, wanted, loaded)
+        requests = [Request(local[int(top[l].images[m, 0])], l, m, tuple(top[l].positions[m, 0].tolist()))
+                    for l in layers for m in maps[l]]
+        column = [viz.projection_to_image(p) for p, _ in
+                  _project_crops(loaded, inputs, requests, cfg, f"project epoch {epoch}")]
+        columns.append(column)
+        record[str(epoch)] = {f"{l}/{m}": {"image": int(top[l].images[m, 0]),
+                                           "position": top[l].positions[m, 0].tolist(),
+                                           "value": float(top[l].values[m, 0])}
+                              for l in layers for m in maps[l]}
+    labels = [f"{l} map {m}" for l in layers for m in maps[l]]
+    rows = [(label, [col[i] for col in columns]) for i, label in enumerate(labels)]
+    path = run_dir / "figures" / "fig4_evolution.png"
+    viz.table_figure(rows, [f"epoch {e}" for e, _ in kept], path, cell=cfg.cell,
+                     title=f"Fig 4: strongest activation over the {cfg.evolution_split} split, "
+                           f"projected, at each kept epoch of {train_run.name}")
+    (run_dir / "evolution.json").write_text(json.dumps(
+        {"train_run": str(train_run), "epochs": [e for e, _ in kept], "maps": maps,
+         "strongest": record}, indent=1) + "\n")
+    return {"mode": "evolution", "train_run": str(train_run), "epochs": [e for e, _ in kept],
+            "layers": layers, "figures": [str(path.relative_to(run_dir))]}
+
+
+# ---------------------------------------------------------------- Fig 6
+
+def filter_stats(weight: torch.Tensor, dead_fraction: float = 0.1) -> dict:
+    """Numbers behind Fig 6 for a first layer's filters (out, 3, k, k).
+
+    * dead filters: RMS below ``dead_fraction`` x the largest filter RMS of the layer;
+    * dominance: largest RMS / median RMS (Fig 6a: without renormalisation one filter dominates);
+    * spectral energy: each live filter's colour-summed power spectrum (per-channel mean removed,
+      zero-padded to 64x64) split by radial frequency in cycles per input pixel (the filter is
+      applied at input resolution whatever its stride): low < 1/8, mid 1/8..1/4, high >= 1/4;
+      averaged over the live filters.
+    """
+    w = weight.detach().double().cpu()
+    rms = w.flatten(1).pow(2).mean(1).sqrt()
+    live = rms >= dead_fraction * rms.max()
+    centred = w - w.mean(dim=(2, 3), keepdim=True)
+    power = torch.fft.fft2(centred, s=(64, 64)).abs().pow(2).sum(1)  # (out, 64, 64)
+    f = torch.fft.fftfreq(64, dtype=torch.float64)
+    radius = (f[:, None] ** 2 + f[None, :] ** 2).sqrt()
+    bands = {"low": radius < 1 / 8, "mid": (radius >= 1 / 8) & (radius < 1 / 4), "high": radius >= 1 / 4}
+    total = power.sum(dim=(1, 2)).clamp_min(1e-30)
+    energy = {b: float((power[:, m].sum(1) / total)[live].mean()) if live.any() else 0.0
+              for b, m in bands.items()}
+    return {"filters": int(w.shape[0]), "kernel": int(w.shape[-1]), "dead": int((~live).sum()),
+            "dead_fraction_threshold": dead_fraction, "rms_max": float(rms.max()),
+            "rms_median": float(rms.median()), "dominance": float(rms.max() / rms.median().clamp_min(1e-30)),
+            "spectral_energy": energy}
+
+
+def _filters_panel(cfg: VisualizeConfig, spec: str, device):
+    """Filter grid + top-1 layer-2 projections of one trained model, and its numbers."""
+    loaded = load_trained(spec, cfg.output_root, device, cfg.data)
+    conv1 = loaded.deconv._convs[0]
+    w = conv1.weight.detach().cpu()
+    cols = max(1, math.ceil(math.sqrt(w.shape[0])))
+    filters = viz.image_grid([viz.filter_to_image(f) for f in w], max(16, cfg.cell // 2), cols)
+    stats = filter_stats(w, cfg.dead_fraction)
+    layer2 = loaded.deconv.layers[1] if len(loaded.deconv.layers) > 1 else loaded.deconv.layers[0]
+    dataset = load_split(loaded.data, cfg.split, progress=cfg.progress)
+    top = scan_top9(loaded.deconv, _batches(dataset, loaded, cfg, device), [layer2], k=1,
+                    progress=cfg.progress)[layer2]
+    maps = list(range(min(cfg.layer2_maps, num_maps(loaded.deconv, layer2))))
+    wanted = sorted({int(top.images[m, 0]) for m in maps})
+    local = {g: j for j, g in enumerate(wanted)}
+    inputs, _ = _images(dataset, wanted, loaded)
+    requests = [Request(local[int(top.images[m, 0])], layer2, m, tuple(top.positions[m, 0].tolist()))
+                for m in maps]
+    projections = viz.image_grid([viz.projection_to_image(p) for p, _ in
+                                  _project_crops(loaded, inputs, requests, cfg, f"project {layer2}")],
+                                 cfg.cell, max(1, math.ceil(math.sqrt(len(maps)))))
+    conv = loaded.state["model_cfg"]
+    name = f"{conv['name']} conv1 {conv['kernels'][0]}x{conv['kernels'][0]}/{conv['strides'][0]}"
+    renorm = loaded.state["config"].get("optim", {}).get("renorm", True)
+    name += "" if renorm else ", no renorm"
+    return name, filters, projections, {**stats, "checkpoint": str(loaded.source), "renorm": renorm,
+                                        "layer2": layer2}
+
+
+def run_filters(cfg: VisualizeConfig, run_dir: Path, device) -> dict:
+    specs = list(cfg.compare) or [cfg.checkpoint]
+    panels, numbers = [], {}
+    for spec in specs:
+        name, filters, projections, stats = _filters_panel(cfg, spec, device)
+        key = name if name not in numbers else f"{name} ({spec})"
+        numbers[key] = stats
+        panels.append((key, filters, projections))
+    fig_filters = run_dir / "figures" / "fig6_filters.png"
+    viz.panels_figure([(f"(conv1) {n}", f) for n, f, _ in panels], fig_filters,
+                      title="Fig 6: first-layer filters (each normalised, zero = grey)")
+    fig_l2 = run_dir / "figures" / "fig6_layer2.png"
+    viz.panels_figure([(f"(layer 2) {n}", p) for n, _, p in panels], fig_l2,
+                      title=f"Fig 6: strongest layer-2 activations over the {cfg.split} split, projected")
+    return {"mode": "filters", "models": numbers,
+            "figures": [str(fig_filters.relative_to(run_dir)), str(fig_l2.relative_to(run_dir))]}
+
+
+# ---------------------------------------------------------------- entry point
+
+def run(cfg: VisualizeConfig, run_dir: str | Path, *, dist_info: Dist | None = None, **_) -> dict:
+    """Make the figure ``cfg.mode`` asks for in ``run_dir/figures`` and return its numbers
+    (also written to ``run_dir/metrics.json``)."""
+    run_dir = Path(run_dir)
+    device = dist_info.device if dist_info else pick_device(cfg.device)
+    modes = {"top9": run_top9, "evolution": run_evolution, "filters": run_filters}
+    if cfg.mode not in modes:
+        raise ValueError(f"unknown mode '{cfg.mode}'; expected one of {', '.join(modes)}")
+    metrics = modes[cfg.mode](cfg, run_dir, device)
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
