@@ -6,7 +6,13 @@ BIN    := $(VENV)/bin
 ZFNET  := $(BIN)/zfnet
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test test-slow bench clean-outputs help
+# The model the figures look at: the newest `zfnet train` run (trained first if there is none).
+TRAINED := outputs/train/latest/checkpoints/last.pt
+# Fig 6: the same budget for each first layer (AlexNet 11x11/4, ZFNet 7x7/2, ZFNet without renorm).
+FIG6_ROOT ?= outputs/fig6
+FIG6_ARGS ?=
+
+.PHONY: setup demo test test-slow bench trained fig2 fig4 fig6 help
 
 help:
 	@echo "make demo       train the small ZFNet on the embedded data (CPU, ~10 min)"
@@ -14,6 +20,9 @@ help:
 	@echo "make test-slow  also the long tests"
 	@echo "make bench      benchmarks, written to outputs/bench/<date_time>/"
 	@echo "make setup      only create .venv and install the package"
+	@echo "make fig2       Fig 2: top-9 projections, layers 1-5 (trains first if no model)"
+	@echo "make fig4       Fig 4: feature evolution over the kept epochs"
+	@echo "make fig6       Fig 6: trains 11x11/4, 7x7/2 and 7x7/2 without renorm, compares filters"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +33,25 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	$(ZFNET) train
+	$(ZFNET) visualize --all
+	$(ZFNET) visualize --evolution
+	$(ZFNET) visualize --filters
+
+trained: $(STAMP)
+	@test -e $(TRAINED) || $(ZFNET) train
+
+fig2: trained
+	$(ZFNET) visualize --all
+
+fig4: trained
+	$(ZFNET) visualize --evolution
+
+fig6: $(STAMP)
+	set -e; \
+	$(ZFNET) train model=small_alexnet output_root=$(FIG6_ROOT) $(FIG6_ARGS); a=$$(readlink -f $(FIG6_ROOT)/train/latest); \
+	$(ZFNET) train model=small output_root=$(FIG6_ROOT) $(FIG6_ARGS); b=$$(readlink -f $(FIG6_ROOT)/train/latest); \
+	$(ZFNET) train model=small optim.renorm=false output_root=$(FIG6_ROOT) $(FIG6_ARGS); c=$$(readlink -f $(FIG6_ROOT)/train/latest); \
+	$(ZFNET) visualize --filters --compare $$a $$b $$c
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

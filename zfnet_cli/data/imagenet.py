@@ -21,6 +21,8 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 from PIL import Image
+
+from zfnet_cli.data.images import resize_center_crop
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
@@ -40,19 +42,6 @@ def _class_folders(split_dir: Path) -> list[str]:
     """Sorted names of the non-hidden sub-folders of ``split_dir``."""
     with os.scandir(split_dir) as it:
         return sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
-
-
-def _resize_center_crop(img: Image.Image, size: int) -> Image.Image:
-    """Short side -> ``size`` (bilinear, antialiased when shrinking), then the centre size x size."""
-    w, h = img.size
-    scale = size / min(w, h)
-    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
-    if (new_w, new_h) != (w, h):
-        # PIL's resize filters over the whole footprint of each output pixel: this is the
-        # antialiased resize (a plain bilinear tap would alias when shrinking 500 -> 256).
-        img = img.resize((new_w, new_h), Image.BILINEAR)
-    left, top = (new_w - size) // 2, (new_h - size) // 2
-    return img.crop((left, top, left + size, top + size))
 
 
 class ImageFolderData(Dataset):
@@ -139,7 +128,7 @@ class ImageFolderData(Dataset):
         path, label = self.samples[i]
         with Image.open(path) as img:
             # convert: greyscale, palette, RGBA (alpha dropped) and CMYK JPEGs all become RGB
-            img = _resize_center_crop(img.convert("RGB"), self.resize)
+            img = resize_center_crop(img.convert("RGB"), self.resize)
             array = np.asarray(img)  # (S, S, 3)
         return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous(), label
 
