@@ -1,10 +1,10 @@
-import os
 
 import pytest
 import torch
 
-# Two cores on CI: keep torch from oversubscribing when pytest and DataLoader workers share them.
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# One torch thread: the tests use tiny models, and on a 2-core machine a second thread that has to
+# wait for a busy core (DataLoader workers, the DDP test's processes) slows small ops many times.
+torch.set_num_threads(1)
 
 
 @pytest.fixture
