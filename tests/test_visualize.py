@@ -18,18 +18,15 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """Two smoke runs (ZFNet's 7x7/2 conv1 and AlexNet's 11x11/4) with epochs 1 and 2 kept."""
-    root = tmp_path_factory.mktemp("vis")
-    base = ["train", "experiment=smoke", f"output_root={root}", f"data.cache_dir={root / 'cache'}",
-            "epochs=2", "keep_epochs=[1,2]"]
-    res = runner.invoke(app, base + ["model.kernels=[11,5,3,3,3]", "model.strides=[4,1,1,1,1]",
-                                     "model.paddings=[2,2,1,1,1]"])
+def trained(smoke_model, tmp_path_factory):
+    """The shared smoke model (ZFNet's 7x7/2 conv1) and an AlexNet-style 11x11/4 one."""
+    root, zf = smoke_model
+    alex_root = tmp_path_factory.mktemp("alex")
+    res = runner.invoke(app, ["train", "experiment=smoke", f"output_root={alex_root}",
+                              f"data.cache_dir={root / 'cache'}", "model=small_alexnet",
+                              "model.channels=[8,16,16,16,16]", "model.fc_widths=[32,32]"])
     assert res.exit_code == 0, res.output
-    alex = (root / "train" / "latest").resolve()
-    res = runner.invoke(app, base)
-    assert res.exit_code == 0, res.output
-    return root, (root / "train" / "latest").resolve(), alex
+    return root, zf, (alex_root / "train" / "latest").resolve()
 
 
 def _vis(root, *args):

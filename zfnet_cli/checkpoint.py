@@ -10,12 +10,14 @@ CUDA and data-order generator states), ``history`` (per-epoch metrics so far), `
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Optional
 
 import torch
 
+from zfnet_cli.data.sources import DataConfig
+from zfnet_cli.deconv import Deconvnet
 from zfnet_cli.model import ModelConfig, ZFNet
 
 
@@ -77,5 +79,26 @@ def build_model(state: dict) -> ZFNet:
     return model
 
 
-def model_cfg_dict(cfg: ModelConfig) -> dict[str, Any]:
-    return asdict(cfg)
+@dataclass
+class Loaded:
+    """A trained model ready for the deconvnet, and what it was trained on."""
+
+    state: dict
+    model: torch.nn.Module
+    deconv: Deconvnet
+    data: DataConfig
+    mean: torch.Tensor
+    input_size: int
+    source: Path
+
+
+def load_trained(spec: str, output_root: str, device: torch.device,
+                 data: Optional[DataConfig] = None) -> Loaded:
+    """The model ``spec`` names (see :func:`resolve`), in eval mode on ``device``, wrapped for
+    the deconvnet, with the data config it was trained on (or ``data``)."""
+    path = resolve(spec, output_root, "train")
+    state = load(path)
+    model = build_model(state).to(device).eval()
+    data_cfg = data or DataConfig(**state["config"]["data"])
+    return Loaded(state, model, Deconvnet(model), data_cfg, state["mean"],
+                  state["model_cfg"]["input_size"], path)

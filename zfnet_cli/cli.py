@@ -182,6 +182,45 @@ def visualize(
     _execute("visualize", merge_overrides([], ovr), experiment_visualize.run)
 
 
+@app.command(epilog="Examples:\n\n"
+             "  zfnet occlude                              # a few embedded validation images\n\n"
+             "  zfnet occlude dog.jpg cat.png --label 3    # your files, class 3 as the correct one\n\n"
+             "  zfnet occlude photo.jpg --label face --size 32 --stride 4\n\n"
+             "  zfnet occlude localise=true                # + the localisation check (embedded data)")
+def occlude(
+    args: Optional[List[str]] = typer.Argument(
+        None, metavar="[IMAGE]... [KEY=VALUE]...",
+        help="Image files (JPEG, PNG, GIF, WebP, BMP, TIFF; any mode). None: a few validation "
+             "images of the model's data. Then Hydra overrides, e.g. localise=true."),
+    label: Optional[str] = typer.Option(None, help="The correct class, as an index or a class "
+                                        "name. Default: the class predicted on the whole image."),
+    size: Optional[int] = typer.Option(None, min=1, help="Occluder side in pixels (default: "
+                                       "input side / 4; the paper does not say)."),
+    stride: Optional[int] = typer.Option(None, min=1, help="Occluder step in pixels (default: size / 4)."),
+    checkpoint: Optional[str] = typer.Option(None, help="Checkpoint file, train run folder, or "
+                                             "'latest' (default)."),
+    device: Optional[str] = typer.Option(None, help="auto (CUDA when present), cpu, cuda."),
+) -> None:
+    """Occlusion sensitivity (paper §4.2, Fig 7): slide a grey square over each image.
+
+    Per occluder position: (b) the total activation of the strongest layer-5 feature map, (d) p(correct class), (e) the most probable label; with (c) the deconv projection of that map. Maps go to the run folder as .npz, numbers to occlusion.json, figures to figures/.
+    """
+    args = list(args or [])
+    images = [a for a in args if "=" not in a]
+    overrides = [a for a in args if "=" in a]
+    typed = {"label": _quote(label) if label is not None else None, "size": size,
+             "stride": stride, "checkpoint": checkpoint, "device": device,
+             "images": f"[{','.join(_quote(i) for i in images)}]" if images else None}
+    ovr = [f"{k}={v}" for k, v in typed.items() if v is not None] + overrides
+    from zfnet_cli.experiments import occlude as experiment_occlude
+
+    metrics = _execute("occlude", merge_overrides([], ovr), experiment_occlude.run)
+    for line in metrics.get("failed", []):
+        typer.echo(f"zfnet occlude: error: {line}", err=True)
+    if metrics.get("failed"):
+        raise typer.Exit(1)
+
+
 def main() -> None:
     app(prog_name="zfnet")
 

@@ -28,6 +28,7 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from zfnet_cli.experiments.occlude import OccludeConfig
 from zfnet_cli.experiments.train import TrainConfig
 from zfnet_cli.experiments.visualize import VisualizeConfig
 
@@ -38,7 +39,8 @@ class ConfigError(ValueError):
     """A bad override or config file; the message is one line that names the key."""
 
 
-SCHEMAS: dict[str, type] = {"train": TrainConfig, "visualize": VisualizeConfig}
+SCHEMAS: dict[str, type] = {"train": TrainConfig, "visualize": VisualizeConfig,
+                            "occlude": OccludeConfig}
 
 _store = ConfigStore.instance()
 for _name, _schema in SCHEMAS.items():

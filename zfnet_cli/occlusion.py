@@ -185,8 +185,9 @@ def occlude(model: nn.Module, image: torch.Tensor, *, size: int, stride: int,
     largest total activation (sum over its spatial positions; the first on a tie). Positions
     are run ``batch_size`` at a time; each batch is one forward pass of the whole model with a
     forward hook on the module that ends ``layer``, so all three maps come from the same pass.
-    Results do not depend on ``batch_size`` beyond what the backend's kernels guarantee (on CPU
-    they are bit-identical; tests/test_occlusion.py checks it).
+    Results do not depend on ``batch_size``: in exact arithmetic they are bit-identical
+    (tests/test_occlusion.py checks this on float64 networks whose sums are exact); in float32
+    the backend's kernels may sum in a batch-size-dependent order and differ in the last bits.
 
     The model is put in eval mode for the call (each module's previous mode is restored after)
     and run under ``torch.no_grad()`` on the device and dtype of its parameters.

@@ -161,3 +161,56 @@ def panels_figure(panels: Sequence[tuple[str, object]], path, *, title: str = ""
         x += p.width + pad
     return _save(canvas, path)
 
+
+
+def occlusion_figure(image, occluder: tuple[int, int, int], fmap_total, projection, p_target,
+                     top_label, classes: Sequence[str], centres, path, *, title: str = "",
+                     fmap: str = "", target: str = "") -> Path:
+    """Fig 7's row for one image: (a) the input with the occluder drawn at one position,
+    (b) total activation of the strongest layer-5 map per occluder position, (c) that map's
+    deconv projection, (d) p(correct class) per position, (e) the most probable label per
+    position with a legend of class names. Maps are drawn over the image's coordinates: each
+    cell sits at its occluder's centre."""
+    from matplotlib.patches import Rectangle
+
+    h, w = image.shape[:2]
+    cy, cx = centres[:, 0, 0], centres[0, :, 1]
+    dy = (cy[1] - cy[0]) if len(cy) > 1 else h
+    dx = (cx[1] - cx[0]) if len(cx) > 1 else w
+    extent = (cx[0] - dx / 2, cx[-1] + dx / 2, cy[-1] + dy / 2, cy[0] - dy / 2)
+    fig, axes = plt.subplots(1, 5, figsize=(17, 3.9))
+    y, x, size = occluder
+    axes[0].imshow(image)
+    axes[0].add_patch(Rectangle((x - 0.5, y - 0.5), size, size, facecolor=(0.5, 0.5, 0.5),
+                                edgecolor="white", linewidth=1))
+    axes[0].set_title("(a) input + occluder")
+    im = axes[1].imshow(fmap_total, cmap="jet", extent=extent)
+    axes[1].set_title(f"(b) total activation, {fmap}", fontsize=9)
+    fig.colorbar(im, ax=axes[1], fraction=0.046)
+    axes[2].imshow(projection)
+    axes[2].set_title(f"(c) projection of {fmap}", fontsize=9)
+    im = axes[3].imshow(p_target, cmap="jet", extent=extent, vmin=0, vmax=max(1e-6, float(p_target.max())))
+    axes[3].set_title(f"(d) p({target})", fontsize=9)
+    fig.colorbar(im, ax=axes[3], fraction=0.046)
+    labels = np.unique(top_label)
+    index = np.searchsorted(labels, top_label)
+    cmap = plt.get_cmap("tab20", max(len(labels), 1))
+    axes[4].imshow(index, cmap=cmap, extent=extent, vmin=-0.5, vmax=len(labels) - 0.5,
+                   interpolation="nearest")
+    axes[4].set_title("(e) most probable label")
+    handles = [Rectangle((0, 0), 1, 1, color=cmap(i)) for i in range(len(labels))]
+    axes[4].legend(handles, [classes[int(c)] for c in labels], fontsize=7, loc="upper left",
+                   bbox_to_anchor=(1.02, 1.0), frameon=False)
+    for ax in axes:
+        ax.set_xlim(0, w)
+        ax.set_ylim(h, 0)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -29,6 +29,7 @@ import torch
 from tqdm import tqdm
 
 from zfnet_cli import checkpoint
+from zfnet_cli.checkpoint import Loaded, load_trained
 from zfnet_cli.data.sources import DataConfig, load_split
 from zfnet_cli.data.transforms import BatchPreprocess
 from zfnet_cli.deconv import Deconvnet, Request
@@ -62,29 +63,6 @@ class VisualizeConfig:
 
 
 # ---------------------------------------------------------------- loading
-
-@dataclass
-class Loaded:
-    """A trained model ready for the deconvnet, and what it was trained on."""
-
-    state: dict
-    model: torch.nn.Module
-    deconv: Deconvnet
-    data: DataConfig
-    mean: torch.Tensor
-    input_size: int
-    source: Path
-
-
-def load_trained(spec: str, output_root: str, device: torch.device,
-                 data: Optional[DataConfig] = None) -> Loaded:
-    path = checkpoint.resolve(spec, output_root, "train")
-    state = checkpoint.load(path)
-    model = checkpoint.build_model(state).to(device).eval()
-    data_cfg = data or DataConfig(**state["config"]["data"])
-    return Loaded(state, model, Deconvnet(model), data_cfg, state["mean"],
-                  state["model_cfg"]["input_size"], path)
-
 
 def layer_names(deconv: Deconvnet, numbers: Sequence[int]) -> list[str]:
     """Paper layer numbers -> the deconvnet's names (``3`` -> ``conv3``; for a generic network
