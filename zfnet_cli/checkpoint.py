@@ -9,6 +9,7 @@ CUDA and data-order generator states), ``history`` (per-epoch metrics so far), `
 """
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -102,3 +103,22 @@ def load_trained(spec: str, output_root: str, device: torch.device,
     data_cfg = data or DataConfig(**state["config"]["data"])
     return Loaded(state, model, Deconvnet(model), data_cfg, state["mean"],
                   state["model_cfg"]["input_size"], path)
+
+
+def resolve_label(label: Optional[str], classes: list[str]) -> Optional[int]:
+    """``label`` as a class index: an integer in range, or a class name (one-line errors)."""
+    if label is None:
+        return None
+    text = str(label).strip()
+    if text.lstrip("-").isdigit():
+        i = int(text)
+        if not 0 <= i < len(classes):
+            raise ValueError(f"label {i} out of range: the model has {len(classes)} classes "
+                             f"(0..{len(classes) - 1})")
+        return i
+    if text in classes:
+        return classes.index(text)
+    close = difflib.get_close_matches(text, classes, n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else \
+        f"; classes: {', '.join(classes[:20])}{' ...' if len(classes) > 20 else ''}"
+    raise ValueError(f"unknown class '{text}'{hint}")

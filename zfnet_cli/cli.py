@@ -221,6 +221,70 @@ def occlude(
         raise typer.Exit(1)
 
 
+def _files_and_overrides(args: Optional[List[str]]) -> tuple[list[str], list[str]]:
+    args = list(args or [])
+    return [a for a in args if "=" not in a], [a for a in args if "=" in a]
+
+
+@app.command(epilog="Examples:\n\n"
+             "  zfnet invariance                           # 5 embedded validation images\n\n"
+             "  zfnet invariance method=render             # re-draw the object, background fixed\n\n"
+             "  zfnet invariance a.jpg b.jpg --label 3 --label 7")
+def invariance(
+    args: Optional[List[str]] = typer.Argument(
+        None, metavar="[IMAGE]... [KEY=VALUE]...",
+        help="Image files (default: validation images of the model's data), then overrides."),
+    label: Optional[List[str]] = typer.Option(None, help="True class of each file (index or "
+                                              "name), in order; repeat. Default: the prediction."),
+    n_images: Optional[int] = typer.Option(None, min=1, help="Validation images used (paper: 5)."),
+    method: Optional[str] = typer.Option(None, help="image: transform the whole image (paper); "
+                                         "render: re-draw the embedded object."),
+    checkpoint: Optional[str] = typer.Option(None, help="Checkpoint, train run folder or 'latest'."),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda."),
+) -> None:
+    """Feature invariance (paper §4.4, Fig 5): vertical translation, scale and rotation.
+
+    Per transform and amount: the relative distance ||f(x) - f(x')|| / ||f(x)|| of layer-1 and layer-7 features, and P(true class); one line per image.
+    """
+    files, overrides = _files_and_overrides(args)
+    typed = {"images": f"[{','.join(_quote(f) for f in files)}]" if files else None,
+             "labels": f"[{','.join(_quote(v) for v in label)}]" if label else None,
+             "n_images": n_images, "method": method, "checkpoint": checkpoint, "device": device}
+    from zfnet_cli.experiments import invariance as experiment_invariance
+
+    _execute("invariance", merge_overrides([], [f"{k}={v}" for k, v in typed.items() if v is not None]
+                                           + overrides), experiment_invariance.run)
+
+
+@app.command(epilog="Examples:\n\n"
+             "  zfnet correspond                           # embedded faces: eyes, nose, random\n\n"
+             "  zfnet correspond draws=50 mask_size=24\n\n"
+             "  zfnet correspond d1.jpg d2.jpg d3.jpg --parts-file parts.json")
+def correspond(
+    args: Optional[List[str]] = typer.Argument(
+        None, metavar="[IMAGE]... [KEY=VALUE]...",
+        help="Images of one class (need --parts-file; default: embedded faces), then overrides."),
+    parts_file: Optional[Path] = typer.Option(None, help="JSON {image: {part: [x0,y0,x1,y1]}} or "
+                                              "CSV image,part,x0,y0,x1,y1."),
+    draws: Optional[int] = typer.Option(None, min=1, help="Draws per Table 1 row (mean ± std)."),
+    mask_size: Optional[int] = typer.Option(None, min=1, help="Side of the occluding square (px)."),
+    checkpoint: Optional[str] = typer.Option(None, help="Checkpoint, train run folder or 'latest'."),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda."),
+) -> None:
+    """Correspondence of parts across images (paper §4.3, Fig 8, Table 1).
+
+    Occlude the same part in every image (or a random spot); Delta = how often the signs of the feature changes disagree between images, at layers 5 and 7 (lower = more consistent). Writes table1.md, table1.json and figures/fig8_masks.png.
+    """
+    files, overrides = _files_and_overrides(args)
+    typed = {"images": f"[{','.join(_quote(f) for f in files)}]" if files else None,
+             "parts_file": _quote(str(parts_file)) if parts_file else None, "draws": draws,
+             "mask_size": mask_size, "checkpoint": checkpoint, "device": device}
+    from zfnet_cli.experiments import correspond as experiment_correspond
+
+    _execute("correspond", merge_overrides([], [f"{k}={v}" for k, v in typed.items() if v is not None]
+                                           + overrides), experiment_correspond.run)
+
+
 def main() -> None:
     app(prog_name="zfnet")
 

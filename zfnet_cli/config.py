@@ -28,6 +28,8 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from zfnet_cli.experiments.correspond import CorrespondConfig
+from zfnet_cli.experiments.invariance import InvarianceConfig
 from zfnet_cli.experiments.occlude import OccludeConfig
 from zfnet_cli.experiments.train import TrainConfig
 from zfnet_cli.experiments.visualize import VisualizeConfig
@@ -40,7 +42,8 @@ class ConfigError(ValueError):
 
 
 SCHEMAS: dict[str, type] = {"train": TrainConfig, "visualize": VisualizeConfig,
-                            "occlude": OccludeConfig}
+                            "occlude": OccludeConfig, "invariance": InvarianceConfig,
+                            "correspond": CorrespondConfig}
 
 _store = ConfigStore.instance()
 for _name, _schema in SCHEMAS.items():

@@ -214,3 +214,61 @@ def occlusion_figure(image, occluder: tuple[int, int, int], fmap_total, projecti
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def invariance_figure(result: dict, examples: dict, names: Sequence[str], layers: Sequence[str],
+                      path, *, title: str = "") -> Path:
+    """Fig 5's grid: one row per transform; columns: example transformed images, the feature
+    distance at each layer, P(true class); one line per image."""
+    kinds = list(result)
+    ncol = 2 + len(layers)
+    fig = plt.figure(figsize=(4.2 * ncol, 3.3 * len(kinds)))
+    grid = fig.add_gridspec(len(kinds), ncol)
+    units = {"translate": "vertical shift (px)", "scale": "scale", "rotate": "rotation (deg)"}
+    for r, kind in enumerate(kinds):
+        strip = np.concatenate([np.pad(img, ((2, 2), (2, 2), (0, 0)), constant_values=255)
+                                for _, img in examples[kind]], axis=1)
+        ax = fig.add_subplot(grid[r, 0])
+        ax.imshow(strip)
+        ax.set_title(f"{kind}: " + ", ".join(a for a, _ in examples[kind]), fontsize=8)
+        ax.axis("off")
+        amounts = result[kind]["amounts"]
+        panels = [(f"distance_{l}", f"layer {l}: relative distance") for l in layers]
+        panels.append(("p_true", "P(true class)"))
+        for c, (key, label) in enumerate(panels, start=1):
+            ax = fig.add_subplot(grid[r, c])
+            for i, ys in enumerate(result[kind][key]):
+                ax.plot(amounts, ys, "-o", ms=2.5, lw=1.2, label=names[i])
+            ax.set_xlabel(units.get(kind, kind), fontsize=8)
+            ax.set_title(label, fontsize=9)
+            ax.grid(alpha=0.3)
+            if key == "p_true":
+                ax.set_ylim(-0.02, 1.02)
+            if r == 0 and c == len(panels):
+                ax.legend(fontsize=7, loc="best")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def masks_figure(images, boxes: dict, path, *, title: str = "", cell: int = 96) -> Path:
+    """Fig 8: each image (rows) with the square occluded for each part (columns)."""
+    names = list(boxes)
+    rows = []
+    for i, img in enumerate(images):
+        tiles = []
+        for name in names:
+            y0, x0, y1, x1 = boxes[name][i]
+            t = np.array(img, copy=True)
+            t[y0:y1, x0:x1] = 128
+            t[y0:y1, [x0, x1 - 1]] = 255
+            t[[y0, y1 - 1], x0:x1] = 255
+            tiles.append(t)
+        rows.append((f"image {i + 1}", [img] + tiles))
+    return table_figure(rows, ["original"] + [n.replace("_", " ") for n in names], path,
+                        cell=cell, title=title)

@@ -14,7 +14,6 @@ side and a quarter of that (56 px / 14 px at 224, 32 / 8 at 128).
 """
 from __future__ import annotations
 
-import difflib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from zfnet_cli.checkpoint import Loaded, load_trained
+from zfnet_cli.checkpoint import Loaded, load_trained, resolve_label
 from zfnet_cli.data.images import MAX_PIXELS, ImageError, load_image
 from zfnet_cli.data.sources import DataConfig, load_split
 from zfnet_cli.data.transforms import BatchPreprocess
@@ -51,25 +50,6 @@ class OccludeConfig:
     device: str = "auto"
     output_root: str = "outputs"
     progress: bool = True
-
-
-def resolve_label(label: Optional[str], classes: list[str]) -> Optional[int]:
-    """``label`` as a class index: an integer in range, or a class name (one-line errors)."""
-    if label is None:
-        return None
-    text = str(label).strip()
-    if text.lstrip("-").isdigit():
-        i = int(text)
-        if not 0 <= i < len(classes):
-            raise ValueError(f"label {i} out of range: the model has {len(classes)} classes "
-                             f"(0..{len(classes) - 1})")
-        return i
-    if text in classes:
-        return classes.index(text)
-    close = difflib.get_close_matches(text, classes, n=3)
-    hint = f"; did you mean {', '.join(close)}?" if close else \
-        f"; classes: {', '.join(classes[:20])}{' ...' if len(classes) > 20 else ''}"
-    raise ValueError(f"unknown class '{text}'{hint}")
 
 
 def _geometry(cfg: OccludeConfig, side: int) -> tuple[int, int]:

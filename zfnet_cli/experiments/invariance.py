@@ -1,0 +1,136 @@
+"""``zfnet invariance``: Fig 5, how features and the output change under vertical translation,
+scaling and rotation (see :mod:`zfnet_cli.invariance`).
+
+For N images (default 5 embedded validation images of different classes, or files), each
+transform and amount: the relative Euclidean distance between the original's and the
+transformed image's features at layer 1 and layer 7, and P(true class).
+
+``method=image`` transforms the whole image, as the paper did (uncovered pixels take the data
+set's mean colour). ``method=render`` (embedded data only) re-renders the scene with only the
+object moved, scaled or rotated, background unchanged, which the generator can do because it
+knows the geometry; no border artefacts, but no longer the paper's exact protocol.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from zfnet_cli import viz
+from zfnet_cli.checkpoint import load_trained, resolve_label
+from zfnet_cli.data.images import MAX_PIXELS, load_image
+from zfnet_cli.data.sources import DataConfig, load_split
+from zfnet_cli.data.transforms import BatchPreprocess
+from zfnet_cli.engine import Dist, pick_device
+from zfnet_cli.invariance import TRANSFORMS, paper_amounts, relative_distance, transform_image
+
+
+@dataclass
+class InvarianceConfig:
+    checkpoint: str = "latest"
+    images: list[str] = field(default_factory=list)  # files; empty: embedded validation images
+    labels: list[str] = field(default_factory=list)  # true class per file (index or name); empty: predicted
+    n_images: int = 5  # the paper's 5
+    method: str = "image"  # "image" (whole image, the paper's) or "render" (embedded only)
+    layers: list[str] = field(default_factory=lambda: ["conv1", "fc7"])  # Fig 5's layer 1 and 7
+    steps_translate: int = 13
+    steps_scale: int = 9
+    steps_rotate: int = 36
+    data: Optional[DataConfig] = None
+    max_pixels: int = MAX_PIXELS
+    device: str = "auto"
+    output_root: str = "outputs"
+    progress: bool = True
+
+
+def _pick_val(val, n: int) -> list[int]:
+    """The first validation image of each of the first n classes (different objects, as Fig 5)."""
+    picked, seen = [], set()
+    for i, label in enumerate(val.labels.tolist()):
+        if label not in seen:
+            picked.append(i)
+            seen.add(label)
+        if len(picked) == n:
+            break
+    return picked
+
+
+def run(cfg: InvarianceConfig, run_dir: str | Path, *, dist_info: Dist | None = None, **_) -> dict:
+    run_dir = Path(run_dir)
+    device = dist_info.device if dist_info else pick_device(cfg.device)
+    loaded = load_trained(cfg.checkpoint, cfg.output_root, device, cfg.data)
+    classes = list(loaded.state["classes"])
+    valid = list(loaded.model.layer_outputs(torch.zeros(1, 3, loaded.input_size, loaded.input_size,
+                                                        device=device)).keys())
+    bad = [l for l in cfg.layers if l not in valid]
+    if bad:
+        raise ValueError(f"unknown layer '{bad[0]}'; this model has {', '.join(valid)}")
+    if cfg.method not in ("image", "render"):
+        raise ValueError(f"method must be 'image' or 'render', got '{cfg.method}'")
+    size = loaded.data.image_size
+    pre = BatchPreprocess(loaded.mean, loaded.input_size, train=False)
+    fill = loaded.mean.mean(dim=(1, 2)).round().tolist()  # the data set's mean colour
+
+    # (name, uint8 image, true label or None, scene for re-rendering or None)
+    items = []
+    if cfg.images:
+        labels = list(cfg.labels) + [None] * (len(cfg.images) - len(cfg.labels))
+        for f, lab in zip(cfg.images, labels):
+            items.append((str(f), load_image(f, size, max_pixels=cfg.max_pixels),
+                          resolve_label(lab, classes), None))
+        if cfg.method == "render":
+            raise ValueError("method=render re-draws embedded scenes; use method=image for files")
+    else:
+        val = load_split(loaded.data, "val", progress=cfg.progress)
+        for i in _pick_val(val, cfg.n_images):
+            scene = (val.classes[int(val.labels[i])], int(val.seeds[i])) if hasattr(val, "seeds") else None
+            if cfg.method == "render" and scene is None:
+                raise ValueError("method=render needs the embedded data")
+            items.append((f"{loaded.data.name}:val/{i}", val.images[i], int(val.labels[i]), scene))
+
+    steps = {"translate": cfg.steps_translate, "scale": cfg.steps_scale, "rotate": cfg.steps_rotate}
+    result: dict[str, dict] = {}
+    examples: dict[str, list] = {}
+    for kind in TRANSFORMS:
+        amounts = paper_amounts(kind, loaded.input_size, steps[kind])
+        curves = {f"distance_{l}": [] for l in cfg.layers} | {"p_true": []}
+        for k, (name, raw, label, scene) in enumerate(tqdm(items, desc=kind, disable=not cfg.progress)):
+            if cfg.method == "render":
+                from zfnet_cli.data.embedded import render_scene
+
+                kw = {"translate": "shift_y", "scale": "scale", "rotate": "angle"}[kind]
+                batch = torch.stack([torch.from_numpy(render_scene(scene[0], scene[1], size, **{kw: a})[0])
+                                     .permute(2, 0, 1) for a in amounts])
+            else:
+                batch = torch.stack([transform_image(raw, kind, a, fill) for a in amounts])
+            with torch.no_grad():
+                x = pre(torch.cat([raw[None], batch]).to(device))
+                out = loaded.model.layer_outputs(x)
+            if label is None:
+                label = int(out["fc8"][0].argmax())
+                items[k] = (name, raw, label, scene)
+            for l in cfg.layers:
+                curves[f"distance_{l}"].append(relative_distance(out[l][:1].expand_as(out[l][1:]),
+                                                                 out[l][1:]).tolist())
+            curves["p_true"].append(F.softmax(out["fc8"][1:], dim=1)[:, label].tolist())
+            if k == 0:
+                pick = torch.linspace(0, len(amounts) - 1, 5).round().long().tolist()
+                examples[kind] = [(f"{amounts[j]:.0f}" if kind != "scale" else f"{amounts[j]:.2f}",
+                                   batch[j].permute(1, 2, 0).numpy()) for j in pick]
+        result[kind] = {"amounts": amounts, **curves}
+    names = [f"{n.split('/')[-1]} ({classes[lab]})" for n, _, lab, _ in items]
+    path = run_dir / "figures" / "fig5_invariance.png"
+    viz.invariance_figure(result, examples, names, cfg.layers, path,
+                          title=f"Fig 5: invariance ({cfg.method} transforms); distances are "
+                                "||f(x) - f(x')|| / ||f(x)||")
+    metrics = {"checkpoint": str(loaded.source), "method": cfg.method, "layers": cfg.layers,
+               "images": [{"image": n, "true_class": classes[lab]} for n, _, lab, _ in items],
+               "transforms": result, "distance": "relative Euclidean, ||f(x)-f(x')|| / ||f(x)||",
+               "figures": [str(path.relative_to(run_dir))]}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    return metrics
