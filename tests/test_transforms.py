@@ -131,3 +131,12 @@ def test_same_crops_on_cpu_and_gpu():
     cpu = pre(images, torch.Generator().manual_seed(5))
     gpu = pre(images.cuda(), torch.Generator().manual_seed(5))
     assert gpu.is_cuda and torch.equal(gpu.cpu(), cpu)
+
+
+def test_scale_multiplies_the_centred_values():
+    images = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    mean = torch.rand(3, 8, 8) * 255
+    for train in (False, True):
+        a = BatchPreprocess(mean, crop=6, train=train)(images, torch.Generator().manual_seed(0))
+        b = BatchPreprocess(mean, crop=6, train=train, scale=0.25)(images, torch.Generator().manual_seed(0))
+        torch.testing.assert_close(b, a * 0.25)

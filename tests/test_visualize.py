@@ -45,7 +45,9 @@ def test_top9_index_matches_the_model(trained):
     state = checkpoint.load(zf / "checkpoints" / "last.pt")
     model = checkpoint.build_model(state).eval()
     data = load_split(DataConfig(**state["config"]["data"]), "val", progress=False)
-    pre = BatchPreprocess(state["mean"], state["model_cfg"]["input_size"], train=False)
+    # the training preprocessing, rebuilt by hand from the checkpoint's own record
+    pre = BatchPreprocess(state["mean"], state["model_cfg"]["input_size"], train=False,
+                          scale=state["config"]["data"]["scale"])
     for fmap, rec in index["layers"]["conv3"].items():
         assert rec["values"] == sorted(rec["values"], reverse=True) and len(rec["values"]) == 4
         x = pre(data.images[rec["images"]])

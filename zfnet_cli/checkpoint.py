@@ -92,6 +92,26 @@ class Loaded:
     input_size: int
     source: Path
 
+    @property
+    def scale(self) -> float:
+        """The input scale the model was trained with (``data.scale``)."""
+        return float(self.state["config"]["data"].get("scale", 1.0))
+
+    def preprocess(self):
+        """Evaluation preprocessing exactly as in training: centre crop, minus the training mean
+        image, times the training input scale."""
+        from zfnet_cli.data.transforms import BatchPreprocess
+
+        return BatchPreprocess(self.mean, self.input_size, train=False, scale=self.scale)
+
+    def fill(self) -> torch.Tensor:
+        """The data set's mean colour (the paper's grey occluder) in model-input units, (3, c, c):
+        a uniform mean-colour image put through :meth:`preprocess`."""
+        colour = self.mean.mean(dim=(1, 2)).round().clamp(0, 255).to(torch.uint8)
+        side = self.mean.shape[-1] if self.mean.shape[-1] > 1 else self.input_size
+        image = colour.view(1, 3, 1, 1).expand(1, 3, side, side).contiguous()
+        return self.preprocess()(image)[0]
+
 
 def load_trained(spec: str, output_root: str, device: torch.device,
                  data: Optional[DataConfig] = None) -> Loaded:

@@ -21,6 +21,7 @@ class DataConfig:
     crop: int = 128  # side fed to the model; training takes random crops (paper: 224 of 256)
     flip: bool = True  # paper §3: random horizontal flips for training
     mean: str = "image"  # "image": per-pixel mean image (paper §3); "channel": per-channel mean
+    scale: float = 1.0  # multiplies mean-subtracted pixels; 1 = the paper's inputs in about [-128, 128]
     workers: int = 2  # DataLoader worker processes (file-based data) / generator processes
     cache_dir: str = "outputs/cache"  # generated images and mean images are cached here
     # embedded data only

@@ -45,6 +45,8 @@ class BatchPreprocess:
         train: random crop offset per image and random horizontal flip; otherwise the centre
             crop without flip.
         flip: with ``train``, flip each image horizontally with probability 0.5 (default True).
+        scale: multiplies the mean-subtracted values (default 1: the paper's roughly
+            [-128, 128] inputs; the embedded data's small CPU model uses less, see its config).
 
     Call args:
         images_uint8: (B, 3, S, S) uint8, any device.
@@ -52,19 +54,21 @@ class BatchPreprocess:
             ``None`` uses the global CPU generator. Unused when not training.
 
     Returns:
-        (B, 3, crop, crop) float32 on the images' device: pixel values minus the mean.
+        (B, 3, crop, crop) float32 on the images' device: (pixel values minus the mean) x scale.
 
     >>> pre = BatchPreprocess(mean, crop=224, train=True)        # doctest: +SKIP
     >>> x = pre(images.cuda(), torch.Generator().manual_seed(0))  # doctest: +SKIP
     """
 
-    def __init__(self, mean: torch.Tensor, crop: int, train: bool, flip: bool = True) -> None:
+    def __init__(self, mean: torch.Tensor, crop: int, train: bool, flip: bool = True,
+                 scale: float = 1.0) -> None:
         assert mean.dim() == 3 and mean.shape[0] == 3, (
             f"expected mean (3, S, S) or (3, 1, 1), got {tuple(mean.shape)}")
         self.mean = mean.detach().to(torch.float32)
         self.crop = int(crop)
         self.train = bool(train)
         self.flip = bool(flip)
+        self.scale = float(scale)
         self._mean_on: dict[torch.device, torch.Tensor] = {}
 
     def _mean_for(self, device: torch.device) -> torch.Tensor:
@@ -97,7 +101,8 @@ class BatchPreprocess:
         if not self.train:
             top, left = (h - c) // 2, (w - c) // 2
             x = images_uint8[:, :, top:top + c, left:left + c].to(torch.float32)
-            return x - (mean if mean.shape[-1] == 1 else mean[:, top:top + c, left:left + c])
+            x = x - (mean if mean.shape[-1] == 1 else mean[:, top:top + c, left:left + c])
+            return x * self.scale if self.scale != 1.0 else x
 
         oy, ox, flipped = (t.to(images_uint8.device) for t in self.draw(b, h, w, generator))
         # One gather with index arithmetic: output pixel (i, j) of image n reads input pixel
@@ -113,7 +118,8 @@ class BatchPreprocess:
         if mean.shape[-1] != 1:
             mean = mean.reshape(1, 3, h * w).expand(b, 3, h * w).gather(2, index)
             mean = mean.view(b, 3, c, c)
-        return x.view(b, 3, c, c) - mean
+        x = x.view(b, 3, c, c) - mean
+        return x * self.scale if self.scale != 1.0 else x
 
 
 def ten_crop(images_uint8: torch.Tensor, mean: torch.Tensor, crop: int) -> torch.Tensor:

@@ -30,7 +30,6 @@ from zfnet_cli.checkpoint import load_trained
 from zfnet_cli.correspondence import occlude_regions, sign_consistency, square_mask
 from zfnet_cli.data.images import MAX_PIXELS, load_image
 from zfnet_cli.data.sources import DataConfig, load_split
-from zfnet_cli.data.transforms import BatchPreprocess
 from zfnet_cli.engine import Dist, pick_device
 
 # Table 1 of the paper: mean ± std of Delta at layers 5 and 7
@@ -134,12 +133,8 @@ def run(cfg: CorrespondConfig, run_dir: str | Path, *, dist_info: Dist | None = 
     c = loaded.input_size
     images, parts, objects, names = _inputs(cfg, loaded, loaded.data.image_size)
     offset = (images.shape[-1] - c) / 2  # image pixels -> model-input pixels
-    pre = BatchPreprocess(loaded.mean, c, train=False)
-    x = pre(images.to(device))  # (N, 3, c, c)
-    mean = loaded.mean
-    colour = mean.mean(dim=(1, 2), keepdim=True)
-    crop = mean if mean.shape[-1] == 1 else mean[:, int(offset):int(offset) + c, int(offset):int(offset) + c]
-    fill = (colour - crop).to(device)  # the mean-grey square in model-input units
+    x = loaded.preprocess()(images.to(device))  # (N, 3, c, c)
+    fill = loaded.fill().to(device)  # the mean-grey square in model-input units
     clean = loaded.model.layer_outputs(x)
     bad = [l for l in cfg.layers if l not in clean]
     if bad:

@@ -25,7 +25,6 @@ from zfnet_cli import viz
 from zfnet_cli.checkpoint import load_trained, resolve_label
 from zfnet_cli.data.images import MAX_PIXELS, load_image
 from zfnet_cli.data.sources import DataConfig, load_split
-from zfnet_cli.data.transforms import BatchPreprocess
 from zfnet_cli.engine import Dist, pick_device
 from zfnet_cli.invariance import TRANSFORMS, paper_amounts, relative_distance, transform_image
 
@@ -73,7 +72,7 @@ def run(cfg: InvarianceConfig, run_dir: str | Path, *, dist_info: Dist | None = 
     if cfg.method not in ("image", "render"):
         raise ValueError(f"method must be 'image' or 'render', got '{cfg.method}'")
     size = loaded.data.image_size
-    pre = BatchPreprocess(loaded.mean, loaded.input_size, train=False)
+    pre = loaded.preprocess()
     fill = loaded.mean.mean(dim=(1, 2)).round().tolist()  # the data set's mean colour
 
     # (name, uint8 image, true label or None, scene for re-rendering or None)

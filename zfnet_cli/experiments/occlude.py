@@ -26,7 +26,6 @@ from tqdm import tqdm
 from zfnet_cli.checkpoint import Loaded, load_trained, resolve_label
 from zfnet_cli.data.images import MAX_PIXELS, ImageError, load_image
 from zfnet_cli.data.sources import DataConfig, load_split
-from zfnet_cli.data.transforms import BatchPreprocess
 from zfnet_cli.deconv import Request
 from zfnet_cli.engine import Dist, pick_device
 from zfnet_cli.occlusion import OcclusionMaps, occlude
@@ -58,18 +57,6 @@ def _geometry(cfg: OccludeConfig, side: int) -> tuple[int, int]:
     if size > side:
         raise ValueError(f"occluder size {size} is larger than the {side}x{side} model input")
     return size, stride
-
-
-def _fill(loaded: Loaded) -> torch.Tensor:
-    """The data set's mean colour (the paper's grey square) in the model's input units:
-    mean colour minus the mean image, over the model's centre crop."""
-    mean = loaded.mean
-    c = loaded.input_size
-    colour = mean.mean(dim=(1, 2), keepdim=True)  # (3, 1, 1)
-    if mean.shape[-1] == 1:
-        return colour - mean
-    top = (mean.shape[-1] - c) // 2
-    return colour - mean[:, top:top + c, top:top + c]
 
 
 def _centre_crop(raw: torch.Tensor, c: int) -> torch.Tensor:
@@ -110,8 +97,8 @@ def localisation(loaded: Loaded, cfg: OccludeConfig, device) -> dict:
     # spread the sample over the classes: every (len/n)-th image
     idx = torch.linspace(0, len(val) - 1, n).round().long().tolist()
     size, stride = _geometry(cfg, loaded.input_size)
-    pre = BatchPreprocess(loaded.mean, loaded.input_size, train=False)
-    fill = _fill(loaded)
+    pre = loaded.preprocess()
+    fill = loaded.fill()
     offset = (val.images.shape[-1] - loaded.input_size) / 2
     hits, records = 0, []
     for i in tqdm(idx, desc="localise", disable=not cfg.progress):
@@ -141,8 +128,8 @@ def run(cfg: OccludeConfig, run_dir: str | Path, *, dist_info: Dist | None = Non
     classes = list(loaded.state["classes"])
     target = resolve_label(cfg.label, classes)
     size, stride = _geometry(cfg, loaded.input_size)
-    pre = BatchPreprocess(loaded.mean, loaded.input_size, train=False)
-    fill = _fill(loaded).to(device)
+    pre = loaded.preprocess()
+    fill = loaded.fill().to(device)
 
     inputs: list[tuple[str, torch.Tensor, Optional[int]]] = []
     failed: list[str] = []

@@ -123,8 +123,9 @@ def run(cfg: TrainConfig, run_dir: str | Path, *, dist_info: Dist | None = None,
     net = DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda"
                                   else None) if d.enabled else model
 
-    pre_train = BatchPreprocess(mean.to(d.device), cfg.data.crop, train=True, flip=cfg.data.flip)
-    pre_eval = BatchPreprocess(mean.to(d.device), cfg.data.crop, train=False)
+    pre_train = BatchPreprocess(mean.to(d.device), cfg.data.crop, train=True, flip=cfg.data.flip,
+                                scale=cfg.data.scale)
+    pre_eval = BatchPreprocess(mean.to(d.device), cfg.data.crop, train=False, scale=cfg.data.scale)
     ckpt_dir = run_dir / "checkpoints"
     best = max((h["val_top1"] for h in history), default=-1.0)
     if d.main:

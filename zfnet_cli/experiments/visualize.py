@@ -31,7 +31,6 @@ from tqdm import tqdm
 from zfnet_cli import checkpoint
 from zfnet_cli.checkpoint import Loaded, load_trained
 from zfnet_cli.data.sources import DataConfig, load_split
-from zfnet_cli.data.transforms import BatchPreprocess
 from zfnet_cli.deconv import Deconvnet, Request
 from zfnet_cli.engine import Dist, InMemoryBatches, LoaderBatches, pick_device
 from zfnet_cli.top9 import scan_top9
@@ -85,7 +84,7 @@ def num_maps(deconv: Deconvnet, layer: str) -> int:
 
 
 def _batches(dataset, loaded: Loaded, cfg: VisualizeConfig, device):
-    pre = BatchPreprocess(loaded.mean.to(device), loaded.input_size, train=False)
+    pre = loaded.preprocess()
     steps = math.ceil(cfg.max_images / cfg.batch_size) if cfg.max_images else None
     if hasattr(dataset, "images"):
         return InMemoryBatches(dataset.images, dataset.labels, cfg.batch_size, pre, shuffle=False,
@@ -100,8 +99,7 @@ def _images(dataset, indices: Sequence[int], loaded: Loaded) -> tuple[torch.Tens
     c, s = loaded.input_size, raw.shape[-1]
     top = (s - c) // 2
     crop = raw[:, :, top:top + c, top:top + c]
-    pre = BatchPreprocess(loaded.mean, c, train=False)
-    return pre(raw), crop
+    return loaded.preprocess()(raw), crop
 
 
 def _check_fmaps(deconv: Deconvnet, layers: list[str], fmaps: Sequence[int]) -> None:
