@@ -12,7 +12,7 @@ TRAINED := outputs/train/latest/checkpoints/last.pt
 FIG6_ROOT ?= outputs/fig6
 FIG6_ARGS ?=
 
-.PHONY: setup demo test test-slow bench trained fig2 fig4 fig6 help
+.PHONY: setup demo test test-slow bench trained fig2 fig4 fig5 fig6 fig7 table1 help
 
 help:
 	@echo "make demo       train the small ZFNet on the embedded data (CPU, ~10 min)"
@@ -23,6 +23,9 @@ help:
 	@echo "make fig2       Fig 2: top-9 projections, layers 1-5 (trains first if no model)"
 	@echo "make fig4       Fig 4: feature evolution over the kept epochs"
 	@echo "make fig6       Fig 6: trains 11x11/4, 7x7/2 and 7x7/2 without renorm, compares filters"
+	@echo "make fig5       Fig 5: invariance to translation, scale, rotation"
+	@echo "make fig7       Fig 7: occlusion maps, and the localisation check on 100 images"
+	@echo "make table1     Fig 8 + Table 1: correspondence of face parts"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +39,9 @@ demo: $(STAMP)
 	$(ZFNET) visualize --all
 	$(ZFNET) visualize --evolution
 	$(ZFNET) visualize --filters
+	$(ZFNET) occlude localise=true
+	$(ZFNET) invariance
+	$(ZFNET) correspond
 
 trained: $(STAMP)
 	@test -e $(TRAINED) || $(ZFNET) train
@@ -45,6 +51,15 @@ fig2: trained
 
 fig4: trained
 	$(ZFNET) visualize --evolution
+
+fig5: trained
+	$(ZFNET) invariance
+
+fig7: trained
+	$(ZFNET) occlude localise=true
+
+table1: trained
+	$(ZFNET) correspond
 
 fig6: $(STAMP)
 	set -e; \
@@ -60,4 +75,8 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m ''
 
 bench: $(STAMP)
-	$(BIN)/python scripts/bench_train.py
+	set -e; out=$$($(BIN)/python -c "from pathlib import Path; from zfnet_cli.config import new_run_dir; print(new_run_dir(Path('outputs'), 'bench'))"); \
+	$(BIN)/python scripts/bench_train.py --out $$out; \
+	$(BIN)/python scripts/bench_top9.py --out $$out; \
+	$(BIN)/python scripts/bench_occlusion.py --out $$out; \
+	echo "benchmarks written to $$out"

@@ -34,7 +34,11 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=None, help="image side (default: the data config's crop)")
     ap.add_argument("--classes", type=int, default=10)
     ap.add_argument("--output-root", default="outputs")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--out", default=None, help="folder for the JSON (default: a new outputs/bench run)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     cfg = compose("train", [f"model={args.model}"] + ([f"data.crop={args.size}", f"data.image_size={args.size}"]
                                                        if args.size else []))
@@ -85,7 +89,7 @@ def main() -> None:
            "batch": args.batch, "steps": args.steps, "repeats": args.repeats,
            "threads": torch.get_num_threads(), "images_per_s": res, "median_images_per_s": med,
            "ratio_ours_over_bare": med["ours"] / med["bare"], "goal": ">= 0.95"}
-    run = new_run_dir(Path(args.output_root), "bench")
+    run = Path(args.out) if args.out else new_run_dir(Path(args.output_root), "bench")
     (run / "bench_train.json").write_text(json.dumps(out, indent=2) + "\n")
     print(f"train loop: ours {med['ours']:.1f} img/s, bare {med['bare']:.1f} img/s, "
           f"ratio {out['ratio_ours_over_bare']:.3f} (goal >= 0.95) -> {run / 'bench_train.json'}")

@@ -1,0 +1,83 @@
+"""Benchmark (issue 3): images/s of Fig 2's top-9 scan over all five conv layers against plain
+inference (the model's forward) over the same images, and projections/s of the deconvnet.
+
+Same model, batch and in-memory images; the runs alternate and medians are compared.
+Goal: scan >= 0.8x plain inference.
+
+    python scripts/bench_top9.py [--model small] [--images 512] [--batch 64] [--repeats 3]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from zfnet_cli.config import compose, new_run_dir
+from zfnet_cli.deconv import Deconvnet, Request
+from zfnet_cli.model import ZFNet
+from zfnet_cli.top9 import scan_top9
+
+
+def bench(model_name: str = "small", n_images: int = 512, batch: int = 64, repeats: int = 3,
+          projections: int = 64, size: int | None = None) -> dict:
+    cfg = compose("train", [f"model={model_name}"] + ([f"data.crop={size}"] if size else []))
+    size = cfg.model.input_size
+    torch.manual_seed(0)
+    model = ZFNet(cfg.model, 10).eval()
+    images = torch.randn(n_images, 3, size, size) * 60  # roughly the paper's input range
+    batches = list(images.split(batch))
+    deconv = Deconvnet(model)
+
+    @torch.no_grad()
+    def inference() -> float:
+        t = time.perf_counter()
+        for x in batches:
+            model(x)
+        return n_images / (time.perf_counter() - t)
+
+    def scan() -> float:
+        t = time.perf_counter()
+        scan_top9(deconv, batches, deconv.layers, k=9)
+        return n_images / (time.perf_counter() - t)
+
+    def project() -> float:
+        reqs = [Request(i % batch, deconv.layers[i % 5], i % 8, (0, 0)) for i in range(projections)]
+        t = time.perf_counter()
+        deconv.project(batches[0], reqs, batch_size=batch)
+        return projections / (time.perf_counter() - t)
+
+    inference(), scan()  # warm-up
+    res = {"inference": [], "scan": [], "project": []}
+    for _ in range(repeats):
+        res["inference"].append(inference())
+        res["scan"].append(scan())
+        res["project"].append(project())
+    med = {k: statistics.median(v) for k, v in res.items()}
+    return {"benchmark": "top-9 scan (all 5 layers) vs plain inference; deconv projections",
+            "model": model_name, "image_size": size, "images": n_images, "batch": batch,
+            "threads": torch.get_num_threads(), "per_second": res, "median_per_second": med,
+            "ratio_scan_over_inference": med["scan"] / med["inference"], "goal": ">= 0.8"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="small")
+    ap.add_argument("--images", type=int, default=512)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", default=None, help="folder for the JSON (default: a new outputs/bench run)")
+    args = ap.parse_args()
+    out = bench(args.model, args.images, args.batch, args.repeats)
+    run = Path(args.out) if args.out else new_run_dir(Path("outputs"), "bench")
+    (run / f"bench_top9_{args.model}.json").write_text(json.dumps(out, indent=2) + "\n")
+    m = out["median_per_second"]
+    print(f"top-9 ({args.model}): scan {m['scan']:.0f} img/s, inference {m['inference']:.0f} img/s, "
+          f"ratio {out['ratio_scan_over_inference']:.2f} (goal >= 0.8); {m['project']:.0f} projections/s")
+
+
+if __name__ == "__main__":
+    main()
