@@ -36,6 +36,11 @@ OVERRIDES = typer.Argument(None, metavar="[KEY=VALUE]...",
                                 "model.channels=[48,128,192,192,128] data=imagenet.")
 
 
+CHECKPOINT = typer.Option(None, help="The trained model: a checkpoint file, a train run folder, "
+                          "or 'latest' (default: the newest `zfnet train` run).")
+DEVICE = typer.Option(None, help="auto (CUDA when present), cpu, cuda, cuda:1.")
+
+
 def _fail(command: str, message: str, code: int) -> None:
     typer.echo(f"zfnet {command}: error: {message}", err=True)
     raise typer.Exit(code)
@@ -149,11 +154,10 @@ def visualize(
                                  "projections, with dead-filter and frequency numbers."),
     compare: bool = typer.Option(False, "--compare", help="With --filters: compare the training "
                                  "runs given as arguments (e.g. AlexNet 11x11/4 vs ZFNet 7x7/2)."),
-    checkpoint: Optional[str] = typer.Option(None, help="Checkpoint file, train run folder, or "
-                                             "'latest' (default)."),
+    checkpoint: Optional[str] = CHECKPOINT,
     split: Optional[str] = typer.Option(None, help="Data split scanned for Fig 2 (default: val)."),
     max_images: Optional[int] = typer.Option(None, min=1, help="Scan at most this many images."),
-    device: Optional[str] = typer.Option(None, help="auto (CUDA when present), cpu, cuda."),
+    device: Optional[str] = DEVICE,
     seed: Optional[int] = typer.Option(None, help="Seed of the random subset of maps."),
 ) -> None:
     """Look inside a trained model with the switch deconvnet (paper §2.1, Figs 2, 4, 6).
@@ -197,9 +201,8 @@ def occlude(
     size: Optional[int] = typer.Option(None, min=1, help="Occluder side in pixels (default: "
                                        "input side / 4; the paper does not say)."),
     stride: Optional[int] = typer.Option(None, min=1, help="Occluder step in pixels (default: size / 4)."),
-    checkpoint: Optional[str] = typer.Option(None, help="Checkpoint file, train run folder, or "
-                                             "'latest' (default)."),
-    device: Optional[str] = typer.Option(None, help="auto (CUDA when present), cpu, cuda."),
+    checkpoint: Optional[str] = CHECKPOINT,
+    device: Optional[str] = DEVICE,
 ) -> None:
     """Occlusion sensitivity (paper §4.2, Fig 7): slide a grey square over each image.
 
@@ -239,8 +242,8 @@ def invariance(
     n_images: Optional[int] = typer.Option(None, min=1, help="Validation images used (paper: 5)."),
     method: Optional[str] = typer.Option(None, help="image: transform the whole image (paper); "
                                          "render: re-draw the embedded object."),
-    checkpoint: Optional[str] = typer.Option(None, help="Checkpoint, train run folder or 'latest'."),
-    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda."),
+    checkpoint: Optional[str] = CHECKPOINT,
+    device: Optional[str] = DEVICE,
 ) -> None:
     """Feature invariance (paper §4.4, Fig 5): vertical translation, scale and rotation.
 
@@ -268,8 +271,8 @@ def correspond(
                                               "CSV image,part,x0,y0,x1,y1."),
     draws: Optional[int] = typer.Option(None, min=1, help="Draws per Table 1 row (mean ± std)."),
     mask_size: Optional[int] = typer.Option(None, min=1, help="Side of the occluding square (px)."),
-    checkpoint: Optional[str] = typer.Option(None, help="Checkpoint, train run folder or 'latest'."),
-    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda."),
+    checkpoint: Optional[str] = CHECKPOINT,
+    device: Optional[str] = DEVICE,
 ) -> None:
     """Correspondence of parts across images (paper §4.3, Fig 8, Table 1).
 

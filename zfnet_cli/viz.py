@@ -13,6 +13,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def _save_figure(fig, path, title: str = "", dpi: int = 100, fontsize: int | None = 10) -> Path:
+    """Title, tight layout, write the PNG (making its folder), close the figure."""
+    if title:
+        fig.suptitle(title, fontsize=fontsize)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def plot_curves(history: Sequence[dict], path: str | Path, title: str = "") -> Path:
     """Loss (left) and top-1 / top-5 error (right) per epoch, train and validation."""
     epochs = [h["epoch"] for h in history]
@@ -27,14 +39,7 @@ def plot_curves(history: Sequence[dict], path: str | Path, title: str = "") -> P
     for ax in (ax_loss, ax_err):
         ax.grid(alpha=0.3)
         ax.legend()
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path, title, dpi=120, fontsize=None)
 
 
 # ---------------------------------------------------------------- image grids (PIL)
@@ -206,14 +211,7 @@ def occlusion_figure(image, occluder: tuple[int, int, int], fmap_total, projecti
         ax.set_ylim(h, 0)
         ax.set_xticks([])
         ax.set_yticks([])
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path, title)
 
 
 def invariance_figure(result: dict, examples: dict, names: Sequence[str], layers: Sequence[str],
@@ -246,14 +244,7 @@ def invariance_figure(result: dict, examples: dict, names: Sequence[str], layers
                 ax.set_ylim(-0.02, 1.02)
             if r == 0 and c == len(panels):
                 ax.legend(fontsize=7, loc="best")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path, title)
 
 
 def masks_figure(images, boxes: dict, path, *, title: str = "", cell: int = 96) -> Path:
