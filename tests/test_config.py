@@ -33,7 +33,7 @@ def test_overrides_are_typed():
     ("optim.lrr=1", "unknown config key 'optim.lrr' (did you mean: optim.lr"),
     ("epoch=3", "unknown config key 'epoch' (did you mean: epochs"),
     ("optim.lr=fast", "bad value 'fast' for 'optim.lr': expected float"),
-    ("model=resnet", "unknown config choice 'model/resnet'; available: alexnet, small, tiny, zfnet"),
+    ("model=resnet", "unknown config choice 'model/resnet'; available: alexnet, small, small_alexnet, tiny, zfnet"),
     ("experiment=huge", "unknown config choice 'experiment/huge'; available: alexnet, smoke, zfnet"),
 ])
 def test_bad_overrides_are_one_line(override, message):
@@ -41,6 +41,13 @@ def test_bad_overrides_are_one_line(override, message):
         compose("train", [override])
     assert str(err.value).startswith(message)
     assert "\n" not in str(err.value)
+
+
+def test_a_key_under_a_null_group_is_one_line():
+    with pytest.raises(ConfigError) as err:
+        compose("occlude", ["data.root=/x"])  # occlude's data is null: the checkpoint's
+    assert str(err.value).startswith("cannot set data.root: 'data' is null for `zfnet occlude`")
+    assert compose("occlude", ["data=imagenet", "data.root=/x"]).data.root == "/x"
 
 
 def test_merge_overrides_later_wins():

@@ -108,6 +108,14 @@ def compose(command: str, overrides: Sequence[str] = ()) -> Any:
         return OmegaConf.to_object(cfg)
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(_one_line(command, err)) from None
+    except AssertionError as err:  # OmegaConf: a key set under a null node (e.g. data=null)
+        if "Unexpected type for root" not in str(err):
+            raise
+        nested = [o.split("=", 1)[0] for o in overrides if "." in o.split("=", 1)[0]]
+        parents = sorted({k.split(".")[0] for k in nested})
+        raise ConfigError(f"cannot set {', '.join(nested)}: '{'/'.join(parents)}' is null for "
+                          f"`zfnet {command}` (it then comes from the checkpoint); choose one "
+                          f"first, e.g. {parents[0] if parents else 'data'}=embedded") from None
     finally:
         GlobalHydra.instance().clear()
 
