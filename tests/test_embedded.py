@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 import torch
 
-from zfnet_cli.data import embedded
 from zfnet_cli.data.embedded import (ALL_CLASSES, DEFAULT_HELD_OUT, PART_CLASS, PARTS,
                                      EmbeddedData, load_embedded, render_scene, scene_seeds)
 
