@@ -51,6 +51,8 @@ class OcclusionMaps:
             unoccluded image (first one on a tie).
         fmap_total: (gh, gw) float, Fig 7(b): total activation of ``fmap`` per position.
         p_target: (gh, gw) float, Fig 7(d): softmax probability of ``target`` per position.
+        log_p_target: (gh, gw) float, its log (log-softmax): where a confident model drives p
+            to underflow, this still orders the positions (the most damaging one is its argmin).
         top_label: (gh, gw) int64, Fig 7(e): the most probable class per position.
         target: the class whose probability ``p_target`` holds.
         clean_fmap_total: (b) on the unoccluded image.
@@ -67,6 +69,7 @@ class OcclusionMaps:
     fmap: int
     fmap_total: torch.Tensor
     p_target: torch.Tensor
+    log_p_target: torch.Tensor
     top_label: torch.Tensor
     target: int
     clean_fmap_total: float
@@ -270,6 +273,7 @@ def occlude(model: nn.Module, image: torch.Tensor, *, size: int, stride: int,
         n = positions.shape[0]
         fmap_total = torch.empty(n, dtype=clean_totals.dtype)
         p_target = torch.empty(n, dtype=clean_probs.dtype)
+        log_p_target = torch.empty(n, dtype=clean_probs.dtype)
         top_label = torch.empty(n, dtype=torch.long)
         corners = positions.to(image.device)
         for s in tqdm(range(0, n, batch_size), desc="occlude", disable=not progress):
@@ -277,6 +281,7 @@ def occlude(model: nn.Module, image: torch.Tensor, *, size: int, stride: int,
             totals, logits = _forward(model, end, batch)  # (B, M), (B, C)
             fmap_total[s:s + batch_size] = totals[:, fmap].cpu()
             p_target[s:s + batch_size] = F.softmax(logits, dim=1)[:, target].cpu()
+            log_p_target[s:s + batch_size] = F.log_softmax(logits, dim=1)[:, target].cpu()
             top_label[s:s + batch_size] = logits.argmax(dim=1).cpu()
     finally:
         for m, training in modes.items():
@@ -285,6 +290,7 @@ def occlude(model: nn.Module, image: torch.Tensor, *, size: int, stride: int,
     return OcclusionMaps(
         positions=positions, grid=grid, size=size, stride=stride, layer=layer, fmap=fmap,
         fmap_total=fmap_total.view(grid), p_target=p_target.view(grid),
+        log_p_target=log_p_target.view(grid),
         top_label=top_label.view(grid), target=target,
         clean_fmap_total=float(clean_totals[0, fmap]), clean_p_target=float(clean_probs[target]),
         clean_label=clean_label, clean_probs=clean_probs.cpu())

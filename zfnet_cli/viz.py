@@ -45,17 +45,19 @@ def plot_curves(history: Sequence[dict], path: str | Path, title: str = "") -> P
 # ---------------------------------------------------------------- image grids (PIL)
 
 GREY = (128, 128, 128)
+FIGURE_GAIN = 2.0  # projections in figures: see projection_to_image
 BORDER = (40, 40, 40)
 
 
-def projection_to_image(proj) -> np.ndarray:
+def projection_to_image(proj, gain: float = 1.0) -> np.ndarray:
     """A deconv projection (3, h, w) float -> (h, w, 3) uint8 for display: divided by its largest
-    absolute value and mapped to 128 + 127 * p, so zero is mid-grey (our choice; the paper does
-    not say how it scales reconstructions)."""
+    absolute value and mapped to 128 + 127 * gain * p (clipped), so zero is mid-grey (our
+    choice; the paper does not say how it scales reconstructions). Figures use gain 2: the few
+    strongest pixels saturate and the structure around them shows."""
     p = np.asarray(proj, dtype=np.float64)
     peak = np.abs(p).max()
     p = p / peak if peak > 0 else p
-    return np.clip(128 + 127 * p, 0, 255).astype(np.uint8).transpose(1, 2, 0)
+    return np.clip(128 + 127 * gain * p, 0, 255).astype(np.uint8).transpose(1, 2, 0)
 
 
 def filter_to_image(w) -> np.ndarray:

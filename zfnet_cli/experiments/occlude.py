@@ -67,11 +67,12 @@ def _centre_crop(raw: torch.Tensor, c: int) -> torch.Tensor:
 def _panels(loaded: Loaded, raw: torch.Tensor, x: torch.Tensor, maps: OcclusionMaps,
             classes: list[str], path: Path, title: str) -> dict:
     proj = loaded.deconv.project(x[None], [Request(0, maps.layer, maps.fmap, None)])[0].cpu()
-    worst = int(maps.p_target.flatten().argmin())
+    worst = int(maps.log_p_target.flatten().argmin())
     y, xx = maps.positions[worst].tolist()
     viz.occlusion_figure(
         _centre_crop(raw, loaded.input_size).permute(1, 2, 0).numpy(), (y, xx, maps.size),
-        maps.fmap_total.numpy(), viz.projection_to_image(proj.numpy()), maps.p_target.numpy(),
+        maps.fmap_total.numpy(), viz.projection_to_image(proj.numpy(), viz.FIGURE_GAIN),
+        maps.p_target.numpy(),
         maps.top_label.numpy(), classes, maps.centers().numpy(), path, title=title,
         fmap=f"{maps.layer} map {maps.fmap}", target=classes[maps.target])
     return {"worst_position": [y, xx]}
@@ -106,7 +107,7 @@ def localisation(loaded: Loaded, cfg: OccludeConfig, device) -> dict:
         label = int(val.labels[i])
         maps = occlude(loaded.model, x, size=size, stride=stride, fill=fill.to(device),
                        target=label, layer=cfg.layer, batch_size=cfg.batch_size)
-        worst = int(maps.p_target.flatten().argmin())
+        worst = int(maps.log_p_target.flatten().argmin())  # log: no ties where p underflows
         cy, cx = maps.centers().view(-1, 2)[worst].tolist()
         x0, y0, x1, y1 = (val.boxes[i] - offset).tolist()
         inside = x0 <= cx + 0.5 <= x1 and y0 <= cy + 0.5 <= y1  # pixel centre, continuous coords

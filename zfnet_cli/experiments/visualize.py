@@ -14,7 +14,9 @@ Three figures of the paper:
 
 Display normalisation (the paper does not say how it scales its reconstructions): each
 projection is cropped to its receptive field and divided by its largest absolute value, then
-mapped to grey levels 128 + 127 * p, so zero is mid-grey, as in the paper's figures.
+mapped to grey levels 128 + 254 * p, clipped (gain 2: the strongest pixels saturate and the
+structure around them shows), so zero is mid-grey, as in the paper's figures. Fig 2 picks its
+random subset of maps among the live ones (some activation above zero over the scan).
 """
 from __future__ import annotations
 
@@ -116,6 +118,15 @@ def _pick_maps(n: int, count: int, seed: int, layer: str) -> list[int]:
     return sorted(torch.randperm(n, generator=g)[:min(count, n)].tolist())
 
 
+def _pick_live_maps(t, count: int, seed: int, layer: str) -> list[int]:
+    """Fig 2's seeded random subset of maps, drawn among the live ones (some activation above
+    zero over the scan); dead maps only fill up when too few are live."""
+    live = (t.values[:, 0] > 0).nonzero().flatten().tolist()
+    dead = [m for m in range(t.values.shape[0]) if m not in set(live)]
+    picked = [live[i] for i in _pick_maps(len(live), count, seed, layer)] if live else []
+    return sorted(picked + dead[: max(0, count - len(picked))])
+
+
 def _project_crops(loaded: Loaded, images: torch.Tensor, requests: list[Request],
                    cfg: VisualizeConfig, desc: str) -> list[tuple[np.ndarray, tuple]]:
     """Project the requests and cut each projection to its activation's receptive field."""
@@ -144,9 +155,8 @@ def run_top9(cfg: VisualizeConfig, run_dir: Path, device) -> dict:
     index: dict[str, dict] = {}
     figures = []
     for layer in layers:
-        maps = list(cfg.fmaps) or _pick_maps(num_maps(loaded.deconv, layer), cfg.maps_per_layer,
-                                             cfg.seed, layer)
         t = top[layer]
+        maps = list(cfg.fmaps) or _pick_live_maps(t, cfg.maps_per_layer, cfg.seed, layer)
         wanted = sorted({int(i) for m in maps for i in t.images[m]})
         local = {g: j for j, g in enumerate(wanted)}
         inputs, crops = _images(dataset, wanted, loaded)
@@ -159,7 +169,8 @@ def run_top9(cfg: VisualizeConfig, run_dir: Path, device) -> dict:
             for j in range(t.images.shape[1]):
                 proj, (y0, x0, y1, x1) = next(it)
                 patch = crops[local[int(t.images[m, j])]][:, y0:y1, x0:x1].numpy()
-                cells.append((viz.projection_to_image(proj), patch.transpose(1, 2, 0)))
+                cells.append((viz.projection_to_image(proj, viz.FIGURE_GAIN),
+                              patch.transpose(1, 2, 0)))
                 boxes.append([y0, x0, y1, x1])
             blocks.append((f"{layer} map {m}", cells))
             index.setdefault(layer, {})[str(m)] = {
@@ -208,7 +219,7 @@ def run_evolution(cfg: VisualizeConfig, run_dir: Path, device) -> dict:
         inputs, _ = _images(dataset, wanted, loaded)
         requests = [Request(local[int(top[l].images[m, 0])], l, m, tuple(top[l].positions[m, 0].tolist()))
                     for l in layers for m in maps[l]]
-        column = [viz.projection_to_image(p) for p, _ in
+        column = [viz.projection_to_image(p, viz.FIGURE_GAIN) for p, _ in
                   _project_crops(loaded, inputs, requests, cfg, f"project epoch {epoch}")]
         columns.append(column)
         record[str(epoch)] = {f"{l}/{m}": {"image": int(top[l].images[m, 0]),
@@ -275,7 +286,7 @@ def _filters_panel(cfg: VisualizeConfig, spec: str, device):
     inputs, _ = _images(dataset, wanted, loaded)
     requests = [Request(local[int(top.images[m, 0])], layer2, m, tuple(top.positions[m, 0].tolist()))
                 for m in maps]
-    projections = viz.image_grid([viz.projection_to_image(p) for p, _ in
+    projections = viz.image_grid([viz.projection_to_image(p, viz.FIGURE_GAIN) for p, _ in
                                   _project_crops(loaded, inputs, requests, cfg, f"project {layer2}")],
                                  cfg.cell, max(1, math.ceil(math.sqrt(len(maps)))))
     conv = loaded.state["model_cfg"]
