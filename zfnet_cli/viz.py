@@ -158,14 +158,15 @@ def panels_figure(panels: Sequence[tuple[str, object]], path, *, title: str = ""
     """PIL images side by side, each under its caption (Fig 6's comparison)."""
     pad, head = 8, 18
     top = 22 if title else 0
-    w = sum(p.width for _, p in panels) + pad * (len(panels) + 1)
+    widths = [max(p.width, int(draw_len(c)) + 4) for c, p in panels]  # captions never overlap
+    w = sum(widths) + pad * (len(panels) + 1)
     h = max(p.height for _, p in panels) + head + 2 * pad + top
     canvas, draw = _canvas(w, h, title, pad)
     x = pad
-    for caption, p in panels:
+    for (caption, p), width in zip(panels, widths):
         draw.text((x, top + pad), caption, fill=(255, 255, 255))
         canvas.paste(p, (x, top + pad + head))
-        x += p.width + pad
+        x += width + pad
     return _save(canvas, path)
 
 
