@@ -140,3 +140,17 @@ def test_scale_multiplies_the_centred_values():
         a = BatchPreprocess(mean, crop=6, train=train)(images, torch.Generator().manual_seed(0))
         b = BatchPreprocess(mean, crop=6, train=train, scale=0.25)(images, torch.Generator().manual_seed(0))
         torch.testing.assert_close(b, a * 0.25)
+
+
+def test_full_size_train_path_equals_the_gather():
+    """crop == size takes a shortcut (no offsets to apply); it must give what the general
+    gather gives for the same draws."""
+    images = torch.randint(0, 256, (16, 3, 6, 6), dtype=torch.uint8)
+    mean = torch.rand(3, 6, 6) * 255
+    pre = BatchPreprocess(mean, crop=6, train=True)
+    fast = pre(images, torch.Generator().manual_seed(5))
+    oy, ox, flipped = pre.draw(16, 6, 6, torch.Generator().manual_seed(5))
+    assert oy.eq(0).all() and ox.eq(0).all() and flipped.any() and not flipped.all()
+    ref = images.float() - mean
+    ref[flipped] = ref[flipped].flip(-1)
+    assert torch.equal(fast, ref)

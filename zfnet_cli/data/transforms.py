@@ -105,6 +105,10 @@ class BatchPreprocess:
             return x * self.scale if self.scale != 1.0 else x
 
         oy, ox, flipped = (t.to(images_uint8.device) for t in self.draw(b, h, w, generator))
+        if c == h == w:  # nothing to crop (the embedded data): centre, then mirror the flipped
+            x = images_uint8.to(torch.float32) - mean
+            x = torch.where(flipped[:, None, None, None], x.flip(-1), x)
+            return x * self.scale if self.scale != 1.0 else x
         # One gather with index arithmetic: output pixel (i, j) of image n reads input pixel
         # (oy[n] + i, ox[n] + j), or (oy[n] + i, ox[n] + c-1 - j) when n is flipped, so the
         # mirror image costs nothing extra. The mean is read through the same index: the
