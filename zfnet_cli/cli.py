@@ -131,6 +131,12 @@ def _quote(value: str) -> str:
     return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _files_and_overrides(args: Optional[List[str]]) -> tuple[list[str], list[str]]:
+    """Positional arguments: paths (no '=') and Hydra overrides (KEY=VALUE)."""
+    args = list(args or [])
+    return [a for a in args if "=" not in a], [a for a in args if "=" in a]
+
+
 @app.command(epilog="Examples:\n\n"
              "  zfnet visualize --layer 3 --fmap 42       # Fig 2 for one map, newest trained model\n\n"
              "  zfnet visualize --all                     # Fig 2, a random subset of maps in layers 1-5\n\n"
@@ -164,9 +170,7 @@ def visualize(
 
     Fig 2: the 9 strongest activations of each shown feature map over a data split, each projected to pixels beside its image patch; a JSON index says which images they came from.
     """
-    args = list(args or [])
-    runs = [a for a in args if "=" not in a]
-    overrides = [a for a in args if "=" in a]
+    runs, overrides = _files_and_overrides(args)
     if runs and not compare:
         _fail("visualize", f"unexpected argument '{runs[0]}' (overrides are KEY=VALUE; runs to "
               "compare need --filters --compare)", 2)
@@ -208,9 +212,7 @@ def occlude(
 
     Per occluder position: (b) the total activation of the strongest layer-5 feature map, (d) p(correct class), (e) the most probable label; with (c) the deconv projection of that map. Maps go to the run folder as .npz, numbers to occlusion.json, figures to figures/.
     """
-    args = list(args or [])
-    images = [a for a in args if "=" not in a]
-    overrides = [a for a in args if "=" in a]
+    images, overrides = _files_and_overrides(args)
     typed = {"label": _quote(label) if label is not None else None, "size": size,
              "stride": stride, "checkpoint": checkpoint, "device": device,
              "images": f"[{','.join(_quote(i) for i in images)}]" if images else None}
@@ -222,11 +224,6 @@ def occlude(
         typer.echo(f"zfnet occlude: error: {line}", err=True)
     if metrics.get("failed"):
         raise typer.Exit(1)
-
-
-def _files_and_overrides(args: Optional[List[str]]) -> tuple[list[str], list[str]]:
-    args = list(args or [])
-    return [a for a in args if "=" not in a], [a for a in args if "=" in a]
 
 
 @app.command(epilog="Examples:\n\n"
