@@ -114,7 +114,7 @@ def train(
     typed = {"experiment": experiment, "model": model, "data": data, "data.root": data_root,
              "epochs": epochs, "batch_size": batch_size, "optim.lr": lr, "device": device,
              "seed": seed, "resume": resume}
-    ovr = [f"{k}={v}" for k, v in typed.items() if v is not None] + list(overrides or [])
+    ovr = _overrides(typed, overrides)
     from zfnet_cli.experiments import train as experiment_train
 
     def saved_overrides(cfg) -> list[str]:
@@ -123,7 +123,21 @@ def train(
         state = checkpoint.load(checkpoint.resolve(cfg.resume, cfg.output_root))
         return [o for o in state.get("overrides", []) if not o.startswith("resume=")]
 
-    _execute("train", merge_overrides([], ovr), experiment_train.run, resume_overrides=saved_overrides)
+    _execute("train", ovr, experiment_train.run, resume_overrides=saved_overrides)
+
+
+def _overrides(typed: dict, extra: Optional[List[str]]) -> list[str]:
+    """Typed options (``None``: not given) as ``key=value`` overrides, then the user's own
+    KEY=VALUE arguments, a later one of the same key winning."""
+    return merge_overrides([], [f"{k}={v}" for k, v in typed.items() if v is not None]
+                           + list(extra or []))
+
+
+def _hydra_list(values, quote: bool = True) -> Optional[str]:
+    """A Hydra list override value, or ``None`` for an empty / absent list."""
+    if not values:
+        return None
+    return "[" + ",".join(_quote(v) if quote else str(v) for v in values) + "]"
 
 
 def _quote(value: str) -> str:
@@ -181,13 +195,11 @@ def visualize(
     mode = "evolution" if evolution else "filters" if (filters or compare) else None
     typed = {"mode": mode, "checkpoint": checkpoint, "split": split, "max_images": max_images,
              "device": device, "seed": seed,
-             "layers": f"[{','.join(map(str, layer))}]" if layer and not all_layers else None,
-             "fmaps": f"[{','.join(map(str, fmap))}]" if fmap else None,
-             "compare": f"[{','.join(_quote(r) for r in runs)}]" if runs else None}
-    ovr = [f"{k}={v}" for k, v in typed.items() if v is not None] + overrides
+             "layers": None if all_layers else _hydra_list(layer, quote=False),
+             "fmaps": _hydra_list(fmap, quote=False), "compare": _hydra_list(runs)}
     from zfnet_cli.experiments import visualize as experiment_visualize
 
-    _execute("visualize", merge_overrides([], ovr), experiment_visualize.run)
+    _execute("visualize", _overrides(typed, overrides), experiment_visualize.run)
 
 
 @app.command(epilog="Examples:\n\n"
@@ -215,11 +227,10 @@ def occlude(
     images, overrides = _files_and_overrides(args)
     typed = {"label": _quote(label) if label is not None else None, "size": size,
              "stride": stride, "checkpoint": checkpoint, "device": device,
-             "images": f"[{','.join(_quote(i) for i in images)}]" if images else None}
-    ovr = [f"{k}={v}" for k, v in typed.items() if v is not None] + overrides
+             "images": _hydra_list(images)}
     from zfnet_cli.experiments import occlude as experiment_occlude
 
-    metrics = _execute("occlude", merge_overrides([], ovr), experiment_occlude.run)
+    metrics = _execute("occlude", _overrides(typed, overrides), experiment_occlude.run)
     for line in metrics.get("failed", []):
         typer.echo(f"zfnet occlude: error: {line}", err=True)
     if metrics.get("failed"):
@@ -247,13 +258,11 @@ def invariance(
     Per transform and amount: the relative distance ||f(x) - f(x')|| / ||f(x)|| of layer-1 and layer-7 features, and P(true class); one line per image.
     """
     files, overrides = _files_and_overrides(args)
-    typed = {"images": f"[{','.join(_quote(f) for f in files)}]" if files else None,
-             "labels": f"[{','.join(_quote(v) for v in label)}]" if label else None,
+    typed = {"images": _hydra_list(files), "labels": _hydra_list(label),
              "n_images": n_images, "method": method, "checkpoint": checkpoint, "device": device}
     from zfnet_cli.experiments import invariance as experiment_invariance
 
-    _execute("invariance", merge_overrides([], [f"{k}={v}" for k, v in typed.items() if v is not None]
-                                           + overrides), experiment_invariance.run)
+    _execute("invariance", _overrides(typed, overrides), experiment_invariance.run)
 
 
 @app.command(epilog="Examples:\n\n"
@@ -276,13 +285,12 @@ def correspond(
     Occlude the same part in every image (or a random spot); Delta = how often the signs of the feature changes disagree between images, at layers 5 and 7 (lower = more consistent). Writes table1.md, table1.json and figures/fig8_masks.png.
     """
     files, overrides = _files_and_overrides(args)
-    typed = {"images": f"[{','.join(_quote(f) for f in files)}]" if files else None,
+    typed = {"images": _hydra_list(files),
              "parts_file": _quote(str(parts_file)) if parts_file else None, "draws": draws,
              "mask_size": mask_size, "checkpoint": checkpoint, "device": device}
     from zfnet_cli.experiments import correspond as experiment_correspond
 
-    _execute("correspond", merge_overrides([], [f"{k}={v}" for k, v in typed.items() if v is not None]
-                                           + overrides), experiment_correspond.run)
+    _execute("correspond", _overrides(typed, overrides), experiment_correspond.run)
 
 
 def main() -> None:

@@ -124,10 +124,6 @@ def to_yaml(cfg: Any) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
 
 
-def to_dict(cfg: Any) -> dict:
-    return OmegaConf.to_container(OmegaConf.structured(cfg))
-
-
 def merge_overrides(old: Sequence[str], new: Sequence[str]) -> list[str]:
     """``old`` then ``new``, a later override of the same key replacing an earlier one."""
     merged: dict[str, str] = {}
@@ -240,8 +236,3 @@ def discard_run_dir(path: Path, error: str = "") -> None:
         os.replace(tmp, link)
     elif link.is_symlink():
         link.unlink()
-
-
-def latest_run(output_root: str | Path, command: str) -> Path | None:
-    link = Path(output_root) / command / "latest"
-    return link.resolve() if link.exists() else None
