@@ -169,10 +169,11 @@ def run(cfg: TrainConfig, run_dir: str | Path, *, dist_info: Dist | None = None,
                 checkpoint.save(ckpt, ckpt_dir / "best.pt")
 
     # A fingerprint of the weights on every rank: DDP keeps them identical, this shows it.
-    fingerprints = [weights_sha1(model)]
+    mine = weights_sha1(model)
+    fingerprints = [mine]
     if d.enabled:
         fingerprints = [None] * d.world_size
-        torch.distributed.all_gather_object(fingerprints, weights_sha1(model))
+        torch.distributed.all_gather_object(fingerprints, mine)
     final = dict(history[-1]) if history else {}
     metrics = {"epochs": len(history), "final": final,
                "best_val_top1": max((h["val_top1"] for h in history), default=None),
