@@ -1,0 +1,197 @@
+"""``zfnet ablate``: the architecture ablation of Table 3 (paper §5.1).
+
+Each variant is the AlexNet replica or ZFNet with layers removed or resized, trained from scratch
+with the same recipe and budget (the ``train`` overrides given to every variant). A variant is a
+normal ``zfnet train`` run in ``<ablation>/variants/<name>/``; one whose ``metrics.json`` exists
+is finished and skipped, one with ``checkpoints/last.pt`` but no metrics is resumed, so
+``zfnet ablate resume=latest`` continues an interrupted ablation. After each variant the table
+(train top-1, val top-1, val top-5 error and parameter count, beside the paper's) is rewritten
+as ``table3.md``, ``table3.csv`` and ``table3.json``, with ``figures/table3.png``.
+
+Widths scale with the model the presets name: fc6/fc7 at 2048 and 8192 are 1/2 and 2x the base
+width (4096 in the paper, 256 in the small preset), and conv3-5 = 512/1024/512 multiplies the
+base conv3-5 widths by 512/384, 1024/384 and 512/256.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from zfnet_cli.engine import Dist
+from zfnet_cli.experiments import train as experiment_train
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of Table 3."""
+
+    label: str  # the row's name in Table 3
+    base: str  # "alexnet" or "zfnet": the model preset it starts from
+    paper: tuple[float, float, float]  # Table 3: train top-1, val top-1, val top-5 error (%)
+    drop: tuple[str, ...] = ()  # layers removed (model.drop)
+    fc_factor: float = 1.0  # fc6, fc7 width x this (2048 or 8192 of the paper's 4096)
+    wide_conv: bool = False  # conv3-5 = 512/1024/512 instead of 384/384/256 (scaled)
+
+
+# Table 3, in the paper's order.
+VARIANTS: dict[str, Variant] = {
+    "alexnet": Variant("AlexNet replica", "alexnet", (35.1, 40.5, 18.1)),
+    "alexnet_no_conv34": Variant("- layers 3,4", "alexnet", (41.8, 45.4, 22.1),
+                                 drop=("conv3", "conv4")),
+    "alexnet_no_fc7": Variant("- layer 7", "alexnet", (27.4, 40.0, 18.4), drop=("fc7",)),
+    "alexnet_no_fc67": Variant("- layers 6,7", "alexnet", (27.4, 44.8, 22.4), drop=("fc6", "fc7")),
+    "alexnet_no_conv34_fc67": Variant("- layers 3,4,6,7", "alexnet", (71.1, 71.3, 50.1),
+                                      drop=("conv3", "conv4", "fc6", "fc7")),
+    "alexnet_fc2048": Variant("fc6,7 = 2048", "alexnet", (40.3, 41.7, 18.8), fc_factor=0.5),
+    "alexnet_fc8192": Variant("fc6,7 = 8192", "alexnet", (26.8, 40.0, 18.1), fc_factor=2.0),
+    "zfnet": Variant("ZFNet", "zfnet", (33.1, 38.4, 16.5)),
+    "zfnet_fc2048": Variant("ZFNet fc6,7 = 2048", "zfnet", (38.2, 40.2, 17.6), fc_factor=0.5),
+    "zfnet_fc8192": Variant("ZFNet fc6,7 = 8192", "zfnet", (22.0, 38.8, 17.0), fc_factor=2.0),
+    "zfnet_conv512": Variant("ZFNet conv3-5 = 512/1024/512", "zfnet", (18.8, 37.5, 16.0),
+                             wide_conv=True),
+    "zfnet_fc8192_conv512": Variant("ZFNet 8192 + 512/1024/512", "zfnet", (10.0, 38.3, 16.9),
+                                    fc_factor=2.0, wide_conv=True),
+}
+WIDE_CONV_FACTORS = (512 / 384, 1024 / 384, 512 / 256)  # conv3, conv4, conv5
+
+
+@dataclass
+class AblateConfig:
+    variants: Optional[list[str]] = None  # names from VARIANTS; None: all of Table 3, in order
+    # The model preset each base means: the small CPU presets by default, alexnet / zfnet for
+    # the paper (experiment=paper).
+    presets: dict[str, str] = field(default_factory=lambda: {"alexnet": "small_alexnet",
+                                                             "zfnet": "small"})
+    train: list[str] = field(default_factory=list)  # `zfnet train` overrides for every variant
+    train_extra: list[str] = field(default_factory=list)  # appended after `train` (CLI: -t)
+    resume: Optional[str] = None  # an ablation folder, or "latest", to continue in place
+    device: str = "auto"
+    output_root: str = "outputs"
+    plot: bool = True
+
+
+def check_variants(names: Optional[Sequence[str]]) -> list[str]:
+    """The variants to run, in Table 3's order of the request; unknown names are an error."""
+    names = list(VARIANTS) if not names else list(dict.fromkeys(names))
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variant(s) {', '.join(unknown)}; variants: {', '.join(VARIANTS)}")
+    return names
+
+
+def variant_overrides(variant: Variant, presets: dict[str, str],
+                      base_model: Callable[[str], "experiment_train.ModelConfig"]) -> list[str]:
+    """``zfnet train`` overrides that build ``variant``. ``base_model(preset)`` gives the base
+    preset's :class:`ModelConfig` (for the widths to scale)."""
+    if variant.base not in presets:
+        raise ValueError(f"ablate.presets has no model for base '{variant.base}'")
+    preset = presets[variant.base]
+    out = [f"model={preset}"]
+    base = base_model(preset)
+    if variant.drop:
+        out.append(f"model.drop=[{','.join(variant.drop)}]")
+    if variant.fc_factor != 1.0:
+        out.append("model.fc_widths=[" + ",".join(str(max(1, round(w * variant.fc_factor)))
+                                                  for w in base.fc_widths) + "]")
+    if variant.wide_conv:
+        ch = list(base.channels)
+        ch[2:5] = [max(1, round(c * f)) for c, f in zip(ch[2:5], WIDE_CONV_FACTORS)]
+        out.append("model.channels=[" + ",".join(map(str, ch)) + "]")
+    return out
+
+
+def _row(name: str, metrics: dict) -> dict:
+    v, final = VARIANTS[name], metrics["final"]
+    return {"variant": name, "label": v.label, "parameters": metrics["parameters"],
+            "epochs": metrics["epochs"],
+            "train_top1_err": 100.0 - final["train_top1"],
+            "val_top1_err": 100.0 - final["val_top1"], "val_top5_err": 100.0 - final["val_top5"],
+            "paper_train_top1_err": v.paper[0], "paper_val_top1_err": v.paper[1],
+            "paper_val_top5_err": v.paper[2]}
+
+
+def write_table(rows: list[dict], run_dir: Path, *, plot: bool = True) -> None:
+    """``table3.md`` / ``.csv`` / ``.json`` and ``figures/table3.png`` from the finished rows."""
+    from zfnet_cli.tables import ablation_figure, write_table as write
+
+    def err(key: str):
+        return lambda r: f"{r[key]:.1f} ({r['paper_' + key]})"
+
+    write(rows, run_dir, "table3",
+          title="Table 3: architecture ablation (error %, ours (paper))",
+          columns=[("variant", lambda r: r["label"]),
+                   ("parameters", lambda r: f"{r['parameters']:,}"),
+                   ("train top-1", err("train_top1_err")), ("val top-1", err("val_top1_err")),
+                   ("val top-5", err("val_top5_err"))],
+          notes=["Train top-1 error is the running error over the last epoch's training batches "
+                 "(dropout and augmentation on); val errors are after the last epoch, centre "
+                 "crop. The paper's numbers are ZFNet-size models on ImageNet."])
+    if plot and rows:
+        ablation_figure(rows, run_dir / "figures" / "table3.png")
+
+
+def run(cfg: AblateConfig, run_dir: str | Path, *, compose_train: Callable[[list[str]], object],
+        describe_run: Callable[[object, Path], None], dist_info: Dist | None = None,
+        overrides: Sequence[str] = ()) -> dict:
+    """Train each variant of ``cfg.variants`` into ``run_dir/variants/<name>`` (skipping finished
+    ones, resuming interrupted ones) and write Table 3.
+
+    Args:
+        cfg: the ablation config.
+        run_dir: the ablation folder (new, or the one ``cfg.resume`` names).
+        compose_train: ``overrides -> TrainConfig`` (the config layer's ``compose("train", .)``).
+        describe_run: ``(train_cfg, folder)`` writes a new variant folder's description
+            (config.yaml, command.txt, run.json).
+        dist_info: DDP ranks; every rank trains, rank 0 writes.
+
+    Returns:
+        dict: ``rows`` (Table 3 rows of the finished variants), ``trained`` and ``skipped`` names.
+    """
+    d = dist_info or Dist()
+    run_dir = Path(run_dir)
+    names = check_variants(cfg.variants)
+    train_overrides = list(cfg.train) + list(cfg.train_extra) + [f"output_root={cfg.output_root}", f"device={cfg.device}"]
+    base_models: dict[str, object] = {}
+
+    def base_model(preset: str):
+        if preset not in base_models:
+            base_models[preset] = compose_train(train_overrides + [f"model={preset}"]).model
+        return base_models[preset]
+
+    plans = {n: train_overrides + variant_overrides(VARIANTS[n], cfg.presets, base_model)
+             for n in names}  # composed up front, so a bad override fails before any training
+    for n in names:
+        compose_train(plans[n])
+    rows, trained, skipped = [], [], []
+    for i, name in enumerate(names, 1):
+        vdir = run_dir / "variants" / name
+        done = vdir / "metrics.json"
+        if done.is_file():
+            skipped.append(name)
+            if d.main:
+                print(f"zfnet ablate: [{i}/{len(names)}] {name}: finished earlier, skipped")
+        else:
+            ovr = list(plans[name])
+            last = vdir / "checkpoints" / "last.pt"
+            if last.is_file():
+                ovr.append(f"resume={last}")
+            tcfg = compose_train(ovr)
+            if not vdir.exists():
+                if d.main:
+                    vdir.mkdir(parents=True)
+                    (vdir / "figures").mkdir()
+                    describe_run(tcfg, vdir)
+            if d.main:
+                print(f"zfnet ablate: [{i}/{len(names)}] {name} ({VARIANTS[name].label})"
+                      f"{', resumed' if last.is_file() else ''}: {' '.join(plans[name][len(train_overrides):])}")
+            experiment_train.run(tcfg, vdir, dist_info=d, overrides=ovr)
+            trained.append(name)
+        if d.main:
+            rows.append(_row(name, json.loads(done.read_text())))
+            write_table(rows, run_dir, plot=cfg.plot)
+    metrics = {"variants": names, "trained": trained, "skipped": skipped, "rows": rows}
+    if d.main:
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
