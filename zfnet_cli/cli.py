@@ -53,8 +53,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def _execute(command: str, overrides: list[str], runner: Callable, *,
-             resume_overrides: Callable[[object], list[str]] | None = None) -> dict:
-    """Compose, set up DDP when under torchrun, make the run folder, run, report."""
+             resume_overrides: Callable[[object], list[str]] | None = None,
+             existing_dir: Callable[[object], Optional[Path]] | None = None) -> dict:
+    """Compose, set up DDP when under torchrun, make the run folder (or continue in the one
+    ``existing_dir(cfg)`` names), run, report."""
     debug = bool(os.environ.get("ZFNET_DEBUG"))
     from zfnet_cli.engine import cleanup_distributed, setup_distributed
 
@@ -65,7 +67,7 @@ def _execute(command: str, overrides: list[str], runner: Callable, *,
             overrides = merge_overrides(resume_overrides(cfg), overrides)
             cfg = compose(command, overrides)
         d = setup_distributed(getattr(cfg, "device", "auto"))
-        run_dir = make_run_dir(command, cfg)
+        run_dir = make_run_dir(command, cfg, existing=existing_dir(cfg) if existing_dir else None)
         metrics = runner(cfg, run_dir, dist_info=d, overrides=overrides)
     except ConfigError as err:
         if debug:
@@ -74,7 +76,7 @@ def _execute(command: str, overrides: list[str], runner: Callable, *,
     except _user_errors() as err:
         if debug:
             raise
-        if run_dir is not None and d.main:
+        if run_dir is not None and d.main and not (existing_dir and existing_dir(cfg)):
             discard_run_dir(run_dir, str(err))
         _fail(command, str(err), 1)
     finally:
@@ -291,6 +293,99 @@ def correspond(
     from zfnet_cli.experiments import correspond as experiment_correspond
 
     _execute("correspond", _overrides(typed, overrides), experiment_correspond.run)
+
+
+@app.command(epilog="Examples:\n\n"
+             "  zfnet ablate                                # all of Table 3, small presets, embedded data\n\n"
+             "  zfnet ablate -v zfnet -v zfnet_conv512 -t epochs=3\n\n"
+             "  zfnet ablate experiment=paper -t data.root=/data/imagenet   # the paper's scale\n\n"
+             "  zfnet ablate --resume latest                # continue an interrupted ablation\n\n"
+             "  zfnet ablate --list")
+def ablate(
+    overrides: Optional[List[str]] = OVERRIDES,
+    variant: Optional[List[str]] = typer.Option(None, "--variant", "-v", help="A Table 3 variant "
+                                                "to train; repeat for several. Default: all."),
+    train_override: Optional[List[str]] = typer.Option(
+        None, "--train", "-t", metavar="KEY=VALUE", help="A `zfnet train` override given to every "
+        "variant (data, epochs, recipe); repeat for several."),
+    experiment: Optional[str] = typer.Option(None, "--experiment", "-e", help="Preset: paper "
+                                             "(ImageNet widths and recipe), demo, smoke."),
+    resume: Optional[str] = typer.Option(None, help="An ablation folder or 'latest': continue "
+                                         "there, skipping finished variants, resuming a cut one."),
+    device: Optional[str] = DEVICE,
+    list_variants: bool = typer.Option(False, "--list", help="List the variants and exit."),
+) -> None:
+    """Architecture ablation (paper §5.1, Table 3): train each variant from scratch, same budget.
+
+    Each variant is a normal `zfnet train` run in <ablation>/variants/<name>/; the table (train top-1, val top-1, val top-5 error, parameters, beside the paper's) goes to table3.md, .csv, .json and figures/table3.png. Also runs under torchrun (every variant on all ranks).
+    """
+    from zfnet_cli.experiments import ablate as experiment_ablate
+
+    if list_variants:
+        for name, v in experiment_ablate.VARIANTS.items():
+            typer.echo(f"{name:24s} {v.label}")
+        return
+    typed = {"experiment": experiment, "variants": _hydra_list(variant, quote=False),
+             "resume": _quote(resume) if resume else None, "device": device,
+             "train_extra": _hydra_list(train_override)}
+    ovr = _overrides(typed, overrides)
+
+    def existing(cfg) -> Optional[Path]:
+        if not cfg.resume:
+            return None
+        from zfnet_cli.checkpoint import CheckpointError
+
+        path = Path(cfg.output_root) / "ablate" / "latest" if cfg.resume == "latest" else Path(cfg.resume)
+        if not (path / "run.json").is_file():
+            raise CheckpointError(f"no ablation folder at {path} (expected a folder made by "
+                                  "`zfnet ablate`, or 'latest')")
+        return path.resolve()
+
+    def runner(cfg, run_dir, **kw):
+        from zfnet_cli.config import compose, describe_run
+
+        return experiment_ablate.run(cfg, run_dir, compose_train=lambda o: compose("train", o),
+                                     describe_run=lambda c, p: describe_run(p, "train", c), **kw)
+
+    _execute("ablate", ovr, runner, existing_dir=existing)
+
+
+@app.command(epilog="Examples:\n\n"
+             "  zfnet transfer                              # embedded held-out classes, 1-20 per class\n\n"
+             "  zfnet transfer -e caltech101 --root /data   # Table 4 (+ Table 7 at 30 per class)\n\n"
+             "  zfnet transfer -e caltech256 --root /data   # Table 5, Fig 9 (+ Table 7 at 60)\n\n"
+             "  zfnet transfer -e voc --root /data          # Table 6\n\n"
+             "  zfnet transfer --shots 5 --shots 10 --no-scratch checkpoint=outputs/train/RUN")
+def transfer(
+    overrides: Optional[List[str]] = OVERRIDES,
+    experiment: Optional[str] = typer.Option(None, "--experiment", "-e", help="Preset: caltech101 "
+                                             "(Table 4), caltech256 (Table 5, Fig 9), voc (Table 6), smoke."),
+    target: Optional[str] = typer.Option(None, help="embedded (held-out classes), caltech101, "
+                                         "caltech256 or voc."),
+    root: Optional[Path] = typer.Option(None, help="The target data set's folder (torchvision's "
+                                        "layouts: ROOT/caltech101/101_ObjectCategories, "
+                                        "ROOT/caltech256/256_ObjectCategories, ROOT/VOCdevkit/VOC2012)."),
+    shots: Optional[List[int]] = typer.Option(None, min=1, help="Training images per class; "
+                                              "repeat for several (paper: 15, 30 / 15-60)."),
+    folds: Optional[int] = typer.Option(None, min=1, help="Random folds (paper: 5)."),
+    scratch: Optional[bool] = typer.Option(None, "--scratch/--no-scratch", help="Also train the "
+                                           "architecture from scratch on each fold (default: yes)."),
+    per_layer: Optional[bool] = typer.Option(None, "--per-layer/--no-per-layer", help="Table 7: "
+                                             "an SVM and a softmax on each layer (default: yes)."),
+    checkpoint: Optional[str] = CHECKPOINT,
+    device: Optional[str] = DEVICE,
+) -> None:
+    """Transfer of the frozen features (paper §5.2, Tables 4-7, Fig 9).
+
+    Few-shot targets: a new softmax on frozen fc7 against the same net trained from scratch, at each number of training images per class, mean per-class accuracy ± std over folds (transfer.md, figures/fig9.png), and a classifier per layer (table7.md). VOC: per-class average precision (table6.md).
+    """
+    typed = {"experiment": experiment, "target": target,
+             "root": _quote(str(root)) if root else None, "shots": _hydra_list(shots, quote=False),
+             "folds": folds, "scratch": scratch, "per_layer": per_layer,
+             "checkpoint": checkpoint, "device": device}
+    from zfnet_cli.experiments import transfer as experiment_transfer
+
+    _execute("transfer", _overrides(typed, overrides), experiment_transfer.run)
 
 
 def main() -> None:

@@ -28,10 +28,12 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from zfnet_cli.experiments.ablate import AblateConfig
 from zfnet_cli.experiments.correspond import CorrespondConfig
 from zfnet_cli.experiments.invariance import InvarianceConfig
 from zfnet_cli.experiments.occlude import OccludeConfig
 from zfnet_cli.experiments.train import TrainConfig
+from zfnet_cli.experiments.transfer import TransferConfig
 from zfnet_cli.experiments.visualize import VisualizeConfig
 
 CONFIG_DIR = Path(os.environ.get("ZFNET_CONFIG_DIR", Path(__file__).resolve().parent.parent / "configs"))
@@ -43,7 +45,8 @@ class ConfigError(ValueError):
 
 SCHEMAS: dict[str, type] = {"train": TrainConfig, "visualize": VisualizeConfig,
                             "occlude": OccludeConfig, "invariance": InvarianceConfig,
-                            "correspond": CorrespondConfig}
+                            "correspond": CorrespondConfig, "ablate": AblateConfig,
+                            "transfer": TransferConfig}
 
 _store = ConfigStore.instance()
 for _name, _schema in SCHEMAS.items():
@@ -179,10 +182,33 @@ def new_run_dir(root: Path, command: str, now: _dt.datetime | None = None) -> Pa
     raise RuntimeError(f"could not create a run folder under {base}")
 
 
+def describe_run(path: Path, command: str, cfg: Any, argv: Sequence[str] | None = None) -> None:
+    """Write a run folder's description: ``config.yaml``, ``command.txt`` (appended to when a
+    run continues in its folder), ``run.json`` (git revision, versions, seed) and ``figures/``. A folder that has
+    them already gets ``config.<date_time>.yaml`` and ``run.<date_time>.json`` beside them."""
+    import torch.distributed as dist
+
+    distributed = dist.is_available() and dist.is_initialized()
+    (path / "figures").mkdir(exist_ok=True)
+    # A run that continues in its folder keeps the first description and adds its own beside it.
+    stamp = _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    suffix = f".{stamp}" if (path / "config.yaml").exists() else ""
+    (path / f"config{suffix}.yaml").write_text(to_yaml(cfg))
+    argv = list(sys.argv if argv is None else argv)
+    with open(path / "command.txt", "a") as f:
+        f.write(" ".join(shlex.quote(a) for a in argv) + "\n")
+    info = {"command": command, "argv": argv, "git_revision": _git_revision(),
+            "versions": _versions(), "seed": getattr(cfg, "seed", None),
+            "started": _dt.datetime.now().isoformat(timespec="seconds"),
+            "world_size": dist.get_world_size() if distributed else 1}
+    (path / f"run{suffix}.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
 def make_run_dir(command: str, cfg: Any, argv: Sequence[str] | None = None,
-                 now: _dt.datetime | None = None) -> Path:
-    """Create ``<output_root>/<command>/<YYYY-MM-DD_HH-MM-SS>[_N]`` and describe the run in it:
-    ``config.yaml``, ``command.txt``, ``run.json`` (git revision, versions, seed), ``figures/``.
+                 now: _dt.datetime | None = None, existing: Path | None = None) -> Path:
+    """Create ``<output_root>/<command>/<YYYY-MM-DD_HH-MM-SS>[_N]`` and describe the run in it
+    (:func:`describe_run`). With ``existing``, continue in that folder instead (``zfnet ablate
+    resume=``): its description is refreshed and the command line appended.
 
     Under DDP (``torch.distributed`` initialised) rank 0 creates the folder and every rank gets
     its path, so all ranks share one run folder and only rank 0 writes the description.
@@ -193,16 +219,8 @@ def make_run_dir(command: str, cfg: Any, argv: Sequence[str] | None = None,
     rank = dist.get_rank() if distributed else 0
     path = None
     if rank == 0:
-        path = new_run_dir(Path(cfg.output_root), command, now)
-        (path / "figures").mkdir()
-        (path / "config.yaml").write_text(to_yaml(cfg))
-        argv = list(sys.argv if argv is None else argv)
-        (path / "command.txt").write_text(" ".join(shlex.quote(a) for a in argv) + "\n")
-        info = {"command": command, "argv": argv, "git_revision": _git_revision(),
-                "versions": _versions(), "seed": getattr(cfg, "seed", None),
-                "started": _dt.datetime.now().isoformat(timespec="seconds"),
-                "world_size": dist.get_world_size() if distributed else 1}
-        (path / "run.json").write_text(json.dumps(info, indent=2) + "\n")
+        path = Path(existing) if existing is not None else new_run_dir(Path(cfg.output_root), command, now)
+        describe_run(path, command, cfg, argv)
     if distributed:
         box = [str(path) if path else None]
         dist.broadcast_object_list(box, src=0)

@@ -212,14 +212,21 @@ class LinearClassifier:
 
 def _objective(scores: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor,
                loss: str, weight_decay: float) -> torch.Tensor:
-    """Mean data loss + ``weight_decay / 2 * ||W||^2`` (the bias is not regularised)."""
+    """Mean data loss + ``weight_decay / 2 * ||W||^2`` (the bias is not regularised).
+    ``labels`` are (N,) class indices, or (N, C) 0/1 multi-hot targets (VOC, Table 6)."""
+    multilabel = labels.dim() == 2
     if loss == "softmax":
-        data = F.cross_entropy(scores, labels)
+        # Multi-label: the target distribution spreads evenly over the image's classes.
+        data = F.cross_entropy(scores, labels / labels.sum(1, keepdim=True) if multilabel
+                               else labels)
     else:
         # One-vs-rest: class c's SVM sees +1 for its own images and -1 for all others; the C
         # binary problems share nothing, so their summed objective trains them independently.
-        y = -torch.ones_like(scores)
-        y.scatter_(1, labels[:, None], 1.0)
+        if multilabel:
+            y = 2.0 * labels - 1.0
+        else:
+            y = -torch.ones_like(scores)
+            y.scatter_(1, labels[:, None], 1.0)
         data = F.relu(1.0 - y * scores).pow(2).sum(dim=1).mean()  # squared hinge
     return data + 0.5 * weight_decay * weight.pow(2).sum()
 
@@ -258,7 +265,11 @@ def train_linear(features_train: torch.Tensor, labels_train: torch.Tensor, num_c
 
     Args:
         features_train (Tensor): (N, D) float features.
-        labels_train (Tensor): (N,) int64 labels in ``[0, num_classes)``.
+        labels_train (Tensor): (N,) int64 labels in ``[0, num_classes)``, or (N, C) 0/1
+            multi-hot targets (PASCAL VOC, Table 6): the softmax then fits the target
+            distribution spread evenly over each image's classes (the paper's "20-way softmax"),
+            the SVM's class c sees +1 where the target is 1. Rows must have a positive with the
+            softmax.
         num_classes (int): C, the number of outputs (a class absent from the training set
             gets a row whose bias is pushed down, so it is rarely predicted).
         loss (str, optional): ``"softmax"`` or ``"hinge"``. Default: ``"softmax"``.
@@ -288,17 +299,23 @@ def train_linear(features_train: torch.Tensor, labels_train: torch.Tensor, num_c
     """
     if loss not in ("softmax", "hinge"):
         raise ValueError(f"loss must be 'softmax' or 'hinge', got {loss!r}")
-    if features_train.dim() != 2 or labels_train.shape != features_train.shape[:1]:
-        raise ValueError(f"features (N, D) and labels (N,) must match, got "
+    multilabel = labels_train.dim() == 2
+    if features_train.dim() != 2 or labels_train.shape[:1] != features_train.shape[:1] or (
+            multilabel and labels_train.shape[1] != num_classes):
+        raise ValueError(f"features (N, D) and labels (N,) or (N, {num_classes}) must match, got "
                          f"{tuple(features_train.shape)} and {tuple(labels_train.shape)}")
     if len(labels_train) == 0:
         raise ValueError("no training images")
-    if int(labels_train.min()) < 0 or int(labels_train.max()) >= num_classes:
+    if multilabel and ((labels_train != 0) & (labels_train != 1)).any():
+        raise ValueError("multi-label targets must be 0 / 1")
+    if multilabel and loss == "softmax" and (labels_train.sum(1) == 0).any():
+        raise ValueError("multi-label softmax: every training image needs a positive class")
+    if not multilabel and (int(labels_train.min()) < 0 or int(labels_train.max()) >= num_classes):
         raise ValueError(f"labels must lie in [0, {num_classes}), got "
                          f"[{int(labels_train.min())}, {int(labels_train.max())}]")
     device = torch.device(device) if device is not None else features_train.device
     x = features_train.to(device, torch.float32)
-    y = labels_train.to(device, torch.long)
+    y = labels_train.to(device, torch.float32 if multilabel else torch.long)
 
     mean = x.mean(dim=0)
     std = x.std(dim=0, unbiased=False)
