@@ -1,5 +1,11 @@
-"""ImageFolder loading (paper §3 preprocessing), the mean image and its cache, layout errors."""
+"""ImageFolder loading (paper §3 preprocessing), the mean image and its cache, layout errors;
+torchvision's ImageNet root (meta.bin, the devkit tarball) and the class names it gives."""
 from __future__ import annotations
+
+import base64
+import io
+import tarfile
+import zlib
 
 import numpy as np
 import pytest
@@ -7,7 +13,9 @@ import torch
 from PIL import Image
 
 from zfnet_cli.data import imagenet
-from zfnet_cli.data.imagenet import DataLayoutError, ImageFolderData, compute_mean_image
+from zfnet_cli.data.imagenet import (DEVKIT_FILE, DEVKIT_META, DEVKIT_VAL, META_FILE,
+                                     DataLayoutError, ImageFolderData, compute_mean_image,
+                                     read_mat, read_meta)
 
 WNIDS = ["n01440764", "n01443537", "n01484850"]
 
@@ -209,3 +217,121 @@ def test_layout_errors(tmp_path, tree):
 def test_layout_error_is_a_value_error():
     assert issubclass(DataLayoutError, ValueError)
     assert imagenet.LAYOUT == "ROOT/{train,val}/<wnid>/*.JPEG"
+
+
+# ---------------------------------------------------------------- torchvision's ImageNet root
+
+NAMES = {"n01440764": ("tench", "Tinca tinca"), "n01443537": ("goldfish", "Carassius auratus"),
+         "n01484850": ("great white shark", "white shark", "man-eater", "man-eating shark",
+                       "Carcharodon carcharias")}
+VAL_WNIDS = ["n01443537", "n01440764", "n01484850", "n01484850"]
+
+# A devkit-style data/meta.mat written by SciPy (an independent writer):
+# scipy.io.savemat(f, {"synsets": a}, do_compression=True) with ``a`` a (4, 1) struct array of
+# the devkit's fields ILSVRC2012_ID, WNID, words, gloss, num_children, children, wordnet_height,
+# num_train_images: the three leaf classes of NAMES (ids 1-3, no children) and their parent
+# "fish" (id 4, children [1, 2, 3]), which is not a class. torchvision's parse_devkit_archive
+# (with SciPy) gives NAMES and VAL_WNIDS from a tarball of this file and the ground truth
+# 2 1 3 3, as read_meta does here.
+META_MAT = base64.b64decode(
+    "TUFUTEFCIDUuMCBNQVQtZmlsZSBQbGF0Zm9ybTogcG9zaXgsIENyZWF0ZWQgb246IFN1biBOb3YgMjIgMTI6NTA6MDkgMjAy"
+    "NgAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAABSU0PAAAADQIAAHic7Vbdatsw"
+    "FFY3r2tuSreLURgMPUACzl+buwa6ixZGKWvZLrNT+0QWtSUmyQl5gz7AHmyP0keYVDuJIwqCeneb8In1HfN9R7I+H3JICPnd"
+    "IWTf3g9svCLVeFPjyMZeHW9t6JXQaLR9HpF3df7BxuWXm29fzwdxfzC7/OwEvl9V981YSpXqZoLlUu8kRFnMkoznqULxlNgB"
+    "aw2BZpYhZ5mpKUYBFzNeAENNDm1yQrb72ff2s9cINzp1vhqPZ44/bfCjZ/idBv+oxiLuj0bx6cmozjudi4DOe0/HYYMiybr0"
+    "losEqHG/W73rgN4nT8/huUKdLcGgoikk2Mv5PVIGBdI51xlp+b4qfhzgE4+/5rWt+2L+9a9py/rTVj4ZjoenjX2EzvWjp+Mw"
+    "k3nqTrBLz0GB1rzUFEoFptQb3R8B3a6n67AuIM+pU0dBpbIXCIY9hSltWMlVRt36HMi/6p+DVv6ZjCbjuLGPh4DOjafjMFMI"
+    "hi4zbpDqDNR9dxcUIHroznoz5YKtH1rLJXYmUyloUs05bH0X6nsfvPU4nINiSIHZdVkzL+p1/PfXy+oftfDXYNwfxONhYx9x"
+    "QCfa0YmI6w6OlwV4J159h0GsqJzThXWUtC2tkNrkK5rYftS7y6VMbR+Cn6V1Y0IXqAze2ZbnOtHf+B4vAvzXHv94w388qyfT"
+    "pl7b/yFt/PcH+XWwIg=="
+)
+
+
+def _devkit(root, meta_mat=META_MAT, truth=b"2\n1\n3\n3\n", members=(DEVKIT_META, DEVKIT_VAL)):
+    """An ILSVRC2012_devkit_t12.tar.gz in the devkit's layout."""
+    files = {DEVKIT_META: meta_mat, DEVKIT_VAL: truth,
+             "ILSVRC2012_devkit_t12/COPYING": b"licence"}
+    root.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(root / DEVKIT_FILE, "w:gz") as tar:
+        for name, data in files.items():
+            if name in members or not name.startswith("ILSVRC2012_devkit_t12/data"):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return root / DEVKIT_FILE
+
+
+def test_read_mat_reads_the_devkit_struct_array_compressed_or_not():
+    synsets = read_mat(META_MAT)["synsets"]
+    assert [s["WNID"] for s in synsets] == [*NAMES, "n02512053"]
+    assert synsets[2]["words"] == ", ".join(NAMES["n01484850"])
+    assert [s["ILSVRC2012_ID"] for s in synsets] == [1, 2, 3, 4]
+    assert [s["num_children"] for s in synsets] == [0, 0, 0, 3]
+    assert synsets[0]["children"] == [] and synsets[3]["children"] == [1, 2, 3]
+    # the same file uncompressed: the header, then the miCOMPRESSED element's zlib payload
+    # (itself a complete miMATRIX element, tag included)
+    length = int.from_bytes(META_MAT[132:136], "little")
+    plain = META_MAT[:128] + zlib.decompress(META_MAT[136:136 + length])
+    assert read_mat(plain) == read_mat(META_MAT)
+    for bad in (b"short", b"x" * 200, META_MAT[:300]):
+        with pytest.raises(ValueError):
+            read_mat(bad)
+
+
+def _class_tree(root, split_wnids=WNIDS):
+    rng = np.random.default_rng(2)
+    for split in ("train", "val"):
+        for w in split_wnids:
+            _save(root / split / w / f"{w}_1.JPEG", _noise(rng, 40, 50))
+    return root
+
+
+def test_meta_bin_gives_the_class_names(tmp_path):
+    root = _class_tree(tmp_path / "imagenet")
+    torch.save((NAMES, VAL_WNIDS), root / META_FILE)  # what torchvision's ImageNet writes
+    for split in ("train", "val"):
+        ds = ImageFolderData(root, split, resize=32)
+        assert ds.classes == WNIDS  # labels stay in sorted-wnid order
+        assert ds.class_names == ["tench", "goldfish", "great white shark"]
+        assert ds.meta.val_wnids == VAL_WNIDS and ds.meta.source == root / META_FILE
+    # a wnid the meta file does not know keeps its wnid as its name
+    torch.save(({k: v for k, v in NAMES.items() if k != WNIDS[1]}, VAL_WNIDS), root / META_FILE)
+    assert ImageFolderData(root, "train", resize=32).class_names == ["tench", WNIDS[1],
+                                                                     "great white shark"]
+
+
+def test_devkit_tarball_alone_gives_the_same_names(tmp_path):
+    root = _class_tree(tmp_path / "imagenet")
+    _devkit(root)
+    meta = read_meta(root)
+    assert meta.wnid_to_classes == NAMES and meta.val_wnids == VAL_WNIDS
+    assert meta.source == root / DEVKIT_FILE and not (root / META_FILE).exists()  # nothing written
+    assert ImageFolderData(root, "val", resize=32).class_names == ["tench", "goldfish",
+                                                                   "great white shark"]
+    torch.save(({"n01440764": ("from meta.bin",)}, []), root / META_FILE)  # meta.bin wins
+    assert ImageFolderData(root, "train", resize=32).class_names[0] == "from meta.bin"
+
+
+def test_plain_image_folder_has_wnids_for_names(tree):
+    ds = ImageFolderData(tree, "train", resize=32)
+    assert ds.meta is None and read_meta(tree) is None and ds.class_names == WNIDS
+
+
+def test_bad_meta_files_are_one_line_errors(tmp_path):
+    root = _class_tree(tmp_path / "bin")
+    (root / META_FILE).write_bytes(b"not a torch file")
+    with pytest.raises(DataLayoutError, match="not torchvision's ImageNet meta file") as e:
+        ImageFolderData(root, "train", resize=32)
+    assert "\n" not in str(e.value) and "parse_devkit_archive" in str(e.value)
+
+    for name, kwargs, words in [
+        ("no_truth", {"members": (DEVKIT_META,)}, "ILSVRC2012_validation_ground_truth.txt"),
+        ("bad_mat", {"meta_mat": b"MATLAB 7.3 MAT-file" + bytes(200)}, "level-5 MAT-file"),
+        ("bad_truth", {"truth": b"2\n7\n"}, "KeyError: 7"),
+    ]:
+        root = _class_tree(tmp_path / name)
+        _devkit(root, **kwargs)
+        with pytest.raises(DataLayoutError) as e:
+            ImageFolderData(root, "train", resize=32)
+        assert "\n" not in str(e.value) and "cannot read the ImageNet devkit" in str(e.value)
+        assert words in str(e.value)

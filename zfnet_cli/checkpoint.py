@@ -5,7 +5,12 @@ A checkpoint is a plain dict saved with ``torch.save``:
 ``num_classes``, ``classes`` (names in label order), ``mean`` (the mean image the inputs were
 centred with), ``epoch`` (epochs completed), ``optimizer``, ``scheduler``, ``rng`` (torch CPU,
 CUDA and data-order generator states), ``history`` (per-epoch metrics so far), ``overrides``
-(the config overrides the run was composed with), ``config`` (the resolved config, as a dict).
+(the config overrides the run was composed with), ``config`` (the resolved config, as a dict),
+``class_names`` (a human name per class, or ``None``).
+
+Commands that look inside a trained model (:func:`load_trained`) also take weights trained
+elsewhere: a torchvision ``alexnet`` / ``vgg`` state dict or pytorchcv's ``zfnet`` weights,
+told apart by their keys (see :mod:`zfnet_cli.pretrained`).
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from torch import nn
 
 from zfnet_cli.data.sources import DataConfig
 from zfnet_cli.deconv import Deconvnet
@@ -44,7 +50,8 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # a truncated or foreign file
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from None
+        what = f"{type(err).__name__}: {err}".splitlines()[0]
+        raise CheckpointError(f"cannot read checkpoint {path}: {what}") from None
 
 
 def resolve(spec: str | Path, output_root: str | Path = "outputs", command: str = "train") -> Path:
@@ -80,6 +87,50 @@ def build_model(state: dict) -> ZFNet:
     return model
 
 
+def is_ours(state) -> bool:
+    """A checkpoint written by ``zfnet train`` (not a foreign state dict)."""
+    return isinstance(state, dict) and "model" in state and "model_cfg" in state
+
+
+def load_model(path: str | Path) -> tuple[dict, nn.Module]:
+    """``(state, model)`` from a checkpoint file: one of ours (:func:`build_model`), or a
+    foreign state dict turned into a checkpoint-like state and its model
+    (:func:`zfnet_cli.pretrained.load_foreign`: torchvision alexnet / vgg, pytorchcv zfnet).
+
+    Raises:
+        CheckpointError: an unreadable file, or weights that fit no known format (one line,
+            naming the formats accepted).
+    """
+    state = load(path)
+    if is_ours(state):
+        return state, build_model(state)
+    from zfnet_cli import pretrained
+
+    try:
+        return pretrained.load_foreign(state)
+    except pretrained.UnknownWeights as err:
+        raise CheckpointError(f"{path}: {err}") from None
+    except RuntimeError as err:  # keys of a known format, shapes that do not fit it
+        first = str(err).splitlines()[0]
+        raise CheckpointError(f"{path}: weights do not fit their architecture: {first}") from None
+
+
+class ChannelScale:
+    """:class:`~zfnet_cli.data.transforms.BatchPreprocess`, then a per-channel scale: the
+    division by torchvision's per-channel std that foreign weights expect (``BatchPreprocess``
+    takes one scale for all channels). Attributes other than the scale are ``pre``'s."""
+
+    def __init__(self, pre, scale: torch.Tensor) -> None:
+        self.pre, self.channel_scale = pre, scale.detach().to(torch.float32).view(3, 1, 1)
+
+    def __call__(self, images: torch.Tensor, generator: Optional[torch.Generator] = None):
+        x = self.pre(images, generator)
+        return x * self.channel_scale.to(x.device)  # (B, 3, c, c) * (3, 1, 1)
+
+    def __getattr__(self, name):
+        return getattr(self.pre, name)
+
+
 @dataclass
 class Loaded:
     """A trained model ready for the deconvnet, and what it was trained on."""
@@ -93,16 +144,42 @@ class Loaded:
     source: Path
 
     @property
-    def scale(self) -> float:
-        """The input scale the model was trained with (``data.scale``)."""
+    def scale(self) -> float | torch.Tensor:
+        """The input scale the model was trained with (``data.scale``), or for foreign weights
+        a per-channel (3, 1, 1) scale (``state["input_scale"]``: 1 / (255 x torchvision's std))."""
+        if self.state.get("input_scale") is not None:
+            return self.state["input_scale"]
         return float(self.state["config"]["data"].get("scale", 1.0))
+
+    @property
+    def classes(self) -> list[str]:
+        """Class ids in label order (wnids for ImageNet; names where there are no ids)."""
+        return list(self.state["classes"])
+
+    @property
+    def class_names(self) -> list[str]:
+        """The human name of each class (``"tench"`` for ``n01440764``): the checkpoint's
+        ``class_names``, else the ids themselves. Figures show these."""
+        return list(self.state.get("class_names") or self.state["classes"])
 
     def preprocess(self):
         """Evaluation preprocessing exactly as in training: centre crop, minus the training mean
-        image, times the training input scale."""
+        image, times the training input scale (per channel for foreign weights)."""
         from zfnet_cli.data.transforms import BatchPreprocess
 
-        return BatchPreprocess(self.mean, self.input_size, train=False, scale=self.scale)
+        scale = self.scale
+        if isinstance(scale, torch.Tensor):
+            return ChannelScale(BatchPreprocess(self.mean, self.input_size, train=False), scale)
+        return BatchPreprocess(self.mean, self.input_size, train=False, scale=scale)
+
+    def label_of(self, dataset, label: int) -> Optional[int]:
+        """The model's class index for ``label`` of ``dataset``: the same index when the data
+        set has the model's classes (or as many: ImageNet in its standard order), else the
+        index of the same class id (wnid), else ``None`` (not a class of the model)."""
+        ids = list(getattr(dataset, "classes", []))
+        if not ids or ids == self.classes or len(ids) == len(self.classes):
+            return int(label)
+        return self.classes.index(ids[label]) if ids[label] in self.classes else None
 
     def fill(self) -> torch.Tensor:
         """The data set's mean colour (the paper's grey occluder) in model-input units, (3, c, c):
@@ -118,15 +195,38 @@ def load_trained(spec: str, output_root: str, device: torch.device,
     """The model ``spec`` names (see :func:`resolve`), in eval mode on ``device``, wrapped for
     the deconvnet, with the data config it was trained on (or ``data``)."""
     path = resolve(spec, output_root, "train")
-    state = load(path)
-    model = build_model(state).to(device).eval()
-    data_cfg = data or DataConfig(**state["config"]["data"])
+    state, model = load_model(path)
+    model = model.to(device).eval()
+    known = {f.name for f in fields(DataConfig)}
+    data_cfg = data or DataConfig(**{k: v for k, v in state["config"]["data"].items() if k in known})
+    _name_classes(state, data_cfg)
     return Loaded(state, model, Deconvnet(model), data_cfg, state["mean"],
                   state["model_cfg"]["input_size"], path)
 
 
-def resolve_label(label: Optional[str], classes: list[str]) -> Optional[int]:
-    """``label`` as a class index: an integer in range, or a class name (one-line errors)."""
+def _name_classes(state: dict, data: DataConfig) -> None:
+    """Fill in class ids and names from an ImageNet root's ``meta.bin`` / devkit when the
+    checkpoint lacks them: wnids for foreign weights (which carry names only), human names for
+    our checkpoints trained before ``class_names`` was recorded."""
+    if data.name != "imagenet" or not data.root or not Path(data.root).is_dir():
+        return
+    from zfnet_cli.data.imagenet import read_meta
+
+    meta = read_meta(data.root)
+    if meta is None:
+        return
+    foreign = state.get("format") is not None  # set by pretrained.load_foreign
+    if foreign and len(meta.wnid_to_classes) == state["num_classes"]:
+        state["classes"] = sorted(meta.wnid_to_classes)  # ILSVRC's sorted-wnid label order
+    if not state.get("class_names"):
+        state["class_names"] = [meta.name(c) for c in state["classes"]]
+
+
+def resolve_label(label: Optional[str], classes: list[str],
+                  names: Optional[list[str]] = None) -> Optional[int]:
+    """``label`` as a class index: an integer in range, a class id (``n02112018``) or a human
+    class name from ``names`` (``Pomeranian``; case-insensitive; the first class of that name
+    where two share it). One-line errors with close matches."""
     if label is None:
         return None
     text = str(label).strip()
@@ -138,6 +238,11 @@ def resolve_label(label: Optional[str], classes: list[str]) -> Optional[int]:
         return i
     if text in classes:
         return classes.index(text)
+    lowered = [n.lower() for n in names or []]
+    if text.lower() in lowered:
+        return lowered.index(text.lower())
+    if names:
+        classes = list(dict.fromkeys(list(names) + list(classes)))  # suggest names first
     close = difflib.get_close_matches(text, classes, n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else \
         f"; classes: {', '.join(classes[:20])}{' ...' if len(classes) > 20 else ''}"

@@ -63,7 +63,7 @@ def run(cfg: InvarianceConfig, run_dir: str | Path, *, dist_info: Dist | None = 
     run_dir = Path(run_dir)
     device = dist_info.device if dist_info else pick_device(cfg.device)
     loaded = load_trained(cfg.checkpoint, cfg.output_root, device, cfg.data)
-    classes = list(loaded.state["classes"])
+    classes, class_names = loaded.classes, loaded.class_names
     valid = list(loaded.model.layer_outputs(torch.zeros(1, 3, loaded.input_size, loaded.input_size,
                                                         device=device)).keys())
     bad = [l for l in cfg.layers if l not in valid]
@@ -81,7 +81,7 @@ def run(cfg: InvarianceConfig, run_dir: str | Path, *, dist_info: Dist | None = 
         labels = list(cfg.labels) + [None] * (len(cfg.images) - len(cfg.labels))
         for f, lab in zip(cfg.images, labels):
             items.append((str(f), load_image(f, size, max_pixels=cfg.max_pixels),
-                          resolve_label(lab, classes), None))
+                          resolve_label(lab, classes, class_names), None))
         if cfg.method == "render":
             raise ValueError("method=render re-draws embedded scenes; use method=image for files")
     else:
@@ -122,13 +122,14 @@ def run(cfg: InvarianceConfig, run_dir: str | Path, *, dist_info: Dist | None = 
                 examples[kind] = [(f"{amounts[j]:.0f}" if kind != "scale" else f"{amounts[j]:.2f}",
                                    batch[j].permute(1, 2, 0).numpy()) for j in pick]
         result[kind] = {"amounts": amounts, **curves}
-    names = [f"{n.split('/')[-1]} ({classes[lab]})" for n, _, lab, _ in items]
+    names = [f"{n.split('/')[-1]} ({class_names[lab]})" for n, _, lab, _ in items]
     path = run_dir / "figures" / "fig5_invariance.png"
     viz.invariance_figure(result, examples, names, cfg.layers, path,
                           title=f"Fig 5: invariance ({cfg.method} transforms); distances are "
                                 "||f(x) - f(x')|| / ||f(x)||")
     metrics = {"checkpoint": str(loaded.source), "method": cfg.method, "layers": cfg.layers,
-               "images": [{"image": n, "true_class": classes[lab]} for n, _, lab, _ in items],
+               "images": [{"image": n, "true_class": classes[lab], "true_class_name": class_names[lab]}
+                          for n, _, lab, _ in items],
                "transforms": result, "distance": "relative Euclidean, ||f(x)-f(x')|| / ||f(x)||",
                "figures": [str(path.relative_to(run_dir))]}
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")

@@ -9,6 +9,11 @@ deconv projection, (d) p(correct class) per position, (e) the most probable labe
 have known boxes: over ``localise_images`` validation images, the fraction for which the
 occluder position where p(true class) drops most is centred inside the object's box.
 
+Classes are shown by their human names where the model has them (ImageNet: wnid -> name, from
+the checkpoint, the data root's ``meta.bin`` / devkit, or torchvision's list for foreign weights
+such as ``checkpoint=alexnet-owt-7be5be79.pth``); ``occlusion.json`` gives each class's id and
+name.
+
 Occluder size and stride are UNSTATED in the paper; the defaults here are a quarter of the input
 side and a quarter of that (56 px / 14 px at 224, 32 / 8 at 128).
 """
@@ -65,7 +70,8 @@ def _centre_crop(raw: torch.Tensor, c: int) -> torch.Tensor:
 
 
 def _panels(loaded: Loaded, raw: torch.Tensor, x: torch.Tensor, maps: OcclusionMaps,
-            classes: list[str], path: Path, title: str) -> dict:
+            names: list[str], path: Path, title: str) -> dict:
+    """Fig 7's panels for one image; labels are shown by their human names (``names``)."""
     proj = loaded.deconv.project(x[None], [Request(0, maps.layer, maps.fmap, None)])[0].cpu()
     worst = int(maps.log_p_target.flatten().argmin())
     y, xx = maps.positions[worst].tolist()
@@ -73,17 +79,20 @@ def _panels(loaded: Loaded, raw: torch.Tensor, x: torch.Tensor, maps: OcclusionM
         _centre_crop(raw, loaded.input_size).permute(1, 2, 0).numpy(), (y, xx, maps.size),
         maps.fmap_total.numpy(), viz.projection_to_image(proj.numpy(), viz.FIGURE_GAIN),
         maps.p_target.numpy(),
-        maps.top_label.numpy(), classes, maps.centers().numpy(), path, title=title,
-        fmap=f"{maps.layer} map {maps.fmap}", target=classes[maps.target])
+        maps.top_label.numpy(), names, maps.centers().numpy(), path, title=title,
+        fmap=f"{maps.layer} map {maps.fmap}", target=names[maps.target])
     return {"worst_position": [y, xx]}
 
 
-def _summary(maps: OcclusionMaps, classes: list[str]) -> dict:
+def _summary(maps: OcclusionMaps, classes: list[str], names: list[str]) -> dict:
+    """The numbers of one image; each class as its id (``class``: a wnid on ImageNet) and its
+    human name (``name``; the id itself where there is no name)."""
     top5 = maps.clean_probs.topk(min(5, len(classes)))
     return {"layer": maps.layer, "strongest_fmap": maps.fmap, "target": maps.target,
-            "target_name": classes[maps.target], "clean_p_target": maps.clean_p_target,
-            "clean_label": classes[maps.clean_label], "min_p_target": float(maps.p_target.min()),
-            "top_classes": [{"class": classes[i], "p": float(p)} for p, i in
+            "target_class": classes[maps.target], "target_name": names[maps.target],
+            "clean_p_target": maps.clean_p_target, "clean_label": classes[maps.clean_label],
+            "clean_label_name": names[maps.clean_label], "min_p_target": float(maps.p_target.min()),
+            "top_classes": [{"class": classes[i], "name": names[i], "p": float(p)} for p, i in
                             zip(top5.values.tolist(), top5.indices.tolist())],
             "grid": list(maps.grid), "size": maps.size, "stride": maps.stride}
 
@@ -126,8 +135,8 @@ def run(cfg: OccludeConfig, run_dir: str | Path, *, dist_info: Dist | None = Non
     run_dir = Path(run_dir)
     device = dist_info.device if dist_info else pick_device(cfg.device)
     loaded = load_trained(cfg.checkpoint, cfg.output_root, device, cfg.data)
-    classes = list(loaded.state["classes"])
-    target = resolve_label(cfg.label, classes)
+    classes, names = loaded.classes, loaded.class_names
+    target = resolve_label(cfg.label, classes, names)
     size, stride = _geometry(cfg, loaded.input_size)
     pre = loaded.preprocess()
     fill = loaded.fill().to(device)
@@ -145,8 +154,9 @@ def run(cfg: OccludeConfig, run_dir: str | Path, *, dist_info: Dist | None = Non
         val = load_split(loaded.data, "val", progress=cfg.progress)
         idx = torch.linspace(0, len(val) - 1, min(cfg.default_images, len(val))).round().long()
         for i in idx.tolist():
-            label = int(val.labels[i]) if target is None else target
-            inputs.append((f"{loaded.data.name}:val/{i}", val.images[i], label))
+            image, label = val[i]  # in-memory (embedded) or file-based (ImageNet) alike
+            label = loaded.label_of(val, int(label)) if target is None else target
+            inputs.append((f"{loaded.data.name}:val/{i}", image, label))
 
     if failed and not inputs:
         raise ImageError(failed[0] if len(failed) == 1 else
@@ -158,8 +168,8 @@ def run(cfg: OccludeConfig, run_dir: str | Path, *, dist_info: Dist | None = Non
                        layer=cfg.layer, batch_size=cfg.batch_size, progress=cfg.progress)
         stem = Path(name).stem if cfg.images else name.split("/")[-1]
         fig = run_dir / "figures" / f"fig7_{k:02d}_{stem}.png"
-        entry = {"image": name, **_summary(maps, classes),
-                 **_panels(loaded, raw, x, maps, classes, fig, f"Fig 7: {name}"),
+        entry = {"image": name, **_summary(maps, classes, names),
+                 **_panels(loaded, raw, x, maps, names, fig, f"Fig 7: {name}"),
                  "figure": str(fig.relative_to(run_dir)), "arrays": f"maps_{k:02d}.npz"}
         np.savez_compressed(run_dir / f"maps_{k:02d}.npz", positions=maps.positions.numpy(),
                             fmap_total=maps.fmap_total.numpy(), p_target=maps.p_target.numpy(),

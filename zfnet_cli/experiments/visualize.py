@@ -104,6 +104,19 @@ def _images(dataset, indices: Sequence[int], loaded: Loaded) -> tuple[torch.Tens
     return loaded.preprocess()(raw), crop
 
 
+def _image_classes(dataset, indices: Sequence[int]) -> list[str]:
+    """The true class of each data-set image, by its human name where the data set has one
+    (``class_names``: ImageNet's wnid -> name), else its class id."""
+    names = list(getattr(dataset, "class_names", None) or dataset.classes)
+    if hasattr(dataset, "labels"):
+        labels = [int(dataset.labels[i]) for i in indices]
+    elif hasattr(dataset, "samples"):  # file-based: the label without decoding the image
+        labels = [int(dataset.samples[i][1]) for i in indices]
+    else:
+        labels = [int(dataset[i][1]) for i in indices]
+    return [names[y] for y in labels]
+
+
 def _check_fmaps(deconv: Deconvnet, layers: list[str], fmaps: Sequence[int]) -> None:
     for layer in layers:
         n = num_maps(deconv, layer)
@@ -174,7 +187,9 @@ def run_top9(cfg: VisualizeConfig, run_dir: Path, device) -> dict:
                 boxes.append([y0, x0, y1, x1])
             blocks.append((f"{layer} map {m}", cells))
             index.setdefault(layer, {})[str(m)] = {
-                "images": t.images[m].tolist(), "positions": t.positions[m].tolist(),
+                "images": t.images[m].tolist(),
+                "image_classes": _image_classes(dataset, t.images[m].tolist()),
+                "positions": t.positions[m].tolist(),
                 "values": t.values[m].tolist(), "receptive_fields": boxes}
         path = run_dir / "figures" / f"fig2_{layer}.png"
         viz.top9_figure(blocks, path, cell=cfg.cell, title=f"Fig 2: {layer}, top-{cfg.k} "
@@ -182,7 +197,8 @@ def run_top9(cfg: VisualizeConfig, run_dir: Path, device) -> dict:
         figures.append(str(path.relative_to(run_dir)))
     (run_dir / "top9.json").write_text(json.dumps(
         {"checkpoint": str(loaded.source), "split": cfg.split, "data": loaded.data.name,
-         "classes": loaded.state["classes"], "layers": index}, indent=1) + "\n")
+         "classes": loaded.classes, "class_names": loaded.class_names, "layers": index},
+        indent=1) + "\n")
     return {"mode": "top9", "layers": layers, "figures": figures, "checkpoint": str(loaded.source),
             "images_scanned": scanned}
 
@@ -291,8 +307,8 @@ def _filters_panel(cfg: VisualizeConfig, spec: str, device):
                                  cfg.cell, max(1, math.ceil(math.sqrt(len(maps)))))
     conv = loaded.state["model_cfg"]
     name = f"{conv['name']} conv1 {conv['kernels'][0]}x{conv['kernels'][0]}/{conv['strides'][0]}"
-    renorm = loaded.state["config"].get("optim", {}).get("renorm", True)
-    name += "" if renorm else ", no renorm"
+    renorm = loaded.state["config"].get("optim", {}).get("renorm")  # None: foreign weights
+    name += ", no renorm" if renorm is False else ""
     return name, filters, projections, {**stats, "checkpoint": str(loaded.source), "renorm": renorm,
                                         "layer2": layer2}
 
