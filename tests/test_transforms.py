@@ -154,3 +154,28 @@ def test_full_size_train_path_equals_the_gather():
     ref = images.float() - mean
     ref[flipped] = ref[flipped].flip(-1)
     assert torch.equal(fast, ref)
+
+
+def test_ten_crop_preprocess_is_ten_crop_times_scale():
+    images = _random_images(3, 10)
+    mean = torch.rand(3, 10, 10, generator=torch.Generator().manual_seed(2)) * 255
+    out = BatchPreprocess(mean, crop=7, train=False, scale=0.5, crops=10)(images)
+    assert out.shape == (3, 10, 3, 7, 7)
+    torch.testing.assert_close(out, ten_crop(images, mean, 7) * 0.5)
+    with pytest.raises(ValueError, match="crops must be 1 or 10"):
+        BatchPreprocess(mean, crop=7, train=False, crops=5)
+    with pytest.raises(ValueError, match="evaluation only"):
+        BatchPreprocess(mean, crop=7, train=True, crops=10)
+
+
+def test_per_channel_scale_multiplies_each_channel():
+    images = _random_images(2, 8)
+    mean = torch.rand(3, 8, 8) * 255
+    factors = torch.tensor([0.5, 2.0, -1.0])
+    for crops in (1, 10):
+        plain = BatchPreprocess(mean, crop=6, train=False, crops=crops)(images)
+        scaled = BatchPreprocess(mean, crop=6, train=False, crops=crops, scale=factors.view(3, 1, 1))(images)
+        torch.testing.assert_close(scaled, plain * factors.view(3, 1, 1))
+    one = BatchPreprocess(mean, crop=6, train=True, scale=torch.tensor(0.25))
+    torch.testing.assert_close(one(images, torch.Generator().manual_seed(0)),
+                               BatchPreprocess(mean, crop=6, train=True)(images, torch.Generator().manual_seed(0)) * 0.25)

@@ -166,6 +166,49 @@ class LoaderBatches:
             yield self.preprocess(x, generator=self.generator), y.to(self.device, non_blocking=True)
 
 
+# ---------------------------------------------------------------- speed options
+
+AMP_MODES = ("none", "bf16")
+
+
+def autocast(device: torch.device | str, amp: str = "none"):
+    """The mixed-precision context of ``amp``: ``"bf16"`` runs convs and matmuls in bfloat16
+    under ``torch.autocast`` (CUDA or CPU), ``"none"`` changes nothing.
+
+    bfloat16 keeps float32's exponent range, so no loss scaling is needed (fp16 would need a
+    GradScaler, which is why it is not offered). Weights, optimiser state and the loss stay
+    float32 (callers compute the loss on ``logits.float()``).
+    """
+    if amp not in AMP_MODES:
+        raise ValueError(f"amp must be one of {AMP_MODES}, got '{amp}'")
+    device_type = torch.device(device).type if device is not None else "cpu"
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp == "bf16")
+
+
+def compile_model(model: nn.Module, backend: str = "inductor", mode: Optional[str] = None) -> nn.Module:
+    """``torch.compile(model)`` with static shapes.
+
+    Every training step has the batch's shape except an epoch's last, partial batch, which then
+    compiles once more (cached from the next epoch on) instead of the whole step recompiling for
+    symbolic shapes. The returned wrapper shares ``model``'s parameters; its own state dict
+    prefixes them with ``_orig_mod.``, so save the unwrapped module's. Wrap DDP first and compile
+    the DDP module (``compile_model(DDP(model))``): PyTorch's DDPOptimizer then splits the graph
+    at the gradient buckets so all-reduce still overlaps the backward pass.
+
+    Args:
+        model: the module (or DDP module) to compile.
+        backend: ``"inductor"`` (generated kernels; the first steps pay tens of seconds of
+            compilation), or ``"aot_eager"`` / ``"eager"``, which only trace (tests).
+        mode: inductor's mode: ``None`` (default), ``"reduce-overhead"`` (CUDA graphs),
+            ``"max-autotune"``.
+    """
+    return torch.compile(model, backend=backend, mode=mode, dynamic=False)
+
+
+def _to_memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
+
+
 # ---------------------------------------------------------------- one epoch
 
 def accuracy(output: torch.Tensor, target: torch.Tensor, topk: tuple[int, ...] = (1, 5)) -> list[int]:
@@ -187,46 +230,89 @@ def _all_reduce(values: list[float], device) -> list[float]:
 
 def train_one_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer, *,
                     renorm_rms: Optional[float] = 0.1, device=None, progress: bool = False,
-                    desc: str = "train") -> dict[str, float]:
+                    desc: str = "train", amp: str = "none", channels_last: bool = False,
+                    postfix_every: int = 20) -> dict[str, float]:
     """One pass of SGD over ``batches`` (already preprocessed float batches).
 
     After every optimiser step, conv filters with RMS above ``renorm_rms`` are renormalised
-    (paper §3); ``None`` switches that off. Returns the mean loss, top-1 accuracy (%), the number
-    of images (all ranks) and images/s.
+    (paper §3); ``None`` switches that off. ``model`` may be wrapped (DDP, ``torch.compile``):
+    the renormalisation walks ``model.modules()``, which reaches the real ``Conv2d``s inside the
+    wrappers, so it rescales the parameters the optimiser updates.
+
+    ``amp="bf16"`` runs the forward pass under :func:`autocast` (the loss is computed in
+    float32); ``channels_last`` hands the batches over in NHWC layout (the model should have
+    been converted with ``model.to(memory_format=torch.channels_last)``). The running loss and
+    top-1 stay on the device, so a GPU is not made to wait for the host each step; the progress
+    bar reads them every ``postfix_every`` steps. Returns the mean loss, top-1 accuracy (%), the
+    number of images (all ranks) and images/s.
     """
     model.train()
-    loss_sum, correct, seen = 0.0, 0, 0
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    seen = 0
     start = time.perf_counter()
     bar = tqdm(batches, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
-    for x, y in bar:
-        logits = model(x)
-        loss = F.cross_entropy(logits, y)
+    for step, (x, y) in enumerate(bar):
+        x = _to_memory_format(x, channels_last)
+        with autocast(x.device, amp):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y)  # float32 loss, also under bf16 autocast
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if renorm_rms is not None:
             renormalize_filters(model, renorm_rms)
-        loss_sum += loss.item() * len(y)
-        correct += accuracy(logits.detach(), y, (1,))[0]
+        loss_sum = loss_sum.to(loss.device) + loss.detach() * len(y)
+        correct = correct.to(y.device) + logits.detach().argmax(dim=1).eq(y).sum()
         seen += len(y)
-        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", top1=f"{100 * correct / seen:.1f}")
-    loss_sum, correct, seen = _all_reduce([loss_sum, correct, seen], device)
-    seconds = time.perf_counter() - start
+        if progress and step % postfix_every == 0:
+            bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}",
+                            top1=f"{100 * correct.item() / seen:.1f}")
+    loss_sum, correct, seen = _all_reduce([loss_sum.item(), correct.item(), seen], device)
+    seconds = time.perf_counter() - start  # after .item(): the device has finished the epoch
     return {"train_loss": loss_sum / max(seen, 1), "train_top1": 100 * correct / max(seen, 1),
             "train_images": int(seen), "images_per_s": seen / seconds if seconds > 0 else 0.0}
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable, *, device=None, progress: bool = False,
-             desc: str = "val") -> dict[str, float]:
-    """Mean loss and top-1 / top-5 accuracy (%) over ``batches``, summed over all ranks."""
+             desc: str = "val", amp: str = "none", channels_last: bool = False) -> dict[str, float]:
+    """Mean loss and top-1 / top-5 accuracy and error (%) over ``batches``, summed over all ranks.
+
+    Batches of (B, 3, h, w) are scored one view per image. Batches of (B, V, 3, h, w), e.g.
+    :func:`~zfnet_cli.data.transforms.ten_crop`'s ten views, are scored by the mean of the V
+    views' softmax probabilities (the AlexNet convention; the paper's test-time crops are
+    UNSTATED); top-k ranks that mean and the loss is its negative log-likelihood, so with V = 1
+    both reduce to plain cross-entropy and top-k. The V views of a batch go through the model
+    as one (B * V, 3, h, w) forward pass: size batches in images // V.
+
+    Args:
+        model: the network, put in eval mode here.
+        batches: iterable of ``(x, y)``: float inputs as above, int64 (B,) labels.
+        device: where the cross-rank sums are made (DDP).
+        amp, channels_last: as in :func:`train_one_epoch`.
+
+    Returns:
+        ``{"loss", "top1", "top5", "top1_err", "top5_err", "images"}``, accuracies and errors in %.
+    """
     model.eval()
     loss_sum, c1, c5, seen = 0.0, 0, 0, 0
     for x, y in tqdm(batches, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
-        logits = model(x)
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-        a1, a5 = accuracy(logits, y, (1, 5))
+        views = x.shape[1] if x.dim() == 5 else 1
+        flat = _to_memory_format(x.flatten(0, 1) if x.dim() == 5 else x, channels_last)
+        with autocast(flat.device, amp):
+            logits = model(flat)
+        logits = logits.float().view(len(y), views, -1)  # (B, V, classes)
+        if views == 1:
+            scores = logits[:, 0]
+            loss_sum += F.cross_entropy(scores, y, reduction="sum").item()
+        else:
+            scores = logits.softmax(dim=-1).mean(dim=1)  # (B, classes) mean probability
+            loss_sum += F.nll_loss(scores.clamp_min(1e-30).log(), y, reduction="sum").item()
+        a1, a5 = accuracy(scores, y, (1, 5))
         c1, c5, seen = c1 + a1, c5 + a5, seen + len(y)
     loss_sum, c1, c5, seen = _all_reduce([loss_sum, c1, c5, seen], device)
-    seen = max(seen, 1)
-    return {"loss": loss_sum / seen, "top1": 100 * c1 / seen, "top5": 100 * c5 / seen}
+    n = max(seen, 1)
+    top1, top5 = 100 * c1 / n, 100 * c5 / n
+    return {"loss": loss_sum / n, "top1": top1, "top5": top5, "top1_err": 100 - top1,
+            "top5_err": 100 - top5, "images": int(seen)}

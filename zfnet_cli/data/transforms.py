@@ -7,7 +7,8 @@ and centre-cropped). Here they become the network's float input:
        [-128, 128] (paper §3; the filter renormalisation to RMS 0.1 assumes this range),
     2. take a crop x crop sub-window (224): random offset + horizontal flip with p = 0.5 when
        training, the centre when evaluating, or the ten 4-corner + centre crops and their
-       mirror images (:func:`ten_crop`) for test-time averaging.
+       mirror images (:func:`ten_crop`, ``BatchPreprocess(..., crops=10)``) for test-time
+       averaging.
 
 Random draws come from a CPU ``torch.Generator`` and are moved to the batch's device afterwards,
 so a seed gives the same crops on CPU and GPU.
@@ -47,6 +48,10 @@ class BatchPreprocess:
         flip: with ``train``, flip each image horizontally with probability 0.5 (default True).
         scale: multiplies the mean-subtracted values (default 1: the paper's roughly
             [-128, 128] inputs; the embedded data's small CPU model uses less, see its config).
+            A float, or a (3, 1, 1) tensor for one factor per channel (weights trained elsewhere
+            expect inputs divided by a per-channel std).
+        crops: evaluation only: 1 (default) for the centre crop, 10 for :func:`ten_crop`'s four
+            corners + centre and their mirror images, returned as (B, 10, 3, crop, crop).
 
     Call args:
         images_uint8: (B, 3, S, S) uint8, any device.
@@ -54,27 +59,46 @@ class BatchPreprocess:
             ``None`` uses the global CPU generator. Unused when not training.
 
     Returns:
-        (B, 3, crop, crop) float32 on the images' device: (pixel values minus the mean) x scale.
+        (B, 3, crop, crop) float32 on the images' device: (pixel values minus the mean) x scale;
+        (B, 10, 3, crop, crop) with ``crops=10``.
 
     >>> pre = BatchPreprocess(mean, crop=224, train=True)        # doctest: +SKIP
     >>> x = pre(images.cuda(), torch.Generator().manual_seed(0))  # doctest: +SKIP
     """
 
     def __init__(self, mean: torch.Tensor, crop: int, train: bool, flip: bool = True,
-                 scale: float = 1.0) -> None:
+                 scale: float | torch.Tensor = 1.0, crops: int = 1) -> None:
         assert mean.dim() == 3 and mean.shape[0] == 3, (
             f"expected mean (3, S, S) or (3, 1, 1), got {tuple(mean.shape)}")
+        if crops not in (1, 10) or (train and crops != 1):
+            raise ValueError(f"crops must be 1 or 10 (10: evaluation only), got {crops}"
+                             f"{' for training' if train else ''}")
+        self.crops = int(crops)
         self.mean = mean.detach().to(torch.float32)
         self.crop = int(crop)
         self.train = bool(train)
         self.flip = bool(flip)
-        self.scale = float(scale)
+        if isinstance(scale, torch.Tensor):
+            assert scale.numel() in (1, 3), f"expected a scale of 1 or 3 values, got {tuple(scale.shape)}"
+            scale = scale.detach().to(torch.float32).reshape(-1, 1, 1) if scale.numel() == 3 \
+                else float(scale)
+        else:
+            scale = float(scale)
+        self.scale = scale
         self._mean_on: dict[torch.device, torch.Tensor] = {}
+        self._scale_on: dict[torch.device, torch.Tensor] = {}
 
     def _mean_for(self, device: torch.device) -> torch.Tensor:
         if device not in self._mean_on:
             self._mean_on[device] = self.mean.to(device)
         return self._mean_on[device]
+
+    def _scaled(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.scale, torch.Tensor):  # (3, 1, 1): broadcasts over (..., 3, c, c)
+            if x.device not in self._scale_on:
+                self._scale_on[x.device] = self.scale.to(x.device)
+            return x * self._scale_on[x.device]
+        return x * self.scale if self.scale != 1.0 else x
 
     def draw(self, batch: int, height: int, width: int,
              generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -98,17 +122,20 @@ class BatchPreprocess:
         _check(images_uint8, mean, self.crop)
         b, _, h, w = images_uint8.shape
         c = self.crop
+        if self.crops == 10:
+            x = ten_crop(images_uint8, mean, c)  # (B, 10, 3, c, c)
+            return self._scaled(x)
         if not self.train:
             top, left = (h - c) // 2, (w - c) // 2
             x = images_uint8[:, :, top:top + c, left:left + c].to(torch.float32)
             x = x - (mean if mean.shape[-1] == 1 else mean[:, top:top + c, left:left + c])
-            return x * self.scale if self.scale != 1.0 else x
+            return self._scaled(x)
 
         oy, ox, flipped = (t.to(images_uint8.device) for t in self.draw(b, h, w, generator))
         if c == h == w:  # nothing to crop (the embedded data): centre, then mirror the flipped
             x = images_uint8.to(torch.float32) - mean
             x = torch.where(flipped[:, None, None, None], x.flip(-1), x)
-            return x * self.scale if self.scale != 1.0 else x
+            return self._scaled(x)
         # One gather with index arithmetic: output pixel (i, j) of image n reads input pixel
         # (oy[n] + i, ox[n] + j), or (oy[n] + i, ox[n] + c-1 - j) when n is flipped, so the
         # mirror image costs nothing extra. The mean is read through the same index: the
@@ -123,7 +150,7 @@ class BatchPreprocess:
             mean = mean.reshape(1, 3, h * w).expand(b, 3, h * w).gather(2, index)
             mean = mean.view(b, 3, c, c)
         x = x.view(b, 3, c, c) - mean
-        return x * self.scale if self.scale != 1.0 else x
+        return self._scaled(x)
 
 
 def ten_crop(images_uint8: torch.Tensor, mean: torch.Tensor, crop: int) -> torch.Tensor:

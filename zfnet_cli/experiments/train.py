@@ -1,11 +1,40 @@
 """``zfnet train``: the paper's training recipe (§3) on any data config, on one CPU, one GPU, or
-many under ``torchrun`` (DDP)."""
+many under ``torchrun`` (DDP), and the evaluation of a trained model (``eval_only=true``).
+
+Evaluation. Validation scores 1 view per image (the centre crop) or, with ``eval_crops=10``, the
+four corner and the centre crops and their mirror images, averaging the ten softmax outputs
+(how the paper tested is UNSTATED; this is AlexNet's convention and matches the ten sub-crops
+the paper trains on). Metrics report top-1 / top-5 accuracy and error (the paper's tables give
+error). ``eval_only=true checkpoint=RUN`` evaluates a trained model on the val split with 1 crop
+(and 10 with ``eval_crops=10``) and writes ``metrics.json``, without training or checkpoints.
+
+Speed options, all off by default because on a CPU none of them helps (see the README and
+``scripts/bench_gpu.py`` for measurements):
+
+- ``amp=bf16``: the forward pass runs under ``torch.autocast(dtype=bfloat16)``, so convs and
+  matmuls use bf16 tensor cores on a GPU (on an H100 twice the TF32 peak: 989 against 495 dense
+  TFLOP/s). Weights, gradients, optimiser state and the loss stay float32; bf16 has float32's
+  exponent range, so no loss scaling is needed. On CPUs without native bf16 (like the 2-core
+  AMD EPYC this was written on) it is several times slower than fp32.
+- ``channels_last=true``: activations and conv weights in NHWC, the layout cuDNN's tensor-core
+  convolutions work in; with bf16 on a GPU it saves the layout transposes around each conv. It
+  changes no value, only the memory layout; on a CPU expect no gain.
+- ``compile=true``: ``torch.compile`` of the training forward/backward (``compile_backend``,
+  ``compile_mode``, static shapes). Inductor fuses the elementwise work (ReLU, LRN, dropout)
+  into few kernels; the first step pays the compilation (minutes on a small CPU), so it is for
+  long GPU runs. Under DDP the DDP-wrapped module is compiled (``torch.compile(DDP(model))``,
+  the order PyTorch's DDPOptimizer needs to keep overlapping gradient all-reduce with
+  backward). Checkpoints store the unwrapped module's state dict (no ``_orig_mod.`` /
+  ``module.`` prefixes), the filter renormalisation rescales the unwrapped module's conv
+  weights, and validation runs the uncompiled module (its batch shapes vary; recompiling for
+  them costs more than one validation pass saves).
+"""
 from __future__ import annotations
 
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -16,8 +45,8 @@ from tqdm import tqdm
 from zfnet_cli import checkpoint
 from zfnet_cli.data.sources import DataConfig, load_split, mean_image
 from zfnet_cli.data.transforms import BatchPreprocess
-from zfnet_cli.engine import (Dist, InMemoryBatches, LoaderBatches, epoch_generator, evaluate,
-                              pick_device, train_one_epoch)
+from zfnet_cli.engine import (AMP_MODES, Dist, InMemoryBatches, LoaderBatches, compile_model,
+                              epoch_generator, evaluate, pick_device, train_one_epoch)
 from zfnet_cli.model import ModelConfig, ZFNet, count_parameters
 
 
@@ -47,21 +76,48 @@ class TrainConfig:
     keep_epochs: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 20, 30, 40, 64])  # Fig 4's
     resume: Optional[str] = None  # a checkpoint file, a run folder, or "latest"
     max_steps: Optional[int] = None  # cap on steps per epoch (smoke tests, benchmarks)
+    # Evaluation (module docstring). eval_batch_size counts crops per forward pass (global, split
+    # across DDP processes): with eval_crops=10 a batch holds eval_batch_size // 10 images.
     eval_batch_size: int = 256
+    eval_crops: int = 1  # 1: centre crop; 10: 4 corners + centre, each mirrored, softmax averaged
+    eval_only: bool = False  # evaluate `checkpoint` on the val split, no training, no checkpoints
+    checkpoint: Optional[str] = None  # eval_only: a checkpoint file, a train run folder, "latest"
+    # Speed (module docstring); all off by default: on a CPU none of them helps.
+    amp: str = "none"  # "bf16": autocast to bfloat16 (CUDA or CPU); loss and weights stay float32
+    channels_last: bool = False  # NHWC activations and conv weights (GPU tensor-core convs)
+    compile: bool = False  # torch.compile the training model (the DDP-wrapped one under DDP)
+    compile_backend: str = "inductor"  # torch.compile backend; "aot_eager" / "eager" for tests
+    compile_mode: Optional[str] = None  # inductor mode: None (default), "reduce-overhead", "max-autotune"
     output_root: str = "outputs"
     progress: bool = True  # tqdm bars (rank 0 only)
     plot: bool = True  # figures/curves.png at the end
 
 
-def _batches(dataset, cfg: TrainConfig, preprocess, *, train: bool, epoch: int, d: Dist):
-    batch = cfg.batch_size if train else cfg.eval_batch_size
+def _check_options(cfg: TrainConfig) -> None:
+    if cfg.eval_crops not in (1, 10):
+        raise ValueError(f"eval_crops must be 1 (centre crop) or 10 (corners + centre, mirrored), "
+                         f"got {cfg.eval_crops}")
+    if cfg.amp not in AMP_MODES:
+        raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}, got '{cfg.amp}'")
+    if cfg.checkpoint and not cfg.eval_only:
+        raise ValueError("checkpoint= names the model that eval_only=true evaluates; to continue "
+                         "training from it use resume=")
+    if cfg.eval_only and cfg.resume:
+        raise ValueError("eval_only=true evaluates checkpoint=, it does not resume: use "
+                         "checkpoint= instead of resume=")
+
+
+def _batches(dataset, cfg: TrainConfig, preprocess, *, train: bool, epoch: int, d: Dist,
+             workers: int):
+    # Evaluation batches are sized in crops, so ten-crop evaluation holds 10x fewer images.
+    batch = cfg.batch_size if train else max(1, cfg.eval_batch_size // preprocess.crops)
     if hasattr(dataset, "images"):
         return InMemoryBatches(dataset.images, dataset.labels, batch, preprocess, shuffle=train,
                                generator=epoch_generator(cfg.seed, epoch), rank=d.rank,
                                world=d.world_size, drop_last=train and d.enabled, device=d.device,
                                max_steps=cfg.max_steps if train else None)
     return LoaderBatches(dataset, batch, preprocess, shuffle=train, seed=cfg.seed, epoch=epoch,
-                         rank=d.rank, world=d.world_size, workers=cfg.data.workers,
+                         rank=d.rank, world=d.world_size, workers=workers,
                          device=d.device, max_steps=cfg.max_steps if train else None)
 
 
@@ -71,6 +127,33 @@ def weights_sha1(model: torch.nn.Module) -> str:
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def _state_dict(model: torch.nn.Module) -> dict:
+    """The unwrapped model's weights, in the default (contiguous) layout even when training
+    with ``channels_last``, so checkpoints load and ``view`` the same either way."""
+    return {k: v.contiguous() for k, v in model.state_dict().items()}
+
+
+def _resolve(spec: str, cfg: TrainConfig, run_dir: Path) -> Path:
+    """:func:`checkpoint.resolve`, except that ``latest`` means the newest *other* train run
+    that holds a checkpoint: by the time ``run`` starts, ``<output_root>/train/latest`` already
+    points at this run's own, empty folder (and eval-only runs never hold checkpoints)."""
+    if str(spec) != "latest":
+        return checkpoint.resolve(spec, cfg.output_root, "train")
+    base = Path(cfg.output_root) / "train"
+
+    def stamp(p: Path):  # "YYYY-MM-DD_HH-MM-SS[_N]" in creation order
+        head, _, n = p.name.partition("_")[2].partition("_")
+        return p.name.split("_")[0], head, int(n) if n.isdigit() else 0
+
+    runs = sorted((p for p in (base.iterdir() if base.is_dir() else ())
+                   if p.is_dir() and not p.is_symlink() and p.resolve() != run_dir.resolve()
+                   and (p / "checkpoints" / "last.pt").is_file()), key=stamp)
+    if not runs:
+        raise checkpoint.CheckpointError(f"no train run with a checkpoint under {base}: run "
+                                         f"`zfnet train` first or pass a checkpoint file or run folder")
+    return runs[-1] / "checkpoints" / "last.pt"
 
 
 def _check_resume(state: dict, cfg: TrainConfig, num_classes: int) -> None:
@@ -91,12 +174,15 @@ def run(cfg: TrainConfig, run_dir: str | Path, *, dist_info: Dist | None = None,
     ``run_dir/metrics.jsonl``. ``overrides`` are recorded in checkpoints so ``resume=`` can
     rebuild the same config.
     """
+    _check_options(cfg)
     d = dist_info or Dist(device=pick_device(cfg.device))
     run_dir = Path(run_dir)
+    if cfg.eval_only:
+        return evaluate_only(cfg, run_dir, dist_info=d, overrides=overrides)
     show = cfg.progress and d.main
     state = None
     if cfg.resume:
-        state = checkpoint.load(checkpoint.resolve(cfg.resume, cfg.output_root))
+        state = checkpoint.load(_resolve(cfg.resume, cfg, run_dir))
 
     train_set = load_split(cfg.data, "train", progress=show)
     val_set = load_split(cfg.data, "val", progress=show)
@@ -109,23 +195,31 @@ def run(cfg: TrainConfig, run_dir: str | Path, *, dist_info: Dist | None = None,
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank and every run
     model = ZFNet(cfg.model, num_classes).to(d.device)
+    if state:
+        _check_resume(state, cfg, num_classes)
+        model.load_state_dict(state["model"])
+    if cfg.channels_last:  # conv weights to NHWC; the same Parameter objects, so set before SGD
+        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
                                 weight_decay=cfg.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.optim.milestones, cfg.optim.gamma)
     history: list[dict] = []
     if state:
-        _check_resume(state, cfg, num_classes)
-        model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         history = list(state["history"])
     start = state["epoch"] if state else 0
+    # model: the real module (checkpoints, validation); net: what the training step calls,
+    # DDP-wrapped under torchrun, then compiled (DDP first: see the module docstring).
     net = DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda"
                                   else None) if d.enabled else model
+    if cfg.compile:
+        net = compile_model(net, cfg.compile_backend, cfg.compile_mode)
 
     pre_train = BatchPreprocess(mean.to(d.device), cfg.data.crop, train=True, flip=cfg.data.flip,
                                 scale=cfg.data.scale)
-    pre_eval = BatchPreprocess(mean.to(d.device), cfg.data.crop, train=False, scale=cfg.data.scale)
+    pre_eval = BatchPreprocess(mean.to(d.device), cfg.data.crop, train=False, scale=cfg.data.scale,
+                               crops=cfg.eval_crops)
     ckpt_dir = run_dir / "checkpoints"
     best = max((h["val_top1"] for h in history), default=-1.0)
     if d.main:
@@ -141,21 +235,27 @@ def run(cfg: TrainConfig, run_dir: str | Path, *, dist_info: Dist | None = None,
         torch.manual_seed((cfg.seed * 1_000_003 + epoch) * 1009 + d.rank)
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        row = train_one_epoch(net, _batches(train_set, cfg, pre_train, train=True, epoch=epoch, d=d),
+        row = train_one_epoch(net, _batches(train_set, cfg, pre_train, train=True, epoch=epoch, d=d,
+                                            workers=cfg.data.workers),
                               optimizer, renorm_rms=cfg.optim.renorm_rms if cfg.optim.renorm else None,
-                              device=d.device, progress=show, desc=f"epoch {epoch}")
+                              device=d.device, progress=show, desc=f"epoch {epoch}", amp=cfg.amp,
+                              channels_last=cfg.channels_last)
         scheduler.step()
-        val = evaluate(model, _batches(val_set, cfg, pre_eval, train=False, epoch=epoch, d=d),
-                       device=d.device, progress=show)
+        val = evaluate(model, _batches(val_set, cfg, pre_eval, train=False, epoch=epoch, d=d,
+                                       workers=cfg.data.workers),
+                       device=d.device, progress=show, amp=cfg.amp, channels_last=cfg.channels_last)
         row = {"epoch": epoch, "lr": lr, **row, "val_loss": val["loss"], "val_top1": val["top1"],
-               "val_top5": val["top5"], "seconds": time.perf_counter() - t0}
+               "val_top5": val["top5"], "val_top1_err": val["top1_err"],
+               "val_top5_err": val["top5_err"], "val_crops": cfg.eval_crops,
+               "seconds": time.perf_counter() - t0}
         history.append(row)
         epochs.set_postfix(val_top1=f"{val['top1']:.1f}")
         if d.main:
             with open(run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
-            ckpt = {"model": model.state_dict(), "model_cfg": asdict(cfg.model),
-                    "num_classes": num_classes, "classes": classes, "mean": mean.cpu(),
+            ckpt = {"model": _state_dict(model), "model_cfg": asdict(cfg.model),
+                    "num_classes": num_classes, "classes": classes,
+                    "class_names": getattr(train_set, "class_names", None), "mean": mean.cpu(),
                     "epoch": epoch, "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "history": history,
                     "rng": {"torch": torch.get_rng_state(),
@@ -175,8 +275,11 @@ def run(cfg: TrainConfig, run_dir: str | Path, *, dist_info: Dist | None = None,
         fingerprints = [None] * d.world_size
         torch.distributed.all_gather_object(fingerprints, mine)
     final = dict(history[-1]) if history else {}
-    metrics = {"epochs": len(history), "final": final,
-               "best_val_top1": max((h["val_top1"] for h in history), default=None),
+    best_top1 = max((h["val_top1"] for h in history), default=None)
+    metrics = {"epochs": len(history), "final": final, "best_val_top1": best_top1,
+               "best_val_top1_err": None if best_top1 is None else 100 - best_top1,
+               "val_crops": cfg.eval_crops, "amp": cfg.amp, "channels_last": cfg.channels_last,
+               "compile": cfg.compile,
                "parameters": count_parameters(model), "num_classes": num_classes,
                "world_size": d.world_size, "seed": cfg.seed, "rank_weights_sha1": fingerprints,
                "train_seconds": sum(h["seconds"] for h in history),
@@ -187,4 +290,89 @@ def run(cfg: TrainConfig, run_dir: str | Path, *, dist_info: Dist | None = None,
             from zfnet_cli.viz import plot_curves
 
             plot_curves(history, run_dir / "figures" / "curves.png", title=f"{cfg.model.name} on {cfg.data.name}")
+    return metrics
+
+
+def _trained_model(path: Path, device: torch.device) -> tuple[dict, ZFNet]:
+    """A checkpoint's state and its model in eval mode on ``device``: the one place eval-only
+    reads a model. Swapping its first two lines for ``state, model = checkpoint.load_model(path)``
+    also takes foreign pretrained weights (their state carries ``mean``, ``config`` and a
+    per-channel ``input_scale``, which :func:`evaluate_only` already honours)."""
+    state = checkpoint.load(path)
+    model = checkpoint.build_model(state)
+    return state, model.to(device).eval()
+
+
+def _eval_data(cfg: TrainConfig, state: dict, overrides: Sequence[str]) -> DataConfig:
+    """The data config an eval-only run uses: the checkpoint's own (``state["config"]["data"]``)
+    with the user's ``data.KEY=VALUE`` overrides on top; ``data=NAME`` replaces it with the
+    composed ``cfg.data``. Presets (``experiment=``) do not count as overriding the data."""
+    keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
+    saved = (state.get("config") or {}).get("data")
+    if saved is None or "data" in keys:
+        return cfg.data
+    known = {f.name for f in fields(DataConfig)}
+    given = {k.split(".")[1] for k in keys if k.startswith("data.")} & known
+    return DataConfig(**{k: getattr(cfg.data, k) if k in given else v
+                         for k, v in saved.items() if k in known})
+
+
+def evaluate_only(cfg: TrainConfig, run_dir: str | Path, *, dist_info: Dist | None = None,
+                  overrides: Sequence[str] = ()) -> dict:
+    """Evaluate a trained model on the val split; no training, no checkpoints.
+
+    ``zfnet train eval_only=true checkpoint=RUN [eval_crops=10]`` lands here (``run`` hands
+    over). The model, its mean image and its input scale come from ``cfg.checkpoint`` (a
+    checkpoint file, a train run folder, or ``latest``: the newest train run that holds a
+    checkpoint); ``cfg.model`` is not read. The data set is the checkpoint's own unless
+    overridden (see :func:`_eval_data`). The val split is scored with the centre crop and, with
+    ``eval_crops=10``, also with the ten crops, under ``cfg.amp`` / ``cfg.channels_last``
+    (never compiled: one pass does not repay compilation).
+
+    Returns the metrics, also written to ``run_dir/metrics.json``: per crop mode (``"1crop"``,
+    ``"10crop"``) the val loss and top-1 / top-5 accuracy and error (%).
+    """
+    _check_options(cfg)
+    d = dist_info or Dist(device=pick_device(cfg.device))
+    run_dir = Path(run_dir)
+    show = cfg.progress and d.main
+    t0 = time.perf_counter()
+    path = _resolve(cfg.checkpoint or "latest", cfg, run_dir)
+    state, model = _trained_model(path, d.device)
+    data = _eval_data(cfg, state, overrides)
+    input_size, num_classes = state["model_cfg"]["input_size"], state["num_classes"]
+    if data.crop != input_size:
+        raise ValueError(f"data.crop={data.crop} but the checkpoint's model takes "
+                         f"{input_size} px inputs")
+    val_set = load_split(data, "val", progress=show)
+    # Our checkpoints list their class ids; foreign weights (state["format"]) only names, so
+    # for them the val data must have as many classes, in ImageNet's standard order.
+    saved, foreign = list(state.get("classes") or []), state.get("format") is not None
+    if (foreign and len(val_set.classes) != num_classes) or (
+            not foreign and saved and list(val_set.classes) != saved):
+        raise ValueError(f"the val data's {len(val_set.classes)} classes are not the "
+                         f"{num_classes} the checkpoint was trained on (in that order)")
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    mean = state["mean"].to(d.device)
+    # foreign weights: a per-channel (3, 1, 1) scale; ours: the data config's one number
+    scale = state["input_scale"] if state.get("input_scale") is not None else data.scale
+    results = {}
+    for crops in sorted({1, cfg.eval_crops}):
+        pre = BatchPreprocess(mean, data.crop, train=False, scale=scale, crops=crops)
+        batches = _batches(val_set, cfg, pre, train=False, epoch=0, d=d, workers=data.workers)
+        results[f"{crops}crop"] = evaluate(model, batches, device=d.device, progress=show,
+                                           desc=f"val, {crops} crop(s)", amp=cfg.amp,
+                                           channels_last=cfg.channels_last)
+    metrics = {"eval_only": True, "checkpoint": str(path), "checkpoint_epoch": state.get("epoch"),
+               "model": state["model_cfg"].get("name"), "parameters": count_parameters(model),
+               "num_classes": num_classes, "data": data.name, "split": "val",
+               "val_images": len(val_set), "world_size": d.world_size, "amp": cfg.amp,
+               "channels_last": cfg.channels_last, "val": results,
+               "seconds": time.perf_counter() - t0}
+    if d.main:
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        for mode, r in results.items():
+            print(f"zfnet train (eval only): {path}, {data.name} val ({r['images']} images), "
+                  f"{mode}: top-1 error {r['top1_err']:.2f}%, top-5 error {r['top5_err']:.2f}%")
     return metrics
