@@ -13,10 +13,11 @@ import torch
 @dataclass
 class DataConfig:
     """Where images come from. ``name`` picks the loader: ``embedded`` (generated here, see
-    ``zfnet_cli/data/embedded.py``) or ``imagenet`` (ImageFolder layout ``root/{train,val}/<wnid>``)."""
+    ``zfnet_cli/data/embedded.py``), ``imagenet`` (ImageFolder layout ``root/{train,val}/<wnid>``)
+    or ``packed`` (a folder written by ``zfnet prepare``, see ``zfnet_cli/data/packed.py``)."""
 
     name: str = "embedded"
-    root: Optional[str] = None  # imagenet: the folder holding train/ and val/
+    root: Optional[str] = None  # imagenet: the folder holding train/ and val/; packed: the pack
     image_size: int = 128  # side of the stored image (imagenet: short side resized, centre crop)
     crop: int = 128  # side fed to the model; training takes random crops (paper: 224 of 256)
     flip: bool = True  # paper §3: random horizontal flips for training
@@ -59,7 +60,19 @@ def load_split(cfg: DataConfig, split: str, *, progress: bool = True):
         if split == "test":
             raise ValueError("the ImageNet layout has no test split here (use val)")
         return ImageFolderData(cfg.root, split, resize=cfg.image_size)
-    raise ValueError(f"unknown data.name '{cfg.name}'; expected 'embedded' or 'imagenet'")
+    if cfg.name == "packed":
+        from zfnet_cli.data.packed import PackedData, PackError
+
+        if not cfg.root:
+            raise PackError("data=packed needs data.root=DIR, a folder written by "
+                            "`zfnet prepare imagenet ROOT`")
+        data = PackedData(cfg.root, split)
+        if data.image_size != cfg.image_size:
+            raise ValueError(f"data.image_size={cfg.image_size} but the pack {cfg.root} holds "
+                             f"{data.image_size}x{data.image_size} images; set "
+                             f"data.image_size={data.image_size} (or prepare again with that size)")
+        return data
+    raise ValueError(f"unknown data.name '{cfg.name}'; expected 'embedded', 'imagenet' or 'packed'")
 
 
 def mean_image(cfg: DataConfig, train_set, *, progress: bool = True) -> torch.Tensor:
@@ -68,7 +81,9 @@ def mean_image(cfg: DataConfig, train_set, *, progress: bool = True) -> torch.Te
     data caches it in ``cache_dir`` keyed by the data set."""
     if cfg.mean not in ("image", "channel"):
         raise ValueError(f"data.mean must be 'image' or 'channel', got '{cfg.mean}'")
-    if hasattr(train_set, "images"):  # in memory: a pass over the tensor is instant
+    if hasattr(train_set, "mean_image"):  # a pack stores the mean of its train images
+        mean = train_set.mean_image
+    elif hasattr(train_set, "images"):  # in memory: a pass over the tensor is instant
         mean = train_set.images.double().mean(dim=0).float()
     else:
         from zfnet_cli.data.imagenet import compute_mean_image
