@@ -12,7 +12,23 @@ TRAINED := outputs/train/latest/checkpoints/last.pt
 FIG6_ROOT ?= outputs/fig6
 FIG6_ARGS ?=
 
-.PHONY: setup demo test test-slow bench trained fig2 fig4 fig5 fig6 fig7 table1 help
+# Data roots for the paper-scale forms of the tables (empty: the embedded data).
+DATA       ?=
+CALTECH101 ?=
+CALTECH256 ?=
+VOC        ?=
+# The pretrained model the transfer tables use (default: the newest `zfnet train` run).
+CHECKPOINT ?= latest
+
+# make paper / paper-small: everything into one output root, then one report.
+PAPER_ROOT ?= outputs/paper
+PAPER_SMALL_ROOT ?= outputs/paper-small
+NGPU  ?= $(shell nvidia-smi -L 2>/dev/null | grep -c GPU || echo 0)
+PARTS ?=
+PARTS_IMAGES ?=
+
+.PHONY: setup demo test test-slow bench trained fig2 fig4 fig5 fig6 fig7 fig9 table1 table3 \
+	table4 table5 table6 table7 paper paper-small help
 
 help:
 	@echo "make demo       train the small ZFNet on the embedded data (CPU, ~10 min)"
@@ -26,6 +42,15 @@ help:
 	@echo "make fig5       Fig 5: invariance to translation, scale, rotation"
 	@echo "make fig7       Fig 7: occlusion maps, and the localisation check on 100 images"
 	@echo "make table1     Fig 8 + Table 1: correspondence of face parts"
+	@echo "make table3     Table 3: architecture ablation (DATA=imagenet root for the paper's scale)"
+	@echo "make table4     Table 4: transfer, pretrained vs scratch (CALTECH101=root)"
+	@echo "make table5     Table 5 + Fig 9: transfer (CALTECH256=root)"
+	@echo "make fig9       Fig 9: accuracy against training images per class (CALTECH256=root)"
+	@echo "make table6     Table 6: PASCAL VOC 2012 average precision (VOC=root)"
+	@echo "make table7     Table 7: an SVM and a softmax per layer (CALTECH101=, CALTECH256=)"
+	@echo "                without a root, each transfer table runs on the embedded held-out classes"
+	@echo "make paper DATA=/imagenet [CALTECH101=..] [CALTECH256=..] [VOC=..]   everything, on all GPUs, + report"
+	@echo "make paper-small  everything on the embedded data and the CPU, + report (about 1.5 h)"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +67,8 @@ demo: $(STAMP)
 	$(ZFNET) occlude localise=true
 	$(ZFNET) invariance
 	$(ZFNET) correspond
+	$(ZFNET) ablate -e demo
+	$(ZFNET) transfer
 
 trained: $(STAMP)
 	@test -e $(TRAINED) || $(ZFNET) train
@@ -68,6 +95,61 @@ fig6: $(STAMP)
 	$(ZFNET) train model=small optim.renorm=false output_root=$(FIG6_ROOT) $(FIG6_ARGS); c=$$(readlink -f $(FIG6_ROOT)/train/latest); \
 	$(ZFNET) visualize --filters --compare $$a $$b $$c
 
+table3: $(STAMP)
+	$(ZFNET) ablate $(if $(DATA),-e paper -t data.root=$(DATA))
+
+# Tables 4 and 5 and Fig 9 share one run on the embedded data (1-20 images per class).
+table4: trained
+	$(ZFNET) transfer --no-per-layer checkpoint=$(CHECKPOINT) $(if $(CALTECH101),-e caltech101 --root $(CALTECH101))
+
+table5: trained
+	$(ZFNET) transfer --no-per-layer checkpoint=$(CHECKPOINT) $(if $(CALTECH256),-e caltech256 --root $(CALTECH256))
+
+fig9: trained
+	$(ZFNET) transfer --no-per-layer checkpoint=$(CHECKPOINT) $(if $(CALTECH256),-e caltech256 --root $(CALTECH256) 'shots=[5,10,15,30,45,60]')
+
+table6: trained
+	$(ZFNET) transfer checkpoint=$(CHECKPOINT) $(if $(VOC),-e voc --root $(VOC),task=multilabel)
+
+table7: trained
+	$(if $(CALTECH101)$(CALTECH256),,$(ZFNET) transfer --no-scratch checkpoint=$(CHECKPOINT))
+	$(if $(CALTECH101),$(ZFNET) transfer --no-scratch -e caltech101 --root $(CALTECH101) 'shots=[30]' checkpoint=$(CHECKPOINT))
+	$(if $(CALTECH256),$(ZFNET) transfer --no-scratch -e caltech256 --root $(CALTECH256) 'shots=[60]' checkpoint=$(CHECKPOINT))
+
+# The figures and tables that look at a trained model: $(1) output root, $(2) ablation folder
+# (its zfnet and alexnet variants are Table 2's nets and Fig 6's pair), $(3) extra args for
+# the transfer runs' targets.
+define paper_figures
+	set -e; Z=$(2)/variants/zfnet; A=$(2)/variants/alexnet; \
+	$(ZFNET) train --eval-only --checkpoint $$Z --eval-crops 10 output_root=$(1); \
+	$(ZFNET) train --eval-only --checkpoint $$A --eval-crops 10 output_root=$(1); \
+	$(ZFNET) visualize --all checkpoint=$$Z output_root=$(1); \
+	$(ZFNET) visualize --evolution checkpoint=$$Z output_root=$(1); \
+	$(ZFNET) visualize --filters --compare $$A $$Z output_root=$(1); \
+	$(ZFNET) invariance checkpoint=$$Z output_root=$(1); \
+	$(ZFNET) occlude checkpoint=$$Z output_root=$(1) $(4); \
+	$(ZFNET) correspond checkpoint=$$Z output_root=$(1) $(5); \
+	$(3) \
+	$(ZFNET) report $(1)
+endef
+
+paper: $(STAMP)
+	@test -n "$(DATA)" || { echo "make paper: set DATA=/path/to/imagenet (see make paper-small for the CPU form)"; exit 2; }
+	set -e; \
+	if [ "$(NGPU)" -gt 1 ]; then run="$(BIN)/torchrun --standalone --nproc_per_node=$(NGPU) -m zfnet_cli"; else run="$(ZFNET)"; fi; \
+	$$run ablate -e paper -t data.root=$(DATA) output_root=$(PAPER_ROOT)
+	$(call paper_figures,$(PAPER_ROOT),$$(readlink -f $(PAPER_ROOT)/ablate/latest),\
+	$(if $(CALTECH101),$(ZFNET) transfer -e caltech101 --root $(CALTECH101) checkpoint=$$Z output_root=$(PAPER_ROOT);) \
+	$(if $(CALTECH256),$(ZFNET) transfer -e caltech256 --root $(CALTECH256) checkpoint=$$Z output_root=$(PAPER_ROOT);) \
+	$(if $(VOC),$(ZFNET) transfer -e voc --root $(VOC) checkpoint=$$Z output_root=$(PAPER_ROOT);),\
+	,$(if $(PARTS),$(PARTS_IMAGES) --parts-file $(PARTS),data=embedded data.image_size=256 data.crop=224))
+
+paper-small: $(STAMP)
+	$(ZFNET) ablate output_root=$(PAPER_SMALL_ROOT)
+	$(call paper_figures,$(PAPER_SMALL_ROOT),$$(readlink -f $(PAPER_SMALL_ROOT)/ablate/latest),\
+	$(ZFNET) transfer checkpoint=$$Z output_root=$(PAPER_SMALL_ROOT); \
+	$(ZFNET) transfer task=multilabel checkpoint=$$Z output_root=$(PAPER_SMALL_ROOT);,localise=true,)
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
@@ -79,4 +161,6 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_train.py --out $$out; \
 	$(BIN)/python scripts/bench_top9.py --out $$out; \
 	$(BIN)/python scripts/bench_occlusion.py --out $$out; \
+	$(BIN)/python scripts/bench_loader.py --out $$out; \
+	$(BIN)/python scripts/bench_gpu.py $$(nvidia-smi -L >/dev/null 2>&1 || echo --quick) --out $$out; \
 	echo "benchmarks written to $$out"

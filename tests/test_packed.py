@@ -236,3 +236,28 @@ def test_one_training_step_on_packed_data(pack, smoke):
     assert row["train_images"] == 8 and np.isfinite(row["train_loss"]) and 0 <= row["val_top1"] <= 100
     state = torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
     assert state["classes"] == WNIDS and torch.equal(state["mean"], PackedData(out, "train").mean_image)
+
+
+def test_prepare_through_the_cli_resumes_in_place(tmp_path):
+    """`zfnet prepare imagenet ROOT`: unreadable files reported on the way, exit 0; a second run
+    into the same pack writes nothing new and only verifies."""
+    from typer.testing import CliRunner
+
+    from zfnet_cli.cli import app
+
+    src = _tree(tmp_path / "imagenet")
+    args = ["prepare", "imagenet", str(src), "--out", str(tmp_path / "pack"), "--workers", "1",
+            "--image-size", str(SIZE), "--shard-size", str(SHARD),
+            f"output_root={tmp_path / 'out'}", "progress=false"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "unreadable, left out: train/n01443537/n01443537_1_truncated.JPEG" in first.output
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    runs = sorted(p for p in (tmp_path / "out" / "prepare").iterdir() if not p.is_symlink())
+    m = json.loads((runs[-1] / "metrics.json").read_text())
+    assert m["images_written"] == 0 and m["verified"]
+    assert all(s["shards_written"] == 0 for s in m["splits"].values())
+    bad = CliRunner().invoke(app, ["prepare", "imagenet", str(tmp_path / "nowhere"),
+                                   f"output_root={tmp_path / 'out'}"])
+    assert bad.exit_code == 1 and bad.output.count("\n") == 1 and "ROOT/{train,val}" in bad.output

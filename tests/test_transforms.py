@@ -179,3 +179,24 @@ def test_per_channel_scale_multiplies_each_channel():
     one = BatchPreprocess(mean, crop=6, train=True, scale=torch.tensor(0.25))
     torch.testing.assert_close(one(images, torch.Generator().manual_seed(0)),
                                BatchPreprocess(mean, crop=6, train=True)(images, torch.Generator().manual_seed(0)) * 0.25)
+
+
+@pytest.mark.parametrize("per_pixel", [True, False])
+def test_cpu_crop_loop_equals_the_gather_bit_for_bit(per_pixel):
+    """The CPU path (a numpy subtraction per image) and the GPU path (one gather) give the same
+    float32 numbers for the same draws, flipped or not, at every offset including 0 and the
+    last one."""
+    from zfnet_cli.data.transforms import _crop_flip_cpu, _crop_flip_gather
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (6, 3, 9, 9), generator=g, dtype=torch.uint8)
+    mean = torch.rand(3, 9, 9, generator=g) * 255 if per_pixel else torch.rand(3, 1, 1) * 255
+    oy = torch.tensor([0, 4, 2, 0, 4, 1])
+    ox = torch.tensor([0, 4, 1, 4, 0, 3])
+    flipped = torch.tensor([False, True, True, True, False, False])
+    a = _crop_flip_cpu(images, mean, 5, oy, ox, flipped)
+    b = _crop_flip_gather(images, mean, 5, oy, ox, flipped)
+    assert torch.equal(a, b)
+    # and by hand: image 3, flipped, window rows 0..4, columns 4..8 read right to left
+    expected = images[3, :, 0:5, 4:9].flip(-1).float() - (mean[:, 0:5, 4:9].flip(-1) if per_pixel else mean)
+    assert torch.equal(a[3], expected)

@@ -54,15 +54,29 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
         raise CheckpointError(f"cannot read checkpoint {path}: {what}") from None
 
 
-def resolve(spec: str | Path, output_root: str | Path = "outputs", command: str = "train") -> Path:
-    """A checkpoint file from ``spec``: a ``.pt`` file, a run folder (its ``checkpoints/last.pt``)
-    or ``latest`` (the newest ``<output_root>/<command>`` run)."""
+def _run_order(p: Path) -> tuple:
+    """Run folders ``YYYY-MM-DD_HH-MM-SS[_N]`` in creation order (``_10`` after ``_9``)."""
+    date, _, rest = p.name.partition("_")
+    time, _, n = rest.partition("_")
+    return date, time, int(n) if n.isdigit() else 0
+
+
+def resolve(spec: str | Path, output_root: str | Path = "outputs", command: str = "train",
+            exclude: Optional[Path] = None) -> Path:
+    """A checkpoint file from ``spec``: a ``.pt`` / ``.pth`` file, a run folder (its
+    ``checkpoints/last.pt``) or ``latest``: the newest ``<output_root>/<command>`` run that
+    holds a checkpoint (runs that hold none, such as evaluation-only runs or one that failed
+    early, and the folder ``exclude``, are passed over)."""
     if str(spec) == "latest":
-        run = Path(output_root) / command / "latest"
-        if not run.exists():
-            raise CheckpointError(f"no {command} run under {Path(output_root) / command}: run "
+        base = Path(output_root) / command
+        runs = sorted((p for p in (base.iterdir() if base.is_dir() else ())
+                       if p.is_dir() and not p.is_symlink()
+                       and (exclude is None or p.resolve() != Path(exclude).resolve())
+                       and (p / "checkpoints" / "last.pt").is_file()), key=_run_order)
+        if not runs:
+            raise CheckpointError(f"no {command} run with a checkpoint under {base}: run "
                                   f"`zfnet {command}` first or pass checkpoint=PATH")
-        spec = run.resolve()
+        spec = runs[-1]
     path = Path(spec)
     if path.is_dir():
         path = path / "checkpoints" / "last.pt"

@@ -91,15 +91,21 @@ def _execute(command: str, overrides: list[str], runner: Callable, *,
              "  zfnet train --epochs 3 optim.lr=0.02\n\n"
              "  zfnet train experiment=zfnet data.root=/data/imagenet     # the paper's recipe\n\n"
              "  torchrun --nproc_per_node=8 -m zfnet_cli train experiment=zfnet data.root=/data/imagenet\n\n"
-             "  zfnet train resume=latest --epochs 20        # continue the newest run")
+             "  zfnet train resume=latest --epochs 20        # continue the newest run\n\n"
+             "  zfnet train --eval-only --checkpoint outputs/train/RUN --eval-crops 10   # Table 2\n\n"
+             "  zfnet train experiment=zfnet data=packed data.root=outputs/packed/imagenet_256 --amp bf16 --channels-last --compile")
 def train(
     overrides: Optional[List[str]] = OVERRIDES,
     experiment: Optional[str] = typer.Option(
         None, "--experiment", "-e", help="Preset: zfnet (paper recipe, ImageNet), alexnet, smoke "
         "(tiny, <1 min). Default: the small model on the embedded data."),
     model: Optional[str] = typer.Option(None, help="Model preset: small, zfnet, alexnet, tiny."),
-    data: Optional[str] = typer.Option(None, help="Data set: embedded (generated here) or imagenet."),
-    data_root: Optional[Path] = typer.Option(None, help="ImageNet root holding train/<wnid>/ and val/<wnid>/."),
+    data: Optional[str] = typer.Option(None, help="Data set: embedded (generated here), imagenet "
+                                       "(JPEG folders) or packed (made by `zfnet prepare`)."),
+    data_root: Optional[Path] = typer.Option(None, help="imagenet: the root holding train/<wnid>/ "
+                                             "and val/<wnid>/ (ImageFolder, or torchvision's root "
+                                             "with meta.bin / the devkit for class names); packed: "
+                                             "the pack folder."),
     epochs: Optional[int] = typer.Option(None, min=1, help="Number of epochs (paper: 70)."),
     batch_size: Optional[int] = typer.Option(None, min=1, help="Global batch size (paper: 128)."),
     lr: Optional[float] = typer.Option(None, min=0.0, help="Initial learning rate (paper: 0.01)."),
@@ -108,6 +114,19 @@ def train(
     resume: Optional[str] = typer.Option(
         None, help="Continue from a checkpoint file, a run folder or 'latest'; the run's own "
         "overrides are reapplied, then the ones given now."),
+    eval_only: Optional[bool] = typer.Option(None, "--eval-only", help="Only evaluate --checkpoint "
+                                             "on the val split (top-1/top-5 error), no training."),
+    checkpoint: Optional[str] = typer.Option(None, help="With --eval-only: a checkpoint file "
+                                             "(ours, torchvision alexnet/vgg, pytorchcv zfnet), a "
+                                             "train run folder or 'latest'."),
+    eval_crops: Optional[int] = typer.Option(None, help="Validation views: 1 (centre crop) or 10 "
+                                             "(4 corners + centre, each mirrored, softmax averaged)."),
+    amp: Optional[str] = typer.Option(None, help="none or bf16 (autocast; helps on GPUs with bf16 "
+                                      "tensor cores, not on CPUs)."),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last", help="NHWC memory "
+                                                 "layout for the convs (GPU)."),
+    compile_model: Optional[bool] = typer.Option(None, "--compile", help="torch.compile the "
+                                                 "model (pays off on long GPU runs)."),
 ) -> None:
     """Train ZFNet (paper §3): SGD with momentum, dropout, filter renormalisation.
 
@@ -115,7 +134,9 @@ def train(
     """
     typed = {"experiment": experiment, "model": model, "data": data, "data.root": data_root,
              "epochs": epochs, "batch_size": batch_size, "optim.lr": lr, "device": device,
-             "seed": seed, "resume": resume}
+             "seed": seed, "resume": resume, "eval_only": eval_only,
+             "checkpoint": _quote(checkpoint) if checkpoint else None, "eval_crops": eval_crops,
+             "amp": amp, "channels_last": channels_last, "compile": compile_model}
     ovr = _overrides(typed, overrides)
     from zfnet_cli.experiments import train as experiment_train
 
@@ -386,6 +407,49 @@ def transfer(
     from zfnet_cli.experiments import transfer as experiment_transfer
 
     _execute("transfer", _overrides(typed, overrides), experiment_transfer.run)
+
+
+@app.command(epilog="Examples:\n\n"
+             "  zfnet prepare imagenet /data/imagenet      # -> outputs/packed/imagenet_256\n\n"
+             "  zfnet prepare imagenet /data/imagenet --out /fast/imagenet_256 --workers 32\n\n"
+             "  zfnet train experiment=zfnet data=packed data.root=/fast/imagenet_256")
+def prepare(
+    dataset: str = typer.Argument(..., help="The source layout; imagenet: ROOT/{train,val}/<wnid>/*.JPEG."),
+    root: Path = typer.Argument(..., help="The data set's folder."),
+    overrides: Optional[List[str]] = OVERRIDES,
+    out: Optional[Path] = typer.Option(None, help="The pack folder (default: "
+                                       "outputs/packed/<dataset>_<image-size>)."),
+    workers: Optional[int] = typer.Option(None, min=0, help="Decoding processes (0: every core)."),
+    image_size: Optional[int] = typer.Option(None, min=1, help="Side of the stored images (paper: "
+                                             "short side 256, centre crop)."),
+    shard_size: Optional[int] = typer.Option(None, min=1, help="Images per shard file."),
+) -> None:
+    """Decode a data set once into memory-mappable uint8 shards, for fast training (data=packed).
+
+    In parallel on all cores with a progress bar; running it again resumes an interrupted preparation (finished shards are kept) or re-verifies a finished pack. Every shard's sha256 and the counts are checked at the end; unreadable images are listed with a reason and left out, never fatal.
+    """
+    typed = {"dataset": dataset, "root": _quote(str(root)), "out": _quote(str(out)) if out else None,
+             "workers": workers, "image_size": image_size, "shard_size": shard_size}
+    from zfnet_cli.experiments import prepare as experiment_prepare
+
+    _execute("prepare", _overrides(typed, overrides), experiment_prepare.run)
+
+
+@app.command(epilog="Examples:\n\n"
+             "  zfnet report                     # the newest runs under outputs/\n\n"
+             "  zfnet report outputs/paper       # what `make paper` wrote")
+def report(
+    root: Optional[Path] = typer.Argument(None, help="The output root whose runs are reported "
+                                          "(default: outputs)."),
+    overrides: Optional[List[str]] = OVERRIDES,
+) -> None:
+    """One markdown report (report.md, figures copied beside it) of a whole reproduction: the newest finished run of each figure and table, the paper's numbers beside ours."""
+    typed = {"root": _quote(str(root)) if root else None}
+    if root and "=" in str(root):  # a KEY=VALUE given without a root
+        overrides, typed = [str(root), *(overrides or [])], {}
+    from zfnet_cli.experiments import report as experiment_report
+
+    _execute("report", _overrides(typed, overrides), experiment_report.run)
 
 
 def main() -> None:

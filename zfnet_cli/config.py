@@ -32,6 +32,8 @@ from zfnet_cli.experiments.ablate import AblateConfig
 from zfnet_cli.experiments.correspond import CorrespondConfig
 from zfnet_cli.experiments.invariance import InvarianceConfig
 from zfnet_cli.experiments.occlude import OccludeConfig
+from zfnet_cli.experiments.prepare import PrepareConfig
+from zfnet_cli.experiments.report import ReportConfig
 from zfnet_cli.experiments.train import TrainConfig
 from zfnet_cli.experiments.transfer import TransferConfig
 from zfnet_cli.experiments.visualize import VisualizeConfig
@@ -46,7 +48,8 @@ class ConfigError(ValueError):
 SCHEMAS: dict[str, type] = {"train": TrainConfig, "visualize": VisualizeConfig,
                             "occlude": OccludeConfig, "invariance": InvarianceConfig,
                             "correspond": CorrespondConfig, "ablate": AblateConfig,
-                            "transfer": TransferConfig}
+                            "transfer": TransferConfig, "report": ReportConfig,
+                            "prepare": PrepareConfig}
 
 _store = ConfigStore.instance()
 for _name, _schema in SCHEMAS.items():

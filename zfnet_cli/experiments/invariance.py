@@ -50,7 +50,9 @@ class InvarianceConfig:
 def _pick_val(val, n: int) -> list[int]:
     """The first validation image of each of the first n classes (different objects, as Fig 5)."""
     picked, seen = [], set()
-    for i, label in enumerate(val.labels.tolist()):
+    # in memory (embedded, packed) or a file list (ImageFolder)
+    labels = val.labels.tolist() if hasattr(val, "labels") else [lab for _, lab in val.samples]
+    for i, label in enumerate(labels):
         if label not in seen:
             picked.append(i)
             seen.add(label)
@@ -87,10 +89,11 @@ def run(cfg: InvarianceConfig, run_dir: str | Path, *, dist_info: Dist | None = 
     else:
         val = load_split(loaded.data, "val", progress=cfg.progress)
         for i in _pick_val(val, cfg.n_images):
-            scene = (val.classes[int(val.labels[i])], int(val.seeds[i])) if hasattr(val, "seeds") else None
+            image, label = val[i]  # uint8 (3, S, S): in memory or decoded from its file
+            scene = (val.classes[int(label)], int(val.seeds[i])) if hasattr(val, "seeds") else None
             if cfg.method == "render" and scene is None:
                 raise ValueError("method=render needs the embedded data")
-            items.append((f"{loaded.data.name}:val/{i}", val.images[i], int(val.labels[i]), scene))
+            items.append((f"{loaded.data.name}:val/{i}", image, int(label), scene))
 
     steps = {"translate": cfg.steps_translate, "scale": cfg.steps_scale, "rotate": cfg.steps_rotate}
     result: dict[str, dict] = {}

@@ -136,24 +136,9 @@ def _state_dict(model: torch.nn.Module) -> dict:
 
 
 def _resolve(spec: str, cfg: TrainConfig, run_dir: Path) -> Path:
-    """:func:`checkpoint.resolve`, except that ``latest`` means the newest *other* train run
-    that holds a checkpoint: by the time ``run`` starts, ``<output_root>/train/latest`` already
-    points at this run's own, empty folder (and eval-only runs never hold checkpoints)."""
-    if str(spec) != "latest":
-        return checkpoint.resolve(spec, cfg.output_root, "train")
-    base = Path(cfg.output_root) / "train"
-
-    def stamp(p: Path):  # "YYYY-MM-DD_HH-MM-SS[_N]" in creation order
-        head, _, n = p.name.partition("_")[2].partition("_")
-        return p.name.split("_")[0], head, int(n) if n.isdigit() else 0
-
-    runs = sorted((p for p in (base.iterdir() if base.is_dir() else ())
-                   if p.is_dir() and not p.is_symlink() and p.resolve() != run_dir.resolve()
-                   and (p / "checkpoints" / "last.pt").is_file()), key=stamp)
-    if not runs:
-        raise checkpoint.CheckpointError(f"no train run with a checkpoint under {base}: run "
-                                         f"`zfnet train` first or pass a checkpoint file or run folder")
-    return runs[-1] / "checkpoints" / "last.pt"
+    """:func:`checkpoint.resolve`; ``latest`` passes over this run's own, new folder, which
+    ``<output_root>/train/latest`` already points at when ``run`` starts."""
+    return checkpoint.resolve(spec, cfg.output_root, "train", exclude=run_dir)
 
 
 def _check_resume(state: dict, cfg: TrainConfig, num_classes: int) -> None:
