@@ -173,21 +173,32 @@ class ZFNet(nn.Module):
     def layer_outputs(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
         """Each stage's output, keyed by paper layer: conv1..conv5 after their ReLU/pool/norm,
         fc6 and fc7 after their ReLU (before dropout), fc8 the logits."""
-        out: OrderedDict[str, torch.Tensor] = OrderedDict()
-        stage = None
-        for name, module in self.features.named_children():
-            if name.startswith("conv"):
-                stage = name
-            x = module(x)
-            out[stage] = x
-        x = torch.flatten(x, 1)
-        for name, module in self.classifier.named_children():
-            x = module(x)
-            if name.startswith("fc"):
-                out[name] = x
-            elif name.startswith("relu"):
-                out[f"fc{name[4:]}"] = x
-        return out
+        return stage_outputs(self.features, self.classifier, x)
+
+
+def stage_outputs(features: nn.Sequential, classifier: nn.Sequential, x: torch.Tensor,
+                  between: Optional[nn.Module] = None) -> "OrderedDict[str, torch.Tensor]":
+    """Run ``features`` then ``classifier`` (children named with the paper's words: conv<k>,
+    relu<k>, pool<k>, norm<k>, fc<k>, drop<k>) and keep each stage's last output: conv<k>
+    after its ReLU / pool / norm, fc<k> after its ReLU (the logits for the last fc).
+    ``between`` (e.g. VGG's average pool) runs before flattening into the classifier."""
+    out: OrderedDict[str, torch.Tensor] = OrderedDict()
+    stage = None
+    for name, module in features.named_children():
+        if name.startswith("conv"):
+            stage = name
+        x = module(x)
+        out[stage] = x
+    if between is not None:
+        x = between(x)
+    x = torch.flatten(x, 1)
+    for name, module in classifier.named_children():
+        x = module(x)
+        if name.startswith("fc"):
+            out[name] = x
+        elif name.startswith("relu"):
+            out[f"fc{name[4:]}"] = x
+    return out
 
 
 @torch.no_grad()

@@ -53,7 +53,7 @@ import torch
 from torch import nn
 
 from zfnet_cli.data.sources import DataConfig
-from zfnet_cli.model import ModelConfig, ZFNet
+from zfnet_cli.model import ModelConfig, ZFNet, stage_outputs
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # of 0..1 RGB pixels, torchvision's Normalize
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -262,20 +262,7 @@ class PaperNames(nn.Module):
     def layer_outputs(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
         """As :meth:`zfnet_cli.model.ZFNet.layer_outputs`: each conv stage's output (after its
         ReLU / pool), fc6 and fc7 after their ReLU, fc8 the logits."""
-        out: OrderedDict[str, torch.Tensor] = OrderedDict()
-        stage = None
-        for name, module in self.features.named_children():
-            stage = name if name.startswith("conv") else stage
-            x = module(x)
-            out[stage] = x
-        x = torch.flatten(self.avgpool(x), 1)
-        for name, module in self.classifier.named_children():
-            x = module(x)
-            if name.startswith("fc"):
-                out[name] = x
-            elif name.startswith("relu"):
-                out[f"fc{name[4:]}"] = x
-        return out
+        return stage_outputs(self.features, self.classifier, x, between=self.avgpool)
 
 
 def torchvision_vgg(state: dict, name: str) -> tuple[dict, PaperNames]:
