@@ -23,9 +23,11 @@ CHECKPOINT ?= latest
 # make paper / paper-small: everything into one output root, then one report.
 PAPER_ROOT ?= outputs/paper
 PAPER_SMALL_ROOT ?= outputs/paper-small
-NGPU  ?= $(shell nvidia-smi -L 2>/dev/null | grep -c GPU || echo 0)
+NGPU  ?= $(shell nvidia-smi -L 2>/dev/null | grep -c GPU)
 PARTS ?=
 PARTS_IMAGES ?=
+# Extra `zfnet ablate` arguments, e.g. a quick pass: PAPER_ARGS="-t epochs=1 -t data.train_per_class=50"
+PAPER_ARGS ?=
 
 .PHONY: setup demo test test-slow bench trained fig2 fig4 fig5 fig6 fig7 fig9 table1 table3 \
 	table4 table5 table6 table7 paper paper-small help
@@ -130,14 +132,14 @@ define paper_figures
 	$(ZFNET) occlude checkpoint=$$Z output_root=$(1) $(4); \
 	$(ZFNET) correspond checkpoint=$$Z output_root=$(1) $(5); \
 	$(3) \
-	$(ZFNET) report $(1)
+	$(ZFNET) report $(1) output_root=$(1)
 endef
 
 paper: $(STAMP)
 	@test -n "$(DATA)" || { echo "make paper: set DATA=/path/to/imagenet (see make paper-small for the CPU form)"; exit 2; }
 	set -e; \
 	if [ "$(NGPU)" -gt 1 ]; then run="$(BIN)/torchrun --standalone --nproc_per_node=$(NGPU) -m zfnet_cli"; else run="$(ZFNET)"; fi; \
-	$$run ablate -e paper -t data.root=$(DATA) output_root=$(PAPER_ROOT)
+	$$run ablate -e paper -t data.root=$(DATA) output_root=$(PAPER_ROOT) $(PAPER_ARGS)
 	$(call paper_figures,$(PAPER_ROOT),$$(readlink -f $(PAPER_ROOT)/ablate/latest),\
 	$(if $(CALTECH101),$(ZFNET) transfer -e caltech101 --root $(CALTECH101) checkpoint=$$Z output_root=$(PAPER_ROOT);) \
 	$(if $(CALTECH256),$(ZFNET) transfer -e caltech256 --root $(CALTECH256) checkpoint=$$Z output_root=$(PAPER_ROOT);) \
@@ -145,7 +147,7 @@ paper: $(STAMP)
 	,$(if $(PARTS),$(PARTS_IMAGES) --parts-file $(PARTS),data=embedded data.image_size=256 data.crop=224))
 
 paper-small: $(STAMP)
-	$(ZFNET) ablate output_root=$(PAPER_SMALL_ROOT)
+	$(ZFNET) ablate output_root=$(PAPER_SMALL_ROOT) $(PAPER_ARGS)
 	$(call paper_figures,$(PAPER_SMALL_ROOT),$$(readlink -f $(PAPER_SMALL_ROOT)/ablate/latest),\
 	$(ZFNET) transfer checkpoint=$$Z output_root=$(PAPER_SMALL_ROOT); \
 	$(ZFNET) transfer task=multilabel checkpoint=$$Z output_root=$(PAPER_SMALL_ROOT);,localise=true,)
