@@ -114,11 +114,12 @@ def test_centre_crop_keeps_the_centre_band(tmp_path):
 def test_rgba_and_short_side_resize(tmp_path):
     rgba = np.zeros((40, 80, 4), np.uint8)
     rgba[..., :3] = (30, 60, 90)
-    rgba[..., 3] = 17                                      # alpha is dropped, colour kept
+    rgba[..., 3] = 17                  # composited over grey, as `zfnet prepare` and user files
     _save(tmp_path / "train" / WNIDS[0] / "a.png", rgba, mode="RGBA")
     image, _ = ImageFolderData(tmp_path, "train", resize=20)[0]
     assert image.shape == (3, 20, 20)
-    assert torch.equal(image, torch.tensor([30, 60, 90], dtype=torch.uint8)[:, None, None]
+    # c * 17/255 + 128 * (1 - 17/255): 30 -> 121.47, 60 -> 123.47, 90 -> 125.47
+    assert torch.equal(image, torch.tensor([121, 123, 125], dtype=torch.uint8)[:, None, None]
                        .expand(3, 20, 20))
 
 

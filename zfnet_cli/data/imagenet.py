@@ -31,11 +31,10 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
-from PIL import Image
-
-from zfnet_cli.data.images import resize_center_crop
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
+
+from zfnet_cli.data.images import load_image
 
 LAYOUT = "ROOT/{train,val}/<wnid>/*.JPEG"
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
@@ -355,11 +354,9 @@ class ImageFolderData(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         """Returns ``(image, label)``: uint8 (3, S, S) RGB in 0..255 and the class index."""
         path, label = self.samples[i]
-        with Image.open(path) as img:
-            # convert: greyscale, palette, RGBA (alpha dropped) and CMYK JPEGs all become RGB
-            img = resize_center_crop(img.convert("RGB"), self.resize)
-            array = np.asarray(img)  # (S, S, 3)
-        return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous(), label
+        # as `zfnet prepare` packs it, so both paths give the same pixels: EXIF orientation
+        # applied; greyscale, palette, CMYK become RGB; alpha over grey
+        return load_image(path, self.resize), label
 
     def __repr__(self) -> str:
         return (f"ImageFolderData(root={str(self.root)!r}, split={self.split!r}, "
