@@ -200,3 +200,38 @@ def test_cpu_crop_loop_equals_the_gather_bit_for_bit(per_pixel):
     # and by hand: image 3, flipped, window rows 0..4, columns 4..8 read right to left
     expected = images[3, :, 0:5, 4:9].flip(-1).float() - (mean[:, 0:5, 4:9].flip(-1) if per_pixel else mean)
     assert torch.equal(a[3], expected)
+
+
+def test_ranks_read_only_their_images_and_together_equal_one_process():
+    """InMemoryBatches under 2 ranks: each reads only its slice of the global batch (what lets
+    each machine page in only its share of a memory-mapped pack), and rank r's batch equals the
+    one-process batch's rows r::2, random crops and flips included."""
+    from zfnet_cli.engine import InMemoryBatches, epoch_generator
+
+    images = torch.randint(0, 256, (10, 3, 12, 12), generator=torch.Generator().manual_seed(1),
+                           dtype=torch.uint8)
+    labels = torch.arange(10)
+    mean = torch.rand(3, 12, 12) * 255
+
+    class Recording:  # what a pack's .images sees
+        def __init__(self):
+            self.read = []
+
+        def __getitem__(self, idx):
+            self.read += idx.tolist()
+            return images[idx]
+
+    def batches(rank, world, store):
+        pre = BatchPreprocess(mean, 8, train=True)
+        return list(InMemoryBatches(store, labels, 6, pre, shuffle=True,
+                                    generator=epoch_generator(0, 3), rank=rank, world=world))
+
+    one = batches(0, 1, images)
+    stores = [Recording(), Recording()]
+    per_rank = [batches(r, 2, stores[r]) for r in (0, 1)]
+    for step, (x, y) in enumerate(one):
+        for r in (0, 1):
+            xr, yr = per_rank[r][step]
+            assert torch.equal(xr, x[r::2]) and torch.equal(yr, y[r::2])
+    assert sorted(stores[0].read + stores[1].read) == list(range(10))  # each image once in all
+    assert not set(stores[0].read) & set(stores[1].read)

@@ -85,8 +85,9 @@ class InMemoryBatches:
 
     Every rank draws the same permutation and the same augmentation for the whole global batch
     and keeps its slice ``[rank::world]``, so N processes see exactly what one process with the
-    same global batch sees (what makes the 2-rank test equal a 1-process run). Preprocessing the
-    whole global batch on every rank costs little for the small images this path serves.
+    same global batch sees (what makes the 2-rank test equal a 1-process run). A rank reads and
+    preprocesses only its own images, so over a memory-mapped pack each machine pages in only
+    its share.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
@@ -108,10 +109,21 @@ class InMemoryBatches:
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         for step in range(len(self)):
             idx = order[step * self.batch_size:(step + 1) * self.batch_size]
-            x = self.images[idx].to(self.device, non_blocking=True)
-            x = self.preprocess(x, generator=self.generator)  # (B, 3, crop, crop) float
-            y = self.labels[idx].to(self.device, non_blocking=True)
-            yield x[self.rank::self.world], y[self.rank::self.world]
+            mine = idx[self.rank::self.world]
+            y = self.labels[mine].to(self.device, non_blocking=True)
+            if not hasattr(self.preprocess, "draw"):  # any callable: the whole batch, then slice
+                x = self.preprocess(self.images[idx].to(self.device, non_blocking=True),
+                                    generator=self.generator)
+                yield x[self.rank::self.world], y
+                continue
+            # Only this rank's images are read (from a memory-mapped pack, each machine touches
+            # its own part); the global batch's draws are made as one process would make them.
+            x = self.images[mine].to(self.device, non_blocking=True)
+            draws = None
+            if getattr(self.preprocess, "train", False):
+                full = self.preprocess.draw(len(idx), x.shape[-2], x.shape[-1], self.generator)
+                draws = tuple(d[self.rank::self.world] for d in full)
+            yield self.preprocess(x, draws=draws), y  # (B / world, 3, crop, crop) float
 
 
 class ShardSampler(torch.utils.data.Sampler):

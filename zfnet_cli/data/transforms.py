@@ -57,6 +57,8 @@ class BatchPreprocess:
         images_uint8: (B, 3, S, S) uint8, any device.
         generator: CPU ``torch.Generator`` for the train-time draws (offsets y, x, then flips);
             ``None`` uses the global CPU generator. Unused when not training.
+        draws: the train-time draws ``(oy, ox, flipped)`` to use instead (from :meth:`draw`,
+            one entry per image): a DDP rank applies its slice of the global batch's draws.
 
     Returns:
         (B, 3, crop, crop) float32 on the images' device: (pixel values minus the mean) x scale;
@@ -116,8 +118,9 @@ class BatchPreprocess:
             flipped = torch.zeros(batch, dtype=torch.bool)
         return oy, ox, flipped
 
-    def __call__(self, images_uint8: torch.Tensor,
-                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def __call__(self, images_uint8: torch.Tensor, generator: Optional[torch.Generator] = None,
+                 draws: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None
+                 ) -> torch.Tensor:
         mean = self._mean_for(images_uint8.device)
         _check(images_uint8, mean, self.crop)
         b, _, h, w = images_uint8.shape
@@ -131,7 +134,9 @@ class BatchPreprocess:
             x = x - (mean if mean.shape[-1] == 1 else mean[:, top:top + c, left:left + c])
             return self._scaled(x)
 
-        oy, ox, flipped = (t.to(images_uint8.device) for t in self.draw(b, h, w, generator))
+        if draws is None:
+            draws = self.draw(b, h, w, generator)
+        oy, ox, flipped = (t.to(images_uint8.device) for t in draws)
         if c == h == w:  # nothing to crop (the embedded data): centre, then mirror the flipped
             x = images_uint8.to(torch.float32) - mean
             x = torch.where(flipped[:, None, None, None], x.flip(-1), x)
