@@ -294,3 +294,41 @@ def test_deconvnet_projection_on_converted_alexnet_matches_torchvisions(alexnet_
     ours = loaded.deconv.project(x, [Request(0, "conv5", 3, None)])
     theirs = Deconvnet(net).project(x, [Request(0, "layer5", 3, None)])
     torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+
+
+def test_eval_only_on_a_torchvision_state_dict_matches_torchvision(tmp_path):
+    """`zfnet train --eval-only` on a torchvision alexnet file (3 classes here, so a 3-class val
+    tree is its whole label space): the loss and accuracy equal torchvision's own pipeline
+    (Resize 256, CenterCrop 224, ToTensor, Normalize) through the original module."""
+    from torchvision import transforms as T
+
+    torch.manual_seed(3)
+    net = torchvision.models.alexnet(weights=None, num_classes=3).eval()
+    path = tmp_path / "alexnet_3.pth"
+    torch.save(net.state_dict(), path)
+    rng = np.random.default_rng(2)
+    files = []
+    for label, wnid in enumerate(["n01", "n02", "n03"]):
+        for j in range(2):
+            f = tmp_path / "data" / "val" / wnid / f"{j}.JPEG"
+            f.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (240, 300, 3), dtype=np.uint8)).save(f)
+            files.append((f, label))
+    (tmp_path / "data" / "train").mkdir()
+    for wnid in ("n01", "n02", "n03"):
+        (tmp_path / "data" / "train" / wnid).mkdir()
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(
+            tmp_path / "data" / "train" / wnid / "x.JPEG")
+    res = runner.invoke(app, ["train", "--eval-only", "--checkpoint", str(path), "data=imagenet",
+                              f"data.root={tmp_path / 'data'}", f"output_root={tmp_path / 'out'}",
+                              "progress=false", "data.workers=0"])
+    assert res.exit_code == 0, res.output
+    got = json.loads((tmp_path / "out" / "train" / "latest" / "metrics.json").read_text())["val"]["1crop"]
+
+    tv = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(),
+                    T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    x = torch.stack([tv(Image.open(f).convert("RGB")) for f, _ in files])
+    y = torch.tensor([label for _, label in files])
+    logits = _logits(net, x)
+    assert got["loss"] == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-3)
+    assert got["top1"] == pytest.approx(100 * (logits.argmax(1) == y).float().mean().item())

@@ -278,13 +278,12 @@ def run(cfg: TrainConfig, run_dir: str | Path, *, dist_info: Dist | None = None,
     return metrics
 
 
-def _trained_model(path: Path, device: torch.device) -> tuple[dict, ZFNet]:
+def _trained_model(path: Path, device: torch.device) -> tuple[dict, torch.nn.Module]:
     """A checkpoint's state and its model in eval mode on ``device``: the one place eval-only
-    reads a model. Swapping its first two lines for ``state, model = checkpoint.load_model(path)``
-    also takes foreign pretrained weights (their state carries ``mean``, ``config`` and a
-    per-channel ``input_scale``, which :func:`evaluate_only` already honours)."""
-    state = checkpoint.load(path)
-    model = checkpoint.build_model(state)
+    reads a model. Ours, or foreign pretrained weights (torchvision alexnet / vgg, pytorchcv
+    zfnet: their state carries ``mean``, ``config`` and a per-channel ``input_scale``, which
+    :func:`evaluate_only` honours)."""
+    state, model = checkpoint.load_model(path)
     return state, model.to(device).eval()
 
 
