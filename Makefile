@@ -33,7 +33,7 @@ PAPER_ARGS ?=
 	table4 table5 table6 table7 paper paper-small help
 
 help:
-	@echo "make demo       train the small ZFNet on the embedded data (CPU, ~10 min)"
+	@echo "make demo       the small ZFNet on the embedded data: train, figures, ablation, transfer (CPU, ~12 min)"
 	@echo "make test       run the test suite (CPU, a few minutes)"
 	@echo "make test-slow  also the long tests"
 	@echo "make bench      benchmarks, written to outputs/bench/<date_time>/"
@@ -52,7 +52,7 @@ help:
 	@echo "make table7     Table 7: an SVM and a softmax per layer (CALTECH101=, CALTECH256=)"
 	@echo "                without a root, each transfer table runs on the embedded held-out classes"
 	@echo "make paper DATA=/imagenet [CALTECH101=..] [CALTECH256=..] [VOC=..]   everything, on all GPUs, + report"
-	@echo "make paper-small  everything on the embedded data and the CPU, + report (about 1.5 h)"
+	@echo "make paper-small  everything on the embedded data and the CPU, + report (about 1 h 15 min)"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
