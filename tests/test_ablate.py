@@ -92,6 +92,13 @@ def test_ablate_smoke_table_resume_and_skip(tmp_path):
     assert len(json.loads((folder / "table3.json").read_text())) == 3
     assert len((folder / "command.txt").read_text().splitlines()) == 2
 
+    # Another process (say, another GPU) trains one more variant into the same folder: the
+    # table keeps every finished variant, in Table 3's order, not only the ones it was given.
+    res = _ablate(tmp_path, "--resume", str(folder), "-v", "alexnet")
+    assert res.exit_code == 0, res.output
+    assert [r["variant"] for r in json.loads((folder / "table3.json").read_text())] == [
+        "alexnet", "zfnet", "zfnet_fc2048", "zfnet_fc8192"]
+
 
 def test_ablate_errors_are_one_line(tmp_path):
     res = _ablate(tmp_path, "-v", "zfnet_huge")

@@ -147,7 +147,8 @@ def run(cfg: AblateConfig, run_dir: str | Path, *, compose_train: Callable[[list
         dist_info: DDP ranks; every rank trains, rank 0 writes.
 
     Returns:
-        dict: ``rows`` (Table 3 rows of the finished variants), ``trained`` and ``skipped`` names.
+        dict: ``rows`` (Table 3 rows of every finished variant in the folder, in the table's
+        order), ``trained`` and ``skipped`` names.
     """
     d = dist_info or Dist()
     run_dir = Path(run_dir)
@@ -164,7 +165,8 @@ def run(cfg: AblateConfig, run_dir: str | Path, *, compose_train: Callable[[list
              for n in names}  # composed up front, so a bad override fails before any training
     for n in names:
         compose_train(plans[n])
-    rows, trained, skipped = [], [], []
+    rows: list[dict] = []
+    trained, skipped = [], []
     for i, name in enumerate(names, 1):
         vdir = run_dir / "variants" / name
         done = vdir / "metrics.json"
@@ -189,7 +191,10 @@ def run(cfg: AblateConfig, run_dir: str | Path, *, compose_train: Callable[[list
             experiment_train.run(tcfg, vdir, dist_info=d, overrides=ovr)
             trained.append(name)
         if d.main:
-            rows.append(_row(name, json.loads(done.read_text())))
+            # every finished variant in the folder, in Table 3's order: processes that train
+            # different variants into one folder (one per GPU) converge on the whole table
+            rows = [_row(n, json.loads((run_dir / "variants" / n / "metrics.json").read_text()))
+                    for n in VARIANTS if (run_dir / "variants" / n / "metrics.json").is_file()]
             write_table(rows, run_dir, plot=cfg.plot)
     metrics = {"variants": names, "trained": trained, "skipped": skipped, "rows": rows}
     if d.main:
