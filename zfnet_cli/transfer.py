@@ -438,7 +438,13 @@ def few_shot_eval(features: torch.Tensor, labels: torch.Tensor,
         secs.append(time.perf_counter() - t0)
         accs.append(mean_per_class_accuracy(clf.predict(features[te]).cpu(), labels[te],
                                             num_classes))
+    return {**fold_summary(accs), "folds": len(accs), "fit_seconds": secs}
+
+
+def fold_summary(accuracies: Sequence[float]) -> dict:
+    """``accuracies`` (one per fold), their ``mean`` and ``std``: the sample standard deviation
+    (ddof = 1), 0 for one fold (the paper's "±" is not defined further)."""
+    accs = list(accuracies)
     mean = sum(accs) / len(accs)
     std = math.sqrt(sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) if len(accs) > 1 else 0.0
-    return {"accuracies": accs, "mean": mean, "std": std, "folds": len(accs),
-            "fit_seconds": secs}
+    return {"accuracies": accs, "mean": mean, "std": std}

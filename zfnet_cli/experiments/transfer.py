@@ -40,7 +40,8 @@ from zfnet_cli.data.caltech import few_shot_split
 from zfnet_cli.data.transforms import BatchPreprocess
 from zfnet_cli.engine import Dist, InMemoryBatches, pick_device, train_one_epoch
 from zfnet_cli.model import ZFNet
-from zfnet_cli.transfer import extract_features, few_shot_eval, mean_per_class_accuracy, train_linear
+from zfnet_cli.transfer import (extract_features, few_shot_eval, fold_summary,
+                                mean_per_class_accuracy, train_linear)
 
 TARGETS = ("embedded", "caltech101", "caltech256", "voc")
 TABLE7_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")
@@ -260,12 +261,6 @@ def train_scratch(images: torch.Tensor, labels: torch.Tensor, test_images: torch
 
 # ---------------------------------------------------------------- the experiments
 
-def _summary(accs: list[float]) -> dict:
-    mean = sum(accs) / len(accs)
-    std = math.sqrt(sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) if len(accs) > 1 else 0.0
-    return {"accuracies": accs, "mean": mean, "std": std}
-
-
 def run_fewshot(cfg: TransferConfig, loaded: Loaded, run_dir: Path, device: torch.device) -> dict:
     target = fewshot_target(cfg, loaded)
     num_classes = len(target.classes)
@@ -314,7 +309,7 @@ def run_fewshot(cfg: TransferConfig, loaded: Loaded, run_dir: Path, device: torc
                                           target.targets[te_t], num_classes, loaded, cfg,
                                           cfg.seed + k, device))
                 bar.update(1)
-            s = _summary(accs)
+            s = fold_summary(accs)
             row.update(scratch_mean=s["mean"], scratch_std=s["std"], scratch_accuracies=accs)
         else:
             bar.update(cfg.folds)
