@@ -82,3 +82,21 @@ def test_a_failed_run_leaves_no_folder_and_latest_unchanged(tmp_path):
     assert not bad.exists() and (tmp_path / "train" / "latest").resolve() == good
     discard_run_dir(good, "later failure")  # it produced something: kept, error recorded
     assert (good / "metrics.json").exists() and (good / "error.txt").read_text() == "later failure\n"
+
+
+def test_run_folders_in_creation_order_and_latest_after_a_discarded_run(tmp_path):
+    """`_10` is newer than `_9` (a name sort would say otherwise): `latest` after a discarded
+    run, `checkpoint=latest` and the report all take run folders in this order."""
+    from zfnet_cli.checkpoint import run_folders
+    from zfnet_cli.config import discard_run_dir
+
+    names = ["2026-11-22_10-00-00", "2026-11-22_10-00-00_9", "2026-11-22_10-00-00_10"]
+    for n in names:
+        (tmp_path / n).mkdir()
+    (tmp_path / ".latest-123").mkdir()  # a temporary, not a run
+    failed = tmp_path / "2026-11-22_10-00-01"
+    (failed / "figures").mkdir(parents=True)
+    assert [p.name for p in run_folders(tmp_path)] == names + [failed.name]
+    discard_run_dir(failed, "bad input")
+    assert not failed.exists() and (tmp_path / "latest").readlink().name == names[-1]
+    assert run_folders(tmp_path / "missing") == []

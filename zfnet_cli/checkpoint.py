@@ -61,6 +61,16 @@ def _run_order(p: Path) -> tuple:
     return date, time, int(n) if n.isdigit() else 0
 
 
+def run_folders(base: str | Path) -> list[Path]:
+    """The run folders of one command (``<output_root>/<command>``), oldest first: every
+    sub-folder but the ``latest`` link and hidden temporaries; none when ``base`` is missing."""
+    base = Path(base)
+    if not base.is_dir():
+        return []
+    return sorted((p for p in base.iterdir() if p.is_dir() and not p.is_symlink()
+                   and not p.name.startswith(".")), key=_run_order)
+
+
 def resolve(spec: str | Path, output_root: str | Path = "outputs", command: str = "train",
             exclude: Optional[Path] = None) -> Path:
     """A checkpoint file from ``spec``: a ``.pt`` / ``.pth`` file, a run folder (its
@@ -69,10 +79,9 @@ def resolve(spec: str | Path, output_root: str | Path = "outputs", command: str 
     early, and the folder ``exclude``, are passed over)."""
     if str(spec) == "latest":
         base = Path(output_root) / command
-        runs = sorted((p for p in (base.iterdir() if base.is_dir() else ())
-                       if p.is_dir() and not p.is_symlink()
-                       and (exclude is None or p.resolve() != Path(exclude).resolve())
-                       and (p / "checkpoints" / "last.pt").is_file()), key=_run_order)
+        runs = [p for p in run_folders(base)
+                if (exclude is None or p.resolve() != Path(exclude).resolve())
+                and (p / "checkpoints" / "last.pt").is_file()]
         if not runs:
             raise CheckpointError(f"no {command} run with a checkpoint under {base}: run "
                                   f"`zfnet {command}` first or pass checkpoint=PATH")

@@ -240,20 +240,21 @@ def discard_run_dir(path: Path, error: str = "") -> None:
     otherwise keep everything and record the error in ``error.txt``."""
     import shutil
 
+    from zfnet_cli.checkpoint import run_folders
+
     produced = {p.name for p in path.iterdir()} - _DESCRIPTION
     if produced or any((path / "figures").iterdir()):
         (path / "error.txt").write_text(error + "\n")
         return
     base = path.parent
     shutil.rmtree(path, ignore_errors=True)
-    runs = sorted(p.name for p in base.iterdir() if p.is_dir() and not p.is_symlink()
-                  and not p.name.startswith("."))
+    runs = run_folders(base)
     link = base / "latest"
     if runs:
         tmp = base / f".latest-{os.getpid()}"
         if tmp.is_symlink() or tmp.exists():
             tmp.unlink()
-        os.symlink(runs[-1], tmp)
+        os.symlink(runs[-1].name, tmp)
         os.replace(tmp, link)
     elif link.is_symlink():
         link.unlink()

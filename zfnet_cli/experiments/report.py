@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+from zfnet_cli.checkpoint import run_folders
 from zfnet_cli.engine import Dist
 
 # Table 2's rows in the paper: (val top-1, val top-5) error, one net.
@@ -29,11 +30,7 @@ class ReportConfig:
 
 def _runs(root: Path, command: str) -> list[Path]:
     """Finished runs of ``command`` (a ``metrics.json`` written), oldest first."""
-    base = root / command
-    if not base.is_dir():
-        return []
-    return sorted(p for p in base.iterdir() if p.is_dir() and not p.is_symlink()
-                  and (p / "metrics.json").is_file())
+    return [p for p in run_folders(root / command) if (p / "metrics.json").is_file()]
 
 
 def _config(run: Path) -> dict:
