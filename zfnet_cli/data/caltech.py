@@ -24,11 +24,9 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 from zfnet_cli.data.imagenet import IMAGE_EXTENSIONS, DataLayoutError
-from zfnet_cli.data.images import load_image
+from zfnet_cli.data.images import LabelledImageFiles
 
 LAYOUT_101 = "ROOT/caltech101/101_ObjectCategories/<class>/image_0001.jpg"
 LAYOUT_256 = "ROOT/caltech256/256_ObjectCategories/001.ak47/001_0001.jpg"
@@ -90,13 +88,12 @@ def _find_categories(root: Path, parent: str, folder: str, layout: str) -> Path:
     raise _error(layout, f"no folder {root / parent / folder} nor {root / folder}{hint}")
 
 
-class _CategoryFolders(Dataset):
-    """A list of ``(path, label)`` samples read as uint8 (3, S, S) images."""
+class _CategoryFolders(LabelledImageFiles):
+    """One class per folder, read as uint8 (3, S, S) images."""
 
     def __init__(self, resize: int) -> None:
-        self.resize = int(resize)
+        super().__init__(resize)
         self.classes: list[str] = []
-        self.samples: list[tuple[str, int]] = []
 
     def _collect(self, folders: Sequence[Path], extensions: Sequence[str], layout: str) -> None:
         """Fills ``samples`` with the images of ``folders`` (label = position); every folder
@@ -115,19 +112,6 @@ class _CategoryFolders(Dataset):
             raise _error(layout, f"{len(empty)} class folder(s) under {folders[0].parent} without "
                                  f"images (extensions {', '.join(extensions)}): "
                                  f"{', '.join(empty[:5])}")
-
-    @property
-    def targets(self) -> list[int]:
-        """The label of every sample, in sample order."""
-        return [label for _, label in self.samples]
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        """Returns ``(image, label)``: uint8 (3, S, S) RGB in 0..255 and the class index."""
-        path, label = self.samples[i]
-        return load_image(path, self.resize), label
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(root={str(self.root)!r}, resize={self.resize}, "

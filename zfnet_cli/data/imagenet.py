@@ -31,10 +31,10 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from zfnet_cli.data.images import load_image
+from zfnet_cli.data.images import LabelledImageFiles
 
 LAYOUT = "ROOT/{train,val}/<wnid>/*.JPEG"
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
@@ -262,7 +262,7 @@ def read_mat(data: bytes) -> dict[str, object]:
     return out
 
 
-class ImageFolderData(Dataset):
+class ImageFolderData(LabelledImageFiles):
     """One split of an ImageFolder tree or of torchvision's ImageNet root, each image resized
     and centre-cropped (paper §3).
 
@@ -281,7 +281,8 @@ class ImageFolderData(Dataset):
             its names, as torchvision's weights list them) from :func:`read_meta`; a wnid stands
             for its own name where there is none (plain ImageFolder tree, unknown wnid).
         meta: the :class:`ImageNetMeta` the names came from, or ``None``.
-        samples: ``(path, label)`` pairs, sorted by class then file name.
+        samples: ``(path, label)`` pairs, sorted by class then file name; ``targets`` their
+            labels (see :class:`~zfnet_cli.data.images.LabelledImageFiles`).
 
     Raises:
         DataLayoutError: no ``root`` or ``root/split`` folder, no class folders, a class folder
@@ -301,9 +302,9 @@ class ImageFolderData(Dataset):
         resize: int = 256,
         extensions: Sequence[str] = IMAGE_EXTENSIONS,
     ) -> None:
+        super().__init__(resize)
         self.root = Path(root)
         self.split = split
-        self.resize = int(resize)
         self.extensions = tuple(e.lower() for e in extensions)
 
         if not self.root.is_dir():
@@ -330,7 +331,6 @@ class ImageFolderData(Dataset):
         self.meta = read_meta(self.root)
         self.class_names = [self.meta.name(w) if self.meta else w for w in self.classes]
 
-        self.samples: list[tuple[str, int]] = []
         empty = []
         for label, wnid in enumerate(self.classes):
             with os.scandir(split_dir / wnid) as it:
@@ -347,16 +347,6 @@ class ImageFolderData(Dataset):
                 f"{len(empty)} class folder(s) in {split_dir} without images "
                 f"(extensions {', '.join(self.extensions)}): {', '.join(empty[:5])}"
             )
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        """Returns ``(image, label)``: uint8 (3, S, S) RGB in 0..255 and the class index."""
-        path, label = self.samples[i]
-        # as `zfnet prepare` packs it, so both paths give the same pixels: EXIF orientation
-        # applied; greyscale, palette, CMYK become RGB; alpha over grey
-        return load_image(path, self.resize), label
 
     def __repr__(self) -> str:
         return (f"ImageFolderData(root={str(self.root)!r}, split={self.split!r}, "

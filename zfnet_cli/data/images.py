@@ -23,6 +23,7 @@ from typing import Sequence
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+from torch.utils.data import Dataset
 
 MAX_PIXELS = 100_000_000  # 100 megapixels
 
@@ -105,3 +106,25 @@ def load_image(path: str | Path, size: int, *, max_pixels: int = MAX_PIXELS,
         raise ImageError(f"{path}: {what} ({str(err).splitlines()[0]})") from None
     rgb = resize_center_crop(rgb, size)
     return torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+
+
+class LabelledImageFiles(Dataset):
+    """A data set of image files: ``samples`` of ``(path, label)``, each read by
+    :func:`load_image` as uint8 (3, S, S) with S = ``resize`` (ImageNet folders, Caltech)."""
+
+    def __init__(self, resize: int) -> None:
+        self.resize = int(resize)
+        self.samples: list[tuple[str, int]] = []
+
+    @property
+    def targets(self) -> list[int]:
+        """The label of every sample, in sample order."""
+        return [label for _, label in self.samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        """Returns ``(image, label)``: uint8 (3, S, S) RGB in 0..255 and the class index."""
+        path, label = self.samples[i]
+        return load_image(path, self.resize), label

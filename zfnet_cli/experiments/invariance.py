@@ -50,8 +50,7 @@ class InvarianceConfig:
 def _pick_val(val, n: int) -> list[int]:
     """The first validation image of each of the first n classes (different objects, as Fig 5)."""
     picked, seen = [], set()
-    # in memory (embedded, packed) or a file list (ImageFolder)
-    labels = val.labels.tolist() if hasattr(val, "labels") else [lab for _, lab in val.samples]
+    labels = val.labels.tolist() if hasattr(val, "labels") else val.targets  # in memory / files
     for i, label in enumerate(labels):
         if label not in seen:
             picked.append(i)
