@@ -15,7 +15,7 @@ base conv3-5 widths by 512/384, 1024/384 and 512/256.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -153,7 +153,8 @@ def run(cfg: AblateConfig, run_dir: str | Path, *, compose_train: Callable[[list
     d = dist_info or Dist()
     run_dir = Path(run_dir)
     names = check_variants(cfg.variants)
-    train_overrides = list(cfg.train) + list(cfg.train_extra) + [f"output_root={cfg.output_root}", f"device={cfg.device}"]
+    train_overrides = list(cfg.train) + list(cfg.train_extra) + [
+        f"output_root={cfg.output_root}", f"device={cfg.device}"]
     base_models: dict[str, object] = {}
 
     def base_model(preset: str):
@@ -162,9 +163,9 @@ def run(cfg: AblateConfig, run_dir: str | Path, *, compose_train: Callable[[list
         return base_models[preset]
 
     plans = {n: train_overrides + variant_overrides(VARIANTS[n], cfg.presets, base_model)
-             for n in names}  # composed up front, so a bad override fails before any training
-    for n in names:
-        compose_train(plans[n])
+             for n in names}
+    # composed up front, so a bad override fails before any training
+    configs = {n: compose_train(plans[n]) for n in names}
     rows: list[dict] = []
     trained, skipped = [], []
     for i, name in enumerate(names, 1):
@@ -179,11 +180,10 @@ def run(cfg: AblateConfig, run_dir: str | Path, *, compose_train: Callable[[list
             last = vdir / "checkpoints" / "last.pt"
             if last.is_file():
                 ovr.append(f"resume={last}")
-            tcfg = compose_train(ovr)
+            tcfg = replace(configs[name], resume=str(last)) if last.is_file() else configs[name]
             if not vdir.exists():
                 if d.main:
                     vdir.mkdir(parents=True)
-                    (vdir / "figures").mkdir()
                     describe_run(tcfg, vdir)
             if d.main:
                 print(f"zfnet ablate: [{i}/{len(names)}] {name} ({VARIANTS[name].label})"
