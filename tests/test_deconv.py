@@ -34,21 +34,21 @@ def test_switches_and_unpool_by_hand(pool):
     deconv = Deconvnet(net)
     state = deconv.forward(X4)
     assert torch.equal(state.switches["1"], torch.tensor([[[[5, 6], [9, 15]]]]))
-    assert torch.equal(state.activations["layer1"], torch.tensor([[[[4., 6.], [9., 8.]]]]))
+    assert torch.equal(state.activations["conv1"], torch.tensor([[[[4., 6.], [9., 8.]]]]))
     unpooled = torch.tensor([[0., 0., 0., 0.],
                              [0., 4., 6., 0.],
                              [0., 9., 0., 0.],
                              [0., 0., 0., 8.]]).view(1, 1, 4, 4)
-    assert torch.equal(unpool(state.activations["layer1"], state.switches["1"], (4, 4)), unpooled)
+    assert torch.equal(unpool(state.activations["conv1"], state.switches["1"], (4, 4)), unpooled)
     # non-overlapping pools: same as torch's own unpooling
     assert torch.equal(F.max_unpool2d(torch.tensor([[[[4., 6.], [9., 8.]]]]),
                                       state.switches["1"], 2, 2, output_size=(4, 4)), unpooled)
     # whole map through unpool, (no ReLU), 1x1 identity filter = the unpooled map
-    assert torch.equal(deconv.project(X4, [Request(0, "layer1", 0)]), unpooled)
+    assert torch.equal(deconv.project(X4, [Request(0, "conv1", 0)]), unpooled)
     # one activation: only the 9 at switch 9 comes back
     expected = torch.zeros(1, 1, 4, 4)
     expected[0, 0, 2, 1] = 9.
-    assert torch.equal(deconv.project(X4, [(0, "layer1", 0, (1, 0))]), expected)
+    assert torch.equal(deconv.project(X4, [(0, "conv1", 0, (1, 0))]), expected)
 
 
 def test_overlapping_switches_add_up():
@@ -66,13 +66,13 @@ def test_rectify_on_the_way_down():
     deconv = Deconvnet(net)
     x = X4.clone()
     # layer2 = -pool(relu(x)) = [[-4, -6], [-9, -8]]; filtered down by -1 -> +4 etc.: positive
-    proj = deconv.project(x, [Request(0, "layer2", 0, (0, 1))])
+    proj = deconv.project(x, [Request(0, "conv2", 0, (0, 1))])
     expected = torch.zeros(1, 1, 4, 4)
     expected[0, 0, 1, 2] = 6.  # (-6) * (-1) unpooled to switch 6, rectify keeps it
     assert torch.equal(proj, expected)
     # layer1 with a negative weight: conv(-1) then ReLU: zero everywhere but nothing to keep
     net2 = nn.Sequential(one_conv([[-1.]]), nn.ReLU(), nn.MaxPool2d(2, 2))
-    assert torch.equal(Deconvnet(net2).project(x, [Request(0, "layer1", 0)]),
+    assert torch.equal(Deconvnet(net2).project(x, [Request(0, "conv1", 0)]),
                        torch.zeros(1, 1, 4, 4))
 
 
@@ -85,15 +85,15 @@ X3 = torch.tensor([[1., 0., 2.],
 def test_one_conv_projection_by_hand():
     # forward (bias 10): [[5, 7], [11, 5]] + 10 = [[15, 17], [21, 15]]
     deconv = Deconvnet(nn.Sequential(one_conv(W2, bias=10.), nn.ReLU()))
-    assert torch.equal(deconv.forward(X3).activations["layer1"],
+    assert torch.equal(deconv.forward(X3).activations["conv1"],
                        torch.tensor([[[[15., 17.], [21., 15.]]]]))
     # keep (0, 1) = 17: filter down = 17 * W placed at rows 0-1, cols 1-2; no bias going down
-    proj = deconv.project(X3, [Request(0, "layer1", 0, (0, 1))])
+    proj = deconv.project(X3, [Request(0, "conv1", 0, (0, 1))])
     assert torch.equal(proj, torch.tensor([[[[0., 17., 34.],
                                              [0., 51., 68.],
                                              [0., 0., 0.]]]]))
     # whole map: the full transposed convolution of [[15, 17], [21, 15]] with W
-    proj = deconv.project(X3, [Request(0, "layer1", 0, None)])
+    proj = deconv.project(X3, [Request(0, "conv1", 0, None)])
     assert torch.equal(proj, torch.tensor([[[[15., 47., 34.],
                                              [66., 168., 98.],
                                              [63., 129., 60.]]]]))
@@ -105,7 +105,7 @@ def test_strided_filter_down_restores_the_input_size():
     conv.stride = (2, 2)
     deconv = Deconvnet(nn.Sequential(conv))
     x = torch.ones(1, 1, 5, 5)
-    proj = deconv.project(x, [Request(0, "layer1", 0, (1, 1))])  # value 1+2+3+4 = 10 (bias 0)
+    proj = deconv.project(x, [Request(0, "conv1", 0, (1, 1))])  # value 1+2+3+4 = 10 (bias 0)
     expected = torch.zeros(1, 1, 5, 5)
     expected[0, 0, 2:4, 2:4] = 10. * torch.tensor(W2)
     assert torch.equal(proj, expected)
@@ -203,12 +203,15 @@ def test_layer_names_and_points():
     zf = small_zfnet()
     assert Deconvnet(zf).layers == ["conv1", "conv2", "conv3", "conv4", "conv5"]
     assert Deconvnet(small_zfnet(drop=["conv3", "conv4"])).layers == ["conv1", "conv2", "conv5"]
-    assert Deconvnet(make_layers(cfgs["D"])).layers == [f"layer{k}" for k in range(1, 14)]
+    assert Deconvnet(make_layers(cfgs["D"])).layers == [f"conv{k}" for k in range(1, 14)]
     image = torch.randn(2, 3, 64, 64, dtype=torch.float64)
     acts = Deconvnet(zf).forward(image).activations
     ref = zf.layer_outputs(image)
-    for layer in acts:  # "stage" point = ZFNet.layer_outputs (post pool / norm)
+    for layer in Deconvnet(zf).layers:  # "stage" point = ZFNet.layer_outputs (post pool / norm)
         assert torch.equal(acts[layer], ref[layer]), layer
+    # module names read that module's output, the same names zfnet_cli.layers resolves
+    assert torch.equal(acts["features.pool5"], ref["conv5"])
+    assert torch.equal(acts["features.conv1"], zf.features.conv1(image))
     relu = Deconvnet(zf, point="relu").forward(image).activations
     assert torch.equal(relu["conv1"], F.relu(zf.features.conv1(image)))
     assert relu["conv1"].shape == (2, 6, 30, 30) and acts["conv1"].shape == (2, 6, 15, 15)
@@ -252,7 +255,7 @@ def test_batched_equals_one_at_a_time():
 def test_unsupported_layer_is_named(bad, where):
     seq = nn.Sequential(nn.Conv2d(3, 4, 3), bad, nn.ReLU())
     if where is None:
-        assert Deconvnet(seq).layers == ["layer1", "layer2"]
+        assert Deconvnet(seq).layers == ["conv1", "conv2"]
         return
     with pytest.raises(ValueError, match=f"layer 1 '1' \\({type(bad).__name__}\\)"):
         Deconvnet(seq)
@@ -291,10 +294,10 @@ def test_receptive_field_by_hand():
     # conv 3x3 pad 1 -> pool 2/2 -> conv 3x3 pad 0, on 8x8: layer2 is 2x2
     seq = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.MaxPool2d(2, 2), nn.Conv2d(2, 2, 3))
     # (0,0): conv2 rows 0..2 of the 4x4 pool output -> pool input 0..5 -> conv1 input -1..6
-    assert receptive_field(seq, "layer2", 0, 0, 8) == (0, 0, 7, 7)
+    assert receptive_field(seq, "conv2", 0, 0, 8) == (0, 0, 7, 7)
     # (1,0): 1..3 -> 2..7 -> 1..8, clipped to 7
-    assert receptive_field(seq, "layer2", 1, 0, 8) == (1, 0, 8, 7)
-    assert receptive_field(seq, "layer1", 3, 1, (8, 9)) == (5, 1, 8, 5)  # pool 6..7, conv 5..8
+    assert receptive_field(seq, "conv2", 1, 0, 8) == (1, 0, 8, 7)
+    assert receptive_field(seq, "conv1", 3, 1, (8, 9)) == (5, 1, 8, 5)  # pool 6..7, conv 5..8
 
 
 def test_receptive_field_zfnet_conv1():

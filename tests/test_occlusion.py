@@ -194,7 +194,7 @@ NETS = {  # name: (build, run without hooks, layer, occluder size, stride, grid)
               28, 20, (3, 3)),
     # torchvision AlexNet at 64 px: features end 256 x 1 x 1, avgpool repeats it to 6 x 6;
     # its ReLUs are in place. layer2 = the output of features[3:6] (conv, relu, pool).
-    "alexnet": (exact_alexnet, alexnet_upto(6), "layer2", 28, 20, (3, 3)),
+    "alexnet": (exact_alexnet, alexnet_upto(6), "conv2", 28, 20, (3, 3)),
 }
 
 
@@ -226,7 +226,7 @@ def test_alexnet_default_layer_is_the_features_output():
     fill = torch.tensor(0.5, dtype=torch.float64)
     maps = occlude(net, image, size=32, stride=32, fill=0.5, batch_size=4)
     fmap, target, (total, p, label) = loop_maps(net, alexnet_upto(13), image, 32, 32, fill)
-    assert maps.layer == "layer5" and maps.fmap == fmap and maps.target == target
+    assert maps.layer == "conv5" and maps.fmap == fmap and maps.target == target
     assert torch.equal(maps.fmap_total, total) and torch.equal(maps.p_target, p)
     assert torch.equal(maps.top_label, label)
 

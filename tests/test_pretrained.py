@@ -292,7 +292,7 @@ def test_deconvnet_projection_on_converted_alexnet_matches_torchvisions(alexnet_
     loaded = load_trained(str(path), "unused", CPU)
     x = torch.randn(1, 3, 224, 224)
     ours = loaded.deconv.project(x, [Request(0, "conv5", 3, None)])
-    theirs = Deconvnet(net).project(x, [Request(0, "layer5", 3, None)])
+    theirs = Deconvnet(net).project(x, [Request(0, "conv5", 3, None)])
     torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
 
 

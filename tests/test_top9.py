@@ -78,14 +78,14 @@ def test_ties_rank_the_lower_image_index_first():
     images = torch.cat([img] * 6)
     images[2] *= 2  # strictly strongest: image 2 first, then the tie 0, 1, 3, 4, 5
     for b in (1, 4, 6):
-        t = scan_top9(exact_net(), batches_of(images, b), k=4)["layer1"]
+        t = scan_top9(exact_net(), batches_of(images, b), k=4)["conv1"]
         assert t.images.tolist() == [[2, 0, 1, 3]]
         assert t.values.tolist() == [[10., 5., 5., 5.]]
         assert t.positions.tolist() == [[[0, 1], [0, 1], [0, 1], [0, 1]]]  # pooled (1,3)->(0,1)
     # indices carried by the batches, out of order: the tie still ranks by global index
     shuffled = [(images[:2], torch.tensor([70, 30])), (images[2:5], [50, 10, 90]),
                 (images[5:], torch.tensor([20]))]
-    t = scan_top9(exact_net(), shuffled, k=3, batches_carry_indices=True)["layer1"]
+    t = scan_top9(exact_net(), shuffled, k=3, batches_carry_indices=True)["conv1"]
     assert t.images.tolist() == [[50, 10, 20]]  # image 2 (index 50) strongest, then 10 < 20
 
 

@@ -28,9 +28,14 @@ after it up to the next ``Conv2d`` (its ReLU, max-pool and contrast norm). For Z
 post-pool (and post-norm) for conv1/conv2/conv5, exactly ``ZFNet.layer_outputs``; 96x55x55 for
 conv1 at 224 px. ``point="relu"`` moves it to just after the conv's ReLU (96x110x110).
 
-Layer names are the module names when every conv is named like the paper (``conv1``,
-``conv2``, ``conv5`` ... for ZFNet, also with conv3/conv4 dropped), else ``layer1`` ..
-``layerK`` for the K-th ``Conv2d`` (torchvision's ``alexnet().features``, ``vgg16().features``).
+Layer names are those of :mod:`zfnet_cli.layers`: the module names when every conv is named
+like the paper (``conv1``, ``conv2``, ``conv5`` ... for ZFNet, also with conv3/conv4 dropped),
+else ``conv1`` .. ``convK`` for the K-th ``Conv2d`` stage (torchvision's ``alexnet``: conv1 ..
+conv5, ``vgg16``: conv1 .. conv13). The qualified module names of the stack (``features.12``,
+``features.pool5``) are accepted too and read that module's output.
+
+This explicit deconvnet covers plain stacks only; :mod:`zfnet_cli.deconv_graph` applies the
+same three rules through the graph of any network.
 """
 from __future__ import annotations
 
@@ -134,8 +139,9 @@ class Deconvnet:
             conv itself if no ReLU follows it). Default: ``"stage"``.
 
     Attributes:
-        layers (list[str]): layer names, bottom to top, e.g. ``["conv1", ..., "conv5"]``, or
-            ``["layer1", ..., "layer13"]`` for ``vgg16().features``.
+        layers (list[str]): the paper's layer names, bottom to top, e.g. ``["conv1", ...,
+            "conv5"]``, ``["conv1", ..., "conv13"]`` for ``vgg16().features``. Module names of
+            the stack (``"features.28"``) are accepted wherever a layer is asked for.
 
     Notes:
         On the way down, contrast normalisation is skipped (not inverted) and biases are not
@@ -175,6 +181,7 @@ class Deconvnet:
             raise ValueError(f"point must be 'stage' or 'relu', got {point!r}")
         self.sequential, self.point = seq, point
         self.modules = _flatten(seq)
+        prefix = "features." if seq is not features else ""  # module names as the model has them
         for i, (name, m) in enumerate(self.modules):
             if not isinstance(m, _SUPPORTED):
                 raise ValueError(
@@ -192,7 +199,8 @@ class Deconvnet:
         self._convs = [self.modules[i][1] for i in convs]
         names = [self.modules[i][0] for i in convs]
         paper = all(re.fullmatch(r"conv\d+", n) for n in names)
-        self.layers: list[str] = names if paper else [f"layer{k + 1}" for k in range(len(convs))]
+        # the paper's names, as zfnet_cli.layers gives them: conv1 .. convK
+        self.layers: list[str] = names if paper else [f"conv{k + 1}" for k in range(len(convs))]
         # layer -> index (into self.modules) of the module whose output is the layer
         self._end: dict[str, int] = {}
         for k, (layer, start) in enumerate(zip(self.layers, convs)):
@@ -202,6 +210,9 @@ class Deconvnet:
                 relus = [i for i in range(start, stop) if isinstance(self.modules[i][1], nn.ReLU)]
                 end = relus[0] if relus else start
             self._end[layer] = end
+        # module names read that module's output (zfnet_cli.layers: one naming everywhere)
+        for i, (name, _) in enumerate(self.modules):
+            self._end.setdefault(prefix + name, i)
 
     def __repr__(self) -> str:
         return f"Deconvnet(layers={self.layers}, point={self.point!r})"
@@ -212,7 +223,24 @@ class Deconvnet:
 
     def _check_layer(self, layer: str) -> None:
         if layer not in self._end:
-            raise ValueError(f"unknown layer {layer!r}; this network has {self.layers}")
+            raise ValueError(f"unknown layer {layer!r}; this network has {self.layers} (or "
+                             f"the module names of its feature stack)")
+
+    def num_maps(self, layer: str, input_size=None) -> int:
+        """Number of feature maps of ``layer``: the channels of the last conv at or below it
+        (``input_size`` is not needed here; taken for the :class:`~zfnet_cli.deconv_graph.Projector`
+        contract)."""
+        self._check_layer(layer)
+        end = self._end[layer]
+        convs = [m for _, m in self.modules[: end + 1] if isinstance(m, nn.Conv2d)]
+        if not convs:
+            raise ValueError(f"layer {layer!r} is below the first conv: it has no feature maps")
+        return convs[-1].out_channels
+
+    def depth(self, layer: str) -> int:
+        """Position of ``layer`` in the stack (higher is later)."""
+        self._check_layer(layer)
+        return self._end[layer]
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor, *, upto: Optional[str] = None,
@@ -233,7 +261,9 @@ class Deconvnet:
         top = self.layers[-1] if upto is None else upto
         self._check_layer(top)
         stop = self._end[top]
-        at = {end: layer for layer, end in self._end.items()}
+        at: dict[int, list[str]] = {}
+        for layer, end in self._end.items():
+            at.setdefault(end, []).append(layer)
         state = DeconvState()
         for i, (name, m) in enumerate(self.modules[: stop + 1]):
             if isinstance(m, nn.Conv2d):
@@ -251,8 +281,8 @@ class Deconvnet:
                     x = F.max_pool2d(x, *args, ceil_mode=m.ceil_mode)
             elif isinstance(m, nn.LocalResponseNorm):
                 x = m(x)
-            if i in at:
-                state.activations[at[i]] = x
+            for layer in at.get(i, ()):
+                state.activations[layer] = x
         return state
 
     __call__ = forward
@@ -296,8 +326,8 @@ class Deconvnet:
             if not 0 <= r.image < n_images:
                 raise ValueError(f"request {j}: image {r.image} out of range [0, {n_images})")
             if r.layer not in shapes:
-                conv = self._convs[self.layers.index(r.layer)]
-                shapes[r.layer] = (conv.out_channels, *self._sizes(r.layer, images.shape[-2:])[1])
+                shapes[r.layer] = (self.num_maps(r.layer),
+                                   *self._sizes(r.layer, images.shape[-2:])[1])
             c, h, w = shapes[r.layer]
             if not 0 <= r.fmap < c:
                 raise ValueError(f"request {j}: fmap {r.fmap} out of range for {r.layer} "
@@ -348,9 +378,9 @@ class Deconvnet:
             chunk = wanted[c0:c0 + batch_size]
             local = {img: i for i, img in enumerate(chunk)}
             mine = [j for j, r in enumerate(reqs) if r.image in local]
-            top = max((reqs[j].layer for j in mine), key=self.layers.index)
+            top = max((reqs[j].layer for j in mine), key=self._end.__getitem__)
             state = self.forward(images[chunk], upto=top)
-            for layer in self.layers:
+            for layer in dict.fromkeys(reqs[j].layer for j in mine):
                 idx = [j for j in mine if reqs[j].layer == layer]
                 for s0 in range(0, len(idx), batch_size):
                     part = [reqs[j] for j in idx[s0:s0 + batch_size]]

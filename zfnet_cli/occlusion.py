@@ -213,7 +213,7 @@ def occlude(model: nn.Module, image: torch.Tensor, *, size: int, stride: int,
         target (int, optional): the class whose probability is mapped (the correct class).
             Default: the class predicted on the unoccluded image.
         layer (str, optional): a name from ``Deconvnet(model).layers`` (``"conv1"`` ..
-            ``"conv5"`` for ZFNet, ``"layer1"`` .. ``"layer5"`` for torchvision's AlexNet).
+            ``"conv5"`` for ZFNet, ``"conv1"`` .. ``"conv5"`` for torchvision's AlexNet too).
             Default: the last conv layer (``"conv5"`` for ZFNet, as the paper's "layer 5").
         batch_size (int, optional): occluded images per forward pass. Default: 64.
         progress (bool, optional): show a tqdm bar over the batches. Default: ``False``.
