@@ -29,7 +29,8 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-__all__ = ["Layer", "LayerInfo", "paper_names", "layer_names", "resolve_layer", "describe_layers",
+__all__ = ["Layer", "LayerInfo", "paper_names", "layer_names", "block_names", "resolve_layer",
+           "describe_layers",
            "tap", "read_once"]
 
 
@@ -85,11 +86,17 @@ def _stage_names(modules: list[tuple[str, nn.Module]], kind: type, pattern: str,
     return {f"{pattern}{first + k}": i for k, i in enumerate(starts)}
 
 
+# What a plain stack's feature part is made of (ZFNet, AlexNet, VGG and VGG-BN).
+_PLAIN = (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.LocalResponseNorm, nn.Dropout,
+          nn.Dropout2d, nn.Identity)
+
+
 def paper_names(model: nn.Module) -> dict[str, str]:
     """The paper's layer names that apply to ``model``, mapped to module names.
 
     They apply to plain stacks: a model with a ``features`` ``nn.Sequential`` of convolutions
-    (and pointwise / pooling modules) and optionally a ``classifier`` ``nn.Sequential`` with
+    and ReLU / BatchNorm / max-pool / contrast-norm / dropout modules only (not DenseNet's or
+    MobileNet's ``features``, which hold blocks) and optionally a ``classifier`` ``nn.Sequential`` with
     ``Linear`` layers: our ZFNet, torchvision's ``alexnet`` and ``vgg*`` (also ``_bn``).
 
     * ``conv<K>``: the output of the K-th conv stage, the last module before the next
@@ -117,6 +124,8 @@ def paper_names(model: nn.Module) -> dict[str, str]:
         return {}
     out: dict[str, str] = {}
     feats = _flatten(features, "features.")
+    if not all(isinstance(m, _PLAIN) for _, m in feats):
+        return {}  # a DenseNet / MobileNet "features" holds blocks, not a plain stack
     convs = _stage_names(feats, nn.Conv2d, "conv", 1)
     if not convs:
         return {}
@@ -274,3 +283,26 @@ def describe_layers(model: nn.Module, input_shape: Sequence[int] = (3, 224, 224)
             m.training = training
     return [LayerInfo(n, paper.get(n, ""), type(m).__name__, shapes.get(n, ()), calls[n])
             for n, m in named]
+
+
+def block_names(model: nn.Module) -> list[str]:
+    """The layers a figure shows by default (Fig 2 ``--all``): the paper's conv layers
+    (``conv1`` ..) on plain stacks; otherwise the network's blocks, i.e. the children of each
+    top-level ``nn.Sequential`` that hold a ``Conv2d`` (ResNet's ``layer1.0`` .. ``layer4.1``,
+    DenseNet's dense blocks and transitions, MobileNet's / EfficientNet's / ConvNeXt's
+    ``features.0`` ..), or the top-level children that hold one where there is no such
+    ``nn.Sequential``.
+
+    Example:
+        >>> import torchvision
+        >>> block_names(torchvision.models.resnet18())[:3]
+        ['layer1.0', 'layer1.1', 'layer2.0']
+    """
+    paper = [p for p in paper_names(model) if p.startswith("conv")]
+    if paper:
+        return paper
+    has_conv = lambda m: any(isinstance(s, nn.Conv2d) for s in m.modules())  # noqa: E731
+    out = [f"{name}.{child}" for name, top in model.named_children()
+           if isinstance(top, nn.Sequential)
+           for child, m in top.named_children() if has_conv(m)]
+    return out or [name for name, m in model.named_children() if has_conv(m)]
