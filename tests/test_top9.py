@@ -99,8 +99,8 @@ def test_labels_ignored_offset_and_progress(net):
 
 
 def test_errors(net):
-    with pytest.raises(ValueError, match="unknown layer 'fc6'"):
-        scan_top9(net, [torch.randn(1, 3, 64, 64)], ["fc6"])
+    with pytest.raises(ValueError, match="unknown layer 'conv9'"):
+        scan_top9(net, [torch.randn(1, 3, 64, 64)], ["conv9"])
     with pytest.raises(ValueError, match="no batches"):
         scan_top9(net, [], ["conv1"])
     with pytest.raises(ValueError, match="carries 1 indices"):

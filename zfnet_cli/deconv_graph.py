@@ -71,7 +71,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from zfnet_cli.deconv import Deconvnet, Request
-from zfnet_cli.layers import Layer, block_names, read_once, resolve_layer, tap
+from zfnet_cli.layers import Layer, block_names, evaluating, read_once, resolve_layer, tap
 
 __all__ = ["GraphDeconvnet", "NoRuleError", "Projector", "deconvnet_for", "project_fmap"]
 
@@ -298,22 +298,18 @@ class _Rules(TorchFunctionMode):
 def _recording(model: nn.Module, rules: _Rules) -> Iterator[None]:
     """Eval mode, frozen parameters (so ``requires_grad`` marks the signal), grad on, rules on;
     everything restored after."""
-    modes = {m: m.training for m in model.modules()}
     flags = {p: p.requires_grad for p in model.parameters()}
     try:
-        model.eval()
         for p in flags:
             p.requires_grad_(False)
-        with torch.enable_grad(), rules.tracking():
+        with evaluating(model), torch.enable_grad(), rules.tracking():
             yield
     finally:
-        for m, training in modes.items():
-            m.training = training
         for p, flag in flags.items():
             p.requires_grad_(flag)
 
 
-def _device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+def device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     p = next((p for p in model.parameters() if p.is_floating_point()), None)
     return (p.device, p.dtype) if p is not None else (torch.device("cpu"), torch.float32)
 
@@ -385,15 +381,10 @@ class GraphDeconvnet:
         key = (layer, h, w)
         if key not in self._shapes:
             lay = self.resolve(layer)
-            device, dtype = _device_dtype(self.model)
-            modes = {m: m.training for m in self.model.modules()}
-            try:
-                self.model.eval()
-                with torch.no_grad(), tap(lay.module, lambda t: tuple(t.shape[1:])) as seen:
-                    self.model(torch.zeros(1, self.in_channels, h, w, device=device, dtype=dtype))
-            finally:
-                for m, training in modes.items():
-                    m.training = training
+            device, dtype = device_dtype(self.model)
+            with evaluating(self.model), torch.no_grad(), \
+                    tap(lay.module, lambda t: tuple(t.shape[1:])) as seen:
+                self.model(torch.zeros(1, self.in_channels, h, w, device=device, dtype=dtype))
             self._shapes[key] = read_once(seen, lay)
         return self._shapes[key]
 
@@ -428,7 +419,7 @@ class GraphDeconvnet:
         if images.dim() != 4:
             raise ValueError(f"images must be (N, C, H, W), got {tuple(images.shape)}")
         reqs = [Request(*r) for r in requests]
-        device, dtype = _device_dtype(self.model)
+        device, dtype = device_dtype(self.model)
         out = torch.zeros(len(reqs), *images.shape[1:], device=device, dtype=dtype)
         for j, r in enumerate(reqs):
             if not 0 <= r.image < images.shape[0]:
@@ -444,7 +435,7 @@ class GraphDeconvnet:
 
     def _down(self, images: torch.Tensor, lay: Layer, part: list[tuple[int, Request]]
               ) -> torch.Tensor:
-        device, dtype = _device_dtype(self.model)
+        device, dtype = device_dtype(self.model)
         x = images[[r.image for _, r in part]].to(device=device, dtype=dtype).detach()
         x.requires_grad_(True)
         with _recording(self.model, _Rules(self.model)), \

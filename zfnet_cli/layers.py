@@ -30,8 +30,7 @@ import torch
 from torch import nn
 
 __all__ = ["Layer", "LayerInfo", "paper_names", "layer_names", "block_names", "resolve_layer",
-           "describe_layers",
-           "tap", "read_once"]
+           "describe_layers", "tap", "read_once", "evaluating"]
 
 
 @dataclass(frozen=True)
@@ -306,3 +305,15 @@ def block_names(model: nn.Module) -> list[str]:
            if isinstance(top, nn.Sequential)
            for child, m in top.named_children() if has_conv(m)]
     return out or [name for name, m in model.named_children() if has_conv(m)]
+
+
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode while the context is open; every module's mode restored after
+    (a figure reads a network as it predicts, BatchNorm with its running statistics)."""
+    modes = {m: m.training for m in model.modules()}
+    try:
+        yield model.eval()
+    finally:
+        for m, training in modes.items():
+            m.training = training

@@ -7,17 +7,30 @@ k x (number of maps), however many images stream by.
 
 Ties are broken deterministically: equal values rank the lower image index first, and within an
 image the first maximal position in row-major order wins (``argmax``).
+
+Any model: a plain stack is read by the explicit deconvnet's forward (stopping at the top
+requested layer); any other model by a normal forward pass with a :func:`~zfnet_cli.layers.tap`
+on each requested module, reduced to its per-map max and argmax inside the hook. A (B, C) layer
+(a fully connected one) counts as C maps of 1x1.
+
+Scale out: under ``torchrun`` each rank scans its share of the images (with their global
+indices) and :func:`gather_top9` merges the per-rank top-k; since a global top-k record is in its
+own rank's top-k and the merge ranks exactly as the streaming merge does, the result is the
+one-process result.
 """
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence, Union
+from typing import Callable, Iterable, Optional, Sequence, Union
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from zfnet_cli.deconv import Deconvnet
+from zfnet_cli.deconv_graph import GraphDeconvnet, device_dtype
+from zfnet_cli.layers import block_names, evaluating, read_once, resolve_layer, tap
 
 
 @dataclass
@@ -47,25 +60,80 @@ def _merge(best: Optional[tuple], cand: tuple, k: int) -> tuple:
     return tuple(t.gather(1, order) for t in cand)
 
 
+def _strongest(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(B, M, h, w) or (B, M) activations -> per (image, map) the max (B, M), its first
+    row-major argmax (B, M) and the width w."""
+    a = t.flatten(2) if t.dim() == 4 else t[:, :, None]  # (B, M, h*w)
+    if t.dim() not in (2, 4):
+        raise ValueError(f"a layer output of shape {tuple(t.shape)} has no feature maps: "
+                         f"choose a layer with (B, C, H, W) or (B, C) outputs")
+    pos = a.argmax(dim=2)
+    return a.gather(2, pos.unsqueeze(2)).squeeze(2), pos, (t.shape[-1] if t.dim() == 4 else 1)
+
+
+def _reader(net, layers: Optional[Sequence[str]]
+            ) -> tuple[list[str], Callable[[torch.Tensor], dict], Optional[nn.Module]]:
+    """The layers to scan and a function images -> {layer: (values, positions, width)}:
+    the explicit deconvnet's forward on plain stacks, a tapped forward of the model otherwise
+    (then also the model, to be put in eval mode)."""
+    deconv = net if isinstance(net, Deconvnet) else None
+    if deconv is None and not isinstance(net, GraphDeconvnet):
+        try:
+            deconv = Deconvnet(net)
+        except ValueError:
+            deconv = None
+        if deconv is not None and layers is not None and not all(l in deconv._end for l in layers):
+            deconv = None  # e.g. fc7 of a plain stack: read from the whole model
+    if deconv is not None:
+        names = list(deconv.layers if layers is None else layers)
+        for layer in names:
+            deconv._check_layer(layer)
+        top = max(names, key=deconv.depth) if names else None
+
+        def read(images):
+            acts = deconv.forward(images, upto=top, switches=False).activations
+            return {layer: _strongest(acts[layer]) for layer in names}
+        return names, read, None
+    model = net.model if isinstance(net, GraphDeconvnet) else net
+    default = net.layers if isinstance(net, GraphDeconvnet) else block_names(model)
+    names = list(default if layers is None else layers)
+    found = {layer: resolve_layer(model, layer) for layer in names}
+    device, dtype = device_dtype(model)
+
+    def read(images):
+        with ExitStack() as stack:
+            seen = {layer: stack.enter_context(tap(lay.module, _strongest))
+                    for layer, lay in found.items()}
+            model(images.to(device=device, dtype=dtype))
+        return {layer: read_once(seen[layer], found[layer]) for layer in names}
+    return names, read, model
+
+
 @torch.no_grad()
-def scan_top9(net: Union[Deconvnet, nn.Module], batches: Iterable,
+def scan_top9(net: Union[Deconvnet, GraphDeconvnet, nn.Module], batches: Iterable,
               layers: Optional[Sequence[str]] = None, k: int = 9, *, start: int = 0,
               batches_carry_indices: bool = False,
               progress: bool = False) -> dict[str, TopK]:
     """Find, for every feature map of each requested layer, its k strongest activations over a
     data set (Fig 2: k=9 over the validation set; Fig 4: k=1 over the training set).
 
-    Runs on the model's device (images are moved there); no switches are recorded, so project
-    the winners afterwards with :meth:`Deconvnet.project`.
+    Runs on the model's device (images are moved there), in eval mode (modes restored after);
+    no switches are recorded, so project the winners afterwards with the deconvnet's
+    ``project`` (:meth:`Deconvnet.project`, :meth:`GraphDeconvnet.project`).
 
     Args:
-        net (Deconvnet or nn.Module): a :class:`~zfnet_cli.deconv.Deconvnet` (its ``point``
-            decides where a layer is read), or a model / feature ``nn.Sequential`` to wrap in one.
+        net (Deconvnet, GraphDeconvnet or nn.Module): a :class:`~zfnet_cli.deconv.Deconvnet`
+            (its ``point`` decides where a layer is read), a
+            :class:`~zfnet_cli.deconv_graph.GraphDeconvnet`, or any model: a plain stack is
+            read through the explicit deconvnet, any other model through a forward pass with
+            taps on the requested modules.
         batches (iterable): image batches (B, 3, H, W). Each item is a Tensor, or a tuple /
             list whose first element is the images (labels etc. are ignored), or, with
             ``batches_carry_indices=True``, a pair ``(images, indices)`` with ``indices`` (B,)
             the global data-set indices.
-        layers (sequence of str, optional): layer names. Default: all of ``net``'s layers.
+        layers (sequence of str, optional): layer names (:func:`~zfnet_cli.layers.resolve_layer`
+            names: ``conv5``, ``layer3.1``, ``features.6``). Default: the deconvnet's layers, or
+            :func:`~zfnet_cli.layers.block_names` of the model.
         k (int, optional): records kept per feature map. Default: 9.
         start (int, optional): global index of the first image when indices are counted.
             Default: 0.
@@ -89,15 +157,18 @@ def scan_top9(net: Union[Deconvnet, nn.Module], batches: Iterable,
         M. D. Zeiler, R. Fergus, "Visualizing and Understanding Convolutional Networks",
         ECCV 2014, Fig 2 and Fig 4. https://arxiv.org/abs/1311.2901
     """
-    deconv = net if isinstance(net, Deconvnet) else Deconvnet(net)
-    layers = list(deconv.layers if layers is None else layers)
+    layers, read, model = _reader(net, layers)
     if not layers:
         raise ValueError("scan_top9 needs at least one layer")
-    for layer in layers:
-        deconv._check_layer(layer)
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    top = max(layers, key=deconv.layers.index)
+    with ExitStack() as stack:
+        if model is not None:
+            stack.enter_context(evaluating(model))
+        return _scan(read, layers, batches, k, start, batches_carry_indices, progress)
+
+
+def _scan(read, layers, batches, k, start, batches_carry_indices, progress) -> dict[str, TopK]:
     best: dict[str, Optional[tuple]] = {layer: None for layer in layers}
     widths: dict[str, int] = {}
     offset = start
@@ -112,13 +183,10 @@ def scan_top9(net: Union[Deconvnet, nn.Module], batches: Iterable,
             images = item if torch.is_tensor(item) else item[0]
             indices = torch.arange(offset, offset + images.shape[0])
         offset += images.shape[0]
-        acts = deconv.forward(images, upto=top, switches=False).activations
+        strongest = read(images)
         for layer in layers:
-            a = acts[layer].flatten(2)  # (B, M, h*w)
-            widths[layer] = acts[layer].shape[-1]
-            pos = a.argmax(dim=2)  # (B, M), first maximal position
-            val = a.gather(2, pos.unsqueeze(2)).squeeze(2)  # (B, M)
-            img = indices.to(a.device).unsqueeze(1).expand_as(pos)
+            val, pos, widths[layer] = strongest[layer]  # (B, M) each: max, first argmax
+            img = indices.to(val.device).unsqueeze(1).expand_as(pos)
             best[layer] = _merge(best[layer], (val.T, img.T, pos.T), k)  # each (M, <=k)
     if best[layers[0]] is None:
         raise ValueError("scan_top9 got no batches")
@@ -127,4 +195,43 @@ def scan_top9(net: Union[Deconvnet, nn.Module], batches: Iterable,
         val, img, pos = (t.cpu() for t in best[layer])
         w = widths[layer]
         out[layer] = TopK(val, img, torch.stack([pos // w, pos % w], dim=2))
+    return out
+
+
+def gather_top9(top: Optional[dict[str, TopK]], k: int = 9) -> dict[str, TopK]:
+    """Merge the per-rank results of :func:`scan_top9` (each over its share of the images,
+    with global indices) into the result one process gives over all of them.
+
+    Call it on every rank of an initialised ``torch.distributed`` process group (a rank that
+    scanned no image passes ``None``); every rank gets the merged result. Without a process
+    group (or with one rank) ``top`` comes back as it is.
+
+    Args:
+        top (dict[str, TopK] or None): this rank's result.
+        k (int, optional): records kept per map. Default: 9.
+
+    Returns:
+        dict[str, TopK]: the merged top-k per layer, on the CPU.
+
+    Raises:
+        ValueError: no rank scanned any image.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        if top is None:
+            raise ValueError("scan_top9 got no batches")
+        return top
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, top)  # small: k records per map
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        raise ValueError("scan_top9 got no batches on any rank")
+    out = {}
+    for layer in parts[0]:
+        best = None
+        for p in parts:
+            t = p[layer]
+            best = _merge(best, (t.values, t.images, t.positions[..., 0], t.positions[..., 1]), k)
+        out[layer] = TopK(best[0], best[1], torch.stack([best[2], best[3]], dim=2))
     return out
