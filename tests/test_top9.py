@@ -105,3 +105,86 @@ def test_errors(net):
         scan_top9(net, [], ["conv1"])
     with pytest.raises(ValueError, match="carries 1 indices"):
         scan_top9(net, [(torch.randn(2, 3, 64, 64), [0])], ["conv1"], batches_carry_indices=True)
+
+
+# ------------------------------------------------------------------ any network
+
+ARCHS = {  # torchvision model -> (layers scanned, input side)
+    "resnet18": (["layer1.0", "layer3.1", "fc"], 32),
+    "vgg16_bn": (["conv2", "features.23"], 32),
+    "densenet121": (["features.denseblock1", "features.transition2"], 32),
+    "mobilenet_v3_small": (["features.3", "features.9"], 32),
+    "efficientnet_b0": (["features.2", "features.6"], 32),
+    "convnext_tiny": (["features.1", "features.5"], 32),
+}
+
+
+def _torchvision(name):
+    import torchvision
+
+    torch.manual_seed(0)
+    if name == "vgg16_bn":  # the real features, a narrow head (the 4096-wide one is slow to make)
+        with torch.device("meta"):
+            net = torchvision.models.vgg16_bn(num_classes=5)
+        net.features = net.features.to_empty(device="cpu")
+        for m in net.features.modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+        net.classifier = nn.Sequential(nn.Linear(512 * 7 * 7, 5))
+        return net
+    return getattr(torchvision.models, name)(num_classes=5)
+
+
+def _brute_outputs(model, names, images):
+    """Every image's output of each layer, by a forward pass of the whole set at once with
+    plain forward hooks (no tap, no reduction)."""
+    from zfnet_cli.layers import resolve_layer
+
+    outs, handles = {}, []
+    for name in names:
+        module = resolve_layer(model, name).module
+        handles.append(module.register_forward_hook(
+            lambda m, i, o, name=name: outs.setdefault(name, o.detach().clone())))
+    with torch.no_grad():
+        model(images)
+    for h in handles:
+        h.remove()
+    return {n: (o if o.dim() == 4 else o[:, :, None, None]) for n, o in outs.items()}
+
+
+@pytest.mark.parametrize("name", list(ARCHS))
+def test_any_network_matches_brute_force(name):
+    layers, size = ARCHS[name]
+    model = _torchvision(name)
+    model.train()  # scan_top9 reads in eval mode and gives the mode back
+    torch.manual_seed(1)
+    images = torch.randn(7, 3, size, size)
+    top = scan_top9(model, batches_of(images, 3), layers, k=3)
+    assert model.training
+    everything = _brute_outputs(model.eval(), layers, images)
+    for layer in layers:
+        expected = brute_force(everything[layer], 3)
+        t = top[layer]
+        assert t.images.tolist() == [[r[1] for r in recs] for recs in expected], (name, layer)
+        assert t.positions.tolist() == [[list(r[2]) for r in recs] for recs in expected]
+        torch.testing.assert_close(t.values, torch.tensor([[r[0] for r in recs] for recs in expected]),
+                                   rtol=1e-4, atol=1e-5)
+
+
+def test_gather_without_a_process_group_is_the_identity_and_merges_exactly(net):
+    from zfnet_cli.top9 import TopK, _merge, gather_top9
+
+    images = torch.randn(9, 3, 64, 64)
+    whole = scan_top9(net, batches_of(images, 4), ["conv2"], k=4)
+    assert gather_top9(whole) is whole
+    with pytest.raises(ValueError, match="no batches"):
+        gather_top9(None)
+    # what gather_top9 does across ranks: two strided shards with global indices, merged
+    shards = [scan_top9(net, [(images[r::2], torch.arange(9)[r::2])], ["conv2"], k=4,
+                        batches_carry_indices=True)["conv2"] for r in (0, 1)]
+    best = None
+    for t in shards:
+        best = _merge(best, (t.values, t.images, t.positions[..., 0], t.positions[..., 1]), 4)
+    merged = TopK(best[0], best[1], torch.stack([best[2], best[3]], dim=2))
+    assert torch.equal(merged.images, whole["conv2"].images)
+    assert torch.equal(merged.positions, whole["conv2"].positions)
