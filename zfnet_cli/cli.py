@@ -176,6 +176,7 @@ def _files_and_overrides(args: Optional[List[str]]) -> tuple[list[str], list[str
 
 @app.command(epilog="Examples:\n\n"
              "  zfnet visualize --layer 3 --fmap 42       # Fig 2 for one map, newest trained model\n\n"
+             "  zfnet visualize --layer layer3.1 --fmap 42 checkpoint=resnet18.pth data=folder data.root=photos/\n\n"
              "  zfnet visualize --all                     # Fig 2, a random subset of maps in layers 1-5\n\n"
              "  zfnet visualize --evolution               # Fig 4 from the kept epochs of the newest run\n\n"
              "  zfnet visualize --filters                 # Fig 6: conv1 filters, layer-2 projections\n\n"
@@ -186,11 +187,15 @@ def visualize(
         None, metavar="[RUN]... [KEY=VALUE]...",
         help="With --compare: the training runs (folders or checkpoint files) to put side by "
              "side. Then Hydra overrides, e.g. maps_per_layer=16 k=9 data=imagenet data.root=DIR."),
-    layer: Optional[List[int]] = typer.Option(None, help="Conv layer(s) to show (1-5 for ZFNet); "
-                                              "repeat for several. Default: all."),
+    layer: Optional[List[str]] = typer.Option(None, help="Layer(s) to show: a paper name or "
+                                              "number (conv3 or 3) or any module name (layer3.1, "
+                                              "features.6; `zfnet layers` lists them); repeat for "
+                                              "several. Default: all conv layers of a plain stack, "
+                                              "the blocks of any other network."),
     fmap: Optional[List[int]] = typer.Option(None, help="Feature map(s) of those layers; repeat for "
                                              "several. Default: a seeded random subset (Fig 2)."),
-    all_layers: bool = typer.Option(False, "--all", help="Fig 2 for every conv layer (1-5)."),
+    all_layers: bool = typer.Option(False, "--all", help="Fig 2 for every default layer (conv1-5 "
+                                    "for ZFNet, the blocks of a ResNet ...)."),
     evolution: bool = typer.Option(False, "--evolution", help="Fig 4: projections at each kept "
                                    "epoch of a training run."),
     filters: bool = typer.Option(False, "--filters", help="Fig 6: first-layer filters and layer-2 "
@@ -218,7 +223,7 @@ def visualize(
     mode = "evolution" if evolution else "filters" if (filters or compare) else None
     typed = {"mode": mode, "checkpoint": checkpoint, "split": split, "max_images": max_images,
              "device": device, "seed": seed,
-             "layers": None if all_layers else _hydra_list(layer, quote=False),
+             "layers": None if all_layers else _hydra_list(layer),
              "fmaps": _hydra_list(fmap, quote=False), "compare": _hydra_list(runs)}
     from zfnet_cli.experiments import visualize as experiment_visualize
 

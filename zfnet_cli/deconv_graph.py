@@ -563,10 +563,10 @@ def deconvnet_for(model: nn.Module, layers: Optional[Sequence[str]] = None) -> P
     try:
         explicit = Deconvnet(model)
     except ValueError:
-        return GraphDeconvnet(model, layers)
+        return GraphDeconvnet(model)
     if layers is None or all(layer in explicit._end for layer in layers):
         return explicit
-    return GraphDeconvnet(model, layers)
+    return GraphDeconvnet(model)
 
 
 def project_fmap(model: nn.Module, image: torch.Tensor, layer: str, fmap: int,

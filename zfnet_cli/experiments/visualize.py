@@ -5,6 +5,12 @@ Three figures of the paper:
 * **Fig 2, top-9** (``mode=top9``): one streaming pass over a data split finds the 9 strongest
   activations of every feature map of the requested layers; each is projected to pixels with
   its own image's switches and shown beside the image patch it came from (its receptive field).
+  Any model: plain stacks through the paper's explicit deconvnet, any other network through
+  :class:`~zfnet_cli.deconv_graph.GraphDeconvnet` (the same rules through its graph; the patch is
+  the receptive field the graph really has). Layers by any name of :mod:`zfnet_cli.layers`
+  (``conv3``, ``3`` for ``conv3``, ``layer3.1``, ``features.6``). Under ``torchrun`` the ranks
+  scan strided shares of the images and merge their top-k (:func:`~zfnet_cli.top9.gather_top9`);
+  rank 0 projects and draws.
 * **Fig 4, evolution** (``mode=evolution``): for a seeded subset of maps per layer, the
   strongest activation over the training split at each kept epoch of a training run, projected.
 * **Fig 6, filters** (``mode=filters``): the first-layer filters and top-1 projections of
@@ -34,8 +40,9 @@ from zfnet_cli import checkpoint
 from zfnet_cli.checkpoint import Loaded, load_trained
 from zfnet_cli.data.sources import DataConfig, load_split
 from zfnet_cli.deconv import Deconvnet, Request
+from zfnet_cli.deconv_graph import GraphDeconvnet, Projector, deconvnet_for
 from zfnet_cli.engine import Dist, InMemoryBatches, LoaderBatches, pick_device
-from zfnet_cli.top9 import scan_top9
+from zfnet_cli.top9 import gather_top9, scan_top9
 from zfnet_cli import viz
 
 
@@ -45,7 +52,7 @@ class VisualizeConfig:
     data: Optional[DataConfig] = None  # None: the data the checkpoint was trained on
     split: str = "val"  # Fig 2 scans the validation set
     mode: str = "top9"  # top9 (Fig 2) | evolution (Fig 4) | filters (Fig 6)
-    layers: list[int] = field(default_factory=list)  # paper layer numbers; empty: all conv layers
+    layers: list[str] = field(default_factory=list)  # conv3 (or 3), layer3.1, ...; empty: all
     fmaps: list[int] = field(default_factory=list)  # feature maps to show; empty: a random subset
     maps_per_layer: int = 8  # size of the seeded random subset of maps per layer (Fig 2)
     k: int = 9  # strongest activations per map (Fig 2: 9)
@@ -65,24 +72,27 @@ class VisualizeConfig:
 
 # ---------------------------------------------------------------- loading
 
-def layer_names(deconv: Deconvnet, numbers: Sequence[int]) -> list[str]:
-    """Paper layer numbers -> the deconvnet's names (``3`` -> ``conv3``; for a generic network
-    the 3rd conv layer), with a one-line error listing the valid numbers."""
-    paper = deconv.layers[0].startswith("conv")
-    valid = [int(n[4:]) for n in deconv.layers] if paper else list(range(1, len(deconv.layers) + 1))
-    if not numbers:
+def layer_names(deconv: Projector, names: Sequence, input_size: int = 224) -> list[str]:
+    """The requested layers as names (a bare number ``3`` is the paper's ``conv3``), each
+    checked on the deconvnet (one-line error with the valid names); all default layers when
+    none is asked for."""
+    if not names:
         return list(deconv.layers)
-    out = []
-    for n in numbers:
-        if n not in valid:
-            raise ValueError(f"--layer {n} is not a conv layer of this model; valid layers: "
-                             f"{', '.join(map(str, valid))}")
-        out.append(f"conv{n}" if paper else deconv.layers[n - 1])
+    out = [f"conv{n}" if str(n).isdigit() else str(n) for n in names]
+    for name, asked in zip(out, names):
+        try:
+            num_maps(deconv, name, input_size)
+        except ValueError as err:
+            if str(asked).isdigit():
+                raise ValueError(f"--layer {asked}: this model has no conv{asked}; its layers "
+                                 f"include {', '.join(deconv.layers)} (any module name works "
+                                 f"too: `zfnet layers` lists them)") from None
+            raise err
     return out
 
 
-def num_maps(deconv: Deconvnet, layer: str) -> int:
-    return deconv._convs[deconv.layers.index(layer)].out_channels
+def num_maps(deconv: Projector, layer: str, input_size: int = 224) -> int:
+    return deconv.num_maps(layer, input_size)
 
 
 def _batches(dataset, loaded: Loaded, cfg: VisualizeConfig, device):
@@ -117,9 +127,10 @@ def _image_classes(dataset, indices: Sequence[int]) -> list[str]:
     return [names[y] for y in labels]
 
 
-def _check_fmaps(deconv: Deconvnet, layers: list[str], fmaps: Sequence[int]) -> None:
+def _check_fmaps(deconv: Projector, layers: list[str], fmaps: Sequence[int],
+                 input_size: int = 224) -> None:
     for layer in layers:
-        n = num_maps(deconv, layer)
+        n = num_maps(deconv, layer, input_size)
         bad = [f for f in fmaps if not 0 <= f < n]
         if bad:
             raise ValueError(f"--fmap {bad[0]} out of range: {layer} has {n} feature maps "
@@ -140,31 +151,80 @@ def _pick_live_maps(t, count: int, seed: int, layer: str) -> list[int]:
     return sorted(picked + dead[: max(0, count - len(picked))])
 
 
+def _boxes(deconv: Projector, requests: list[Request], size: int) -> list[tuple]:
+    """The receptive field of each request's activation (batched per layer where the
+    deconvnet can: the graph one needs a forward / backward pass per position)."""
+    if not isinstance(deconv, GraphDeconvnet):
+        return [deconv.receptive_field(r.layer, *r.position, size) for r in requests]
+    boxes: dict[int, tuple] = {}
+    for layer in dict.fromkeys(r.layer for r in requests):
+        idx = [j for j, r in enumerate(requests) if r.layer == layer]
+        for j, box in zip(idx, deconv.receptive_fields(layer, [requests[j].position for j in idx],
+                                                       size)):
+            boxes[j] = box
+    return [boxes[j] for j in range(len(requests))]
+
+
 def _project_crops(loaded: Loaded, images: torch.Tensor, requests: list[Request],
-                   cfg: VisualizeConfig, desc: str) -> list[tuple[np.ndarray, tuple]]:
+                   cfg: VisualizeConfig, desc: str, deconv: Optional[Projector] = None
+                   ) -> list[tuple[np.ndarray, tuple]]:
     """Project the requests and cut each projection to its activation's receptive field."""
+    deconv = loaded.deconv if deconv is None else deconv
     out: list[tuple[np.ndarray, tuple]] = []
     chunk = max(1, cfg.batch_size)
+    boxes = _boxes(deconv, requests, loaded.input_size)
     bar = tqdm(range(0, len(requests), chunk), desc=desc, disable=not cfg.progress, leave=False)
     for s in bar:
         part = requests[s:s + chunk]
-        proj = loaded.deconv.project(images, part, batch_size=chunk).cpu()
-        for r, p in zip(part, proj):
-            y0, x0, y1, x1 = loaded.deconv.receptive_field(r.layer, *r.position, loaded.input_size)
+        proj = deconv.project(images, part, batch_size=chunk).cpu()
+        for (y0, x0, y1, x1), p in zip(boxes[s:s + chunk], proj):
             out.append((p[:, y0:y1, x0:x1].numpy(), (y0, x0, y1, x1)))
     return out
 
 
+def _shard_batches(dataset, n: int, rank: int, world: int, loaded: Loaded, cfg: VisualizeConfig,
+                   device):
+    """This rank's share of the first ``n`` images (every ``world``-th from ``rank``), in
+    batches ``(images, global indices)``; in-memory data is sliced as a view, not copied."""
+    pre = loaded.preprocess()
+    mine = torch.arange(rank, n, world)
+    if hasattr(dataset, "images"):
+        sl = slice(rank, n, world)
+        src = InMemoryBatches(dataset.images[sl], dataset.labels[sl], cfg.batch_size, pre,
+                              shuffle=False, device=device)
+    else:
+        src = LoaderBatches(torch.utils.data.Subset(dataset, mine.tolist()), cfg.batch_size, pre,
+                            shuffle=False, workers=loaded.data.workers, device=device)
+    start = 0
+    for x, _ in src:
+        yield x, mine[start:start + x.shape[0]]
+        start += x.shape[0]
+
+
 # ---------------------------------------------------------------- Fig 2
 
-def run_top9(cfg: VisualizeConfig, run_dir: Path, device) -> dict:
+def run_top9(cfg: VisualizeConfig, run_dir: Path, device, dist_info: Dist | None = None) -> dict:
     loaded = load_trained(cfg.checkpoint, cfg.output_root, device, cfg.data)
-    layers = layer_names(loaded.deconv, cfg.layers)
-    _check_fmaps(loaded.deconv, layers, cfg.fmaps)
+    return top9_figures(cfg, loaded, run_dir, device, dist_info)
+
+
+def top9_figures(cfg: VisualizeConfig, loaded: Loaded, run_dir: Path, device,
+                 dist_info: Dist | None = None) -> dict:
+    """Fig 2 for a loaded model (any model the deconvnet covers): scan, project, draw."""
+    asked = [f"conv{n}" if str(n).isdigit() else str(n) for n in cfg.layers]
+    deconv = deconvnet_for(loaded.model, asked or None)
+    layers = layer_names(deconv, cfg.layers, loaded.input_size)
+    _check_fmaps(deconv, layers, cfg.fmaps, loaded.input_size)
     dataset = load_split(loaded.data, cfg.split, progress=cfg.progress)
-    top = scan_top9(loaded.deconv, _batches(dataset, loaded, cfg, device), layers, k=cfg.k,
-                    progress=cfg.progress)
     scanned = min(cfg.max_images or len(dataset), len(dataset))
+    rank, world = (dist_info.rank, dist_info.world_size) if dist_info else (0, 1)
+    top = None
+    if rank < scanned:  # a rank with no image contributes nothing
+        top = scan_top9(deconv, _shard_batches(dataset, scanned, rank, world, loaded, cfg, device),
+                        layers, k=cfg.k, batches_carry_indices=True, progress=cfg.progress)
+    top = gather_top9(top, cfg.k)
+    if rank != 0:
+        return {"mode": "top9", "layers": layers, "rank": rank}
     index: dict[str, dict] = {}
     figures = []
     for layer in layers:
@@ -175,7 +235,7 @@ def run_top9(cfg: VisualizeConfig, run_dir: Path, device) -> dict:
         inputs, crops = _images(dataset, wanted, loaded)
         requests = [Request(local[int(t.images[m, j])], layer, m, tuple(t.positions[m, j].tolist()))
                     for m in maps for j in range(t.images.shape[1])]
-        projected = _project_crops(loaded, inputs, requests, cfg, f"project {layer}")
+        projected = _project_crops(loaded, inputs, requests, cfg, f"project {layer}", deconv)
         blocks, it = [], iter(projected)
         for m in maps:
             cells, boxes = [], []
@@ -200,7 +260,8 @@ def run_top9(cfg: VisualizeConfig, run_dir: Path, device) -> dict:
          "classes": loaded.classes, "class_names": loaded.class_names, "layers": index},
         indent=1) + "\n")
     return {"mode": "top9", "layers": layers, "figures": figures, "checkpoint": str(loaded.source),
-            "images_scanned": scanned}
+            "images_scanned": scanned, "deconvnet": type(deconv).__name__,
+            "world_size": world}
 
 
 # ---------------------------------------------------------------- Fig 4
@@ -341,6 +402,10 @@ def run(cfg: VisualizeConfig, run_dir: str | Path, *, dist_info: Dist | None = N
     modes = {"top9": run_top9, "evolution": run_evolution, "filters": run_filters}
     if cfg.mode not in modes:
         raise ValueError(f"unknown mode '{cfg.mode}'; expected one of {', '.join(modes)}")
-    metrics = modes[cfg.mode](cfg, run_dir, device)
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    if cfg.mode == "top9":
+        metrics = run_top9(cfg, run_dir, device, dist_info)
+    else:
+        metrics = modes[cfg.mode](cfg, run_dir, device)
+    if dist_info is None or dist_info.main:
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
