@@ -1,0 +1,102 @@
+"""Fig 2 on any network: ``visualize.top9_figures`` on a torchvision resnet18 (random weights),
+checked against the model itself; the top-9 scan under torchrun with 2 gloo ranks equals one
+process."""
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torchvision
+
+from zfnet_cli.checkpoint import load_trained
+from zfnet_cli.config import compose
+from zfnet_cli.data.sources import load_split
+from zfnet_cli.experiments import visualize
+
+
+@pytest.fixture(scope="module")
+def resnet_loaded(smoke_model):
+    """The smoke model's data and preprocessing with a torchvision resnet18 in its place."""
+    root, run = smoke_model
+    loaded = load_trained(str(run / "checkpoints" / "last.pt"), str(root), torch.device("cpu"))
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(num_classes=len(loaded.classes)).eval()
+    return root, dataclasses.replace(loaded, model=net)
+
+
+def _activations(net, module, x):
+    out = {}
+    h = dict(net.named_modules())[module].register_forward_hook(
+        lambda m, i, o: out.setdefault("a", o.detach().clone()))
+    with torch.no_grad():
+        net(x)
+    h.remove()
+    return out["a"]
+
+
+def test_fig2_on_a_resnet_block(resnet_loaded, tmp_path):
+    root, loaded = resnet_loaded
+    cfg = compose("visualize", ["experiment=smoke", f"output_root={root}", "layers=[layer3.1]",
+                                "fmaps=[42,7]", "max_images=24"])
+    metrics = visualize.top9_figures(cfg, loaded, tmp_path, torch.device("cpu"))
+    assert metrics["deconvnet"] == "GraphDeconvnet" and metrics["layers"] == ["layer3.1"]
+    assert (tmp_path / "figures" / "fig2_layer3.1.png").stat().st_size > 500
+    index = json.loads((tmp_path / "top9.json").read_text())["layers"]["layer3.1"]
+    assert set(index) == {"7", "42"}
+    data = load_split(loaded.data, "val", progress=False)
+    x = loaded.preprocess()(data.images[:24])
+    acts = _activations(loaded.model, "layer3.1", x)  # (24, 256, 4, 4) at 64 px
+    size = loaded.input_size
+    for fmap, rec in index.items():
+        strongest = acts[:, int(fmap)].flatten(1).max(1).values
+        assert rec["values"] == pytest.approx(strongest.topk(4).values.tolist(), rel=1e-5, abs=1e-6)
+        for img, (y, xx), box in zip(rec["images"], rec["positions"], rec["receptive_fields"]):
+            assert acts[img, int(fmap), y, xx].item() == pytest.approx(strongest[img].item(), rel=1e-5)
+            y0, x0, y1, x1 = box
+            # layer3.1 of a ResNet at 64 px: each position sees most of the image, never less
+            # than the 3x3-conv chain's span and never outside it
+            assert 0 <= y0 < y1 <= size and 0 <= x0 < x1 <= size and (y1 - y0) >= 40
+
+
+def test_fig2_default_layers_are_the_blocks(resnet_loaded, tmp_path):
+    root, loaded = resnet_loaded
+    cfg = compose("visualize", ["experiment=smoke", f"output_root={root}", "max_images=8",
+                                "maps_per_layer=1", "k=2"])
+    metrics = visualize.top9_figures(cfg, loaded, tmp_path, torch.device("cpu"))
+    blocks = [f"layer{s}.{b}" for s in range(1, 5) for b in (0, 1)]
+    assert metrics["layers"] == blocks
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == sorted(
+        f"fig2_{b}.png" for b in blocks)
+
+
+def _torchrun(args, cwd, nproc):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "zfnet_cli", "visualize", *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow  # three torchrun processes: about a minute on 2 shared cores
+def test_top9_two_gloo_ranks_equal_one_process(smoke_model, tmp_path):
+    root, run = smoke_model
+    args = ["experiment=smoke", f"checkpoint={run / 'checkpoints' / 'last.pt'}", "--layer", "2",
+            "--layer", "5", "--fmap", "0", "--fmap", "3", "max_images=37", "batch_size=8",
+            "device=cpu"]
+    results = {}
+    for nproc in (2, 1):
+        out = tmp_path / str(nproc)
+        res = _torchrun(args + [f"output_root={out}"], tmp_path, nproc)
+        assert res.returncode == 0, res.stderr[-3000:]
+        runs = list((out / "visualize").glob("20*"))
+        assert len(runs) == 1  # one shared run folder
+        assert json.loads((runs[0] / "metrics.json").read_text())["world_size"] == nproc
+        results[nproc] = json.loads((runs[0] / "top9.json").read_text())["layers"]
+    for layer in ("conv2", "conv5"):
+        for fmap in ("0", "3"):
+            two, one = results[2][layer][fmap], results[1][layer][fmap]
+            assert two["images"] == one["images"] and two["positions"] == one["positions"]
+            assert two["values"] == pytest.approx(one["values"], rel=1e-6, abs=1e-7)
+            assert two["receptive_fields"] == one["receptive_fields"]
