@@ -340,7 +340,7 @@ def test_operations_without_a_rule_fail_in_one_line():
     x = torch.randn(1, 3, 8, 8)
     attention = nn.Sequential(OrderedDict(att=Attention(), out=nn.Identity()))
     with pytest.raises(NoRuleError) as err:
-        GraphDeconvnet(attention).project(x, [Request(0, "att.conv", 0, None)])
+        GraphDeconvnet(attention).project(x, [Request(0, "out", 0, None)])
     assert str(err.value).startswith("the deconvnet has no rule for matmul in module 'att' "
                                      "(a product of two signals)")
     assert "\n" not in str(err.value)

@@ -136,6 +136,10 @@ def _bind(func, args, kwargs) -> dict:
         return {}
 
 
+class _Stop(Exception):
+    """Raised by a hook to end a forward pass once the layer read has run."""
+
+
 class _Rectify(torch.autograd.Function):
     """Forward: the real nonlinearity (on a copy: in-place forms stay correct). Backward:
     ``relu(grad)``, the paper's rectification of the signal on the way down."""
@@ -427,6 +431,7 @@ class GraphDeconvnet:
                                  f"[0, {images.shape[0]})")
         for layer in dict.fromkeys(r.layer for r in reqs):
             lay = self.resolve(layer)
+            self.shape(layer, images.shape[-2:])  # checks (once, cached) the module runs once
             idx = [j for j, r in enumerate(reqs) if r.layer == layer]
             for s in range(0, len(idx), batch_size):
                 rows = idx[s:s + batch_size]
@@ -438,9 +443,19 @@ class GraphDeconvnet:
         device, dtype = device_dtype(self.model)
         x = images[[r.image for _, r in part]].to(device=device, dtype=dtype).detach()
         x.requires_grad_(True)
-        with _recording(self.model, _Rules(self.model)), \
-                tap(lay.module, lambda t: t.clone()) as seen:  # clone: later in-place ops
-            self.model(x)
+        def keep_and_stop(t):  # nothing above the layer is needed: stop the forward there
+            seen.append(t.clone())  # a copy: later in-place ops would change t
+            raise _Stop
+
+        seen: list = []
+        with _recording(self.model, _Rules(self.model)):
+            handle = lay.module.register_forward_hook(lambda m, i, o: keep_and_stop(o))
+            try:
+                self.model(x)
+            except _Stop:
+                pass
+            finally:
+                handle.remove()
             act = read_once(seen, lay)
             maps = _as_maps(act, lay)
             seed = torch.zeros_like(maps)
