@@ -29,6 +29,16 @@ PARTS_IMAGES ?=
 # Extra `zfnet ablate` arguments, e.g. a quick pass: PAPER_ARGS="-t epochs=1 -t data.train_per_class=50"
 PAPER_ARGS ?=
 
+# Torch's CPU thread count for every CPU target that computes a number. It changes the digits (how
+# convolutions and matrix products split their sums), so it is fixed: the same target on
+# another machine of the same kind (same CPU, at least THREADS cores, same library versions)
+# gives the same numbers. torch caps OMP_NUM_THREADS at the core count; run.json records the
+# count a run used (torch_threads). `make demo THREADS=8` is faster on a bigger machine, with
+# other digits.
+THREADS ?= 2
+demo paper-small trained fig2 fig4 fig5 fig6 fig7 fig9 table1 table3 table4 table5 \
+	table6 table7: export OMP_NUM_THREADS = $(THREADS)
+
 .PHONY: setup demo test test-slow bench trained fig2 fig4 fig5 fig6 fig7 fig9 table1 table3 \
 	table4 table5 table6 table7 paper paper-small help
 
