@@ -182,7 +182,8 @@ def judge(claim: Claim) -> Claim:
         claim.detail = f"difference {d:+{claim.fmt}}: the opposite, beyond the spread {s:{claim.fmt}}"
     else:
         claim.verdict = FAILS
-        claim.detail = f"difference {d:+{claim.fmt}} within the spread {s:{claim.fmt}}"
+        claim.detail = (f"difference {d:+{claim.fmt}} within the spread {s:{claim.fmt}}: no "
+                        "difference shown (an equal footing is not ruled out)")
     return claim
 
 
@@ -297,7 +298,7 @@ def fig5(root) -> list[Claim]:
     for kind, words in (("translate", "small vertical translations"), ("scale", "small scalings")):
         c = Claim(f"fig5_{kind}", "Fig 5",
                   f"Invariance: layer 7 changes less than layer 1 under {words}",
-                  f"A = relative distance ||f(x) - f(x')|| / ||f(x)|| at conv1 > B = the same at "
+                  f"A = relative distance norm(f(x) - f(x')) / norm(f(x)) at conv1 > B = the same at "
                   f"fc7, mean over images and the {kind} amounts "
                   + ("0 < |t| <= half the largest shift (30 px at 224)" if kind == "translate"
                      else "1 < s <= 1.4"),
