@@ -198,7 +198,11 @@ def run(cfg: AblateConfig, run_dir: str | Path, *, compose_train: Callable[[list
 
     Returns:
         dict: ``rows`` (Table 3 rows of every finished variant in the folder, in the table's
-        order), ``trained`` and ``skipped`` names.
+        order, each over its finished seeds), ``trained`` and ``skipped`` variant folders
+        (``<name>``, or ``<name>_seed<S>`` for the further seeds).
+
+    Raises:
+        ValueError: an unknown variant, or ``seeds`` below 1.
     """
     d = dist_info or Dist()
     run_dir = Path(run_dir)
