@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from zfnet_cli import claims
+from zfnet_cli.checkpoint import run_folders
 from zfnet_cli.claims import Claim, Side, evaluate, judge
 from zfnet_cli.experiments import report
 
@@ -190,3 +191,44 @@ def test_report_claims_section_and_files(tmp_path, seeds, good, verdict):
     assert {"a_mean", "a_std", "a_n", "b_values", "source", "paper", "runs"} <= set(saved[0])
     header = (folder / "claims.csv").read_text().splitlines()[0]
     assert header.startswith("key,where,claim,measure,source,paper")
+
+
+def test_claims_over_two_seeds_of_real_runs(tmp_path):
+    """End to end at smoke scale: an ablation with seeds=2 (tiny ZFNet and an 11x11/4 AlexNet),
+    then each figure's command on each seed's ZFNet; every claim with runs is judged on n = 2
+    (a verdict, never 'single run'), its values are the runs' own numbers."""
+    from typer.testing import CliRunner
+
+    from zfnet_cli.cli import app
+
+    runner = CliRunner()
+    root = tmp_path / "root"
+    out = f"output_root={root}"
+
+    def ok(*args):
+        res = runner.invoke(app, list(args))
+        assert res.exit_code == 0, res.output
+
+    ok("ablate", "experiment=smoke", "-v", "alexnet", "-v", "zfnet", "seeds=2", out,
+       "presets.alexnet=small_alexnet", "-t", f"data.cache_dir={tmp_path / 'cache'}",
+       "-t", "model.channels=[8,16,16,16,16]", "-t", "model.fc_widths=[32,32]")
+    variants = (root / "ablate" / "latest").resolve() / "variants"
+    for zf, alex in (("zfnet", "alexnet"), ("zfnet_seed1", "alexnet_seed1")):
+        z = f"checkpoint={variants / zf}"
+        ok("occlude", "experiment=smoke", "localise=true", z, out)
+        ok("correspond", "experiment=smoke", z, out)
+        ok("invariance", "experiment=smoke", "steps_translate=5", z, out)
+        ok("transfer", "experiment=smoke", z, out)
+        ok("visualize", "experiment=smoke", "--filters", "--compare", str(variants / alex),
+           str(variants / zf), out)
+    rows = {r.key: r for r in evaluate(root)}
+    measured = {k: r for k, r in rows.items() if r.verdict != "not measured"}
+    assert set(rows) - set(measured) == {"fig6_renorm", "table3_no_conv34_fc67_worst"}
+    for r in measured.values():
+        assert r.n == 2 and r.verdict in ("holds", "does not hold"), (r.key, r.verdict, r.detail)
+    errs = [100 - json.loads((variants / f / "metrics.json").read_text())["final"]["val_top1"]
+            for f in ("zfnet", "zfnet_seed1")]
+    assert measured["table3_zfnet_vs_alexnet"].b.values == pytest.approx(errs)
+    locs = [json.loads((run / "metrics.json").read_text())["localisation"]["fraction_inside"]
+            for run in run_folders(root / "occlude")]
+    assert measured["fig7_localisation"].a.values == pytest.approx(locs)
