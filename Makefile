@@ -156,11 +156,28 @@ paper: $(STAMP)
 	$(if $(VOC),$(ZFNET) transfer -e voc --root $(VOC) checkpoint=$$Z output_root=$(PAPER_ROOT);),\
 	,$(if $(PARTS),$(PARTS_IMAGES) --parts-file $(PARTS),data=embedded data.image_size=256 data.crop=224))
 
+# make paper-small SEEDS=3: every Table 3 variant with seeds 0, 1, 2 (variants/<name>_seed<S>),
+# and the runs the report's claims read (Fig 6's 11x11/4 against 7x7/2, Fig 5, Fig 7's
+# localisation, Table 1, transfer) again on each further seed's ZFNet, so that the claims table
+# gets mean ± std over seeds. $(1): the output root. SEEDS=1 (default): none of this.
+SEEDS ?= 1
+define seed_runs
+	for z in $${Z}_seed*; do test -d "$$z" || continue; \
+	s=$$(basename "$$z" | sed 's/^zfnet_seed//'); \
+	$(ZFNET) visualize --filters --compare $${A}_seed$$s $$z output_root=$(1); \
+	$(ZFNET) invariance checkpoint=$$z output_root=$(1); \
+	$(ZFNET) occlude localise=true checkpoint=$$z output_root=$(1); \
+	$(ZFNET) correspond checkpoint=$$z output_root=$(1); \
+	$(ZFNET) transfer checkpoint=$$z output_root=$(1); \
+	done;
+endef
+
 paper-small: $(STAMP)
-	$(ZFNET) ablate output_root=$(PAPER_SMALL_ROOT) $(PAPER_ARGS)
+	$(ZFNET) ablate output_root=$(PAPER_SMALL_ROOT) seeds=$(SEEDS) $(PAPER_ARGS)
 	$(call paper_figures,$(PAPER_SMALL_ROOT),$$(readlink -f $(PAPER_SMALL_ROOT)/ablate/latest),\
 	$(ZFNET) transfer checkpoint=$$Z output_root=$(PAPER_SMALL_ROOT); \
-	$(ZFNET) transfer task=multilabel checkpoint=$$Z output_root=$(PAPER_SMALL_ROOT);,localise=true,)
+	$(ZFNET) transfer task=multilabel checkpoint=$$Z output_root=$(PAPER_SMALL_ROOT); \
+	$(call seed_runs,$(PAPER_SMALL_ROOT)),localise=true,)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
