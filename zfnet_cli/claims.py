@@ -19,6 +19,10 @@ Why this rule and not another:
   ``t = d / sqrt(s_A^2/n + s_B^2/n) >= sqrt(n) (s_A + s_B) / sqrt(s_A^2 + s_B^2) >= sqrt(n)``,
   i.e. t > 1.73 for n = 3 seeds (t > 2.45 when both spreads are equal).
 
+It is a screening rule, not a significance test: at n = 3 noise alone passes it now and then
+(one-sided p of a few percent up to about 0.1, depending on the two spreads), so among the
+fourteen rows one "holds" on its own is a reason to add seeds, not a proof.
+
 Otherwise the verdict is *does not hold* (the detail says whether the difference is within the
 spread, which does not rule out "at least as good", or beyond it in the opposite direction);
 *single run* when a side has one replicate only (no spread to compare with: the detail gives the
@@ -130,7 +134,8 @@ class Claim:
     def ours(self) -> str:
         if not self.n:
             return "-"
-        return f"{self.a.text(self.fmt)} vs {self.b.text(self.fmt)} (n={self.n})"
+        n = f"n={self.n}" if self.a.n == self.b.n else f"n={self.a.n} / {self.b.n}"
+        return f"{self.a.text(self.fmt)} vs {self.b.text(self.fmt)} ({n})"
 
     def as_row(self) -> dict:
         """A flat dict for claims.json / claims.csv."""
