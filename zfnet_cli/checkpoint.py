@@ -194,7 +194,9 @@ def _read_file(path: Path, trust_pickle: bool):
         with _quiet():
             return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as err:
-        if trust_pickle or "weights only" not in str(err).lower():
+        # torch names the class it refused ("Unsupported global: GLOBAL pkg.Net"); any other
+        # unpickling error is a damaged or foreign file
+        if trust_pickle or "unsupported global" not in str(err).lower():
             raise CheckpointError(f"cannot read checkpoint {path}: "
                                   f"{str(err).splitlines()[0]}") from None
         raise CheckpointError(
