@@ -136,7 +136,7 @@ class Preprocess:
     mean: Optional[list[float]] = None  # per channel, of 0..1 RGB pixels, e.g. [0.5,0.5,0.5]
     std: Optional[list[float]] = None  # per channel, of 0..1 RGB pixels
     input_size: Optional[int] = None  # side of the square the model sees (the centre crop)
-    resize: Optional[int] = None  # short side an image is resized to before that crop
+    resize: Optional[int] = None  # short side before that crop; None with input_size: / 0.875
 
 
 @dataclass
@@ -531,8 +531,8 @@ def _override_preprocessing(state: dict, data: DataConfig, pre: Preprocess) -> N
     if pre.input_size is not None:
         state["model_cfg"] = {**state["model_cfg"], "input_size": int(pre.input_size)}
         data.crop = int(pre.input_size)
-        if pre.resize is None and data.image_size < pre.input_size:
-            data.image_size = round(pre.input_size / 0.875)  # torchvision's 224-of-256 ratio
+        if pre.resize is None:  # the centre 224 of 256, as torchvision's evaluation transforms
+            data.image_size = round(pre.input_size / 0.875)
     if pre.resize is not None:
         data.image_size = int(pre.resize)
     size = state["model_cfg"]["input_size"]
