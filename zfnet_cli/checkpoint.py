@@ -8,9 +8,13 @@ CUDA and data-order generator states), ``history`` (per-epoch metrics so far), `
 (the config overrides the run was composed with), ``config`` (the resolved config, as a dict),
 ``class_names`` (a human name per class, or ``None``).
 
-Commands that look inside a trained model (:func:`load_trained`) also take weights trained
-elsewhere: a torchvision ``alexnet`` / ``vgg`` state dict or pytorchcv's ``zfnet`` weights,
-told apart by their keys (see :mod:`zfnet_cli.pretrained`).
+Commands that look inside a model (:func:`load_model`, :func:`load_trained`) also take models
+a user brings (:class:`ModelSource`, :func:`read_model`): a state dict of any torchvision
+classifier (recognised from its keys and shapes, see :mod:`zfnet_cli.pretrained`, or named with
+``arch=``), also wrapped in ``{"model": ...}`` / ``{"state_dict": ...}``; pytorchcv's ``zfnet``
+weights; a TorchScript file (occlusion only); a whole pickled model (only with
+``trust_pickle=true``); ``package.module:factory`` (with ``weights=FILE``); or, from Python, an
+``nn.Module``. Each comes with its preprocessing, overridable with ``preprocess.*``.
 """
 from __future__ import annotations
 
@@ -262,9 +266,9 @@ def _outputs(model: nn.Module, size: int) -> int:
     with torch.no_grad():
         out = model(torch.zeros(1, 3, size, size))
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
-        raise CheckpointError(f"the model maps a (1, 3, {size}, {size}) image to "
-                              f"{type(out).__name__ if not isinstance(out, torch.Tensor) else tuple(out.shape)}"
-                              f", not (1, classes) logits")
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise CheckpointError(f"the model maps a (1, 3, {size}, {size}) image to {got}, not "
+                              f"(1, classes) logits")
     return int(out.shape[1])
 
 
@@ -381,6 +385,11 @@ class Loaded:
         as our ZFNet), ``"torchvision"``, ``"torchscript"``, ``"pickle"``, ``"factory"`` or
         ``"module"`` (an ``nn.Module`` given in Python)."""
         return self.state.get("source", "zfnet")
+
+    @property
+    def num_classes(self) -> int:
+        """The width of the model's logits."""
+        return int(self.state["num_classes"])
 
     @property
     def name(self) -> str:
@@ -527,7 +536,8 @@ def _override_preprocessing(state: dict, data: DataConfig, pre: Preprocess) -> N
     if pre.mean is not None:
         state["mean"] = torch.tensor(pre.mean, dtype=torch.float32).mul(255.0).view(3, 1, 1)
     if pre.std is not None:
-        state["input_scale"] = torch.tensor(pre.std, dtype=torch.float32).mul(255.0).reciprocal().view(3, 1, 1)
+        std = torch.tensor(pre.std, dtype=torch.float32).mul(255.0)  # 0..255 units
+        state["input_scale"] = std.reciprocal().view(3, 1, 1)
     if pre.input_size is not None:
         state["model_cfg"] = {**state["model_cfg"], "input_size": int(pre.input_size)}
         data.crop = int(pre.input_size)
