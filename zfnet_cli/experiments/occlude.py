@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from zfnet_cli.checkpoint import Loaded, load_trained, resolve_label
+from zfnet_cli.checkpoint import Loaded, ModelSource, load_trained, resolve_label
 from zfnet_cli.data.images import MAX_PIXELS, ImageError, load_image
 from zfnet_cli.data.sources import DataConfig, load_split
 from zfnet_cli.deconv import Request
@@ -40,7 +40,7 @@ from zfnet_cli import viz
 
 
 @dataclass
-class OccludeConfig:
+class OccludeConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
     checkpoint: str = "latest"  # a checkpoint file, a train run folder, or the newest train run
     images: list[str] = field(default_factory=list)  # image files; empty: embedded val images
     label: Optional[str] = None  # the correct class (index or name); None: the predicted class
@@ -143,7 +143,7 @@ def run(cfg: OccludeConfig, run_dir: str | Path, *, dist_info: Dist | None = Non
     the image files that could not be used (the others are still processed)."""
     run_dir = Path(run_dir)
     device = dist_info.device if dist_info else pick_device(cfg.device)
-    loaded = load_trained(cfg.checkpoint, cfg.output_root, device, cfg.data)
+    loaded = load_trained(cfg.checkpoint, cfg.output_root, device, cfg.data, source=cfg)
     classes, names = loaded.classes, loaded.class_names
     target = resolve_label(cfg.label, classes, names)
     size, stride = _geometry(cfg, loaded.input_size)
