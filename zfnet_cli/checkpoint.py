@@ -347,8 +347,11 @@ class ChannelScale:
     def __init__(self, pre, scale: torch.Tensor) -> None:
         self.pre, self.channel_scale = pre, scale.detach().to(torch.float32).view(3, 1, 1)
 
-    def __call__(self, images: torch.Tensor, generator: Optional[torch.Generator] = None):
-        x = self.pre(images, generator)
+    def __call__(self, images: torch.Tensor, generator: Optional[torch.Generator] = None,
+                 draws=None):
+        # draws: InMemoryBatches hands BatchPreprocess's pre-drawn crops to any preprocess
+        # that has .draw (this one, through __getattr__)
+        x = self.pre(images, generator, draws=draws)
         return x * self.channel_scale.to(x.device)  # (B, 3, c, c) * (3, 1, 1)
 
     def __getattr__(self, name):
