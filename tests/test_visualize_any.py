@@ -100,3 +100,65 @@ def test_top9_two_gloo_ranks_equal_one_process(smoke_model, tmp_path):
             assert two["images"] == one["images"] and two["positions"] == one["positions"]
             assert two["values"] == pytest.approx(one["values"], rel=1e-6, abs=1e-7)
             assert two["receptive_fields"] == one["receptive_fields"]
+
+
+CLI_ARCHS = {  # torchvision model -> (layer, fmap)
+    "resnet18": ("layer3.1", 42),
+    "vgg16_bn": ("conv8", 5),
+    "densenet121": ("features.transition2", 3),
+    "mobilenet_v3_small": ("features.6", 4),
+    "efficientnet_b0": ("features.4", 2),
+    "convnext_tiny": ("features.5", 1),
+}
+
+SLIM_VGG = '''
+import torch, torchvision
+from torch import nn
+
+
+def build():
+    """vgg16_bn's real features and a narrow head (the 4096-wide one is 500 MB on disk)."""
+    torch.manual_seed(0)
+    with torch.device("meta"):
+        net = torchvision.models.vgg16_bn(num_classes=4)
+    net.features = net.features.to_empty(device="cpu")
+    for m in net.features.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    net.classifier = nn.Sequential(nn.Linear(512 * 7 * 7, 4))
+    return net
+'''
+
+
+# resnet18 and mobilenet_v3_small in `make test`; the bigger four (5-10 s each on 2 shared cores)
+# in `make test-slow` -- every architecture is also in the fast scan and deconvnet tests
+@pytest.mark.parametrize("name", [n if n in ("resnet18", "mobilenet_v3_small")
+                                  else pytest.param(n, marks=pytest.mark.slow) for n in CLI_ARCHS])
+def test_cli_fig2_per_architecture(name, smoke_model, tmp_path, monkeypatch):
+    """`zfnet visualize --layer L --fmap F checkpoint=FILE` on a torchvision state dict (vgg16_bn
+    through a factory of the user's code), over the embedded images at 64 px."""
+    from typer.testing import CliRunner
+
+    from zfnet_cli.cli import app
+
+    root, _ = smoke_model
+    layer, fmap = CLI_ARCHS[name]
+    if name == "vgg16_bn":
+        (tmp_path / "slim_vgg.py").write_text(SLIM_VGG)
+        monkeypatch.syspath_prepend(str(tmp_path))
+        source = "slim_vgg:build"
+    else:
+        torch.manual_seed(0)
+        source = str(tmp_path / f"{name}.pth")
+        torch.save(torchvision.models.get_model(name, num_classes=4).state_dict(), source)
+    res = CliRunner().invoke(app, [
+        "visualize", "--layer", layer, "--fmap", str(fmap), f"checkpoint={source}",
+        "experiment=smoke", "data=embedded", "data.image_size=64", "data.crop=64",
+        "preprocess.input_size=64", f"data.cache_dir={root / 'cache'}", "max_images=6", "k=2",
+        f"output_root={tmp_path / 'out'}"])
+    assert res.exit_code == 0, res.output
+    run = (tmp_path / "out" / "visualize" / "latest").resolve()
+    assert (run / "figures" / f"fig2_{layer}.png").stat().st_size > 300
+    record = json.loads((run / "top9.json").read_text())["layers"][layer][str(fmap)]
+    assert len(record["images"]) == 2 and record["values"][0] >= record["values"][1]
+    assert json.loads((run / "metrics.json").read_text())["deconvnet"] == "GraphDeconvnet"
