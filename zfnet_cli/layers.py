@@ -29,8 +29,15 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-__all__ = ["Layer", "LayerInfo", "paper_names", "layer_names", "resolve_layer", "describe_layers",
-           "tap", "read_once"]
+__all__ = ["Layer", "LayerInfo", "paper_names", "layer_names", "resolve_layer", "default_layer",
+           "describe_layers", "tap", "read_once"]
+
+
+# What a plain stack's ``features`` is made of (ZFNet, AlexNet, VGG / VGG-BN); a feature part
+# holding anything else (residual or inverted-residual blocks, dense blocks, squeeze-excitation)
+# has no conv *stages* in the paper's sense, so the paper's names do not apply to it.
+_PLAIN = (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.LocalResponseNorm, nn.BatchNorm2d,
+          nn.Dropout, nn.Dropout2d, nn.Identity)
 
 
 @dataclass(frozen=True)
@@ -89,7 +96,7 @@ def paper_names(model: nn.Module) -> dict[str, str]:
     """The paper's layer names that apply to ``model``, mapped to module names.
 
     They apply to plain stacks: a model with a ``features`` ``nn.Sequential`` of convolutions
-    (and pointwise / pooling modules) and optionally a ``classifier`` ``nn.Sequential`` with
+    (and ReLU, pooling, contrast / batch norm, dropout modules only) and optionally a ``classifier`` ``nn.Sequential`` with
     ``Linear`` layers: our ZFNet, torchvision's ``alexnet`` and ``vgg*`` (also ``_bn``).
 
     * ``conv<K>``: the output of the K-th conv stage, the last module before the next
@@ -117,6 +124,8 @@ def paper_names(model: nn.Module) -> dict[str, str]:
         return {}
     out: dict[str, str] = {}
     feats = _flatten(features, "features.")
+    if not all(isinstance(m, _PLAIN) for _, m in feats):
+        return {}  # blocks (MobileNet's InvertedResidual, DenseNet's dense blocks): no stages
     convs = _stage_names(feats, nn.Conv2d, "conv", 1)
     if not convs:
         return {}
@@ -274,3 +283,68 @@ def describe_layers(model: nn.Module, input_shape: Sequence[int] = (3, 224, 224)
             m.training = training
     return [LayerInfo(n, paper.get(n, ""), type(m).__name__, shapes.get(n, ()), calls[n])
             for n, m in named]
+
+
+@torch.no_grad()
+def default_layer(model: nn.Module, input_shape: Sequence[int] = (3, 224, 224)) -> Layer:
+    """The layer an instrument reads when none is named (occlusion's panel (b)).
+
+    * Where the paper's names apply (:func:`paper_names`): the last conv stage, the paper's
+      "layer 5" (``conv5`` of ZFNet and AlexNet, ``conv13`` of VGG16).
+    * Else the network's last feature map before global pooling: the last module, in the
+      order the forward pass *finishes* them, whose output is 4-D with more than one spatial
+      position and that runs once. A container finishes after its last child, so this is
+      ``layer4`` of a ResNet, ``features`` of MobileNet / EfficientNet / DenseNet, the last
+      ReLU before the ``Flatten`` of a plain ``nn.Sequential``. Where every 4-D output is 1x1
+      (a tiny input), the last 4-D one.
+
+    One forward pass of a zero input of ``input_shape`` in eval mode (modes restored after).
+
+    Args:
+        model (nn.Module): any model taking (B, C, H, W) images.
+        input_shape (sequence of int): ``(C, H, W)`` of one input. Default: ``(3, 224, 224)``.
+
+    Returns:
+        Layer: named by its paper name or its module name.
+
+    Raises:
+        ValueError: no module of the model gives a 4-D output (no feature map to read).
+
+    Example:
+        >>> import torchvision
+        >>> default_layer(torchvision.models.resnet18(), (3, 64, 64)).name
+        'layer4'
+    """
+    paper = [n for n in paper_names(model) if n.startswith("conv")]
+    if paper:
+        return resolve_layer(model, paper[-1])
+    finished: list[tuple[str, tuple[int, ...]]] = []
+    calls: dict[str, int] = {}
+    handles = []
+    for n, m in model.named_modules():
+        if not n:
+            continue
+        def hook(_m, _i, out, n=n):
+            calls[n] = calls.get(n, 0) + 1
+            if isinstance(out, torch.Tensor):
+                finished.append((n, tuple(out.shape)))
+        handles.append(m.register_forward_hook(hook))
+    modes = {m: m.training for m in model.modules()}
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    try:
+        model.eval()
+        model(torch.zeros(1, *input_shape, device=device, dtype=dtype))
+    finally:
+        for h in handles:
+            h.remove()
+        for m, training in modes.items():
+            m.training = training
+    maps = [(n, s) for n, s in finished if len(s) == 4 and calls[n] == 1]
+    spatial = [n for n, s in maps if s[2] * s[3] > 1]
+    if not maps:
+        raise ValueError(f"{type(model).__name__} has no module with a 4-D (B, C, H, W) output "
+                         f"for a {tuple(input_shape)} input: name the layer to read "
+                         f"(`zfnet layers` lists them)")
+    return resolve_layer(model, (spatial or [n for n, _ in maps])[-1])
