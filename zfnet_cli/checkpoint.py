@@ -23,7 +23,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from zfnet_cli.data.sources import DataConfig
+from zfnet_cli.data.sources import DataConfig, for_model
 from zfnet_cli.deconv import Deconvnet
 from zfnet_cli.model import ModelConfig, ZFNet
 
@@ -221,7 +221,8 @@ def load_trained(spec: str, output_root: str, device: torch.device,
     state, model = load_model(path)
     model = model.to(device).eval()
     known = {f.name for f in fields(DataConfig)}
-    data_cfg = data or DataConfig(**{k: v for k, v in state["config"]["data"].items() if k in known})
+    data_cfg = for_model(data, DataConfig(**{k: v for k, v in state["config"]["data"].items()
+                                             if k in known}))
     _name_classes(state, data_cfg)
     return Loaded(state, model, Deconvnet(model), data_cfg, state["mean"],
                   state["model_cfg"]["input_size"], path)

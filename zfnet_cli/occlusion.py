@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from zfnet_cli.layers import Layer, default_layer, read_once, resolve_layer, tap
 
-__all__ = ["OcclusionMaps", "occlude", "occluder_positions", "resample"]
+__all__ = ["OcclusionMaps", "occlude", "occluder_positions", "resample", "plot_fig7"]
 
 
 @dataclass
@@ -405,3 +405,71 @@ def _occlude_one(model: nn.Module, chosen: Layer, image: torch.Tensor, fill: tor
         clean_fmap_total=float(clean_totals[0, fmap]), clean_p_target=float(clean_probs[target]),
         clean_label=clean_label, clean_probs=clean_probs.cpu(), module_name=chosen.module_name,
         image_size=tuple(image.shape[-2:]))
+
+
+def plot_fig7(maps: OcclusionMaps, image, *, classes: Optional[Sequence[str]] = None,
+              projection=None, path=None, title: str = ""):
+    """Draw Fig 7's row for one result: (a) the image with the most damaging occluder position,
+    (b) the strongest map's total activation, (c) its deconv projection where one is given,
+    (d) p(target), (e) the most probable label, (f) the fall in p(target) at each pixel over
+    the image (:meth:`OcclusionMaps.resampled`).
+
+    matplotlib is imported here, not when ``zfnet_cli`` is; the figure is built without pyplot,
+    so a notebook's backend is left as it is and the returned figure shows as a cell's value.
+
+    Args:
+        maps (OcclusionMaps): one result of :func:`occlude`.
+        image: the image that was occluded, for display: (3, H, W) or (H, W, 3), a tensor or an
+            array, uint8 (0..255) or float; floats outside 0..1 (a preprocessed input) are
+            stretched to 0..1 for display.
+        classes (sequence of str, optional): class names in label order. Default: the indices.
+        projection (optional): panel (c), a deconv projection (3, H, W) (e.g.
+            ``Deconvnet(model).project(x[None], [Request(0, maps.layer, maps.fmap)])[0]``).
+            Default: ``None``, the panel is left out.
+        path (str or Path, optional): also write the figure there as a PNG.
+        title (str, optional): the figure's title.
+
+    Returns:
+        matplotlib.figure.Figure: the row.
+
+    Example:
+        >>> import torchvision
+        >>> net = torchvision.models.resnet18(num_classes=5)
+        >>> x = torch.rand(3, 64, 64)
+        >>> fig = plot_fig7(occlude(net, x, size=16, stride=8), x)
+        >>> len(fig.axes) >= 5
+        True
+    """
+    import numpy as np
+
+    from zfnet_cli import viz
+
+    img = torch.as_tensor(np.asarray(image)) if not isinstance(image, torch.Tensor) else image
+    img = img.detach().cpu()
+    if img.dim() == 3 and img.shape[0] == 3 and img.shape[-1] != 3:
+        img = img.permute(1, 2, 0)  # (H, W, 3)
+    if tuple(img.shape[:2]) != tuple(maps.image_size) or img.dim() != 3 or img.shape[-1] != 3:
+        raise ValueError(f"image must be the occluded (3, {maps.image_size[0]}, "
+                         f"{maps.image_size[1]}) image or (H, W, 3), got {tuple(img.shape)}")
+    if img.is_floating_point():
+        lo, hi = float(img.min()), float(img.max())
+        img = (img - lo) / (hi - lo or 1.0) if lo < 0 or hi > 1 else img
+        img = (img.double() * 255).round().clamp(0, 255).to(torch.uint8)
+    names = list(classes) if classes is not None else [str(i) for i in range(len(maps.clean_probs))]
+    worst = int(maps.log_p_target.flatten().argmin())
+    y, x = maps.positions[worst].tolist()
+    proj = None
+    if projection is not None:
+        proj = viz.projection_to_image(torch.as_tensor(projection).detach().cpu().numpy(),
+                                       viz.FIGURE_GAIN)
+    drop = maps.clean_p_target - maps.resampled()["p_target"]
+    fig = viz.occlusion_row(
+        img.numpy(), (y, x, maps.size), maps.fmap_total.numpy(), proj, maps.p_target.numpy(),
+        maps.top_label.numpy(), names, maps.centers().numpy(), overlay=drop.numpy(),
+        title=title, fmap=f"{maps.layer} map {maps.fmap}", target=names[maps.target])
+    if path is not None:
+        from pathlib import Path
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+    return fig
