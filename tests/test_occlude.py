@@ -70,3 +70,105 @@ def test_bad_input_is_one_line(smoke_model, photos, args, words):
     assert len(lines) == 1 and lines[0].startswith("zfnet occlude: error: ") and words in lines[0]
     after = sorted((root / "occlude").glob("20*")) if (root / "occlude").exists() else []
     assert after == before
+
+
+# --- folders of photos, labels, the npz ------------------------------------------------------
+
+@pytest.fixture
+def tree(tmp_path):
+    """A class-per-folder tree: car/ (a class of the smoke model), pets/ (not one)."""
+    rng = np.random.default_rng(1)
+    for rel, (h, w) in {"car/x.jpg": (80, 100), "car/y.png": (64, 64),
+                        "pets/z.jpg": (120, 90)}.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(tmp_path / rel)
+    return tmp_path
+
+
+def test_a_folder_tree_labels_from_folder_names_and_the_npz(smoke_model, tree):
+    root, _ = smoke_model
+    res, run = _occ(root, str(tree))
+    assert res.exit_code == 0, res.output
+    m = json.loads((run / "occlusion.json").read_text())
+    assert [(e["image"], e["folder_class"], e["label_from"]) for e in m["images"]] == [
+        (str(tree / "car/x.jpg"), "car", "folder"), (str(tree / "car/y.png"), "car", "folder"),
+        (str(tree / "pets/z.jpg"), "pets", "prediction")]
+    assert [e["target_name"] for e in m["images"][:2]] == ["car", "car"]
+    assert m["images"][2]["target_name"] == m["images"][2]["clean_label_name"]  # predicted
+    entry = m["images"][0]  # 100x80 photo -> 80x64, centre 64 from column 8: x 8..72 x 1.25
+    assert entry["photo_size"] == [100, 80]
+    assert entry["region"] == pytest.approx([10, 0, 90, 80])
+    a = np.load(run / entry["arrays"])
+    gh, gw = entry["grid"]
+    h, w = a["image_size"]
+    assert (h, w) == (64, 64) and a["positions"].shape == (gh * gw, 2)
+    assert a["boxes"].shape == (gh, gw, 4)
+    assert (a["boxes"][..., :2].reshape(-1, 2) == a["positions"]).all()
+    assert (a["boxes"][..., 2:] - a["boxes"][..., :2] == int(a["size"])).all()
+    for key in ("fmap_total", "p_target", "log_p_target", "top_label"):
+        assert a[key].shape == (gh, gw) and a[f"{key}_input"].shape == (64, 64), key
+    # a pixel covered by the top-left occluder only gets its value; the top-left corner is one
+    assert a["p_target_input"][0, 0] == pytest.approx(a["p_target"][0, 0])
+    assert a["top_label_input"][0, 0] == a["top_label"][0, 0]
+    assert str(a["layer"]) == entry["layer"] == "conv5" and int(a["target"]) == entry["target"]
+    assert (run / entry["figure"]).stat().st_size > 5000
+
+
+def test_labels_one_for_all_or_one_per_image(smoke_model, tree):
+    root, _ = smoke_model
+    res, run = _occ(root, str(tree / "car"), "--label", "face")
+    assert res.exit_code == 0, res.output
+    m = json.loads((run / "metrics.json").read_text())
+    assert [e["target_name"] for e in m["images"]] == ["face", "face"]
+    res, run = _occ(root, str(tree / "car/x.jpg"), str(tree / "pets"), "--label", "face",
+                    "--label", "2")
+    assert res.exit_code == 0, res.output
+    m = json.loads((run / "metrics.json").read_text())
+    assert [e["target"] for e in m["images"]][1] == 2 and \
+        [e["label_from"] for e in m["images"]] == ["label", "label"]
+
+
+@pytest.mark.parametrize("make, args, words", [
+    (lambda t: (t / "empty").mkdir(), ["empty"],
+     "empty: no images in this folder or its sub-folders"),
+    (lambda t: None, ["tree", "--label", "car", "--label", "face"],
+     "2 labels for 3 images: give one --label for all images or one per image, in order"),
+    (lambda t: None, ["tree/car/x.jpg", "--label", "car", "--label", "face"],
+     "2 labels for 1 image: give one --label"),
+    (lambda t: None, ["tree/car/x.jpg", "--layer", "conv9"], "unknown layer 'conv9'; did you mean"),
+])
+def test_bad_folders_and_labels_are_one_line(smoke_model, tree, make, args, words):
+    root, _ = smoke_model
+    make(tree)
+    paths = {"tree": str(tree), "empty": str(tree / "empty")}
+    args = [paths.get(a) or (str(tree / a[5:]) if a.startswith("tree/") else a) for a in args]
+    before = sorted((root / "occlude").glob("20*"))
+    res, _ = _occ(root, *args)
+    assert res.exit_code != 0 and "Traceback" not in res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("zfnet occlude: error: ") and words in lines[0]
+    assert sorted((root / "occlude").glob("20*")) == before
+
+
+def test_no_deconvnet_for_the_layer_leaves_panel_c_out_with_a_note(smoke_model, tree):
+    root, _ = smoke_model
+    res, run = _occ(root, str(tree / "car/y.png"), "--layer", "features.relu4")  # not a stage end
+    assert res.exit_code == 0, res.output
+    notes = [line for line in res.output.splitlines() if line.startswith("zfnet occlude: note:")]
+    assert len(notes) == 1 and "without panel (c)" in notes[0]
+    (entry,) = json.loads((run / "metrics.json").read_text())["images"]
+    assert entry["layer"] == "features.relu4" and entry["panel_c"] is False
+    assert (run / entry["figure"]).stat().st_size > 5000
+
+
+def test_visualize_reads_a_folder_of_photos(smoke_model, tree):
+    root, _ = smoke_model
+    res = runner.invoke(app, ["visualize", "experiment=smoke", f"output_root={root}", "--layer",
+                              "1", "--fmap", "0", "data=folder", f"data.root={tree}"])
+    assert res.exit_code == 0, res.output
+    index = json.loads((root / "visualize" / "latest" / "top9.json").read_text())
+    assert index["data"] == "folder"
+    rec = index["layers"]["conv1"]["0"]
+    assert len(rec["images"]) == 3 and set(rec["image_classes"]) <= {"car", "pets"}
+    assert sorted(rec["image_files"]) == sorted(str(tree / p) for p in
+                                                ("car/x.jpg", "car/y.png", "pets/z.jpg"))
