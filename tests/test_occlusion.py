@@ -453,3 +453,36 @@ def test_resampled_equals_a_pixel_loop_and_boxes_state_the_pixels():
         assert full[key].shape == (11, 9)
         assert torch.allclose(full[key].double(), expect, rtol=1e-6, atol=1e-6), key
     assert full["top_label"].dtype == torch.int64 and full["top_label"].shape == (11, 9)
+
+
+# --- the Fig 7 row for notebooks -------------------------------------------------------------
+
+def test_plot_fig7_returns_a_figure_and_saves_a_png(tmp_path):
+    from matplotlib.figure import Figure
+
+    from zfnet_cli.occlusion import plot_fig7
+
+    net = user_sequential()
+    x = torch.randn(3, 64, 64, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    maps = occlude(net, x, size=16, stride=8)
+    fig = plot_fig7(maps, x, classes=list("abcde"), path=tmp_path / "fig7.png", title="t")
+    assert isinstance(fig, Figure)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[:2] == ["(a) input + occluder", f"(b) total activation, 4 map {maps.fmap}"]
+    assert "(c) projection" not in " ".join(titles)  # no projection given: no panel (c)
+    assert any(t.startswith("(f) fall in p(") for t in titles)
+    assert (tmp_path / "fig7.png").stat().st_size > 5000
+    with_c = plot_fig7(maps, x.permute(1, 2, 0).numpy(), projection=torch.randn(3, 64, 64))
+    assert any(ax.get_title().startswith("(c) projection") for ax in with_c.axes)
+    with pytest.raises(ValueError, match=r"the occluded \(3, 64, 64\) image"):
+        plot_fig7(maps, torch.zeros(3, 32, 32))
+
+
+def test_importing_occlusion_loads_no_plotting_or_cli_machinery():
+    import subprocess
+    import sys
+
+    code = ("import sys, zfnet_cli.occlusion, zfnet_cli.layers, zfnet_cli.data.images; "
+            "print([m for m in ('matplotlib', 'typer', 'hydra', 'omegaconf') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
