@@ -486,3 +486,24 @@ def test_importing_occlusion_loads_no_plotting_or_cli_machinery():
             "print([m for m in ('matplotlib', 'typer', 'hydra', 'omegaconf') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_torchscript_model_gives_d_and_e_only():
+    import warnings
+
+    net = user_sequential()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.script's deprecation notice
+        scripted = torch.jit.script(net)
+    x = torch.randn(3, 64, 64, generator=torch.Generator().manual_seed(10), dtype=torch.float64)
+    maps, plain = occlude(scripted, x, size=32, stride=16), occlude(net, x, size=32, stride=16)
+    assert maps.layer is None and maps.fmap_total is None and maps.fmap is None
+    assert torch.allclose(maps.p_target, plain.p_target, rtol=1e-10, atol=1e-15)
+    assert torch.equal(maps.top_label, plain.top_label)
+    assert set(maps.resampled()) == {"p_target", "log_p_target", "top_label"}
+    from zfnet_cli.occlusion import plot_fig7
+
+    titles = [ax.get_title() for ax in plot_fig7(maps, x).axes]
+    assert not any(t.startswith("(b)") for t in titles) and "(e) most probable label" in titles
+    with pytest.raises(ValueError, match="TorchScript model's layers cannot be read"):
+        occlude(scripted, x, size=32, stride=16, layer="1")

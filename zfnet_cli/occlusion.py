@@ -51,7 +51,9 @@ class OcclusionMaps:
         size: the occluder's side in pixels.
         stride: the step between neighbouring positions in pixels (but see
             :func:`occluder_positions` for the last row / column).
-        layer: the layer read, as it was named (``"conv5"``, ``"layer4"``).
+        layer: the layer read, as it was named (``"conv5"``, ``"layer4"``); ``None`` for a
+            TorchScript model, whose layers cannot be read (then ``fmap``, ``fmap_total`` and
+            ``clean_fmap_total`` are ``None`` too: no panel (b)).
         fmap: the feature map of ``layer`` with the largest total activation on the
             unoccluded image (first one on a tie).
         fmap_total: (gh, gw) float, Fig 7(b): total activation of ``fmap`` per position.
@@ -73,14 +75,14 @@ class OcclusionMaps:
     grid: tuple[int, int]
     size: int
     stride: int
-    layer: str
-    fmap: int
-    fmap_total: torch.Tensor
+    layer: Optional[str]
+    fmap: Optional[int]
+    fmap_total: Optional[torch.Tensor]
     p_target: torch.Tensor
     log_p_target: torch.Tensor
     top_label: torch.Tensor
     target: int
-    clean_fmap_total: float
+    clean_fmap_total: Optional[float]
     clean_p_target: float
     clean_label: int
     clean_probs: torch.Tensor
@@ -102,10 +104,11 @@ class OcclusionMaps:
     def resampled(self) -> dict[str, torch.Tensor]:
         """The maps at the input's size, ``(H, W)`` each (see :func:`resample`): ``fmap_total``,
         ``p_target`` and ``log_p_target`` as the mean over the occluder positions covering each
-        pixel; ``top_label`` as the label of the position whose centre is nearest."""
+        pixel; ``top_label`` as the label of the position whose centre is nearest (no
+        ``fmap_total`` where no layer was read)."""
         geometry = (self.positions, self.grid, self.size, self.image_size)
         out = {k: resample(getattr(self, k), *geometry)
-               for k in ("fmap_total", "p_target", "log_p_target")}
+               for k in ("fmap_total", "p_target", "log_p_target") if getattr(self, k) is not None}
         out["top_label"] = resample(self.top_label, *geometry, how="nearest")
         return out
 
@@ -231,13 +234,17 @@ def _totals(out: torch.Tensor) -> torch.Tensor:
     return out.flatten(2).sum(dim=2) if out.dim() > 2 else out
 
 
-def _forward(model: nn.Module, end: nn.Module, x: torch.Tensor
-             ) -> tuple[torch.Tensor, torch.Tensor]:
+def _forward(model: nn.Module, end: Optional[nn.Module], x: torch.Tensor
+             ) -> tuple[Optional[torch.Tensor], torch.Tensor]:
     """Run ``model(x)``; return the total activation of every map of the layer whose output
-    module is ``end``, (B, M), and the logits, (B, C)."""
-    with tap(end, _totals) as seen:
-        logits = model(x)
-    totals = read_once(seen, _module_name(model, end))
+    module is ``end``, (B, M) (``None`` where ``end`` is: no layer read), and the logits,
+    (B, C)."""
+    if end is None:
+        totals, logits = None, model(x)
+    else:
+        with tap(end, _totals) as seen:
+            logits = model(x)
+        totals = read_once(seen, _module_name(model, end))
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != x.shape[0]:
         got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ValueError(f"the model must return (B, classes) logits; it returned {got} for a "
@@ -305,7 +312,8 @@ def occlude(model: nn.Module, image: torch.Tensor, *, size: int, stride: int,
             ``"conv5"`` where it applies). Default: :func:`zfnet_cli.layers.default_layer`: the
             paper's last conv stage on a plain stack (``"conv5"`` for ZFNet, as the paper's
             "layer 5"), else the last feature map before global pooling (``"layer4"`` of a
-            ResNet, ``"features"`` of a MobileNet).
+            ResNet, ``"features"`` of a MobileNet). A TorchScript model has no readable layers:
+            leave ``layer`` unset and panel (b) is not computed (``fmap_total`` is ``None``).
         batch_size (int, optional): occluded images per forward pass. Default: 64.
         progress (bool, optional): show a tqdm bar over the batches. Default: ``False``.
 
@@ -347,8 +355,7 @@ def occlude(model: nn.Module, image: torch.Tensor, *, size: int, stride: int,
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     targets = _targets(target, n_images)
-    chosen: Layer = (default_layer(model, (3, h, w)) if layer is None
-                     else resolve_layer(model, layer))
+    chosen = _layer(model, layer, (3, h, w))
     param = next(model.parameters(), None)
     images = images.to(device=param.device, dtype=param.dtype) if param is not None else images
     fill = _fill_plane(fill, images[0])
@@ -368,23 +375,35 @@ def occlude(model: nn.Module, image: torch.Tensor, *, size: int, stride: int,
     return results[0] if single else results
 
 
-def _occlude_one(model: nn.Module, chosen: Layer, image: torch.Tensor, fill: torch.Tensor,
+def _layer(model: nn.Module, layer: Optional[str], input_shape: tuple) -> Optional[Layer]:
+    """The layer of panel (b); ``None`` for a TorchScript model (no forward hooks there)."""
+    if isinstance(model, torch.jit.ScriptModule):
+        if layer is not None:
+            raise ValueError(f"a TorchScript model's layers cannot be read (forward hooks are not "
+                             f"supported on ScriptModules), so layer {layer!r} cannot be shown: "
+                             f"leave the layer unset for panels (d) and (e) only, or load the "
+                             f"model from its state dict")
+        return None
+    return default_layer(model, input_shape) if layer is None else resolve_layer(model, layer)
+
+
+def _occlude_one(model: nn.Module, chosen: Optional[Layer], image: torch.Tensor, fill: torch.Tensor,
                  positions: torch.Tensor, grid: tuple[int, int], size: int, stride: int,
                  target: Optional[int], batch_size: int, progress: bool,
                  desc: str) -> OcclusionMaps:
     """:func:`occlude` for one (3, H, W) image, the model already in eval mode."""
-    end = chosen.module
+    end = chosen.module if chosen is not None else None
     clean_totals, clean_logits = _forward(model, end, image[None])
     n_classes = clean_logits.shape[1]
     clean_probs = F.softmax(clean_logits, dim=1)[0]  # (C,)
     clean_label = int(clean_logits[0].argmax())
-    fmap = int(clean_totals[0].argmax())  # first maximal map on a tie
+    fmap = int(clean_totals[0].argmax()) if end is not None else None  # first maximal on a tie
     target = clean_label if target is None else int(target)
     if not 0 <= target < n_classes:
         raise ValueError(f"target {target} out of range: the model has {n_classes} classes")
 
     n = positions.shape[0]
-    fmap_total = torch.empty(n, dtype=clean_totals.dtype)
+    fmap_total = torch.empty(n, dtype=clean_logits.dtype if end is None else clean_totals.dtype)
     p_target = torch.empty(n, dtype=clean_probs.dtype)
     log_p_target = torch.empty(n, dtype=clean_probs.dtype)
     top_label = torch.empty(n, dtype=torch.long)
@@ -392,18 +411,21 @@ def _occlude_one(model: nn.Module, chosen: Layer, image: torch.Tensor, fill: tor
     for s in tqdm(range(0, n, batch_size), desc=desc, disable=not progress):
         batch = _occluded(image, fill, corners[s:s + batch_size], size)  # (B, 3, H, W)
         totals, logits = _forward(model, end, batch)  # (B, M), (B, C)
-        fmap_total[s:s + batch_size] = totals[:, fmap].cpu()
+        if totals is not None:
+            fmap_total[s:s + batch_size] = totals[:, fmap].cpu()
         p_target[s:s + batch_size] = F.softmax(logits, dim=1)[:, target].cpu()
         log_p_target[s:s + batch_size] = F.log_softmax(logits, dim=1)[:, target].cpu()
         top_label[s:s + batch_size] = logits.argmax(dim=1).cpu()
 
     return OcclusionMaps(
-        positions=positions, grid=grid, size=size, stride=stride, layer=chosen.name, fmap=fmap,
-        fmap_total=fmap_total.view(grid), p_target=p_target.view(grid),
+        positions=positions, grid=grid, size=size, stride=stride,
+        layer=chosen.name if chosen else None, fmap=fmap,
+        fmap_total=fmap_total.view(grid) if chosen else None, p_target=p_target.view(grid),
         log_p_target=log_p_target.view(grid),
         top_label=top_label.view(grid), target=target,
-        clean_fmap_total=float(clean_totals[0, fmap]), clean_p_target=float(clean_probs[target]),
-        clean_label=clean_label, clean_probs=clean_probs.cpu(), module_name=chosen.module_name,
+        clean_fmap_total=float(clean_totals[0, fmap]) if chosen else None,
+        clean_p_target=float(clean_probs[target]), clean_label=clean_label,
+        clean_probs=clean_probs.cpu(), module_name=chosen.module_name if chosen else "",
         image_size=tuple(image.shape[-2:]))
 
 
@@ -464,7 +486,8 @@ def plot_fig7(maps: OcclusionMaps, image, *, classes: Optional[Sequence[str]] = 
                                        viz.FIGURE_GAIN)
     drop = maps.clean_p_target - maps.resampled()["p_target"]
     fig = viz.occlusion_row(
-        img.numpy(), (y, x, maps.size), maps.fmap_total.numpy(), proj, maps.p_target.numpy(),
+        img.numpy(), (y, x, maps.size),
+        maps.fmap_total.numpy() if maps.fmap_total is not None else None, proj, maps.p_target.numpy(),
         maps.top_label.numpy(), names, maps.centers().numpy(), overlay=drop.numpy(),
         title=title, fmap=f"{maps.layer} map {maps.fmap}", target=names[maps.target])
     if path is not None:

@@ -184,7 +184,8 @@ def occlusion_row(image, occluder: tuple[int, int, int], fmap_total, projection,
     needs nor changes a backend: a notebook shows it, :func:`occlusion_figure` saves it).
 
     Panels: (a) the input with the occluder drawn at one position, (b) total activation of the
-    strongest map per occluder position, (c) that map's deconv projection (left out where
+    strongest map per occluder position (left out where ``fmap_total`` is ``None``: a
+    TorchScript model, whose layers cannot be read), (c) that map's deconv projection (left out where
     ``projection`` is ``None``: no deconvnet for the model), (d) p(correct class) per position,
     (e) the most probable label per position with a legend of class names, and, where
     ``overlay`` (H, W) is given, (f) that map over the image (the fall in p(correct class) at
@@ -198,7 +199,8 @@ def occlusion_row(image, occluder: tuple[int, int, int], fmap_total, projection,
     dy = (cy[1] - cy[0]) if len(cy) > 1 else h
     dx = (cx[1] - cx[0]) if len(cx) > 1 else w
     extent = (cx[0] - dx / 2, cx[-1] + dx / 2, cy[-1] + dy / 2, cy[0] - dy / 2)
-    names = ["a", "b"] + (["c"] if projection is not None else []) + ["d", "e"] + \
+    names = ["a"] + (["b"] if fmap_total is not None else []) + \
+        (["c"] if projection is not None else []) + ["d", "e"] + \
         (["f"] if overlay is not None else [])
     fig = Figure(figsize=(3.5 * len(names), 3.9))
     axes = dict(zip(names, fig.subplots(1, len(names))))
@@ -207,9 +209,10 @@ def occlusion_row(image, occluder: tuple[int, int, int], fmap_total, projection,
     axes["a"].add_patch(Rectangle((x - 0.5, y - 0.5), size, size, facecolor=(0.5, 0.5, 0.5),
                                   edgecolor="white", linewidth=1))
     axes["a"].set_title("(a) input + occluder")
-    im = axes["b"].imshow(fmap_total, cmap="jet", extent=extent)
-    axes["b"].set_title(f"(b) total activation, {fmap}", fontsize=9)
-    fig.colorbar(im, ax=axes["b"], fraction=0.046)
+    if fmap_total is not None:
+        im = axes["b"].imshow(fmap_total, cmap="jet", extent=extent)
+        axes["b"].set_title(f"(b) total activation, {fmap}", fontsize=9)
+        fig.colorbar(im, ax=axes["b"], fraction=0.046)
     if projection is not None:
         axes["c"].imshow(projection)
         axes["c"].set_title(f"(c) projection of {fmap}", fontsize=9)

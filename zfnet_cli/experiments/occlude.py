@@ -98,6 +98,9 @@ def _projection(loaded: Loaded, x: torch.Tensor, maps: OcclusionMaps
                 ) -> tuple[Optional[np.ndarray], Optional[str]]:
     """Panel (c), the deconv projection of the strongest map, as an image; or ``None`` and why
     not where no deconvnet applies to the model (or to that layer)."""
+    if maps.layer is None:
+        return None, ("a TorchScript model's layers cannot be read (load the model from its "
+                      "state dict for them)")
     try:
         proj = loaded.deconv.project(x[None], [Request(0, maps.layer, maps.fmap, None)])[0]
     except ValueError as err:
@@ -131,7 +134,8 @@ def _panels(loaded: Loaded, item: _Input, x: torch.Tensor, maps: OcclusionMaps,
     drop = maps.clean_p_target - maps.resampled()["p_target"]  # (H, W)
     viz.occlusion_figure(
         _centre_crop(item.raw, loaded.input_size).permute(1, 2, 0).numpy(), (y, xx, maps.size),
-        maps.fmap_total.numpy(), projection, maps.p_target.numpy(),
+        None if maps.fmap_total is None else maps.fmap_total.numpy(), projection,
+        maps.p_target.numpy(),
         maps.top_label.numpy(), names, maps.centers().numpy(), path, title=title,
         fmap=f"{maps.layer} map {maps.fmap}", target=names[maps.target], overlay=drop.numpy(),
         region=region)
@@ -144,9 +148,10 @@ def _save_maps(path: Path, maps: OcclusionMaps, region: dict) -> None:
     np.savez_compressed(
         path, positions=maps.positions.numpy(), boxes=maps.boxes().numpy(),
         grid=np.array(maps.grid), size=maps.size, stride=maps.stride,
-        image_size=np.array(maps.image_size), layer=np.array(maps.layer),
-        module_name=np.array(maps.module_name), fmap=maps.fmap, target=maps.target,
-        fmap_total=maps.fmap_total.numpy(), p_target=maps.p_target.numpy(),
+        image_size=np.array(maps.image_size), layer=np.array(maps.layer or ""),
+        module_name=np.array(maps.module_name), target=maps.target,
+        **({} if maps.layer is None else {"fmap": maps.fmap, "fmap_total": maps.fmap_total.numpy()}),
+        p_target=maps.p_target.numpy(),
         log_p_target=maps.log_p_target.numpy(), top_label=maps.top_label.numpy(),
         **{f"{k}_input": v.numpy() for k, v in full.items()},
         clean_probs=maps.clean_probs.numpy(), clean_p_target=maps.clean_p_target,
@@ -287,7 +292,8 @@ def run(cfg: OccludeConfig, run_dir: str | Path, *, dist_info: Dist | None = Non
         panels, why = _panels(loaded, item, x, maps, names, fig, f"Fig 7: {item.name}",
                               region["region_text"])
         if why and not notes:
-            notes.append(f"Fig 7 without panel (c), the deconv projection: {why}")
+            which = "panels (b) and (c)" if maps.layer is None else "panel (c), the deconv projection"
+            notes.append(f"Fig 7 without {which}: {why}")
         _save_maps(run_dir / f"maps_{k:02d}.npz", maps, region)
         results.append({"image": item.name, **_summary(maps, classes, names), **panels,
                         "label_from": item.label_from, "folder_class": item.folder_class,
