@@ -172,3 +172,30 @@ def test_visualize_reads_a_folder_of_photos(smoke_model, tree):
     assert len(rec["images"]) == 3 and set(rec["image_classes"]) <= {"car", "pets"}
     assert sorted(rec["image_files"]) == sorted(str(tree / p) for p in
                                                 ("car/x.jpg", "car/y.png", "pets/z.jpg"))
+
+
+def test_torchvision_resnet18_state_dict_on_a_folder_of_photos(tmp_path, tree):
+    """The README's flow: `zfnet occlude photos/ --checkpoint resnet18.pth` (random weights)."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "resnet18.pth")
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["occlude", str(tree), "--checkpoint", str(tmp_path / "resnet18.pth"),
+                              "--size", "112", "--stride", "56", f"output_root={out}",
+                              "progress=false"])
+    assert res.exit_code == 0, res.output
+    assert "Traceback" not in res.output
+    run = (out / "occlude" / "latest").resolve()
+    m = json.loads((run / "occlusion.json").read_text())
+    assert len(m["images"]) == 3 and m["failed"] == []
+    entry = m["images"][0]  # 100x80 -> short side 256 (320x256) -> centre 224: x 48..272 / 3.2
+    assert entry["layer"] == "layer4" and entry["grid"] == [3, 3]
+    assert entry["region"] == pytest.approx([15, 5, 85, 75])
+    assert entry["label_from"] == "prediction"  # car/ and pets/ are no ImageNet class names
+    notes = [line for line in res.output.splitlines() if line.startswith("zfnet occlude: note:")]
+    assert len(notes) == (0 if entry["panel_c"] else 1)
+    a = np.load(run / entry["arrays"])
+    assert tuple(a["image_size"]) == (224, 224) and a["p_target_input"].shape == (224, 224)
+    assert (run / entry["figure"]).stat().st_size > 5000

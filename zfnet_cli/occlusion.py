@@ -244,7 +244,8 @@ def _forward(model: nn.Module, end: Optional[nn.Module], x: torch.Tensor
     else:
         with tap(end, _totals) as seen:
             logits = model(x)
-        totals = read_once(seen, _module_name(model, end))
+        # the module's name is looked up only for read_once's error (a module that ran 0 or 2+ times)
+        totals = seen[0] if len(seen) == 1 else read_once(seen, _module_name(model, end))
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != x.shape[0]:
         got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ValueError(f"the model must return (B, classes) logits; it returned {got} for a "
