@@ -33,13 +33,6 @@ __all__ = ["Layer", "LayerInfo", "paper_names", "layer_names", "resolve_layer", 
            "describe_layers", "tap", "read_once"]
 
 
-# What a plain stack's ``features`` is made of (ZFNet, AlexNet, VGG / VGG-BN); a feature part
-# holding anything else (residual or inverted-residual blocks, dense blocks, squeeze-excitation)
-# has no conv *stages* in the paper's sense, so the paper's names do not apply to it.
-_PLAIN = (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.LocalResponseNorm, nn.BatchNorm2d,
-          nn.Dropout, nn.Dropout2d, nn.Identity)
-
-
 @dataclass(frozen=True)
 class Layer:
     """A layer resolved on a model.
@@ -92,11 +85,17 @@ def _stage_names(modules: list[tuple[str, nn.Module]], kind: type, pattern: str,
     return {f"{pattern}{first + k}": i for k, i in enumerate(starts)}
 
 
+# What a plain stack's feature part is made of (ZFNet, AlexNet, VGG and VGG-BN).
+_PLAIN = (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.LocalResponseNorm, nn.Dropout,
+          nn.Dropout2d, nn.Identity)
+
+
 def paper_names(model: nn.Module) -> dict[str, str]:
     """The paper's layer names that apply to ``model``, mapped to module names.
 
     They apply to plain stacks: a model with a ``features`` ``nn.Sequential`` of convolutions
-    (and ReLU, pooling, contrast / batch norm, dropout modules only) and optionally a ``classifier`` ``nn.Sequential`` with
+    and ReLU / BatchNorm / max-pool / contrast-norm / dropout modules only (not DenseNet's or
+    MobileNet's ``features``, which hold blocks) and optionally a ``classifier`` ``nn.Sequential`` with
     ``Linear`` layers: our ZFNet, torchvision's ``alexnet`` and ``vgg*`` (also ``_bn``).
 
     * ``conv<K>``: the output of the K-th conv stage, the last module before the next
@@ -125,7 +124,7 @@ def paper_names(model: nn.Module) -> dict[str, str]:
     out: dict[str, str] = {}
     feats = _flatten(features, "features.")
     if not all(isinstance(m, _PLAIN) for _, m in feats):
-        return {}  # blocks (MobileNet's InvertedResidual, DenseNet's dense blocks): no stages
+        return {}  # a DenseNet / MobileNet "features" holds blocks, not a plain stack
     convs = _stage_names(feats, nn.Conv2d, "conv", 1)
     if not convs:
         return {}
