@@ -18,7 +18,9 @@ the folder's name where it names a class of the model), one for every image, or 
 
 ``localise=true`` also checks that the maps mean something, on the embedded data whose objects
 have known boxes: over ``localise_images`` validation images, the fraction for which the
-occluder position where p(true class) drops most is centred inside the object's box.
+occluder position where p(true class) drops most is centred inside the object's box, beside
+``chance_inside``: the mean share of occluder positions centred inside the box (what a map that
+picked its worst position at random would score).
 
 Classes are shown by their human names where the model has them (ImageNet: wnid -> name, from
 the checkpoint, the data root's ``meta.bin`` / devkit, or torchvision's list for foreign weights
@@ -228,7 +230,7 @@ def localisation(loaded: Loaded, cfg: OccludeConfig, device) -> dict:
     pre = loaded.preprocess()
     fill = loaded.fill()
     offset = (val.images.shape[-1] - loaded.input_size) / 2
-    hits, records = 0, []
+    hits, chance, records = 0, 0.0, []
     for i in tqdm(idx, desc="localise", disable=not cfg.progress):
         x = pre(val.images[i:i + 1].to(device))[0]
         label = int(val.labels[i])
@@ -239,10 +241,17 @@ def localisation(loaded: Loaded, cfg: OccludeConfig, device) -> dict:
         x0, y0, x1, y1 = (val.boxes[i] - offset).tolist()
         inside = x0 <= cx + 0.5 <= x1 and y0 <= cy + 0.5 <= y1  # pixel centre, continuous coords
         hits += inside
+        # chance: the share of all occluder positions centred inside the box, i.e. the hit rate
+        # of a map that picked its worst position at random (the claims report compares to it)
+        c = maps.centers().view(-1, 2) + 0.5
+        share = float(((c[:, 1] >= x0) & (c[:, 1] <= x1) & (c[:, 0] >= y0) & (c[:, 0] <= y1))
+                      .double().mean())
+        chance += share
         records.append({"index": i, "class": val.classes[label], "worst_centre": [cy, cx],
-                        "box": [x0, y0, x1, y1], "inside": bool(inside),
+                        "box": [x0, y0, x1, y1], "inside": bool(inside), "chance": share,
                         "p_drop": maps.clean_p_target - float(maps.p_target.min())})
     return {"images": n, "inside": hits, "fraction_inside": hits / max(n, 1), "goal": ">= 0.9",
+            "chance_inside": chance / max(n, 1),
             "size": size, "stride": stride, "per_image": records}
 
 

@@ -17,6 +17,12 @@ Two tasks, on a target data set the model was not trained on:
   Files: ``transfer.md/.csv/.json`` (pretrained against scratch, the paper's beside),
   ``table7.md/.csv/.json``, ``figures/fig9.png`` (accuracy against images per class),
   ``figures/table7.png``.
+  Seeds: ``seed`` draws the folds (fold k uses seed + k for its training / test images and
+  for its from-scratch net's initial weights, data order and dropout); the pretrained model is
+  fixed. The 5 folds already sample what a transfer seed changes, so there is no ``seeds=``
+  option here: the spread a pretraining seed adds comes from one transfer run per pretrained
+  model (e.g. ``variants/zfnet`` and ``variants/zfnet_seed<S>`` of ``zfnet ablate seeds=N``),
+  which ``zfnet report`` gathers into its claims (:mod:`zfnet_cli.claims`).
 * ``multilabel`` (PASCAL VOC 2012, Table 6): a new 20-way softmax on frozen fc7 trained on
   ``train``, average precision per class on ``val`` (the paper's test server is not reachable),
   ``table6.md/.csv/.json``. On the embedded data the same protocol runs on the held-out classes

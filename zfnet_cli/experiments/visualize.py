@@ -316,7 +316,8 @@ def _filters_panel(cfg: VisualizeConfig, spec: str, device):
     name = f"{conv['name']} conv1 {conv['kernels'][0]}x{conv['kernels'][0]}/{conv['strides'][0]}"
     renorm = loaded.state["config"].get("optim", {}).get("renorm")  # None: foreign weights
     name += ", no renorm" if renorm is False else ""
-    return name, filters, projections, {**stats, "checkpoint": str(loaded.source), "renorm": renorm,
+    return name, filters, projections, {**stats, "stride": int(conv["strides"][0]),
+                                        "checkpoint": str(loaded.source), "renorm": renorm,
                                         "layer2": layer2}
 
 
