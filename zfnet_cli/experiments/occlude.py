@@ -278,20 +278,15 @@ def run(cfg: OccludeConfig, run_dir: str | Path, *, dist_info: Dist | None = Non
             inputs.append(_Input(f"{loaded.data.name}:val/{i}", raw=image,
                                  label=loaded.label_of(val, int(label)), label_from="data set"))
     assign_labels(inputs, cfg, classes, names)
-    usable = []
-    for item in inputs:
-        if item.raw is None:
+    results, notes = [], []
+    for item in tqdm(inputs, desc="images", disable=not cfg.progress):
+        if item.raw is None:  # read one photo at a time: a large folder is never all in memory
             try:
                 item.raw = load_image(item.path, loaded.data.image_size, max_pixels=cfg.max_pixels)
             except ImageError as err:
                 failed.append(str(err))
                 continue
-        usable.append(item)
-    if failed and not usable:
-        raise ImageError(failed[0] if len(failed) == 1 else
-                         f"none of the {len(failed)} images could be used: " + "; ".join(failed))
-    results, notes = [], []
-    for k, item in enumerate(tqdm(usable, desc="images", disable=not cfg.progress)):
+        k = len(results)
         x = pre(item.raw[None].to(device))[0]
         maps = occlude(loaded.model, x, size=size, stride=stride, fill=fill, target=item.label,
                        layer=cfg.layer, batch_size=cfg.batch_size, progress=cfg.progress)
@@ -308,6 +303,10 @@ def run(cfg: OccludeConfig, run_dir: str | Path, *, dist_info: Dist | None = Non
                         "label_from": item.label_from, "folder_class": item.folder_class,
                         **region, "figure": str(fig.relative_to(run_dir)),
                         "arrays": f"maps_{k:02d}.npz"})
+        item.raw = None
+    if failed and not results:
+        raise ImageError(failed[0] if len(failed) == 1 else
+                         f"none of the {len(failed)} images could be used: " + "; ".join(failed))
 
     metrics = {"checkpoint": str(loaded.source), "size": size, "stride": stride,
                "images": results, "failed": failed, "notes": notes}
