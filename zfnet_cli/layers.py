@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 __all__ = ["Layer", "LayerInfo", "paper_names", "layer_names", "resolve_layer", "default_layer",
-           "describe_layers", "tap", "read_once"]
+           "describe_layers", "tap", "read_once", "read_layers"]
 
 
 @dataclass(frozen=True)
@@ -239,6 +239,45 @@ def read_once(seen: list, layer: Layer | str) -> object:
     instead = f"; read the module that encloses it ({parent!r})" if parent else ""
     raise ValueError(f"module {name!r} runs {len(seen)} times in one forward pass, so it has "
                      f"no single output{instead}")
+
+
+def read_layers(model: nn.Module, x: torch.Tensor, names: Sequence[str], *,
+                output: bool = False):
+    """The outputs of the layers ``names`` for the batch ``x``, from one forward pass.
+
+    Each layer is read by a :func:`tap` on its module, copied at once (a later in-place module
+    cannot change it). Works on any model; the paper's names (``conv5``, ``fc7``) where the
+    model has them, else module names (``layer3.1``).
+
+    Args:
+        model (nn.Module): any model (its mode is left as it is: call ``eval()`` first).
+        x (Tensor): the input batch, e.g. (B, 3, H, W).
+        names (sequence of str): layer names (see :func:`resolve_layer`).
+        output (bool): also return the model's output (the logits). Default: ``False``.
+
+    Returns:
+        dict[str, Tensor]: name -> (B, ...) output of that layer, in the order of ``names``;
+        with ``output=True``, ``(logits, that dict)``.
+
+    Raises:
+        ValueError: an unknown layer (close matches named), or a module that does not run
+            exactly once in the forward pass.
+
+    Example:
+        >>> import torchvision
+        >>> net = torchvision.models.resnet18().eval()
+        >>> with torch.no_grad():
+        ...     out = read_layers(net, torch.zeros(1, 3, 64, 64), ["layer3.1", "avgpool"])
+        >>> {k: tuple(v.shape) for k, v in out.items()}
+        {'layer3.1': (1, 256, 4, 4), 'avgpool': (1, 512, 1, 1)}
+    """
+    layers = [resolve_layer(model, n) for n in names]
+    modules = {layer.module_name: layer.module for layer in layers}
+    with ExitStack() as stack:
+        seen = {m: stack.enter_context(tap(mod, lambda t: t.clone())) for m, mod in modules.items()}
+        logits = model(x)
+    out = {layer.name: read_once(seen[layer.module_name], layer) for layer in layers}
+    return (logits, out) if output else out
 
 
 @torch.no_grad()

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from zfnet_cli.checkpoint import Loaded, load_trained, resolve_label
+from zfnet_cli.checkpoint import Loaded, ModelSource, load_trained, resolve_label
 from zfnet_cli.data.images import (MAX_PIXELS, ImageError, PhotoFolder, load_image, seen_region,
                                    upright_size)
 from zfnet_cli.data.sources import DataConfig, load_split
@@ -52,7 +52,7 @@ from zfnet_cli import viz
 
 
 @dataclass
-class OccludeConfig:
+class OccludeConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
     checkpoint: str = "latest"  # a checkpoint file, a train run folder, or the newest train run
     images: list[str] = field(default_factory=list)  # image files and photo folders; empty: val images
     label: Optional[str] = None  # the correct class of every image (index or name)
@@ -263,7 +263,7 @@ def run(cfg: OccludeConfig, run_dir: str | Path, *, dist_info: Dist | None = Non
     run_dir = Path(run_dir)
     device = dist_info.device if dist_info else pick_device(cfg.device)
     inputs = list_inputs(cfg.images)  # a folder without images fails before the model loads
-    loaded = load_trained(cfg.checkpoint, cfg.output_root, device, cfg.data)
+    loaded = load_trained(cfg.checkpoint, cfg.output_root, device, cfg.data, source=cfg)
     classes, names = loaded.classes, loaded.class_names
     size, stride = _geometry(cfg, loaded.input_size)
     pre = loaded.preprocess()

@@ -41,7 +41,7 @@ from typing import Iterator, Optional, Sequence
 import torch
 from tqdm import tqdm
 
-from zfnet_cli.checkpoint import Loaded, load_trained
+from zfnet_cli.checkpoint import Loaded, ModelSource, load_trained
 from zfnet_cli.data.caltech import few_shot_split
 from zfnet_cli.data.transforms import BatchPreprocess
 from zfnet_cli.engine import Dist, InMemoryBatches, pick_device, train_one_epoch
@@ -74,7 +74,7 @@ PAPER_VOC_MEAN = 79.0
 
 
 @dataclass
-class TransferConfig:
+class TransferConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
     checkpoint: str = "latest"  # the pretrained model: checkpoint file, train run folder, latest
     target: str = "embedded"  # embedded (held-out classes), caltech101, caltech256, voc
     root: Optional[str] = None  # the target's data root (not for embedded)
@@ -433,7 +433,7 @@ def run(cfg: TransferConfig, run_dir: str | Path, *, dist_info: Dist | None = No
         if loss not in ("softmax", "hinge"):
             raise ValueError(f"unknown classifier '{loss}'; expected softmax or hinge (SVM)")
     device = dist_info.device if dist_info and dist_info.device else pick_device(cfg.device)
-    loaded = load_trained(cfg.checkpoint, cfg.output_root, device)
+    loaded = load_trained(cfg.checkpoint, cfg.output_root, device, source=cfg)
     run_dir = Path(run_dir)
     if task == "fewshot":
         metrics = run_fewshot(cfg, loaded, run_dir, device)

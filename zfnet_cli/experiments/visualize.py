@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from zfnet_cli import checkpoint
-from zfnet_cli.checkpoint import Loaded, load_trained
+from zfnet_cli.checkpoint import Loaded, ModelSource, load_trained
 from zfnet_cli.data.sources import DataConfig, load_split
 from zfnet_cli.deconv import Deconvnet, Request
 from zfnet_cli.engine import Dist, InMemoryBatches, LoaderBatches, pick_device
@@ -40,7 +40,7 @@ from zfnet_cli import viz
 
 
 @dataclass
-class VisualizeConfig:
+class VisualizeConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
     checkpoint: str = "latest"  # a checkpoint file, a train run folder, or the newest train run
     data: Optional[DataConfig] = None  # None: the data the checkpoint was trained on
     split: str = "val"  # Fig 2 scans the validation set
@@ -165,7 +165,7 @@ def _project_crops(loaded: Loaded, images: torch.Tensor, requests: list[Request]
 # ---------------------------------------------------------------- Fig 2
 
 def run_top9(cfg: VisualizeConfig, run_dir: Path, device) -> dict:
-    loaded = load_trained(cfg.checkpoint, cfg.output_root, device, cfg.data)
+    loaded = load_trained(cfg.checkpoint, cfg.output_root, device, cfg.data, source=cfg)
     layers = layer_names(loaded.deconv, cfg.layers)
     _check_fmaps(loaded.deconv, layers, cfg.fmaps)
     dataset = load_split(loaded.data, cfg.split, progress=cfg.progress)
@@ -293,7 +293,7 @@ def filter_stats(weight: torch.Tensor, dead_fraction: float = 0.1) -> dict:
 
 def _filters_panel(cfg: VisualizeConfig, spec: str, device):
     """Filter grid + top-1 layer-2 projections of one trained model, and its numbers."""
-    loaded = load_trained(spec, cfg.output_root, device, cfg.data)
+    loaded = load_trained(spec, cfg.output_root, device, cfg.data, source=cfg)
     conv1 = loaded.deconv._convs[0]
     w = conv1.weight.detach().cpu()
     cols = max(1, math.ceil(math.sqrt(w.shape[0])))
