@@ -199,3 +199,49 @@ def test_torchvision_resnet18_state_dict_on_a_folder_of_photos(tmp_path, tree):
     a = np.load(run / entry["arrays"])
     assert tuple(a["image_size"]) == (224, 224) and a["p_target_input"].shape == (224, 224)
     assert (run / entry["figure"]).stat().st_size > 5000
+
+
+def test_one_cli_run_per_model_source_gives_the_same_maps(tmp_path, tree, monkeypatch):
+    """`zfnet occlude DIR` on one mobilenet_v3_small brought five ways: a state dict, a wrapped
+    one, TorchScript, a factory path with weights, a trusted pickle. Same weights, same maps."""
+    import warnings
+
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    net = torchvision.models.mobilenet_v3_small(num_classes=7).eval()
+    sd = tmp_path / "sd.pth"
+    torch.save(net.state_dict(), sd)
+    torch.save({"state_dict": net.state_dict()}, tmp_path / "wrapped.pth")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.trace(net, torch.zeros(1, 3, 224, 224)), tmp_path / "net.ts")
+    torch.save(net, tmp_path / "whole.pt")
+    (tmp_path / "occl_factory_nets.py").write_text(
+        "import torchvision\n\ndef build():\n"
+        "    return torchvision.models.mobilenet_v3_small(num_classes=7)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sources = {"state dict": [str(sd)], "wrapped": [str(tmp_path / "wrapped.pth")],
+               "torchscript": [str(tmp_path / "net.ts")],
+               "factory": ["occl_factory_nets:build", "--weights", str(sd)],
+               "pickle": [str(tmp_path / "whole.pt"), "--trust-pickle"]}
+    maps = {}
+    for name, (checkpoint, *extra) in sources.items():
+        out = tmp_path / name.replace(" ", "_")
+        res = runner.invoke(app, ["occlude", str(tree / "pets"), "--checkpoint", checkpoint, *extra,
+                                  "--size", "112", "--stride", "112", f"output_root={out}",
+                                  "progress=false"])
+        assert res.exit_code == 0, (name, res.output)
+        run = (out / "occlude" / "latest").resolve()
+        images = json.loads((run / "occlusion.json").read_text())["images"]
+        assert len(images) == 1 and images[0]["grid"] == [2, 2], name
+        notes = [line for line in res.output.splitlines() if "zfnet occlude: note:" in line]
+        if name == "torchscript":  # no layer taps on a ScriptModule: (d), (e), (f) only
+            assert images[0]["layer"] is None and "without panels (b) and (c)" in notes[0]
+        else:
+            assert images[0]["layer"] == "features"
+            assert len(notes) == (0 if images[0]["panel_c"] else 1), name
+        maps[name] = np.load(run / images[0]["arrays"])["p_target"]
+    for name, p in maps.items():
+        np.testing.assert_allclose(p, maps["state dict"], rtol=1e-4, atol=1e-6, err_msg=name)
