@@ -75,8 +75,8 @@ def test_read_once_names_the_enclosing_module_of_a_shared_relu():
 
 
 def test_paper_names_need_a_plain_stack_of_layers():
-    # MobileNet / EfficientNet / DenseNet have a `features` Sequential too, of blocks: no stages
-    for build in (torchvision.models.mobilenet_v3_small, torchvision.models.densenet121):
+    # MobileNet / SqueezeNet / DenseNet have a `features` Sequential too, of blocks: no stages
+    for build in (torchvision.models.mobilenet_v3_small, torchvision.models.squeezenet1_0):
         assert paper_names(build(num_classes=3)) == {}
     assert "conv8" in paper_names(torchvision.models.vgg11_bn(num_classes=3))
 
