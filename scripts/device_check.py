@@ -76,8 +76,13 @@ def env(path: Path) -> None:
                     capability=f"{props.major}.{props.minor}",
                     gpu_memory_gib=round(props.total_memory / 2**30, 1),
                     multiprocessors=props.multi_processor_count,
-                    cudnn=torch.backends.cudnn.version(),
-                    nccl=".".join(map(str, torch.cuda.nccl.version())))
+                    cudnn=torch.backends.cudnn.version())
+        try:
+            v = torch.cuda.nccl.version()  # a tuple in recent torch, an int in old ones
+            info["nccl"] = ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
+        except Exception as err:  # noqa: BLE001: recorded; the tests stage says more
+            info["nccl"] = f"unavailable ({type(err).__name__}: {err})"
+
     info["bf16_supported"] = bool(info["cuda_available"] and torch.cuda.is_bf16_supported())
     path.write_text(json.dumps(info, indent=2) + "\n")
     print(json.dumps(info, indent=2))

@@ -62,7 +62,7 @@ cd "$REPO" || exit 2
 PYTHON=${PYTHON:-python3}
 COMMAND="bash scripts/device_check.sh${*:+ $*}"
 ALL_STAGES=(env install tests data train instruments)
-declare -A LIMIT=([env]=30 [install]=60 [tests]=150 [data]=90 [train]=200 [instruments]=90)
+declare -A LIMIT=([env]=30 [install]=90 [tests]=180 [data]=90 [train]=200 [instruments]=90)
 RESERVE=15  # seconds kept back for each stage still to come
 DRY=0 OUT_DIR="" WORK="" KEEP_WORK=0 BUDGET="" STAGES="" IMAGES="" WORKERS="" FORCE_WHEELS=0
 TIMEOUT_OVERRIDES=()
@@ -147,17 +147,24 @@ stage_install() {
     else
         echo "no wheels in $REPO/.whl (see the pip download command at the top of scripts/device_check.sh)"
     fi
-    "$PYTHON" scripts/device_check.py missing --verify
+    local after rc
+    after=$("$PYTHON" scripts/device_check.py missing --verify)
+    rc=$?
+    echo "after the install, not importable: ${after:-nothing}"
+    return $rc
 }
 
 stage_tests() {
     # the test files that use the marker (collecting all of tests/ costs more than the CPU
     # tests are worth here); one that cannot be imported is reported, the others still run
-    local files
+    local files per_test=()
     mapfile -t files < <(grep -l 'mark\.cuda' tests/test_*.py)
     echo "test files with cuda tests: ${files[*]}"
-    "$PYTHON" -m pytest -m cuda -q -rfEs -p no:cacheprovider --continue-on-collection-errors \
-        --junitxml "$WORK/pytest_cuda.xml" "${files[@]}"
+    # where pytest-timeout is installed (the GPU image has it), a hanging test fails alone and
+    # the JUnit file, written at the end, survives; -v names each test as it starts
+    if "$PYTHON" -c "import pytest_timeout" 2>/dev/null; then per_test=(--timeout 90); fi
+    "$PYTHON" -m pytest -m cuda -v -rfEs -p no:cacheprovider --continue-on-collection-errors \
+        "${per_test[@]+"${per_test[@]}"}" --junitxml "$WORK/pytest_cuda.xml" "${files[@]}"
 }
 
 stage_data() {

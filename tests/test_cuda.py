@@ -143,7 +143,7 @@ import datetime, json, torch, torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 import tests.test_cuda as t
 
-dist.init_process_group("nccl", init_method="env://", timeout=datetime.timedelta(seconds=60))
+dist.init_process_group("nccl", init_method="env://", timeout=datetime.timedelta(seconds=45))
 torch.cuda.set_device(0)
 x = torch.full((4,), 3.0, device="cuda")
 dist.all_reduce(x)
@@ -171,7 +171,7 @@ def test_nccl_one_process_all_reduce_and_ddp_step():
                WORLD_SIZE="1", LOCAL_RANK="0", PYTHONPATH=os.pathsep.join(
                    [str(ROOT), os.environ.get("PYTHONPATH", "")]))
     res = subprocess.run([sys.executable, "-c", _NCCL], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=180)
+                         text=True, timeout=80)
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["backend"] == "nccl" and out["world"] == 1
