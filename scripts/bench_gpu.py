@@ -244,6 +244,15 @@ def train_part(args, device: torch.device, ap: argparse.ArgumentParser, folder: 
             if hasattr(it, "close"):
                 it.close()  # stops this stream's DataLoader workers now, outside the timing
 
+    def timed_steps(mode: str) -> tuple[int, int]:
+        """(settle, steps) of one measurement. A DataLoader's workers each build a whole batch, so
+        batches arrive in bursts of ``workers``, and up to 2 per worker wait in its queue: the
+        first two bursts are settled, and at least two are timed, or a queue filled while the
+        GPU was busy elsewhere would pass for loader speed."""
+        if mode == "workers":
+            return max(args.settle, 2 * args.workers), max(args.steps, 2 * args.workers)
+        return args.settle, args.steps
+
     pairs = [(mode, b, name) for mode in modes for b in batches
              for name in (variants if mode == "device" else loader_variants)]
     if pack is not None:
@@ -264,7 +273,13 @@ def train_part(args, device: torch.device, ap: argparse.ArgumentParser, folder: 
             err = errors.get((mode, b, name)) or errors.get(name)
             if err:
                 row["error"] = err
-            ips = [args.steps * b / t for t in times[mode, b, name]]
+            settle, steps = timed_steps(mode)
+            row.update(settle=settle, steps=steps)
+            if mode != "device":
+                row["epoch_steps"] = len(host_labels) // b
+                if settle + steps > row["epoch_steps"]:
+                    row["note"] = "a measurement spans epochs: it includes restarting the loader"
+            ips = [steps * b / t for t in times[mode, b, name]]
             if ips:
                 med = statistics.median(ips)
                 row.update(images_per_s=ips, median_images_per_s=med, ms_per_step=1000 * b / med,
@@ -325,7 +340,8 @@ def train_part(args, device: torch.device, ap: argparse.ArgumentParser, folder: 
             if pair in errors or pair[2] in errors or (times[pair] and out_of_time()):
                 continue
             try:
-                times[pair].append(measure(*pair, settle=args.settle, steps=args.steps))
+                settle, steps = timed_steps(pair[0])
+                times[pair].append(measure(*pair, settle=settle, steps=steps))
             except Exception as err:  # noqa: BLE001
                 errors[pair] = _one_line(err)
             save(False)
@@ -551,7 +567,10 @@ def _train_markdown(out: dict) -> str:
              f"Hardware: {_where(out['hardware'])}, {out['hardware']['platform']}.  ",
              f"Step: zfnet train's `train_one_epoch` (SGD, float32 loss, filter renormalisation); "
              f"{out['warmup']} warm-up steps per pair, then {out['settle']} untimed + {out['steps']} timed "
-             f"steps per measurement, median of {out['rounds_done']} round(s); compile backend "
+             f"steps per measurement"
+             + (f" (`workers`: {max(out['settle'], 2 * out['workers'])} + {max(out['steps'], 2 * out['workers'])},"
+                f" two bursts of batches each)" if out["workers"] else "")
+             + f", median of {out['rounds_done']} round(s); compile backend "
              f"{out['compile_backend']}{', mode ' + out['compile_mode'] if out['compile_mode'] else ''}.  ",
              f"Data `device`: float batches already on the device; `loader`: InMemoryBatches + "
              f"BatchPreprocess over {out['data_source']}, gathered in the main process"

@@ -51,7 +51,7 @@ Options:
   --stages LIST              comma list of env,install,tests,data,train,instruments, run in the
                              order given (default: all, in this order)
   --stage-timeout NAME=SEC   one stage's time limit (repeatable)
-  --images N                 generated JPEGs for the pack (default 20000; dry run 24)
+  --images N                 generated JPEGs for the pack (default 20000; dry run 64)
   --workers N                prepare processes and DataLoader workers (default 16; dry run 2)
   --install-wheels           install .whl/*.whl even when nothing is missing
 EOF
@@ -95,7 +95,7 @@ for n in "$BUDGET" "$IMAGES" "$WORKERS"; do
 done
 [[ $IMAGES != 0 ]] || { echo "device_check.sh: --images must be at least 1" >&2; exit 2; }
 if ((DRY)); then
-    BUDGET=${BUDGET:-300} IMAGES=${IMAGES:-24} WORKERS=${WORKERS:-2}
+    BUDGET=${BUDGET:-300} IMAGES=${IMAGES:-64} WORKERS=${WORKERS:-2}
 else
     BUDGET=${BUDGET:-420} IMAGES=${IMAGES:-20000} WORKERS=${WORKERS:-16}
 fi

@@ -53,7 +53,7 @@ def test_dry_run_collects_the_cuda_tests(dry_run):
 
 def test_dry_run_packs_and_benchmarks_every_pair(dry_run):
     _, _, r = dry_run
-    assert r["data"]["prepare"]["images_written"] == 24 + 8  # train + val (2 per class, 4 classes)
+    assert r["data"]["prepare"]["images_written"] == 64 + 8  # train + val (2 per class, 4 classes)
     assert r["data"]["prepare"]["verified"] is True
     train = r["train"]
     rows = {(x["data"], x["batch"], x["variant"]): x for x in train["results"]}
@@ -64,6 +64,9 @@ def test_dry_run_packs_and_benchmarks_every_pair(dry_run):
     assert set(rows) == want
     for (mode, batch, variant), x in rows.items():
         assert "error" not in x and x["median_images_per_s"] > 0
+        assert "note" not in x  # every measurement within one epoch of the pack: no loader restart
+        if mode == "workers":  # two bursts of 2 workers' batches settled, two timed
+            assert (x["settle"], x["steps"]) == (4, 4)
         if mode != "device":  # a fraction of the on-device row of the same batch and variant
             on_device = rows["device", batch, variant]["median_images_per_s"]
             assert x["fraction_of_device"] == pytest.approx(x["median_images_per_s"] / on_device)
