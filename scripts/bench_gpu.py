@@ -539,6 +539,9 @@ def hardware(device: torch.device) -> dict:
             "gpu": torch.cuda.get_device_name(device) if cuda else None,
             "capability": ".".join(map(str, torch.cuda.get_device_capability(device))) if cuda else None,
             "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if cuda else None,
+            # PyTorch's defaults, which the fp32 rows keep: cuDNN convs in TF32, matmuls in fp32
+            "tf32_convs": torch.backends.cudnn.allow_tf32 if cuda else None,
+            "tf32_matmuls": torch.backends.cuda.matmul.allow_tf32 if cuda else None,
             "cpu": _cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version(),
             "platform": platform.platform()}
@@ -555,7 +558,9 @@ def _cpu_name() -> str:
 
 
 def _where(hw: dict) -> str:
-    return (f"{hw['gpu']} (sm {hw['capability']}), CUDA {hw['cuda']}, cuDNN {hw['cudnn']}; torch {hw['torch']}"
+    return (f"{hw['gpu']} (sm {hw['capability']}), CUDA {hw['cuda']}, cuDNN {hw['cudnn']}, TF32 convs "
+            f"{'on' if hw.get('tf32_convs') else 'off'}, TF32 matmuls {'on' if hw.get('tf32_matmuls') else 'off'}; "
+            f"torch {hw['torch']}"
             if hw["gpu"] else f"CPU only: {hw['cpu']}, {hw['threads']} torch threads; torch {hw['torch']}")
 
 
