@@ -457,6 +457,32 @@ class Loaded:
             return ChannelScale(BatchPreprocess(self.mean, self.input_size, train=False), scale)
         return BatchPreprocess(self.mean, self.input_size, train=False, scale=scale)
 
+    def image(self, path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+        """A photo as this model reads it.
+
+        The file is decoded with :func:`~zfnet_cli.data.images.load_image` (EXIF orientation,
+        alpha over grey, short side resized to ``data.image_size`` and the centre square kept),
+        then put through :meth:`preprocess` (the centre ``input_size`` crop, minus the mean,
+        times the scale).
+
+        Args:
+            path (str or Path): an image file in any format PIL reads.
+
+        Returns:
+            tuple[Tensor, Tensor]: the uint8 (3, c, c) pixels the model sees (the region that
+            occlusion slides over; ``c = input_size``) and the float (3, c, c) model input, on
+            the CPU.
+
+        Raises:
+            ImageError: one line, for a file that is not a readable image.
+        """
+        from zfnet_cli.data.images import load_image
+
+        raw = load_image(path, self.data.image_size)  # (3, S, S) uint8
+        top = (raw.shape[-1] - self.input_size) // 2  # BatchPreprocess's centre crop
+        seen = raw[:, top:top + self.input_size, top:top + self.input_size]
+        return seen, self.preprocess()(raw[None])[0]
+
     def label_of(self, dataset, label: int) -> Optional[int]:
         """The model's class index for ``label`` of ``dataset``: the same index when the data
         set has the model's classes (or as many: ImageNet in its standard order), else the

@@ -149,8 +149,15 @@ def paper_names(model: nn.Module) -> dict[str, str]:
 
 
 def layer_names(model: nn.Module) -> list[str]:
-    """Every name :func:`resolve_layer` accepts for ``model``: the paper's names first (bottom
-    to top), then every module's qualified name in registration order."""
+    """Every name :func:`resolve_layer` accepts for ``model``.
+
+    Args:
+        model (nn.Module): any model.
+
+    Returns:
+        list[str]: the paper's names first (bottom to top, see :func:`paper_names`), then
+        every module's qualified name in registration order.
+    """
     return list(paper_names(model)) + [n for n, _ in model.named_modules() if n]
 
 

@@ -29,7 +29,9 @@ MAX_PIXELS = 100_000_000  # 100 megapixels
 
 
 class ImageError(ValueError):
-    """A file that cannot be used as an image; the message names it."""
+    """A file that cannot be used as an image (missing, a folder, not an image, truncated,
+    corrupt or too large); the message is one line and names the file, so the commands print
+    it as it is."""
 
 
 def _to_rgb(im: Image.Image, background: Sequence[int]) -> Image.Image:
@@ -73,6 +75,10 @@ def load_image(path: str | Path, size: int, *, max_pixels: int = MAX_PIXELS,
         size: side after resizing the short side to ``size`` and taking the centre square.
         max_pixels: refuse images larger than this (width x height), before decoding.
         background: RGB colour transparent pixels are composited over.
+
+    Returns:
+        Tensor: uint8 (3, size, size), EXIF orientation applied, the first frame of an
+        animation.
 
     Raises:
         ImageError: missing file, not an image, truncated or corrupt, too large.
