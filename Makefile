@@ -39,7 +39,7 @@ THREADS ?= 2
 demo paper-small trained fig2 fig4 fig5 fig6 fig7 fig9 table1 table3 table4 table5 \
 	table6 table7: export OMP_NUM_THREADS = $(THREADS)
 
-.PHONY: setup demo test test-slow bench trained fig2 fig4 fig5 fig6 fig7 fig9 table1 table3 \
+.PHONY: setup demo test test-slow bench gpu-check trained fig2 fig4 fig5 fig6 fig7 fig9 table1 table3 \
 	table4 table5 table6 table7 paper paper-small help
 
 help:
@@ -47,6 +47,8 @@ help:
 	@echo "make test       run the test suite (CPU, a few minutes)"
 	@echo "make test-slow  also the long tests"
 	@echo "make bench      benchmarks, written to outputs/bench/<date_time>/"
+	@echo "make gpu-check  CUDA tests + GPU benchmarks into outputs/device_check/<date_time>/ (a 7-minute budget on a GPU;"
+	@echo "                GPU_CHECK_ARGS=--dry-run: tiny sizes on the CPU)"
 	@echo "make setup      only create .venv and install the package"
 	@echo "make fig2       Fig 2: top-9 projections, layers 1-5 (trains first if no model)"
 	@echo "make fig4       Fig 4: feature evolution over the kept epochs"
@@ -193,3 +195,10 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_loader.py --out $$out; \
 	$(BIN)/python scripts/bench_gpu.py $$(nvidia-smi -L >/dev/null 2>&1 || echo --quick) --out $$out; \
 	echo "benchmarks written to $$out"
+
+# The GPU check (issue 16, scripts/device_check.sh): CUDA tests, then the GPU benchmarks, into one
+# folder. On a machine without internet (the device tool's GPU box) run the script itself:
+# bash scripts/device_check.sh (it installs the wheels in .whl/; see its header).
+GPU_CHECK_ARGS ?=
+gpu-check: $(STAMP)
+	PYTHON=$(BIN)/python bash scripts/device_check.sh $(GPU_CHECK_ARGS)

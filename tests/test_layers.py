@@ -5,7 +5,7 @@ import torch
 import torchvision
 from torch import nn
 
-from zfnet_cli.layers import describe_layers, layer_names, paper_names, read_once, resolve_layer, tap
+from zfnet_cli.layers import default_layer, describe_layers, layer_names, paper_names, read_once, resolve_layer, tap
 from zfnet_cli.model import ModelConfig, ZFNet
 
 
@@ -72,3 +72,25 @@ def test_read_once_names_the_enclosing_module_of_a_shared_relu():
         net(torch.zeros(1, 3, 32, 32))
     with pytest.raises(ValueError, match=r"runs 2 times .* \('layer1.0'\)"):
         read_once(seen, layer)
+
+
+def test_paper_names_need_a_plain_stack_of_layers():
+    # MobileNet / SqueezeNet / DenseNet have a `features` Sequential too, of blocks: no stages
+    for build in (torchvision.models.mobilenet_v3_small, torchvision.models.squeezenet1_0):
+        assert paper_names(build(num_classes=3)) == {}
+    assert "conv8" in paper_names(torchvision.models.vgg11_bn(num_classes=3))
+
+
+@pytest.mark.parametrize("build, expected", [
+    (lambda: ZFNet(), ("conv5", "features.pool5")),  # the paper's "layer 5"
+    (lambda: torchvision.models.resnet18(num_classes=3), ("layer4", "layer4")),
+    (lambda: torchvision.models.mobilenet_v3_small(num_classes=3), ("features", "features")),
+    (lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                           nn.Linear(4, 2)), ("1", "1")),  # before the global pooling
+    (lambda: nn.Sequential(nn.Conv2d(3, 4, 64), nn.Flatten(), nn.Linear(4, 2)), ("0", "0")),
+])
+def test_default_layer_is_the_last_feature_map_before_global_pooling(build, expected):
+    layer = default_layer(build(), (3, 64, 64))
+    assert (layer.name, layer.module_name) == expected
+    with pytest.raises(ValueError, match="no module with a 4-D"):
+        default_layer(nn.Sequential(nn.Flatten(), nn.Linear(12, 2)), (3, 2, 2))

@@ -34,7 +34,7 @@ from typing import Iterator, Mapping, Optional
 import torch
 from torch import nn
 
-from zfnet_cli.data.sources import DataConfig
+from zfnet_cli.data.sources import DataConfig, for_model
 from zfnet_cli.deconv import Deconvnet
 from zfnet_cli.model import ModelConfig, ZFNet
 
@@ -460,6 +460,32 @@ class Loaded:
             return ChannelScale(BatchPreprocess(self.mean, self.input_size, train=False), scale)
         return BatchPreprocess(self.mean, self.input_size, train=False, scale=scale)
 
+    def image(self, path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+        """A photo as this model reads it.
+
+        The file is decoded with :func:`~zfnet_cli.data.images.load_image` (EXIF orientation,
+        alpha over grey, short side resized to ``data.image_size`` and the centre square kept),
+        then put through :meth:`preprocess` (the centre ``input_size`` crop, minus the mean,
+        times the scale).
+
+        Args:
+            path (str or Path): an image file in any format PIL reads.
+
+        Returns:
+            tuple[Tensor, Tensor]: the uint8 (3, c, c) pixels the model sees (the region that
+            occlusion slides over; ``c = input_size``) and the float (3, c, c) model input, on
+            the CPU.
+
+        Raises:
+            ImageError: one line, for a file that is not a readable image.
+        """
+        from zfnet_cli.data.images import load_image
+
+        raw = load_image(path, self.data.image_size)  # (3, S, S) uint8
+        top = (raw.shape[-1] - self.input_size) // 2  # BatchPreprocess's centre crop
+        seen = raw[:, top:top + self.input_size, top:top + self.input_size]
+        return seen, self.preprocess()(raw[None])[0]
+
     def label_of(self, dataset, label: int) -> Optional[int]:
         """The model's class index for ``label`` of ``dataset``: the same index when the data
         set has the model's classes (or as many: ImageNet in its standard order), else the
@@ -524,7 +550,8 @@ def load_model(spec: str | Path | nn.Module = "latest", *, arch: Optional[str] =
         state, model = read_model(path, arch=arch, weights=weights, trust_pickle=trust_pickle)
     model = model.to(device).eval()
     known = {f.name for f in fields(DataConfig)}
-    data_cfg = data or DataConfig(**{k: v for k, v in state["config"]["data"].items() if k in known})
+    data_cfg = for_model(data, DataConfig(**{k: v for k, v in state["config"]["data"].items()
+                                             if k in known}))
     _override_preprocessing(state, data_cfg, preprocess or Preprocess())
     _name_classes(state, data_cfg)
     return Loaded(state, model, data_cfg, state["mean"], state["model_cfg"]["input_size"], path)

@@ -195,13 +195,15 @@ def _files_and_overrides(args: Optional[List[str]]) -> tuple[list[str], list[str
              "  zfnet visualize --all                     # Fig 2, a random subset of maps in layers 1-5\n\n"
              "  zfnet visualize --evolution               # Fig 4 from the kept epochs of the newest run\n\n"
              "  zfnet visualize --filters                 # Fig 6: conv1 filters, layer-2 projections\n\n"
+             "  zfnet visualize --all data=folder data.root=photos/   # Fig 2 over a folder of your photos\n\n"
              "  zfnet visualize --filters --compare outputs/train/RUN_A outputs/train/RUN_B\n\n"
              "  zfnet visualize checkpoint=outputs/train/2026-11-22_10-30-00 split=train max_images=2000")
 def visualize(
     args: Optional[List[str]] = typer.Argument(
         None, metavar="[RUN]... [KEY=VALUE]...",
         help="With --compare: the training runs (folders or checkpoint files) to put side by "
-             "side. Then Hydra overrides, e.g. maps_per_layer=16 k=9 data=imagenet data.root=DIR."),
+             "side. Then Hydra overrides, e.g. maps_per_layer=16 k=9, or data=folder "
+             "data.root=DIR to scan a folder of your photos (flat or one sub-folder per class)."),
     layer: Optional[List[str]] = typer.Option(None, help="Layer(s) to show: a paper name or "
                                               "number (conv3 or 3) or any module name (layer3.1, "
                                               "features.6; `zfnet layers` lists them); repeat for "
@@ -252,15 +254,24 @@ def visualize(
 @app.command(epilog="Examples:\n\n"
              "  zfnet occlude                              # a few embedded validation images\n\n"
              "  zfnet occlude dog.jpg cat.png --label 3    # your files, class 3 as the correct one\n\n"
+             "  zfnet occlude photos/ --checkpoint resnet18.pth   # a folder of photos, any model\n\n"
+             "  zfnet occlude a.jpg b.jpg --label cat --label dog --layer layer3\n\n"
              "  zfnet occlude photo.jpg --label face --size 32 --stride 4\n\n"
              "  zfnet occlude localise=true                # + the localisation check (embedded data)")
 def occlude(
     args: Optional[List[str]] = typer.Argument(
-        None, metavar="[IMAGE]... [KEY=VALUE]...",
-        help="Image files (JPEG, PNG, GIF, WebP, BMP, TIFF; any mode). None: a few validation "
-             "images of the model's data. Then Hydra overrides, e.g. localise=true."),
-    label: Optional[str] = typer.Option(None, help="The correct class, as an index or a class "
-                                        "name. Default: the class predicted on the whole image."),
+        None, metavar="[IMAGE|DIR]... [KEY=VALUE]...",
+        help="Image files (JPEG, PNG, GIF, WebP, BMP, TIFF; any mode) and folders of photos "
+             "(flat, or one sub-folder per class). None: a few validation images of the model's "
+             "data. Then Hydra overrides, e.g. localise=true."),
+    label: Optional[List[str]] = typer.Option(
+        None, help="The correct class, as an index or a class name: once for every image, or "
+        "repeated, one per image in order. Default: the class predicted on the whole image (in "
+        "a class-per-folder tree: the folder's name where it names a class of the model)."),
+    layer: Optional[str] = typer.Option(None, help="Layer of panel (b): a module name "
+                                        "(layer3.1, features.28) or the paper's conv1..conv5 "
+                                        "where they apply. Default: the paper's layer 5, else "
+                                        "the last feature map before global pooling."),
     size: Optional[int] = typer.Option(None, min=1, help="Occluder side in pixels (default: "
                                        "input side / 4; the paper does not say)."),
     stride: Optional[int] = typer.Option(None, min=1, help="Occluder step in pixels (default: size / 4)."),
@@ -272,16 +283,19 @@ def occlude(
 ) -> None:
     """Occlusion sensitivity (paper §4.2, Fig 7): slide a grey square over each image.
 
-    Per occluder position: (b) the total activation of the strongest layer-5 feature map, (d) p(correct class), (e) the most probable label; with (c) the deconv projection of that map. Maps go to the run folder as .npz, numbers to occlusion.json, figures to figures/.
+    Per occluder position: (b) the total activation of the strongest feature map of --layer, (d) p(correct class), (e) the most probable label; with (c) the deconv projection of that map where the model has a deconvnet, and (f) the fall in p(correct class) over the photo. A photo is occluded over the region the model sees (short side resized, centre crop). Maps (per position and per pixel) go to the run folder as .npz, numbers to occlusion.json, figures to figures/.
     """
     images, overrides = _files_and_overrides(args)
-    typed = {"label": _quote(label) if label is not None else None, "size": size,
-             "stride": stride, "checkpoint": _quote(checkpoint) if checkpoint else None,
+    typed = {"labels": _hydra_list(label), "layer": _quote(layer) if layer else None,
+             "size": size, "stride": stride,
+             "checkpoint": _quote(checkpoint) if checkpoint else None,
              **_source(arch, trust_pickle, weights), "device": device,
              "images": _hydra_list(images)}
     from zfnet_cli.experiments import occlude as experiment_occlude
 
     metrics = _execute("occlude", _overrides(typed, overrides), experiment_occlude.run)
+    for line in metrics.get("notes", []):
+        typer.echo(f"zfnet occlude: note: {line}", err=True)
     for line in metrics.get("failed", []):
         typer.echo(f"zfnet occlude: error: {line}", err=True)
     if metrics.get("failed"):

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 __all__ = ["Layer", "LayerInfo", "paper_names", "layer_names", "block_names", "resolve_layer",
-           "describe_layers", "tap", "read_once", "read_layers", "evaluating"]
+           "default_layer", "describe_layers", "tap", "read_once", "read_layers", "evaluating"]
 
 
 @dataclass(frozen=True)
@@ -149,8 +149,15 @@ def paper_names(model: nn.Module) -> dict[str, str]:
 
 
 def layer_names(model: nn.Module) -> list[str]:
-    """Every name :func:`resolve_layer` accepts for ``model``: the paper's names first (bottom
-    to top), then every module's qualified name in registration order."""
+    """Every name :func:`resolve_layer` accepts for ``model``.
+
+    Args:
+        model (nn.Module): any model.
+
+    Returns:
+        list[str]: the paper's names first (bottom to top, see :func:`paper_names`), then
+        every module's qualified name in registration order.
+    """
     return list(paper_names(model)) + [n for n, _ in model.named_modules() if n]
 
 
@@ -356,3 +363,68 @@ def evaluating(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m, training in modes.items():
             m.training = training
+
+
+@torch.no_grad()
+def default_layer(model: nn.Module, input_shape: Sequence[int] = (3, 224, 224)) -> Layer:
+    """The layer an instrument reads when none is named (occlusion's panel (b)).
+
+    * Where the paper's names apply (:func:`paper_names`): the last conv stage, the paper's
+      "layer 5" (``conv5`` of ZFNet and AlexNet, ``conv13`` of VGG16).
+    * Else the network's last feature map before global pooling: the last module, in the
+      order the forward pass *finishes* them, whose output is 4-D with more than one spatial
+      position and that runs once. A container finishes after its last child, so this is
+      ``layer4`` of a ResNet, ``features`` of MobileNet / EfficientNet / DenseNet, the last
+      ReLU before the ``Flatten`` of a plain ``nn.Sequential``. Where every 4-D output is 1x1
+      (a tiny input), the last 4-D one.
+
+    One forward pass of a zero input of ``input_shape`` in eval mode (modes restored after).
+
+    Args:
+        model (nn.Module): any model taking (B, C, H, W) images.
+        input_shape (sequence of int): ``(C, H, W)`` of one input. Default: ``(3, 224, 224)``.
+
+    Returns:
+        Layer: named by its paper name or its module name.
+
+    Raises:
+        ValueError: no module of the model gives a 4-D output (no feature map to read).
+
+    Example:
+        >>> import torchvision
+        >>> default_layer(torchvision.models.resnet18(), (3, 64, 64)).name
+        'layer4'
+    """
+    paper = [n for n in paper_names(model) if n.startswith("conv")]
+    if paper:
+        return resolve_layer(model, paper[-1])
+    finished: list[tuple[str, tuple[int, ...]]] = []
+    calls: dict[str, int] = {}
+    handles = []
+    for n, m in model.named_modules():
+        if not n:
+            continue
+        def hook(_m, _i, out, n=n):
+            calls[n] = calls.get(n, 0) + 1
+            if isinstance(out, torch.Tensor):
+                finished.append((n, tuple(out.shape)))
+        handles.append(m.register_forward_hook(hook))
+    modes = {m: m.training for m in model.modules()}
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    try:
+        model.eval()
+        model(torch.zeros(1, *input_shape, device=device, dtype=dtype))
+    finally:
+        for h in handles:
+            h.remove()
+        for m, training in modes.items():
+            m.training = training
+    maps = [(n, s) for n, s in finished if len(s) == 4 and calls[n] == 1]
+    spatial = [n for n, s in maps if s[2] * s[3] > 1]
+    if not maps:
+        raise ValueError(f"{type(model).__name__} has no module with a 4-D (B, C, H, W) output "
+                         f"for a {tuple(input_shape)} input: name the layer to read "
+                         f"(`zfnet layers` lists them)")
+    return resolve_layer(model, (spatial or [n for n, _ in maps])[-1])

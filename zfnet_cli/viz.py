@@ -5,11 +5,17 @@ import math
 from pathlib import Path
 from typing import Sequence
 
+import os
+import sys
+
 import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw
 
-matplotlib.use("Agg")
+# Agg (files only) for the commands; a notebook that has chosen its backend keeps it
+# (zfnet_cli.occlusion.plot_fig7 imports this module there).
+if "matplotlib.pyplot" not in sys.modules and not os.environ.get("MPLBACKEND"):
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
@@ -171,14 +177,21 @@ def panels_figure(panels: Sequence[tuple[str, object]], path, *, title: str = ""
 
 
 
-def occlusion_figure(image, occluder: tuple[int, int, int], fmap_total, projection, p_target,
-                     top_label, classes: Sequence[str], centres, path, *, title: str = "",
-                     fmap: str = "", target: str = "") -> Path:
-    """Fig 7's row for one image: (a) the input with the occluder drawn at one position,
-    (b) total activation of the strongest layer-5 map per occluder position, (c) that map's
-    deconv projection, (d) p(correct class) per position, (e) the most probable label per
-    position with a legend of class names. Maps are drawn over the image's coordinates: each
-    cell sits at its occluder's centre."""
+def occlusion_row(image, occluder: tuple[int, int, int], fmap_total, projection, p_target,
+                  top_label, classes: Sequence[str], centres, *, overlay=None, title: str = "",
+                  fmap: str = "", target: str = "", region: str = ""):
+    """Fig 7's row for one image as a matplotlib ``Figure`` (built without pyplot, so it neither
+    needs nor changes a backend: a notebook shows it, :func:`occlusion_figure` saves it).
+
+    Panels: (a) the input with the occluder drawn at one position, (b) total activation of the
+    strongest map per occluder position (left out where ``fmap_total`` is ``None``: a
+    TorchScript model, whose layers cannot be read), (c) that map's deconv projection (left out where
+    ``projection`` is ``None``: no deconvnet for the model), (d) p(correct class) per position,
+    (e) the most probable label per position with a legend of class names, and, where
+    ``overlay`` (H, W) is given, (f) that map over the image (the fall in p(correct class) at
+    each pixel). Maps are drawn over the image's coordinates: each cell sits at its occluder's
+    centre. ``region`` says which part of the photo the image is (a second title line)."""
+    from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
     h, w = image.shape[:2]
@@ -186,35 +199,61 @@ def occlusion_figure(image, occluder: tuple[int, int, int], fmap_total, projecti
     dy = (cy[1] - cy[0]) if len(cy) > 1 else h
     dx = (cx[1] - cx[0]) if len(cx) > 1 else w
     extent = (cx[0] - dx / 2, cx[-1] + dx / 2, cy[-1] + dy / 2, cy[0] - dy / 2)
-    fig, axes = plt.subplots(1, 5, figsize=(17, 3.9))
+    names = ["a"] + (["b"] if fmap_total is not None else []) + \
+        (["c"] if projection is not None else []) + ["d", "e"] + \
+        (["f"] if overlay is not None else [])
+    fig = Figure(figsize=(3.5 * len(names), 3.9))
+    axes = dict(zip(names, fig.subplots(1, len(names))))
     y, x, size = occluder
-    axes[0].imshow(image)
-    axes[0].add_patch(Rectangle((x - 0.5, y - 0.5), size, size, facecolor=(0.5, 0.5, 0.5),
-                                edgecolor="white", linewidth=1))
-    axes[0].set_title("(a) input + occluder")
-    im = axes[1].imshow(fmap_total, cmap="jet", extent=extent)
-    axes[1].set_title(f"(b) total activation, {fmap}", fontsize=9)
-    fig.colorbar(im, ax=axes[1], fraction=0.046)
-    axes[2].imshow(projection)
-    axes[2].set_title(f"(c) projection of {fmap}", fontsize=9)
-    im = axes[3].imshow(p_target, cmap="jet", extent=extent, vmin=0, vmax=max(1e-6, float(p_target.max())))
-    axes[3].set_title(f"(d) p({target})", fontsize=9)
-    fig.colorbar(im, ax=axes[3], fraction=0.046)
+    axes["a"].imshow(image)
+    axes["a"].add_patch(Rectangle((x - 0.5, y - 0.5), size, size, facecolor=(0.5, 0.5, 0.5),
+                                  edgecolor="white", linewidth=1))
+    axes["a"].set_title("(a) input + occluder")
+    if fmap_total is not None:
+        im = axes["b"].imshow(fmap_total, cmap="jet", extent=extent)
+        axes["b"].set_title(f"(b) total activation, {fmap}", fontsize=9)
+        fig.colorbar(im, ax=axes["b"], fraction=0.046)
+    if projection is not None:
+        axes["c"].imshow(projection)
+        axes["c"].set_title(f"(c) projection of {fmap}", fontsize=9)
+    im = axes["d"].imshow(p_target, cmap="jet", extent=extent, vmin=0,
+                          vmax=max(1e-6, float(p_target.max())))
+    axes["d"].set_title(f"(d) p({target})", fontsize=9)
+    fig.colorbar(im, ax=axes["d"], fraction=0.046)
     labels = np.unique(top_label)
     index = np.searchsorted(labels, top_label)
-    cmap = plt.get_cmap("tab20", max(len(labels), 1))
-    axes[4].imshow(index, cmap=cmap, extent=extent, vmin=-0.5, vmax=len(labels) - 0.5,
-                   interpolation="nearest")
-    axes[4].set_title("(e) most probable label")
+    cmap = matplotlib.colormaps["tab20"].resampled(max(len(labels), 1))
+    axes["e"].imshow(index, cmap=cmap, extent=extent, vmin=-0.5, vmax=len(labels) - 0.5,
+                     interpolation="nearest")
+    axes["e"].set_title("(e) most probable label")
     handles = [Rectangle((0, 0), 1, 1, color=cmap(i)) for i in range(len(labels))]
-    axes[4].legend(handles, [classes[int(c)] for c in labels], fontsize=7, loc="upper left",
-                   bbox_to_anchor=(1.02, 1.0), frameon=False)
-    for ax in axes:
-        ax.set_xlim(0, w)
-        ax.set_ylim(h, 0)
+    axes["e"].legend(handles, [classes[int(c)] for c in labels], fontsize=7, loc="upper left",
+                     bbox_to_anchor=(1.02, 1.0), frameon=False)
+    if overlay is not None:
+        axes["f"].imshow(image)
+        im = axes["f"].imshow(overlay, cmap="jet", alpha=0.5, extent=(-0.5, w - 0.5, h - 0.5, -0.5))
+        axes["f"].set_title(f"(f) fall in p({target}) when covered", fontsize=9)
+        fig.colorbar(im, ax=axes["f"], fraction=0.046)
+    for ax in axes.values():
+        ax.set_xlim(-0.5, w - 0.5)
+        ax.set_ylim(h - 0.5, -0.5)
         ax.set_xticks([])
         ax.set_yticks([])
-    return _save_figure(fig, path, title)
+    if title or region:
+        fig.suptitle("\n".join(t for t in (title, region) if t), fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def occlusion_figure(image, occluder: tuple[int, int, int], fmap_total, projection, p_target,
+                     top_label, classes: Sequence[str], centres, path, **kwargs) -> Path:
+    """:func:`occlusion_row` written to ``path`` (PNG)."""
+    fig = occlusion_row(image, occluder, fmap_total, projection, p_target, top_label, classes,
+                        centres, **kwargs)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
 
 
 def invariance_figure(result: dict, examples: dict, names: Sequence[str], layers: Sequence[str],

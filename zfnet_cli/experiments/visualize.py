@@ -127,6 +127,13 @@ def _image_classes(dataset, indices: Sequence[int]) -> list[str]:
     return [names[y] for y in labels]
 
 
+def _image_files(dataset, indices: Sequence[int]) -> dict:
+    """``{"image_files": [...]}``: the file of each image where the data set reads files (a
+    folder of photos, ImageNet), else nothing."""
+    samples = getattr(dataset, "samples", None)
+    return {"image_files": [str(samples[i][0]) for i in indices]} if samples else {}
+
+
 def _check_fmaps(deconv: Projector, layers: list[str], fmaps: Sequence[int],
                  input_size: int = 224) -> None:
     for layer in layers:
@@ -247,7 +254,7 @@ def top9_figures(cfg: VisualizeConfig, loaded: Loaded, run_dir: Path, device,
                 boxes.append([y0, x0, y1, x1])
             blocks.append((f"{layer} map {m}", cells))
             index.setdefault(layer, {})[str(m)] = {
-                "images": t.images[m].tolist(),
+                "images": t.images[m].tolist(), **_image_files(dataset, t.images[m].tolist()),
                 "image_classes": _image_classes(dataset, t.images[m].tolist()),
                 "positions": t.positions[m].tolist(),
                 "values": t.values[m].tolist(), "receptive_fields": boxes}
