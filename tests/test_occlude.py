@@ -150,14 +150,16 @@ def test_bad_folders_and_labels_are_one_line(smoke_model, tree, make, args, word
     assert sorted((root / "occlude").glob("20*")) == before
 
 
-def test_no_deconvnet_for_the_layer_leaves_panel_c_out_with_a_note(smoke_model, tree):
+def test_a_module_inside_a_stage_gets_panel_c_too(smoke_model, tree):
+    # not a stage end, but a module of the stack: the deconvnet reads every module name
+    # (zfnet_cli.layers' one naming), so panel (c) is drawn, with no note
     root, _ = smoke_model
-    res, run = _occ(root, str(tree / "car/y.png"), "--layer", "features.relu4")  # not a stage end
+    res, run = _occ(root, str(tree / "car/y.png"), "--layer", "features.relu4")
     assert res.exit_code == 0, res.output
     notes = [line for line in res.output.splitlines() if line.startswith("zfnet occlude: note:")]
-    assert len(notes) == 1 and "without panel (c)" in notes[0]
+    assert notes == []
     (entry,) = json.loads((run / "metrics.json").read_text())["images"]
-    assert entry["layer"] == "features.relu4" and entry["panel_c"] is False
+    assert entry["layer"] == "features.relu4" and entry["panel_c"] is True
     assert (run / entry["figure"]).stat().st_size > 5000
 
 

@@ -35,7 +35,10 @@ _EXPORTS = {
     "resample": "occlusion", "plot_fig7": "occlusion",
     # the switch deconvnet (paper §2.1) and the top-9 scan (Fig 2)
     "Deconvnet": "deconv", "Request": "deconv", "receptive_field": "deconv",
-    "scan_top9": "top9", "TopK": "top9",
+    "scan_top9": "top9", "TopK": "top9", "gather_top9": "top9",
+    # the deconvnet on any network (the paper's rules through the graph), Fig 7 (c) on any model
+    "GraphDeconvnet": "deconv_graph", "deconvnet_for": "deconv_graph",
+    "project_fmap": "deconv_graph", "NoRuleError": "deconv_graph", "block_names": "layers",
 }
 
 __all__ = sorted(_EXPORTS)

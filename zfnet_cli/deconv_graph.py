@@ -77,7 +77,12 @@ __all__ = ["GraphDeconvnet", "NoRuleError", "Projector", "deconvnet_for", "proje
 
 
 class NoRuleError(ValueError):
-    """An operation of the network has no deconvnet rule (see the module doc)."""
+    """An operation of the network has no deconvnet rule (see the module doc).
+
+    Raised during :meth:`GraphDeconvnet.project` with one line that names the operation
+    (``softmax``, ``matmul`` of two signals, ...) and the module it ran in. A ``ValueError``,
+    so the command line reports it as a user error.
+    """
 
 
 @runtime_checkable

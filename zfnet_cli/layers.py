@@ -338,6 +338,12 @@ def block_names(model: nn.Module) -> list[str]:
     ``features.0`` ..), or the top-level children that hold one where there is no such
     ``nn.Sequential``.
 
+    Args:
+        model (nn.Module): any model.
+
+    Returns:
+        list[str]: layer names (:func:`resolve_layer` accepts each), bottom to top.
+
     Example:
         >>> import torchvision
         >>> block_names(torchvision.models.resnet18())[:3]
