@@ -35,7 +35,6 @@ import torch
 from torch import nn
 
 from zfnet_cli.data.sources import DataConfig, for_model
-from zfnet_cli.deconv import Deconvnet
 from zfnet_cli.model import ModelConfig, ZFNet
 
 
@@ -380,7 +379,7 @@ class Loaded:
     mean: torch.Tensor
     input_size: int
     source: Path | str
-    _deconv: Optional[Deconvnet] = field(default=None, repr=False)
+    _deconv: Optional[object] = field(default=None, repr=False)  # Deconvnet / GraphDeconvnet
 
     @property
     def kind(self) -> str:
@@ -401,13 +400,15 @@ class Loaded:
                    or self.kind)
 
     @property
-    def deconv(self) -> Deconvnet:
-        """The switch deconvnet over :attr:`model`, built on first use.
+    def deconv(self):
+        """The deconvnet over :attr:`model`, built on first use: the paper's explicit switch
+        :class:`~zfnet_cli.deconv.Deconvnet` on plain stacks, else the same rules through the
+        network's graph (:class:`~zfnet_cli.deconv_graph.GraphDeconvnet`); see
+        :func:`~zfnet_cli.deconv_graph.deconvnet_for`.
 
         Raises:
             ValueError: one line, where no deconvnet applies: a TorchScript model (its modules
-                are compiled code the deconvnet cannot go through), or a network
-                :class:`~zfnet_cli.deconv.Deconvnet` does not accept (its reason).
+                are compiled code the deconvnet cannot go through).
         """
         if self._deconv is None:
             if self.kind == "torchscript":
@@ -415,11 +416,9 @@ class Loaded:
                                  f"only, no deconvnet; for the deconvnet load its state dict "
                                  f"(checkpoint=FILE arch=NAME) or its code "
                                  f"(checkpoint=module:factory weights=FILE)")
-            try:
-                self._deconv = Deconvnet(self.model)
-            except ValueError as err:
-                raise ValueError(f"no deconvnet for {self.name}: "
-                                 f"{str(err).splitlines()[0]}") from None
+            from zfnet_cli.deconv_graph import deconvnet_for
+
+            self._deconv = deconvnet_for(self.model)
         return self._deconv
 
     @property

@@ -45,7 +45,7 @@ from zfnet_cli.checkpoint import Loaded, ModelSource, load_trained, resolve_labe
 from zfnet_cli.data.images import (MAX_PIXELS, ImageError, PhotoFolder, load_image, seen_region,
                                    upright_size)
 from zfnet_cli.data.sources import DataConfig, load_split
-from zfnet_cli.deconv import Request
+from zfnet_cli.deconv_graph import project_fmap
 from zfnet_cli.engine import Dist, pick_device
 from zfnet_cli.occlusion import OcclusionMaps, occlude
 from zfnet_cli import viz
@@ -104,7 +104,9 @@ def _projection(loaded: Loaded, x: torch.Tensor, maps: OcclusionMaps
         return None, ("a TorchScript model's layers cannot be read (load the model from its "
                       "state dict for them)")
     try:
-        proj = loaded.deconv.project(x[None], [Request(0, maps.layer, maps.fmap, None)])[0]
+        loaded.deconv  # a TorchScript model: its one-line reason
+        # the explicit deconvnet where the layer is in a plain stack, else the graph one
+        proj = project_fmap(loaded.model, x, maps.layer, maps.fmap)
     except ValueError as err:
         return None, str(err).splitlines()[0]
     return viz.projection_to_image(proj.cpu().numpy(), viz.FIGURE_GAIN), None

@@ -355,6 +355,9 @@ def filter_stats(weight: torch.Tensor, dead_fraction: float = 0.1) -> dict:
 def _filters_panel(cfg: VisualizeConfig, spec: str, device):
     """Filter grid + top-1 layer-2 projections of one trained model, and its numbers."""
     loaded = load_trained(spec, cfg.output_root, device, cfg.data, source=cfg)
+    if not isinstance(loaded.deconv, Deconvnet):
+        raise ValueError(f"--filters (Fig 6) reads a plain stack's conv1 and conv2; "
+                         f"{loaded.name} is not one (Fig 2 works: --layer NAME)")
     conv1 = loaded.deconv._convs[0]
     w = conv1.weight.detach().cpu()
     cols = max(1, math.ceil(math.sqrt(w.shape[0])))
