@@ -79,6 +79,20 @@ def _image_names(dataset, indices, split: str) -> list[str]:
     return [f"{split}/{i}" for i in indices]
 
 
+def _first(batches, n: Optional[int]):
+    """The (images, labels) batches cut after ``n`` images (the loaders step in whole batches,
+    so ``max_images`` would otherwise round up to a batch)."""
+    seen = 0
+    for images, labels in batches:
+        if n is not None and seen + images.shape[0] > n:
+            images, labels = images[: n - seen], labels[: n - seen]
+        seen += images.shape[0]
+        if images.shape[0]:
+            yield images, labels
+        if n is not None and seen >= n:
+            return
+
+
 def _unit_chunks(n: int, k: int, batch: int) -> list[range]:
     """Units in chunks of about ``batch`` x 4 projections (bounded memory, few forwards)."""
     step = max(1, (4 * batch) // max(1, k))
@@ -90,8 +104,8 @@ def _top9_units(site: ExplorerSite, sub: Subject, dataset, cfg: ExploreConfig, d
     from zfnet_cli.experiments.visualize import _batches, _image_classes, _images, _project_crops
 
     loaded = sub.loaded
-    top = scan_top9(loaded.deconv, _batches(dataset, loaded, cfg, device), sub.layers, k=cfg.k,
-                    progress=cfg.progress)
+    top = scan_top9(loaded.deconv, _first(_batches(dataset, loaded, cfg, device), cfg.max_images),
+                    sub.layers, k=cfg.k, progress=cfg.progress)
     for layer in sub.layers:
         t = top[layer]
         site.add_layer(layer, sub.shapes[layer])
@@ -131,8 +145,8 @@ def _evolution(site: ExplorerSite, sub: Subject, cfg: ExploreConfig, device) -> 
     for epoch, path in tqdm(kept, desc="epochs", disable=not cfg.progress):
         loaded = load_trained(str(path), cfg.output_root, device, cfg.data)
         dataset = dataset or load_split(loaded.data, cfg.evolution_split, progress=cfg.progress)
-        top = scan_top9(loaded.deconv, _batches(dataset, loaded, cfg, device), sub.layers, k=1,
-                        progress=cfg.progress)
+        top = scan_top9(loaded.deconv, _first(_batches(dataset, loaded, cfg, device), cfg.max_images),
+                        sub.layers, k=1, progress=cfg.progress)
         for layer in sub.layers:
             t = top[layer]
             wanted = sorted({int(i) for i in t.images[:, 0]})
