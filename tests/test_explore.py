@@ -4,7 +4,6 @@ selenium; skipped with the reason where they are not installed)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -99,8 +98,8 @@ def test_markdown_to_html_hand_cases():
 # ---------------------------------------------------------------- in a real browser
 
 def _chrome():
-    """Headless Debian chromium through its own chromedriver (never Selenium Manager, which
-    would try to download one)."""
+    """Headless Debian chromium through its own chromedriver. The driver's path goes to
+    ``Service``, so selenium skips Selenium Manager (which would try to download a driver)."""
     try:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
@@ -122,7 +121,6 @@ def _chrome():
 
 @pytest.fixture(scope="module")
 def browser():
-    os.environ.setdefault("SE_OFFLINE", "true")  # belt and braces: selenium never downloads
     d = _chrome()
     yield d
     d.quit()
