@@ -122,7 +122,7 @@ LINE = TEXT_SIZE + 4  # px per line of text
 def _canvas(width: int, height: int, title: str, pad: int = 6):
     """A grey canvas ``width`` wide with the title wrapped to that width at its top left, and
     ``height`` px below the title. Returns (canvas, draw, title height)."""
-    lines = wrap(title, width - 2 * pad) if title else []
+    lines = wrap(title, max(width, 360) - 2 * pad) if title else []  # narrow grids: <= 360 px
     width = max([width] + [int(draw_len(l)) + 2 * pad for l in lines])
     top = len(lines) * LINE + 6 if lines else 0
     canvas = Image.new("RGB", (width, height + top), GREY)
