@@ -194,3 +194,12 @@ def test_site_in_a_browser(site, browser):
     d.find_elements("css selector", "#grid .card")[-1].click()  # a click chooses a unit
     assert shown()[0] == order[-1]
     assert _errors(d) == []
+
+
+def test_site_docstring_examples_run():
+    import doctest
+
+    import zfnet_cli.site
+
+    result = doctest.testmod(zfnet_cli.site)
+    assert result.attempted >= 5 and result.failed == 0
