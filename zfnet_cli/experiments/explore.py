@@ -170,8 +170,8 @@ def run(cfg: ExploreConfig, run_dir: str | Path, *, dist_info: Dist | None = Non
         raise ValueError(f"k must be >= 1, got {cfg.k}")
     sub = open_subject(cfg.checkpoint, cfg, device)
     dataset = load_split(sub.loaded.data, cfg.split, progress=cfg.progress)
-    site = ExplorerSite(run_dir / "site", f"{sub.loaded.state['model_cfg'].get('name', 'model')} "
-                        f"explorer", cell=cfg.cell)
+    name = (sub.loaded.state.get("model_cfg") or {}).get("name", "model")
+    site = ExplorerSite(run_dir / "site", f"{name} explorer", cell=cfg.cell)
     scanned = _top9_units(site, sub, dataset, cfg, device)
     epochs = _evolution(site, sub, cfg, device) if cfg.evolution else []
     index = site.finish({"checkpoint": sub.loaded.source, "image set": f"{sub.loaded.data.name} "
