@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from zfnet_cli import viz
-from zfnet_cli.checkpoint import CheckpointError, Loaded, load_trained
+from zfnet_cli.checkpoint import CheckpointError, Loaded, ModelSource, load_trained
 from zfnet_cli.data.sources import DataConfig, load_split
 from zfnet_cli.deconv import Request
 from zfnet_cli.engine import Dist, pick_device
@@ -33,7 +33,7 @@ from zfnet_cli.top9 import scan_top9
 
 
 @dataclass
-class ExploreConfig:
+class ExploreConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
     checkpoint: str = "latest"  # a checkpoint file, a train run folder, or the newest train run
     data: Optional[DataConfig] = None  # None: the data the checkpoint was trained on
     split: str = "val"  # the image set scanned (Fig 2: the validation set)
@@ -64,7 +64,7 @@ def open_subject(spec: str, cfg: ExploreConfig, device) -> Subject:
     number and measure each layer's output shape with one forward of a blank image."""
     from zfnet_cli.experiments.visualize import layer_names  # the paper-number -> name rule
 
-    loaded = load_trained(spec, cfg.output_root, device, cfg.data)
+    loaded = load_trained(spec, cfg.output_root, device, cfg.data, source=cfg)
     layers = layer_names(loaded.deconv, cfg.layers)
     s = loaded.input_size
     top = max(layers, key=loaded.deconv.layers.index)
