@@ -141,7 +141,7 @@ def _all_images_load(d) -> list:
                             ".map(i => i.getAttribute('src'));")
 
 
-def test_site_in_a_browser(site, browser):
+def test_site_in_a_browser(browser, site):  # browser first: a skip costs no site build
     from selenium.webdriver.support.ui import Select
 
     d, index = browser, site / "site" / "index.html"
