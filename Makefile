@@ -36,14 +36,14 @@ PAPER_ARGS ?=
 # count a run used (torch_threads). `make demo THREADS=8` is faster on a bigger machine, with
 # other digits.
 THREADS ?= 2
-demo paper-small trained fig2 fig4 fig5 fig6 fig7 fig9 table1 table3 table4 table5 \
+demo paper-small trained fig2 explore fig4 fig5 fig6 fig7 fig9 table1 table3 table4 table5 \
 	table6 table7: export OMP_NUM_THREADS = $(THREADS)
 
-.PHONY: setup demo test test-slow bench gpu-check trained fig2 fig4 fig5 fig6 fig7 fig9 table1 table3 \
+.PHONY: setup demo test test-slow bench gpu-check trained fig2 explore fig4 fig5 fig6 fig7 fig9 table1 table3 \
 	table4 table5 table6 table7 paper paper-small help
 
 help:
-	@echo "make demo       the small ZFNet on the embedded data: train, figures, ablation, transfer (CPU, ~12 min)"
+	@echo "make demo       the small ZFNet on the embedded data: train, figures, ablation, transfer, explorer (CPU, ~13 min)"
 	@echo "make test       run the test suite (CPU, a few minutes)"
 	@echo "make test-slow  also the long tests"
 	@echo "make bench      benchmarks, written to outputs/bench/<date_time>/"
@@ -51,6 +51,7 @@ help:
 	@echo "                GPU_CHECK_ARGS=--dry-run: tiny sizes on the CPU)"
 	@echo "make setup      only create .venv and install the package"
 	@echo "make fig2       Fig 2: top-9 projections, layers 1-5 (trains first if no model)"
+	@echo "make explore    Fig 2 for every unit of layers 1-5, as a site to open in a browser"
 	@echo "make fig4       Fig 4: feature evolution over the kept epochs"
 	@echo "make fig6       Fig 6: trains 11x11/4, 7x7/2 and 7x7/2 without renorm, compares filters"
 	@echo "make fig5       Fig 5: invariance to translation, scale, rotation"
@@ -83,12 +84,16 @@ demo: $(STAMP)
 	$(ZFNET) correspond
 	$(ZFNET) ablate -e demo
 	$(ZFNET) transfer
+	$(ZFNET) explore  # its last line: the explorer's index.html, to open in a browser
 
 trained: $(STAMP)
 	@test -e $(TRAINED) || $(ZFNET) train
 
 fig2: trained
 	$(ZFNET) visualize --all
+
+explore: trained
+	$(ZFNET) explore
 
 fig4: trained
 	$(ZFNET) visualize --evolution

@@ -252,6 +252,33 @@ def visualize(
 
 
 @app.command(epilog="Examples:\n\n"
+             "  zfnet explore                              # every unit of layers 1-5, newest model\n\n"
+             "  zfnet explore --layer 1 --layer 2 max_images=2000\n\n"
+             "  zfnet explore checkpoint=outputs/train/RUN data=imagenet data.root=DIR split=val")
+def explore(
+    overrides: Optional[List[str]] = OVERRIDES,
+    layer: Optional[List[int]] = typer.Option(None, help="Conv layer(s) to explore (1-5 for "
+                                              "ZFNet); repeat for several. Default: all."),
+    checkpoint: Optional[str] = CHECKPOINT,
+    split: Optional[str] = typer.Option(None, help="Data split scanned (default: val)."),
+    max_images: Optional[int] = typer.Option(None, min=1, help="Scan at most this many images."),
+    evolution: Optional[bool] = typer.Option(None, "--evolution/--no-evolution", help="Show each "
+                                             "unit at the run's kept epochs (Fig 4; default: yes)."),
+    device: Optional[str] = DEVICE,
+) -> None:
+    """Browse Fig 2 for every unit: a static site (open site/index.html in a browser, no server).
+
+    The top-9 of every unit of the chosen layers over an image set, each projection beside its image patch, with the images' names, classes, activation values and positions; navigation by layer and unit, sorting by strongest activation or by distinct classes.
+    """
+    typed = {"checkpoint": checkpoint, "split": split, "max_images": max_images,
+             "evolution": evolution, "device": device, "layers": _hydra_list(layer, quote=False)}
+    from zfnet_cli.experiments import explore as experiment_explore
+
+    metrics = _execute("explore", _overrides(typed, overrides), experiment_explore.run)
+    typer.echo(f"zfnet explore: open {metrics['index']} in a browser")
+
+
+@app.command(epilog="Examples:\n\n"
              "  zfnet occlude                              # a few embedded validation images\n\n"
              "  zfnet occlude dog.jpg cat.png --label 3    # your files, class 3 as the correct one\n\n"
              "  zfnet occlude photos/ --checkpoint resnet18.pth   # a folder of photos, any model\n\n"

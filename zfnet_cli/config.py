@@ -30,6 +30,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from zfnet_cli.experiments.ablate import AblateConfig
 from zfnet_cli.experiments.correspond import CorrespondConfig
+from zfnet_cli.experiments.explore import ExploreConfig
 from zfnet_cli.experiments.invariance import InvarianceConfig
 from zfnet_cli.experiments.layers import LayersConfig
 from zfnet_cli.experiments.occlude import OccludeConfig
@@ -50,7 +51,8 @@ SCHEMAS: dict[str, type] = {"train": TrainConfig, "visualize": VisualizeConfig,
                             "occlude": OccludeConfig, "invariance": InvarianceConfig,
                             "correspond": CorrespondConfig, "ablate": AblateConfig,
                             "transfer": TransferConfig, "report": ReportConfig,
-                            "prepare": PrepareConfig, "layers": LayersConfig}
+                            "prepare": PrepareConfig, "layers": LayersConfig,
+                            "explore": ExploreConfig}
 
 _store = ConfigStore.instance()
 for _name, _schema in SCHEMAS.items():

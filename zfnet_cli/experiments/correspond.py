@@ -174,7 +174,11 @@ def run(cfg: CorrespondConfig, run_dir: str | Path, *, dist_info: Dist | None = 
         md.append("| " + " | ".join(cells) + " |")
     md_text = ("Table 1: Delta = mean over image pairs i != j of the fraction of feature signs where "
                f"eps_i and eps_j differ; {n} images, {cfg.draws} draws, {size}px squares.\n\n"
-               + "\n".join(md) + "\n")
+               + "\n".join(md) + "\n\n"
+               "Scales differ: our Delta is normalised to [0, 1] (divided by the N(N-1) ordered "
+               "pairs and the feature length D); the paper does not say how its Delta is "
+               "normalised and its values sit on another scale. Compare the ordering of the "
+               "rows (parts below random = consistent), not the numbers.\n")
     (run_dir / "table1.md").write_text(md_text)
     crops = images[:, :, int(offset):int(offset) + c, int(offset):int(offset) + c]
     path = run_dir / "figures" / "fig8_masks.png"

@@ -117,10 +117,11 @@ def run(cfg: InvarianceConfig, run_dir: str | Path, *, dist_info: Dist | None = 
                 curves[f"distance_{l}"].append(relative_distance(out[l][:1].expand_as(out[l][1:]),
                                                                  out[l][1:]).tolist())
             curves["p_true"].append(F.softmax(logits[1:], dim=1)[:, label].tolist())
-            if k == 0:
-                pick = torch.linspace(0, len(amounts) - 1, 5).round().long().tolist()
-                examples[kind] = [(f"{amounts[j]:.0f}" if kind != "scale" else f"{amounts[j]:.2f}",
-                                   batch[j].permute(1, 2, 0).numpy()) for j in pick]
+            # thumbnails of every image at 5 amounts (Fig 5's first column)
+            pick = torch.linspace(0, len(amounts) - 1, 5).round().long().tolist()
+            examples.setdefault(kind, []).append(
+                [(f"{amounts[j]:.0f}" if kind != "scale" else f"{amounts[j]:.2f}",
+                  batch[j].permute(1, 2, 0).numpy()) for j in pick])
         result[kind] = {"amounts": amounts, **curves}
     names = [f"{n.split('/')[-1]} ({class_names[lab]})" for n, _, lab, _ in items]
     path = run_dir / "figures" / "fig5_invariance.png"

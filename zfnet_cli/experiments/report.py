@@ -1,4 +1,5 @@
-"""``zfnet report``: one markdown report of a whole reproduction (``make paper``).
+"""``zfnet report``: one markdown report of a whole reproduction (``make paper``), and the same
+as a web page (``index.html`` beside ``report.md``).
 
 It reads the finished runs under an output root (the newest of each kind: each ``visualize``
 mode, each transfer target and task, the newest ablation, ...), copies their figures into the
@@ -142,6 +143,18 @@ def _claims(w: _Writer, root: Path) -> dict:
     return {v: sum(c.verdict == v for c in judged) for v in claims.VERDICTS}
 
 
+def write_html(folder: Path) -> Path:
+    """``folder/index.html`` beside ``folder/report.md``: every section of the markdown, whoever
+    wrote it, as one self-contained page (same figures, relative links, no scripts)."""
+    from zfnet_cli.webpages import html_page
+
+    text = (folder / "report.md").read_text()
+    title = next((l[2:].strip() for l in text.splitlines() if l.startswith("# ")), "report")
+    path = folder / "index.html"
+    path.write_text(html_page(text, title))
+    return path
+
+
 def run(cfg: ReportConfig, run_dir: str | Path, *, dist_info: Dist | None = None,
         overrides: Sequence[str] = ()) -> dict:
     """Write ``run_dir/report.md`` (and ``run_dir/figures/``) from the runs under ``cfg.root``."""
@@ -196,10 +209,12 @@ def run(cfg: ReportConfig, run_dir: str | Path, *, dist_info: Dist | None = None
         w.section("Tables 4-7 and Fig 9: transfer", None)
     verdicts = _claims(w, root)
     (folder / "report.md").write_text("\n".join(w.lines) + "\n")
+    write_html(folder)
     sections = sum(1 for line in w.lines if line.startswith("## "))
     missing = sum(1 for line in w.lines if line == "_No finished run found._")
-    metrics = {"report": str(folder / "report.md"), "root": str(root), "sections": sections,
-               "missing": missing, "claims": verdicts, "claims_table": str(folder / "claims.md")}
+    metrics = {"report": str(folder / "report.md"), "html": str(folder / "index.html"),
+               "root": str(root), "sections": sections, "missing": missing, "claims": verdicts,
+               "claims_table": str(folder / "claims.md")}
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(f"zfnet report: {sections} sections, {missing} without a finished run; claims: "
           + ", ".join(f"{n} {v}" for v, n in verdicts.items()))

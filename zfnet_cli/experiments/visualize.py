@@ -19,7 +19,9 @@ Three figures of the paper:
   layer, with and without filter renormalisation).
 
 Display normalisation (the paper does not say how it scales its reconstructions): each
-projection is cropped to its receptive field and divided by its largest absolute value, then
+projection and its image patch are cropped to the part of the activation's receptive field the
+projection reaches (its non-zero pixels: through the image's own switches), and the projection
+is divided by its largest absolute value, then
 mapped to grey levels 128 + 254 * p, clipped (gain 2: the strongest pixels saturate and the
 structure around them shows), so zero is mid-grey, as in the paper's figures. Fig 2 picks its
 random subset of maps among the live ones (some activation above zero over the scan).
@@ -184,9 +186,25 @@ def _project_crops(loaded: Loaded, images: torch.Tensor, requests: list[Request]
     for s in bar:
         part = requests[s:s + chunk]
         proj = deconv.project(images, part, batch_size=chunk).cpu()
-        for (y0, x0, y1, x1), p in zip(boxes[s:s + chunk], proj):
-            out.append((p[:, y0:y1, x0:x1].numpy(), (y0, x0, y1, x1)))
+        for box, p in zip(boxes[s:s + chunk], proj):
+            box = _reached(p, box)
+            y0, x0, y1, x1 = box
+            out.append((p[:, y0:y1, x0:x1].numpy(), box))
     return out
+
+
+def _reached(proj: torch.Tensor, box: tuple) -> tuple:
+    """The part of receptive-field ``box`` (y0, x0, y1, x1) that projection ``proj`` (3, H, W)
+    reaches: the bounding box of its non-zero pixels there, or ``box`` if it is all zero. A
+    projection is exactly zero where this image's switches route nothing (no biases on the way
+    down), so e.g. a conv1 activation after its 3x3 max-pool reaches only the 7x7 of the one
+    conv position its switch chose. Cutting projection and patch at this box aligns them."""
+    y0, x0, y1, x1 = box
+    hit = proj[:, y0:y1, x0:x1].abs().amax(0) > 0
+    if not hit.any():
+        return box
+    ys, xs = hit.any(1).nonzero().flatten(), hit.any(0).nonzero().flatten()
+    return (y0 + int(ys[0]), x0 + int(xs[0]), y0 + int(ys[-1]) + 1, x0 + int(xs[-1]) + 1)
 
 
 def _shard_batches(dataset, n: int, rank: int, world: int, loaded: Loaded, cfg: VisualizeConfig,
