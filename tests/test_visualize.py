@@ -85,8 +85,9 @@ def test_all_layers_evolution_and_filters(trained):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--layer", "7"], "--layer 7: this model has no conv7; its layers include conv1, conv2, "
-                       "conv3, conv4, conv5 (any module name works too: `zfnet layers` lists them)"),
+    (["--layer", "7"], "--layer 7 is not a conv layer of this model (no conv7); its layers include "
+                       "conv1, conv2, conv3, conv4, conv5 (any module name works too: `zfnet layers` "
+                       "lists them)"),
     (["--layer", "layer3.1"], "unknown layer 'layer3.1' (layers of this model include conv1, conv2, "
                               "conv3, conv4, conv5, fc6, fc7, fc8, ...; `zfnet layers` lists them all)"),
     (["--layer", "2", "--fmap", "16"], "--fmap 16 out of range: conv2 has 16 feature maps (0..15)"),

@@ -64,7 +64,12 @@ def open_subject(spec: str, cfg: ExploreConfig, device) -> Subject:
     number and measure each layer's output shape with one forward of a blank image."""
     from zfnet_cli.experiments.visualize import layer_names  # the paper-number -> name rule
 
+    from zfnet_cli.deconv import Deconvnet
+
     loaded = load_trained(spec, cfg.output_root, device, cfg.data, source=cfg)
+    if not isinstance(loaded.deconv, Deconvnet):  # the graph deconvnet has no stage forward
+        raise ValueError(f"zfnet explore reads plain stacks (ZFNet, AlexNet, VGG); {loaded.name} "
+                         f"is not one: use zfnet visualize --layer NAME for Fig 2 on it")
     layers = layer_names(loaded.deconv, cfg.layers)
     s = loaded.input_size
     top = max(layers, key=loaded.deconv.layers.index)

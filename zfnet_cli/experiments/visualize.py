@@ -86,9 +86,10 @@ def layer_names(deconv: Projector, names: Sequence, input_size: int = 224) -> li
             num_maps(deconv, name, input_size)
         except ValueError as err:
             if str(asked).isdigit():
-                raise ValueError(f"--layer {asked}: this model has no conv{asked}; its layers "
-                                 f"include {', '.join(deconv.layers)} (any module name works "
-                                 f"too: `zfnet layers` lists them)") from None
+                raise ValueError(f"--layer {asked} is not a conv layer of this model (no "
+                                 f"conv{asked}); its layers include {', '.join(deconv.layers)} "
+                                 f"(any module name works too: `zfnet layers` lists them)"
+                                 ) from None
             raise err
     return out
 
