@@ -251,7 +251,7 @@ def test_prepare_through_the_cli_resumes_in_place(tmp_path):
             f"output_root={tmp_path / 'out'}", "progress=false"]
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
-    assert "unreadable, left out: train/n01443537/n01443537_1_truncated.JPEG" in first.output
+    assert "unreadable, skipped: train/n01443537/n01443537_1_truncated.JPEG" in first.output
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0, again.output
     runs = sorted(p for p in (tmp_path / "out" / "prepare").iterdir() if not p.is_symlink())

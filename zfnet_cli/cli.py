@@ -106,9 +106,9 @@ def train(
                                              "and val/<wnid>/ (ImageFolder, or torchvision's root "
                                              "with meta.bin / the devkit for class names); packed: "
                                              "the pack folder."),
-    epochs: Optional[int] = typer.Option(None, min=1, help="Number of epochs (paper: 70)."),
-    batch_size: Optional[int] = typer.Option(None, min=1, help="Global batch size (paper: 128)."),
-    lr: Optional[float] = typer.Option(None, min=0.0, help="Initial learning rate (paper: 0.01)."),
+    epochs: Optional[int] = typer.Option(None, help="Number of epochs (paper: 70)."),
+    batch_size: Optional[int] = typer.Option(None, help="Global batch size (paper: 128)."),
+    lr: Optional[float] = typer.Option(None, help="Initial learning rate (paper: 0.01)."),
     device: Optional[str] = typer.Option(None, help="auto (CUDA when present), cpu, cuda, cuda:1."),
     seed: Optional[int] = typer.Option(None, help="Seed of weights, data order, augmentation, dropout."),
     resume: Optional[str] = typer.Option(
@@ -199,7 +199,7 @@ def visualize(
                                  "runs given as arguments (e.g. AlexNet 11x11/4 vs ZFNet 7x7/2)."),
     checkpoint: Optional[str] = CHECKPOINT,
     split: Optional[str] = typer.Option(None, help="Data split scanned for Fig 2 (default: val)."),
-    max_images: Optional[int] = typer.Option(None, min=1, help="Scan at most this many images."),
+    max_images: Optional[int] = typer.Option(None, help="Scan at most this many images."),
     device: Optional[str] = DEVICE,
     seed: Optional[int] = typer.Option(None, help="Seed of the random subset of maps."),
 ) -> None:
@@ -237,9 +237,9 @@ def occlude(
              "images of the model's data. Then Hydra overrides, e.g. localise=true."),
     label: Optional[str] = typer.Option(None, help="The correct class, as an index or a class "
                                         "name. Default: the class predicted on the whole image."),
-    size: Optional[int] = typer.Option(None, min=1, help="Occluder side in pixels (default: "
+    size: Optional[int] = typer.Option(None, help="Occluder side in pixels (default: "
                                        "input side / 4; the paper does not say)."),
-    stride: Optional[int] = typer.Option(None, min=1, help="Occluder step in pixels (default: size / 4)."),
+    stride: Optional[int] = typer.Option(None, help="Occluder step in pixels (default: size / 4)."),
     checkpoint: Optional[str] = CHECKPOINT,
     device: Optional[str] = DEVICE,
 ) -> None:
@@ -270,7 +270,7 @@ def invariance(
         help="Image files (default: validation images of the model's data), then overrides."),
     label: Optional[List[str]] = typer.Option(None, help="True class of each file (index or "
                                               "name), in order; repeat. Default: the prediction."),
-    n_images: Optional[int] = typer.Option(None, min=1, help="Validation images used (paper: 5)."),
+    n_images: Optional[int] = typer.Option(None, help="Validation images used (paper: 5)."),
     method: Optional[str] = typer.Option(None, help="image: transform the whole image (paper); "
                                          "render: re-draw the embedded object."),
     checkpoint: Optional[str] = CHECKPOINT,
@@ -298,8 +298,8 @@ def correspond(
         help="Images of one class (need --parts-file; default: embedded faces), then overrides."),
     parts_file: Optional[Path] = typer.Option(None, help="JSON {image: {part: [x0,y0,x1,y1]}} or "
                                               "CSV image,part,x0,y0,x1,y1."),
-    draws: Optional[int] = typer.Option(None, min=1, help="Draws per Table 1 row (mean ± std)."),
-    mask_size: Optional[int] = typer.Option(None, min=1, help="Side of the occluding square (px)."),
+    draws: Optional[int] = typer.Option(None, help="Draws per Table 1 row (mean ± std)."),
+    mask_size: Optional[int] = typer.Option(None, help="Side of the occluding square (px)."),
     checkpoint: Optional[str] = CHECKPOINT,
     device: Optional[str] = DEVICE,
 ) -> None:
@@ -386,9 +386,9 @@ def transfer(
     root: Optional[Path] = typer.Option(None, help="The target data set's folder (torchvision's "
                                         "layouts: ROOT/caltech101/101_ObjectCategories, "
                                         "ROOT/caltech256/256_ObjectCategories, ROOT/VOCdevkit/VOC2012)."),
-    shots: Optional[List[int]] = typer.Option(None, min=1, help="Training images per class; "
+    shots: Optional[List[int]] = typer.Option(None, help="Training images per class; "
                                               "repeat for several (paper: 15, 30 / 15-60)."),
-    folds: Optional[int] = typer.Option(None, min=1, help="Random folds (paper: 5)."),
+    folds: Optional[int] = typer.Option(None, help="Random folds (paper: 5)."),
     scratch: Optional[bool] = typer.Option(None, "--scratch/--no-scratch", help="Also train the "
                                            "architecture from scratch on each fold (default: yes)."),
     per_layer: Optional[bool] = typer.Option(None, "--per-layer/--no-per-layer", help="Table 7: "
@@ -419,10 +419,10 @@ def prepare(
     overrides: Optional[List[str]] = OVERRIDES,
     out: Optional[Path] = typer.Option(None, help="The pack folder (default: "
                                        "outputs/packed/<dataset>_<image-size>)."),
-    workers: Optional[int] = typer.Option(None, min=0, help="Decoding processes (0: every core)."),
-    image_size: Optional[int] = typer.Option(None, min=1, help="Side of the stored images (paper: "
+    workers: Optional[int] = typer.Option(None, help="Decoding processes (0: every core)."),
+    image_size: Optional[int] = typer.Option(None, help="Side of the stored images (paper: "
                                              "short side 256, centre crop)."),
-    shard_size: Optional[int] = typer.Option(None, min=1, help="Images per shard file."),
+    shard_size: Optional[int] = typer.Option(None, help="Images per shard file."),
 ) -> None:
     """Decode a data set once into memory-mappable uint8 shards, for fast training (data=packed).
 

@@ -28,6 +28,7 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from zfnet_cli.bounds import check_bounds
 from zfnet_cli.experiments.ablate import AblateConfig
 from zfnet_cli.experiments.correspond import CorrespondConfig
 from zfnet_cli.experiments.invariance import InvarianceConfig
@@ -100,7 +101,9 @@ def compose(command: str, overrides: Sequence[str] = ()) -> Any:
     """Compose ``configs/<command>.yaml`` with ``key=value`` overrides into the typed dataclass.
 
     Raises:
-        ConfigError: an unknown key, an unknown group choice or a badly typed value (one line).
+        ConfigError: an unknown key, an unknown group choice, a badly typed value, a value out
+            of its field's bounds or an impossible combination (:mod:`zfnet_cli.bounds`; one
+            line).
     """
     if command not in SCHEMAS:
         raise ConfigError(f"no config schema for command '{command}'")
@@ -111,7 +114,7 @@ def compose(command: str, overrides: Sequence[str] = ()) -> Any:
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             cfg = _hydra_compose(config_name=command, overrides=list(overrides))
-        return OmegaConf.to_object(cfg)
+        cfg = OmegaConf.to_object(cfg)
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(_one_line(command, err)) from None
     except AssertionError as err:  # OmegaConf: a key set under a null node (e.g. data=null)
@@ -124,6 +127,13 @@ def compose(command: str, overrides: Sequence[str] = ()) -> Any:
                           f"first, e.g. {parents[0] if parents else 'data'}=embedded") from None
     finally:
         GlobalHydra.instance().clear()
+    # The bounds declared on the schema's fields (zfnet_cli.bounds): one check for the typed
+    # --options, the YAML files and the key=value overrides alike.
+    try:
+        check_bounds(cfg)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    return cfg
 
 
 def to_yaml(cfg: Any) -> str:

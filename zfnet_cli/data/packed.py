@@ -124,6 +124,8 @@ def _read_json(path: Path) -> Optional[dict]:
 
 def _one_line(err: BaseException, path: str) -> str:
     """An exception as a one-line reason, without the file name the caller already records."""
+    if isinstance(err, ImageError):
+        return err.reason
     text = str(err).splitlines()[0] if str(err) else type(err).__name__
     text = text[len(path) + 2:] if text.startswith(f"{path}: ") else text
     return text if isinstance(err, ImageError) else f"{type(err).__name__}: {text}"

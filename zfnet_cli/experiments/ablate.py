@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from zfnet_cli.bounds import DEVICE, bounded
 from zfnet_cli.engine import Dist
 from zfnet_cli.experiments import train as experiment_train
 
@@ -67,7 +68,7 @@ class AblateConfig:
     train: list[str] = field(default_factory=list)  # `zfnet train` overrides for every variant
     train_extra: list[str] = field(default_factory=list)  # appended after `train` (CLI: -t)
     resume: Optional[str] = None  # an ablation folder, or "latest", to continue in place
-    device: str = "auto"
+    device: str = bounded("auto", **DEVICE)
     output_root: str = "outputs"
     plot: bool = True
 

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from zfnet_cli import viz
 from zfnet_cli.checkpoint import load_trained, resolve_label
+from zfnet_cli.bounds import DEVICE, bounded
 from zfnet_cli.data.images import MAX_PIXELS, load_image
 from zfnet_cli.data.sources import DataConfig, load_split
 from zfnet_cli.engine import Dist, pick_device
@@ -34,15 +35,15 @@ class InvarianceConfig:
     checkpoint: str = "latest"
     images: list[str] = field(default_factory=list)  # files; empty: embedded validation images
     labels: list[str] = field(default_factory=list)  # true class per file (index or name); empty: predicted
-    n_images: int = 5  # the paper's 5
-    method: str = "image"  # "image" (whole image, the paper's) or "render" (embedded only)
+    n_images: int = bounded(5, min=1)  # the paper's 5
+    method: str = bounded("image", choices=("image", "render"))  # "image" (whole image, the paper's) or "render" (embedded only)
     layers: list[str] = field(default_factory=lambda: ["conv1", "fc7"])  # Fig 5's layer 1 and 7
-    steps_translate: int = 13
-    steps_scale: int = 9
-    steps_rotate: int = 36
+    steps_translate: int = bounded(13, min=1)
+    steps_scale: int = bounded(9, min=1)
+    steps_rotate: int = bounded(36, min=1)
     data: Optional[DataConfig] = None
-    max_pixels: int = MAX_PIXELS
-    device: str = "auto"
+    max_pixels: int = bounded(MAX_PIXELS, min=1)
+    device: str = bounded("auto", **DEVICE)
     output_root: str = "outputs"
     progress: bool = True
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from zfnet_cli.bounds import DEVICE, bounded
 from zfnet_cli.checkpoint import Loaded, load_trained, resolve_label
 from zfnet_cli.data.images import MAX_PIXELS, ImageError, load_image
 from zfnet_cli.data.sources import DataConfig, load_split
@@ -42,16 +43,16 @@ class OccludeConfig:
     checkpoint: str = "latest"  # a checkpoint file, a train run folder, or the newest train run
     images: list[str] = field(default_factory=list)  # image files; empty: embedded val images
     label: Optional[str] = None  # the correct class (index or name); None: the predicted class
-    size: Optional[int] = None  # occluder side in px (UNSTATED); None: input side // 4
-    stride: Optional[int] = None  # step in px; None: size // 4
+    size: Optional[int] = bounded(None, min=1)  # occluder side in px (UNSTATED); None: input side // 4
+    stride: Optional[int] = bounded(None, min=1)  # step in px; None: size // 4
     layer: Optional[str] = None  # None: the last conv layer ("layer 5")
-    default_images: int = 4  # validation images used when no files are given
+    default_images: int = bounded(4, min=1)  # validation images used when no files are given
     data: Optional[DataConfig] = None  # None: the data the checkpoint was trained on
     localise: bool = False  # also run the localisation check on the embedded data
-    localise_images: int = 100
-    batch_size: int = 128  # occluder positions per forward pass
-    max_pixels: int = MAX_PIXELS  # larger image files are refused (decompression-bomb guard)
-    device: str = "auto"
+    localise_images: int = bounded(100, min=1)
+    batch_size: int = bounded(128, min=1)  # occluder positions per forward pass
+    max_pixels: int = bounded(MAX_PIXELS, min=1)  # larger image files are refused (decompression-bomb guard)
+    device: str = bounded("auto", **DEVICE)
     output_root: str = "outputs"
     progress: bool = True
 

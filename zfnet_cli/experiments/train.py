@@ -43,6 +43,8 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from zfnet_cli import checkpoint
+from zfnet_cli.bounds import DEVICE, bounded
+from zfnet_cli.data.images import UnreadableFiles
 from zfnet_cli.data.sources import DataConfig, load_split, mean_image
 from zfnet_cli.data.transforms import BatchPreprocess
 from zfnet_cli.engine import (AMP_MODES, Dist, InMemoryBatches, LoaderBatches, compile_model,
@@ -55,13 +57,13 @@ class OptimConfig:
     """Paper §3: SGD, lr 1e-2, momentum 0.9; the lr was annealed by hand (UNSTATED), here a step
     schedule; weight decay is UNSTATED (AlexNet's 5e-4 by default)."""
 
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    milestones: list[int] = field(default_factory=lambda: [30, 50])  # epochs after which lr *= gamma
-    gamma: float = 0.1
+    lr: float = bounded(0.01, min=0.0)
+    momentum: float = bounded(0.9, min=0.0, below=1.0)
+    weight_decay: float = bounded(5e-4, min=0.0)
+    milestones: list[int] = bounded(default_factory=lambda: [30, 50], min=1)  # epochs after which lr *= gamma
+    gamma: float = bounded(0.1, min=0.0)
     renorm: bool = True  # paper §3: conv filters with RMS above renorm_rms are rescaled to it
-    renorm_rms: float = 0.1
+    renorm_rms: float = bounded(0.1, min=1e-12)
 
 
 @dataclass
@@ -69,21 +71,21 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    epochs: int = 70  # paper §3: 70 epochs
-    batch_size: int = 128  # global batch, split across DDP processes; paper §3: 128
+    epochs: int = bounded(70, min=1)  # paper §3: 70 epochs
+    batch_size: int = bounded(128, min=1)  # global batch, split across DDP processes; paper §3: 128
     seed: int = 0
-    device: str = "auto"  # auto: cuda when present, else cpu
-    keep_epochs: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 20, 30, 40, 64])  # Fig 4's
+    device: str = bounded("auto", **DEVICE)  # auto: cuda when present, else cpu
+    keep_epochs: list[int] = bounded(default_factory=lambda: [1, 2, 5, 10, 20, 30, 40, 64], min=1)  # Fig 4's
     resume: Optional[str] = None  # a checkpoint file, a run folder, or "latest"
-    max_steps: Optional[int] = None  # cap on steps per epoch (smoke tests, benchmarks)
+    max_steps: Optional[int] = bounded(None, min=1)  # cap on steps per epoch (smoke tests, benchmarks)
     # Evaluation (module docstring). eval_batch_size counts crops per forward pass (global, split
     # across DDP processes): with eval_crops=10 a batch holds eval_batch_size // 10 images.
-    eval_batch_size: int = 256
-    eval_crops: int = 1  # 1: centre crop; 10: 4 corners + centre, each mirrored, softmax averaged
+    eval_batch_size: int = bounded(256, min=1)
+    eval_crops: int = bounded(1, choices=(1, 10))  # 1: centre crop; 10: 4 corners + centre, each mirrored, softmax averaged
     eval_only: bool = False  # evaluate `checkpoint` on the val split, no training, no checkpoints
     checkpoint: Optional[str] = None  # eval_only: a checkpoint file, a train run folder, "latest"
     # Speed (module docstring); all off by default: on a CPU none of them helps.
-    amp: str = "none"  # "bf16": autocast to bfloat16 (CUDA or CPU); loss and weights stay float32
+    amp: str = bounded("none", choices=AMP_MODES)  # "bf16": autocast to bfloat16 (CUDA or CPU); loss and weights stay float32
     channels_last: bool = False  # NHWC activations and conv weights (GPU tensor-core convs)
     compile: bool = False  # torch.compile the training model (the DDP-wrapped one under DDP)
     compile_backend: str = "inductor"  # torch.compile backend; "aot_eager" / "eager" for tests
@@ -108,7 +110,7 @@ def _check_options(cfg: TrainConfig) -> None:
 
 
 def _batches(dataset, cfg: TrainConfig, preprocess, *, train: bool, epoch: int, d: Dist,
-             workers: int):
+             workers: Optional[int], unreadable: Optional[UnreadableFiles] = None):
     # Evaluation batches are sized in crops, so ten-crop evaluation holds 10x fewer images.
     batch = cfg.batch_size if train else max(1, cfg.eval_batch_size // preprocess.crops)
     if hasattr(dataset, "images"):
@@ -118,7 +120,8 @@ def _batches(dataset, cfg: TrainConfig, preprocess, *, train: bool, epoch: int, 
                                max_steps=cfg.max_steps if train else None)
     return LoaderBatches(dataset, batch, preprocess, shuffle=train, seed=cfg.seed, epoch=epoch,
                          rank=d.rank, world=d.world_size, workers=workers,
-                         device=d.device, max_steps=cfg.max_steps if train else None)
+                         device=d.device, max_steps=cfg.max_steps if train else None,
+                         unreadable=unreadable)
 
 
 def weights_sha1(model: torch.nn.Module) -> str:
@@ -176,7 +179,11 @@ def run(cfg: TrainConfig, run_dir: str | Path, *, dist_info: Dist | None = None,
     if cfg.model.input_size != cfg.data.crop:
         raise ValueError(f"model.input_size={cfg.model.input_size} but data.crop={cfg.data.crop}: "
                          "the model must be built for the crop it is fed")
-    mean = state["mean"] if state else mean_image(cfg.data, train_set, progress=show)
+    # Unreadable files of each split: skipped, counted and named, fatal past data.max_broken.
+    unreadable = {split: UnreadableFiles(len(ds), cfg.data.max_broken, split)
+                  for split, ds in (("train", train_set), ("val", val_set))}
+    mean = state["mean"] if state else mean_image(cfg.data, train_set, progress=show,
+                                                  unreadable=unreadable["train"])
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank and every run
     model = ZFNet(cfg.model, num_classes).to(d.device)
@@ -221,18 +228,20 @@ def run(cfg: TrainConfig, run_dir: str | Path, *, dist_info: Dist | None = None,
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         row = train_one_epoch(net, _batches(train_set, cfg, pre_train, train=True, epoch=epoch, d=d,
-                                            workers=cfg.data.workers),
+                                            workers=cfg.data.workers,
+                                            unreadable=unreadable["train"]),
                               optimizer, renorm_rms=cfg.optim.renorm_rms if cfg.optim.renorm else None,
                               device=d.device, progress=show, desc=f"epoch {epoch}", amp=cfg.amp,
                               channels_last=cfg.channels_last)
         scheduler.step()
         val = evaluate(model, _batches(val_set, cfg, pre_eval, train=False, epoch=epoch, d=d,
-                                       workers=cfg.data.workers),
+                                       workers=cfg.data.workers, unreadable=unreadable["val"]),
                        device=d.device, progress=show, amp=cfg.amp, channels_last=cfg.channels_last)
         row = {"epoch": epoch, "lr": lr, **row, "val_loss": val["loss"], "val_top1": val["top1"],
                "val_top5": val["top5"], "val_top1_err": val["top1_err"],
                "val_top5_err": val["top5_err"], "val_crops": cfg.eval_crops,
-               "seconds": time.perf_counter() - t0}
+               "seconds": time.perf_counter() - t0, "unreadable_train": len(unreadable["train"]),
+               "unreadable_val": len(unreadable["val"])}
         history.append(row)
         epochs.set_postfix(val_top1=f"{val['top1']:.1f}")
         if d.main:
@@ -259,6 +268,11 @@ def run(cfg: TrainConfig, run_dir: str | Path, *, dist_info: Dist | None = None,
     if d.enabled:
         fingerprints = [None] * d.world_size
         torch.distributed.all_gather_object(fingerprints, mine)
+        for bad in unreadable.values():  # each rank read (and skipped) its own share
+            files = [None] * d.world_size
+            torch.distributed.all_gather_object(files, bad.files)
+            for f in files:
+                bad.merge(f)
     final = dict(history[-1]) if history else {}
     best_top1 = max((h["val_top1"] for h in history), default=None)
     metrics = {"epochs": len(history), "final": final, "best_val_top1": best_top1,
@@ -268,8 +282,12 @@ def run(cfg: TrainConfig, run_dir: str | Path, *, dist_info: Dist | None = None,
                "parameters": count_parameters(model), "num_classes": num_classes,
                "world_size": d.world_size, "seed": cfg.seed, "rank_weights_sha1": fingerprints,
                "train_seconds": sum(h["seconds"] for h in history),
-               "resumed_from": str(cfg.resume) if cfg.resume else None}
+               "resumed_from": str(cfg.resume) if cfg.resume else None,
+               "unreadable": {split: bad.summary() for split, bad in unreadable.items()}}
     if d.main:
+        for bad in unreadable.values():
+            for line in bad.lines("zfnet train: ", where=str(run_dir / "metrics.json")):
+                print(line)
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         if cfg.plot and history:
             from zfnet_cli.viz import plot_curves
