@@ -15,7 +15,6 @@ told apart by their keys (see :mod:`zfnet_cli.pretrained`).
 from __future__ import annotations
 
 import difflib
-import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Optional
@@ -25,6 +24,7 @@ from torch import nn
 
 from zfnet_cli.data.sources import DataConfig
 from zfnet_cli.deconv import Deconvnet
+from zfnet_cli.files import write_atomic
 from zfnet_cli.model import ModelConfig, ZFNet
 
 
@@ -33,14 +33,12 @@ class CheckpointError(ValueError):
 
 
 def save(state: dict, path: str | Path) -> Path:
-    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, then rename,
-    so a crash never leaves a half-written checkpoint behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    return path
+    """Write ``state`` to ``path`` atomically (:func:`zfnet_cli.files.write_atomic`): a
+    temporary file in the same folder, then rename, so a crash never leaves a half-written
+    checkpoint behind; a failed write removes its temporary file and raises one line
+    (:class:`~zfnet_cli.files.WriteError`: disk full, read-only, ...), and temporaries of
+    writers killed earlier in that folder are removed."""
+    return write_atomic(path, lambda f: torch.save(state, f))
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

@@ -48,8 +48,10 @@ def _fail(command: str, message: str, code: int) -> None:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from zfnet_cli.checkpoint import CheckpointError
+    from zfnet_cli.files import WriteError
 
-    return (CheckpointError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError)
+    return (CheckpointError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError,
+            WriteError)
 
 
 def _execute(command: str, overrides: list[str], runner: Callable, *,
@@ -79,6 +81,17 @@ def _execute(command: str, overrides: list[str], runner: Callable, *,
         if run_dir is not None and d.main and not (existing_dir and existing_dir(cfg)):
             discard_run_dir(run_dir, str(err))
         _fail(command, str(err), 1)
+    except OSError as err:  # a full or read-only disk met outside the atomic writer (figures)
+        import errno as _errno
+
+        from zfnet_cli.files import describe
+
+        if debug or err.errno not in (_errno.ENOSPC, _errno.EDQUOT, _errno.EROFS, _errno.EACCES):
+            raise
+        message = describe(err, err.filename or (run_dir or "the output folder"))
+        if run_dir is not None and d.main and not (existing_dir and existing_dir(cfg)):
+            discard_run_dir(run_dir, message)
+        _fail(command, message, 1)
     finally:
         cleanup_distributed()
     if d.main:

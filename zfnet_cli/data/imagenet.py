@@ -24,7 +24,6 @@ import math
 import os
 import struct
 import tarfile
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -375,17 +374,11 @@ def _load_cached_mean(cache_path: Path, key: dict) -> Optional[torch.Tensor]:
 
 
 def _save_atomically(obj, path: Path) -> None:
-    """torch.save to a temporary file beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """torch.save to a temporary file beside ``path``, then rename it over ``path``
+    (:func:`zfnet_cli.files.write_atomic`)."""
+    from zfnet_cli.files import write_atomic
+
+    write_atomic(path, lambda f: torch.save(obj, f))
 
 
 def compute_mean_image(

@@ -71,6 +71,7 @@ from tqdm import tqdm
 
 from zfnet_cli.data.imagenet import DataLayoutError, ImageFolderData
 from zfnet_cli.data.images import ImageError, load_image
+from zfnet_cli.files import write_atomic
 
 FORMAT = "zfnet-packed"
 VERSION = 1
@@ -99,15 +100,9 @@ def default_workers() -> int:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    """Write beside ``path`` under a temporary name, then rename: readers see all or nothing."""
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write beside ``path`` under a temporary name, then rename: readers see all or nothing
+    (:func:`zfnet_cli.files.write_atomic`)."""
+    write_atomic(path, data)
 
 
 def _write_json(path: Path, obj) -> None:

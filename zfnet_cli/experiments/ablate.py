@@ -22,6 +22,7 @@ from typing import Callable, Optional, Sequence
 from zfnet_cli.bounds import DEVICE, bounded
 from zfnet_cli.engine import Dist
 from zfnet_cli.experiments import train as experiment_train
+from zfnet_cli.files import write_atomic
 
 
 @dataclass(frozen=True)
@@ -199,5 +200,5 @@ def run(cfg: AblateConfig, run_dir: str | Path, *, compose_train: Callable[[list
             write_table(rows, run_dir, plot=cfg.plot)
     metrics = {"variants": names, "trained": trained, "skipped": skipped, "rows": rows}
     if d.main:
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics

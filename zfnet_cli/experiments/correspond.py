@@ -31,6 +31,7 @@ from zfnet_cli.bounds import DEVICE, bounded
 from zfnet_cli.data.images import MAX_PIXELS, read_image, resize_center_crop, to_tensor
 from zfnet_cli.data.sources import DataConfig, load_split
 from zfnet_cli.engine import Dist, pick_device
+from zfnet_cli.files import write_atomic
 
 # Table 1 of the paper: mean ± std of Delta at layers 5 and 7
 PAPER_TABLE1 = {"right_eye": {"conv5": (0.067, 0.007), "fc7": (0.069, 0.015)},
@@ -179,7 +180,7 @@ def run(cfg: CorrespondConfig, run_dir: str | Path, *, dist_info: Dist | None = 
     md_text = ("Table 1: Delta = mean over image pairs i != j of the fraction of feature signs where "
                f"eps_i and eps_j differ; {n} images, {cfg.draws} draws, {size}px squares.\n\n"
                + "\n".join(md) + "\n")
-    (run_dir / "table1.md").write_text(md_text)
+    write_atomic(run_dir / "table1.md", md_text)
     crops = images[:, :, int(offset):int(offset) + c, int(offset):int(offset) + c]
     path = run_dir / "figures" / "fig8_masks.png"
     viz.masks_figure(crops.permute(0, 2, 3, 1).numpy(), first_boxes, path,
@@ -188,6 +189,6 @@ def run(cfg: CorrespondConfig, run_dir: str | Path, *, dist_info: Dist | None = 
                "draws": cfg.draws, "jitter": cfg.jitter, "layers": cfg.layers, "table": table,
                "paper": PAPER_TABLE1, "normalisation": "pairs N(N-1) and feature length D",
                "figures": [str(path.relative_to(run_dir))], "table_markdown": "table1.md"}
-    (run_dir / "table1.json").write_text(json.dumps(metrics, indent=1) + "\n")
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    write_atomic(run_dir / "table1.json", json.dumps(metrics, indent=1) + "\n")
+    write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=1) + "\n")
     return metrics

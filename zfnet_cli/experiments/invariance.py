@@ -28,6 +28,7 @@ from zfnet_cli.data.images import MAX_PIXELS, load_image
 from zfnet_cli.data.sources import DataConfig, load_split
 from zfnet_cli.engine import Dist, pick_device
 from zfnet_cli.invariance import TRANSFORMS, paper_amounts, relative_distance, transform_image
+from zfnet_cli.files import write_atomic
 
 
 @dataclass
@@ -135,5 +136,5 @@ def run(cfg: InvarianceConfig, run_dir: str | Path, *, dist_info: Dist | None = 
                           for n, _, lab, _ in items],
                "transforms": result, "distance": "relative Euclidean, ||f(x)-f(x')|| / ||f(x)||",
                "figures": [str(path.relative_to(run_dir))]}
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=1) + "\n")
     return metrics

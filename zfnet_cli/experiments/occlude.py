@@ -36,6 +36,7 @@ from zfnet_cli.deconv import Request
 from zfnet_cli.engine import Dist, pick_device
 from zfnet_cli.occlusion import OcclusionMaps, occlude
 from zfnet_cli import viz
+from zfnet_cli.files import write_atomic
 
 
 @dataclass
@@ -181,8 +182,8 @@ def run(cfg: OccludeConfig, run_dir: str | Path, *, dist_info: Dist | None = Non
                "images": results, "failed": failed}
     if cfg.localise:
         loc = localisation(loaded, cfg, device)
-        (run_dir / "localisation.json").write_text(json.dumps(loc, indent=1) + "\n")
+        write_atomic(run_dir / "localisation.json", json.dumps(loc, indent=1) + "\n")
         metrics["localisation"] = {k: v for k, v in loc.items() if k != "per_image"}
-    (run_dir / "occlusion.json").write_text(json.dumps(metrics, indent=1) + "\n")
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_atomic(run_dir / "occlusion.json", json.dumps(metrics, indent=1) + "\n")
+    write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics

@@ -18,6 +18,7 @@ from zfnet_cli.data.images import UnreadableFiles
 from zfnet_cli.data.imagenet import DataLayoutError
 from zfnet_cli.data.packed import prepare
 from zfnet_cli.engine import Dist
+from zfnet_cli.files import write_atomic
 
 SHOWN_FAILURES = 20  # failures printed; all of them are in metrics.json and the manifest
 
@@ -60,7 +61,7 @@ def run(cfg: PrepareConfig, run_dir: str | Path, *, dist_info: Dist | None = Non
                       shard_size=cfg.shard_size, workers=cfg.workers, chunk_size=cfg.chunk_size,
                       verify=cfg.verify, progress=cfg.progress)
     run_dir = Path(run_dir)
-    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_atomic(run_dir / "metrics.json", json.dumps(summary, indent=2) + "\n")
 
     # The one policy for unreadable files (zfnet_cli.data.images.UnreadableFiles): skipped,
     # counted and named here as in training; never fatal, as the pack simply leaves them out.

@@ -49,6 +49,7 @@ from zfnet_cli.data.sources import DataConfig, load_split, mean_image
 from zfnet_cli.data.transforms import BatchPreprocess
 from zfnet_cli.engine import (AMP_MODES, Dist, InMemoryBatches, LoaderBatches, compile_model,
                               epoch_generator, evaluate, pick_device, train_one_epoch)
+from zfnet_cli.files import append_text, remove_stale_temporaries, write_atomic
 from zfnet_cli.model import ModelConfig, ZFNet, count_parameters
 
 
@@ -170,7 +171,10 @@ def run(cfg: TrainConfig, run_dir: str | Path, *, dist_info: Dist | None = None,
     show = cfg.progress and d.main
     state = None
     if cfg.resume:
-        state = checkpoint.load(_resolve(cfg.resume, cfg, run_dir))
+        source = _resolve(cfg.resume, cfg, run_dir)
+        state = checkpoint.load(source)
+        if d.main:  # what a writer killed in that run left behind (.last.pt.tmp-PID)
+            remove_stale_temporaries(source.parent)
 
     train_set = load_split(cfg.data, "train", progress=show)
     val_set = load_split(cfg.data, "val", progress=show)
@@ -215,7 +219,7 @@ def run(cfg: TrainConfig, run_dir: str | Path, *, dist_info: Dist | None = None,
     ckpt_dir = run_dir / "checkpoints"
     best = max((h["val_top1"] for h in history), default=-1.0)
     if d.main:
-        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+        write_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
         print(f"zfnet train: {cfg.model.name} ({count_parameters(model) / 1e6:.2f}M parameters, "
               f"{num_classes} classes) on {cfg.data.name} ({len(train_set)} train / {len(val_set)} val"
               f" images), {d.world_size} process(es) on {d.device}; run folder {run_dir}")
@@ -245,8 +249,6 @@ def run(cfg: TrainConfig, run_dir: str | Path, *, dist_info: Dist | None = None,
         history.append(row)
         epochs.set_postfix(val_top1=f"{val['top1']:.1f}")
         if d.main:
-            with open(run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
             ckpt = {"model": _state_dict(model), "model_cfg": asdict(cfg.model),
                     "num_classes": num_classes, "classes": classes,
                     "class_names": getattr(train_set, "class_names", None), "mean": mean.cpu(),
@@ -261,6 +263,9 @@ def run(cfg: TrainConfig, run_dir: str | Path, *, dist_info: Dist | None = None,
             if val["top1"] > best:
                 best = val["top1"]
                 checkpoint.save(ckpt, ckpt_dir / "best.pt")
+            # The row only after the checkpoints: a kill in between leaves metrics.jsonl one
+            # epoch behind last.pt (whose history has the row), never ahead of it.
+            append_text(run_dir / "metrics.jsonl", json.dumps(row) + "\n")
 
     # A fingerprint of the weights on every rank: DDP keeps them identical, this shows it.
     mine = weights_sha1(model)
@@ -285,10 +290,10 @@ def run(cfg: TrainConfig, run_dir: str | Path, *, dist_info: Dist | None = None,
                "resumed_from": str(cfg.resume) if cfg.resume else None,
                "unreadable": {split: bad.summary() for split, bad in unreadable.items()}}
     if d.main:
+        write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         for bad in unreadable.values():
             for line in bad.lines("zfnet train: ", where=str(run_dir / "metrics.json")):
                 print(line)
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         if cfg.plot and history:
             from zfnet_cli.viz import plot_curves
 
@@ -373,7 +378,7 @@ def evaluate_only(cfg: TrainConfig, run_dir: str | Path, *, dist_info: Dist | No
                "channels_last": cfg.channels_last, "val": results,
                "seconds": time.perf_counter() - t0}
     if d.main:
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         for mode, r in results.items():
             print(f"zfnet train (eval only): {path}, {data.name} val ({r['images']} images), "
                   f"{mode}: top-1 error {r['top1_err']:.2f}%, top-5 error {r['top5_err']:.2f}%")

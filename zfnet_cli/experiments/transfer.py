@@ -44,6 +44,7 @@ from zfnet_cli.engine import Dist, InMemoryBatches, pick_device, train_one_epoch
 from zfnet_cli.model import ZFNet
 from zfnet_cli.transfer import (extract_features, few_shot_eval, fold_summary,
                                 mean_per_class_accuracy, train_linear)
+from zfnet_cli.files import write_atomic
 
 TARGETS = ("embedded", "caltech101", "caltech256", "voc")
 TABLE7_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")
@@ -465,5 +466,5 @@ def run(cfg: TransferConfig, run_dir: str | Path, *, dist_info: Dist | None = No
     else:
         metrics = run_multilabel(cfg, loaded, run_dir, device)
     metrics["checkpoint"] = str(loaded.source)
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics

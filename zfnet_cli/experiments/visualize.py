@@ -39,6 +39,7 @@ from zfnet_cli.deconv import Deconvnet, Request
 from zfnet_cli.engine import Dist, InMemoryBatches, LoaderBatches, pick_device
 from zfnet_cli.top9 import scan_top9
 from zfnet_cli import viz
+from zfnet_cli.files import write_atomic
 
 
 @dataclass
@@ -206,7 +207,7 @@ def run_top9(cfg: VisualizeConfig, run_dir: Path, device) -> dict:
         viz.top9_figure(blocks, path, cell=cfg.cell, title=f"Fig 2: {layer}, top-{cfg.k} "
                         f"activations over {scanned} {cfg.split} images (projection | image patch)")
         figures.append(str(path.relative_to(run_dir)))
-    (run_dir / "top9.json").write_text(json.dumps(
+    write_atomic(run_dir / "top9.json", json.dumps(
         {"checkpoint": str(loaded.source), "split": cfg.split, "data": loaded.data.name,
          "classes": loaded.classes, "class_names": loaded.class_names, "layers": index},
         indent=1) + "\n")
@@ -261,7 +262,7 @@ def run_evolution(cfg: VisualizeConfig, run_dir: Path, device) -> dict:
     viz.table_figure(rows, [f"epoch {e}" for e, _ in kept], path, cell=cfg.cell,
                      title=f"Fig 4: strongest activation over the {cfg.evolution_split} split, "
                            f"projected, at each kept epoch of {train_run.name}")
-    (run_dir / "evolution.json").write_text(json.dumps(
+    write_atomic(run_dir / "evolution.json", json.dumps(
         {"train_run": str(train_run), "epochs": [e for e, _ in kept], "maps": maps,
          "strongest": record}, indent=1) + "\n")
     return {"mode": "evolution", "train_run": str(train_run), "epochs": [e for e, _ in kept],
@@ -355,5 +356,5 @@ def run(cfg: VisualizeConfig, run_dir: str | Path, *, dist_info: Dist | None = N
     if cfg.mode not in modes:
         raise ValueError(f"unknown mode '{cfg.mode}'; expected one of {', '.join(modes)}")
     metrics = modes[cfg.mode](cfg, run_dir, device)
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
