@@ -156,7 +156,8 @@ def train(
     def saved_overrides(cfg) -> list[str]:
         from zfnet_cli import checkpoint
 
-        state = checkpoint.load(checkpoint.resolve(cfg.resume, cfg.output_root))
+        state = checkpoint.load(checkpoint.resolve(cfg.resume, cfg.output_root, finished=False,
+                                                   key="resume"))
         return [o for o in state.get("overrides", []) if not o.startswith("resume=")]
 
     _execute("train", ovr, experiment_train.run, resume_overrides=saved_overrides)

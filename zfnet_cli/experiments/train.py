@@ -117,7 +117,7 @@ def _batches(dataset, cfg: TrainConfig, preprocess, *, train: bool, epoch: int, 
     if hasattr(dataset, "images"):
         return InMemoryBatches(dataset.images, dataset.labels, batch, preprocess, shuffle=train,
                                generator=epoch_generator(cfg.seed, epoch), rank=d.rank,
-                               world=d.world_size, drop_last=train and d.enabled, device=d.device,
+                               world=d.world_size, drop_last=train, device=d.device,
                                max_steps=cfg.max_steps if train else None)
     return LoaderBatches(dataset, batch, preprocess, shuffle=train, seed=cfg.seed, epoch=epoch,
                          rank=d.rank, world=d.world_size, workers=workers,
@@ -139,10 +139,13 @@ def _state_dict(model: torch.nn.Module) -> dict:
     return {k: v.contiguous() for k, v in model.state_dict().items()}
 
 
-def _resolve(spec: str, cfg: TrainConfig, run_dir: Path) -> Path:
+def _resolve(spec: str, cfg: TrainConfig, run_dir: Path, *, resume: bool = False) -> Path:
     """:func:`checkpoint.resolve`; ``latest`` passes over this run's own, new folder, which
-    ``<output_root>/train/latest`` already points at when ``run`` starts."""
-    return checkpoint.resolve(spec, cfg.output_root, "train", exclude=run_dir)
+    ``<output_root>/train/latest`` already points at when ``run`` starts. For ``resume``
+    ``latest`` is the newest run with a checkpoint, interrupted ones included; for a model to
+    evaluate it is the newest finished run."""
+    return checkpoint.resolve(spec, cfg.output_root, "train", exclude=run_dir, finished=not resume,
+                              key="resume" if resume else "checkpoint")
 
 
 def _check_resume(state: dict, cfg: TrainConfig, num_classes: int) -> None:
@@ -171,7 +174,7 @@ def run(cfg: TrainConfig, run_dir: str | Path, *, dist_info: Dist | None = None,
     show = cfg.progress and d.main
     state = None
     if cfg.resume:
-        source = _resolve(cfg.resume, cfg, run_dir)
+        source = _resolve(cfg.resume, cfg, run_dir, resume=True)
         state = checkpoint.load(source)
         if d.main:  # what a writer killed in that run left behind (.last.pt.tmp-PID)
             remove_stale_temporaries(source.parent)
@@ -180,6 +183,20 @@ def run(cfg: TrainConfig, run_dir: str | Path, *, dist_info: Dist | None = None,
     val_set = load_split(cfg.data, "val", progress=show)
     classes = list(train_set.classes)
     num_classes = cfg.model.num_classes or len(classes)
+    if num_classes < 2:
+        raise ValueError(f"the {cfg.data.name} training data has {len(classes)} class "
+                         f"({', '.join(classes)}): a classifier needs at least 2 (one class "
+                         "folder per class under train/ and val/)")
+    # DDP equals one process (README, Reliability): every rank takes its [rank::world] share of
+    # the same global batch, and both drop an epoch's last partial batch, so the averaged
+    # gradient is the one process's only when the batch splits evenly and is never partial.
+    if d.enabled and cfg.batch_size % d.world_size:
+        raise ValueError(f"batch_size={cfg.batch_size} does not split evenly over {d.world_size} "
+                         f"processes; use a multiple of {d.world_size}")
+    if cfg.batch_size > len(train_set):
+        raise ValueError(f"batch_size={cfg.batch_size} is larger than the {len(train_set)} "
+                         "training images: every epoch would be empty (the last partial batch "
+                         "is dropped); lower batch_size")
     if cfg.model.input_size != cfg.data.crop:
         raise ValueError(f"model.input_size={cfg.model.input_size} but data.crop={cfg.data.crop}: "
                          "the model must be built for the crop it is fed")
