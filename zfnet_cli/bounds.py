@@ -27,7 +27,8 @@ DEVICE = dict(pattern=r"auto|cpu|cuda(:\d+)?|mps", hint="auto, cpu, cuda, cuda:N
 
 
 def bounded(default: Any = dataclasses.MISSING, *, min: Optional[float] = None,
-            max: Optional[float] = None, below: Optional[float] = None,
+            max: Optional[float] = None, above: Optional[float] = None,
+            below: Optional[float] = None,
             choices: Optional[Sequence[Any]] = None, pattern: Optional[str] = None,
             hint: Optional[str] = None, default_factory: Any = dataclasses.MISSING) -> Any:
     """A dataclass field with bounds: ``min`` <= value <= ``max``, value < ``below``, value in
@@ -38,7 +39,7 @@ def bounded(default: Any = dataclasses.MISSING, *, min: Optional[float] = None,
     Args:
         default: the default value (or ``default_factory`` for lists).
         min, max: inclusive numeric bounds. Default: none.
-        below: exclusive upper bound. Default: none.
+        above, below: exclusive lower and upper bounds. Default: none.
         choices: allowed values. Default: any.
         pattern: regular expression a string value must match in full. Default: any.
         hint: how the error message describes ``pattern``. Default: the pattern itself.
@@ -46,7 +47,7 @@ def bounded(default: Any = dataclasses.MISSING, *, min: Optional[float] = None,
     Returns:
         A ``dataclasses.field`` whose metadata holds the bounds.
     """
-    meta = {k: v for k, v in (("min", min), ("max", max), ("below", below),
+    meta = {k: v for k, v in (("min", min), ("max", max), ("above", above), ("below", below),
                               ("choices", tuple(choices) if choices else None),
                               ("pattern", pattern), ("hint", hint)) if v is not None}
     if default_factory is not dataclasses.MISSING:
@@ -64,6 +65,8 @@ def _violation(value: Any, b: dict) -> Optional[str]:
             return f"must be >= {b['min']}"
         if "max" in b and value > b["max"]:
             return f"must be <= {b['max']}"
+        if "above" in b and value <= b["above"]:
+            return f"must be > {b['above']}"
         if "below" in b and value >= b["below"]:
             return f"must be < {b['below']}"
     return None

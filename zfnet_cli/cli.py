@@ -442,6 +442,9 @@ def prepare(
 
     In parallel on all cores with a progress bar; running it again resumes an interrupted preparation (finished shards are kept) or re-verifies a finished pack. Every shard's sha256 and the counts are checked at the end; unreadable images are listed with a reason and left out, never fatal.
     """
+    if "=" in dataset or "=" in str(root):
+        _fail("prepare", "the first two arguments are DATASET ROOT (e.g. imagenet /data/imagenet); "
+              "KEY=VALUE overrides come after them", 2)
     typed = {"dataset": dataset, "root": _quote(str(root)), "out": _quote(str(out)) if out else None,
              "workers": workers, "image_size": image_size, "shard_size": shard_size}
     from zfnet_cli.experiments import prepare as experiment_prepare

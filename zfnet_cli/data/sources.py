@@ -25,7 +25,7 @@ class DataConfig:
     crop: int = bounded(128, min=1)  # side fed to the model; training takes random crops (paper: 224 of 256)
     flip: bool = True  # paper §3: random horizontal flips for training
     mean: str = bounded("image", choices=("image", "channel"))  # "image": per-pixel mean image (paper §3); "channel": per-channel mean
-    scale: float = bounded(1.0, min=1e-12)  # multiplies mean-subtracted pixels; 1 = the paper's inputs in about [-128, 128]
+    scale: float = bounded(1.0, above=0.0)  # multiplies mean-subtracted pixels; 1 = the paper's inputs in about [-128, 128]
     # DataLoader worker processes (file-based data) / generator processes; None: what this
     # machine has (zfnet_cli.data.images.loader_workers: its cores, at most 8)
     workers: Optional[int] = bounded(2, min=0)

@@ -80,6 +80,9 @@ def run(cfg: InvarianceConfig, run_dir: str | Path, *, dist_info: Dist | None = 
 
     # (name, uint8 image, true label or None, scene for re-rendering or None)
     items = []
+    if cfg.labels and len(cfg.labels) > len(cfg.images):
+        raise ValueError(f"{len(cfg.labels)} labels for {len(cfg.images)} image file(s): give "
+                         "one --label per file, in order (or none: the predicted class)")
     if cfg.images:
         labels = list(cfg.labels) + [None] * (len(cfg.images) - len(cfg.labels))
         for f, lab in zip(cfg.images, labels):

@@ -64,7 +64,7 @@ class OptimConfig:
     milestones: list[int] = bounded(default_factory=lambda: [30, 50], min=1)  # epochs after which lr *= gamma
     gamma: float = bounded(0.1, min=0.0)
     renorm: bool = True  # paper §3: conv filters with RMS above renorm_rms are rescaled to it
-    renorm_rms: float = bounded(0.1, min=1e-12)
+    renorm_rms: float = bounded(0.1, above=0.0)
 
 
 @dataclass
