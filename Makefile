@@ -29,6 +29,16 @@ PARTS_IMAGES ?=
 # Extra `zfnet ablate` arguments, e.g. a quick pass: PAPER_ARGS="-t epochs=1 -t data.train_per_class=50"
 PAPER_ARGS ?=
 
+# Torch's CPU thread count for every CPU target that computes a number. It changes the digits (how
+# convolutions and matrix products split their sums), so it is fixed: the same target on
+# another machine of the same kind (same CPU, at least THREADS cores, same library versions)
+# gives the same numbers. torch caps OMP_NUM_THREADS at the core count; run.json records the
+# count a run used (torch_threads). `make demo THREADS=8` is faster on a bigger machine, with
+# other digits.
+THREADS ?= 2
+demo paper-small trained fig2 fig4 fig5 fig6 fig7 fig9 table1 table3 table4 table5 \
+	table6 table7: export OMP_NUM_THREADS = $(THREADS)
+
 .PHONY: setup demo test test-slow bench trained fig2 fig4 fig5 fig6 fig7 fig9 table1 table3 \
 	table4 table5 table6 table7 paper paper-small help
 
@@ -146,11 +156,28 @@ paper: $(STAMP)
 	$(if $(VOC),$(ZFNET) transfer -e voc --root $(VOC) checkpoint=$$Z output_root=$(PAPER_ROOT);),\
 	,$(if $(PARTS),$(PARTS_IMAGES) --parts-file $(PARTS),data=embedded data.image_size=256 data.crop=224))
 
+# make paper-small SEEDS=3: every Table 3 variant with seeds 0, 1, 2 (variants/<name>_seed<S>),
+# and the runs the report's claims read (Fig 6's 11x11/4 against 7x7/2, Fig 5, Fig 7's
+# localisation, Table 1, transfer) again on each further seed's ZFNet, so that the claims table
+# gets mean ± std over seeds. $(1): the output root. SEEDS=1 (default): none of this.
+SEEDS ?= 1
+define seed_runs
+	for z in $${Z}_seed*; do test -d "$$z" || continue; \
+	s=$$(basename "$$z" | sed 's/^zfnet_seed//'); \
+	$(ZFNET) visualize --filters --compare $${A}_seed$$s $$z output_root=$(1); \
+	$(ZFNET) invariance checkpoint=$$z output_root=$(1); \
+	$(ZFNET) occlude localise=true checkpoint=$$z output_root=$(1); \
+	$(ZFNET) correspond checkpoint=$$z output_root=$(1); \
+	$(ZFNET) transfer checkpoint=$$z output_root=$(1); \
+	done;
+endef
+
 paper-small: $(STAMP)
-	$(ZFNET) ablate output_root=$(PAPER_SMALL_ROOT) $(PAPER_ARGS)
+	$(ZFNET) ablate output_root=$(PAPER_SMALL_ROOT) seeds=$(SEEDS) $(PAPER_ARGS)
 	$(call paper_figures,$(PAPER_SMALL_ROOT),$$(readlink -f $(PAPER_SMALL_ROOT)/ablate/latest),\
 	$(ZFNET) transfer checkpoint=$$Z output_root=$(PAPER_SMALL_ROOT); \
-	$(ZFNET) transfer task=multilabel checkpoint=$$Z output_root=$(PAPER_SMALL_ROOT);,localise=true,)
+	$(ZFNET) transfer task=multilabel checkpoint=$$Z output_root=$(PAPER_SMALL_ROOT); \
+	$(call seed_runs,$(PAPER_SMALL_ROOT)),localise=true,)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

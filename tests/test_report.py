@@ -49,6 +49,16 @@ def test_report_of_a_miniature_paper_run(tmp_path):
     # what was not run says so, section by section
     assert text.count("_No finished run found._") == 6  # Figs 2, 4, 5, 6, 7, 8
     assert json.loads((folder / "metrics.json").read_text())["missing"] == 6
+    # the claims read the real runs' keys: one seed of each, so 'single run' where measured
+    claims = {c["key"]: c for c in json.loads((folder / "claims.json").read_text())}
+    zf = claims["table3_zfnet_vs_alexnet"]
+    assert zf["verdict"] == "single run" and zf["a_values"] == [100 - json.loads(
+        (variants / "alexnet" / "metrics.json").read_text())["final"]["val_top1"]]
+    transfer = [c for k, c in claims.items() if k.startswith(("table7", "transfer_", "fig9"))]
+    assert transfer and {c["verdict"] for c in transfer} <= {"single run", "not measured"}
+    assert claims["table7_depth (embedded held-out (train))"]["verdict"] == "single run"
+    assert claims["fig7_localisation"]["verdict"] == "not measured"
+    assert "\n## Claims\n" in text and "| **single run** |" in text
 
 
 def test_report_without_runs_is_one_line(tmp_path):

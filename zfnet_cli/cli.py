@@ -36,8 +36,23 @@ OVERRIDES = typer.Argument(None, metavar="[KEY=VALUE]...",
                                 "model.channels=[48,128,192,192,128] data=imagenet.")
 
 
-CHECKPOINT = typer.Option(None, help="The trained model: a checkpoint file, a train run folder, "
-                          "or 'latest' (default: the newest `zfnet train` run).")
+CHECKPOINT = typer.Option(None, help="The model: a checkpoint file, a train run folder or 'latest' "
+                          "(default: the newest `zfnet train` run); a torchvision state dict file "
+                          "(resnet18.pth, also {'model': ...}-wrapped); a TorchScript file; a "
+                          "pickled model (with --trust-pickle); or package.module:factory "
+                          "(with --weights FILE).")
+ARCH = typer.Option(None, help="The torchvision architecture of a state dict (resnet18, "
+                    "vgg16_bn, ...); default: recognised from its keys and shapes.")
+TRUST_PICKLE = typer.Option(None, "--trust-pickle", help="Load a whole pickled model "
+                            "(torch.save(model)); unpickling runs code from the file.")
+WEIGHTS = typer.Option(None, help="A state dict file loaded into the model of "
+                       "--checkpoint package.module:factory.")
+
+
+def _source(arch: Optional[str], trust_pickle: Optional[bool], weights: Optional[str]) -> dict:
+    """The model-source options as overrides (see zfnet_cli.checkpoint.ModelSource)."""
+    return {"arch": arch, "trust_pickle": trust_pickle,
+            "weights": _quote(weights) if weights else None}
 DEVICE = typer.Option(None, help="auto (CUDA when present), cpu, cuda, cuda:1.")
 
 
@@ -212,6 +227,9 @@ def visualize(
     compare: bool = typer.Option(False, "--compare", help="With --filters: compare the training "
                                  "runs given as arguments (e.g. AlexNet 11x11/4 vs ZFNet 7x7/2)."),
     checkpoint: Optional[str] = CHECKPOINT,
+    arch: Optional[str] = ARCH,
+    trust_pickle: Optional[bool] = TRUST_PICKLE,
+    weights: Optional[str] = WEIGHTS,
     split: Optional[str] = typer.Option(None, help="Data split scanned for Fig 2 (default: val)."),
     max_images: Optional[int] = typer.Option(None, help="Scan at most this many images."),
     device: Optional[str] = DEVICE,
@@ -230,7 +248,8 @@ def visualize(
     if sum([evolution, filters or compare]) > 1:
         _fail("visualize", "choose one of --evolution, --filters", 2)
     mode = "evolution" if evolution else "filters" if (filters or compare) else None
-    typed = {"mode": mode, "checkpoint": checkpoint, "split": split, "max_images": max_images,
+    typed = {"mode": mode, "checkpoint": _quote(checkpoint) if checkpoint else None,
+             **_source(arch, trust_pickle, weights), "split": split, "max_images": max_images,
              "device": device, "seed": seed,
              "layers": None if all_layers else _hydra_list(layer, quote=False),
              "fmaps": _hydra_list(fmap, quote=False), "compare": _hydra_list(runs)}
@@ -255,6 +274,9 @@ def occlude(
                                        "input side / 4; the paper does not say)."),
     stride: Optional[int] = typer.Option(None, help="Occluder step in pixels (default: size / 4)."),
     checkpoint: Optional[str] = CHECKPOINT,
+    arch: Optional[str] = ARCH,
+    trust_pickle: Optional[bool] = TRUST_PICKLE,
+    weights: Optional[str] = WEIGHTS,
     device: Optional[str] = DEVICE,
 ) -> None:
     """Occlusion sensitivity (paper §4.2, Fig 7): slide a grey square over each image.
@@ -263,7 +285,8 @@ def occlude(
     """
     images, overrides = _files_and_overrides(args)
     typed = {"label": _quote(label) if label is not None else None, "size": size,
-             "stride": stride, "checkpoint": checkpoint, "device": device,
+             "stride": stride, "checkpoint": _quote(checkpoint) if checkpoint else None,
+             **_source(arch, trust_pickle, weights), "device": device,
              "images": _hydra_list(images)}
     from zfnet_cli.experiments import occlude as experiment_occlude
 
@@ -288,6 +311,9 @@ def invariance(
     method: Optional[str] = typer.Option(None, help="image: transform the whole image (paper); "
                                          "render: re-draw the embedded object."),
     checkpoint: Optional[str] = CHECKPOINT,
+    arch: Optional[str] = ARCH,
+    trust_pickle: Optional[bool] = TRUST_PICKLE,
+    weights: Optional[str] = WEIGHTS,
     device: Optional[str] = DEVICE,
 ) -> None:
     """Feature invariance (paper §4.4, Fig 5): vertical translation, scale and rotation.
@@ -296,7 +322,8 @@ def invariance(
     """
     files, overrides = _files_and_overrides(args)
     typed = {"images": _hydra_list(files), "labels": _hydra_list(label),
-             "n_images": n_images, "method": method, "checkpoint": checkpoint, "device": device}
+             "n_images": n_images, "method": method,
+             "checkpoint": _quote(checkpoint) if checkpoint else None, **_source(arch, trust_pickle, weights), "device": device}
     from zfnet_cli.experiments import invariance as experiment_invariance
 
     _execute("invariance", _overrides(typed, overrides), experiment_invariance.run)
@@ -315,6 +342,9 @@ def correspond(
     draws: Optional[int] = typer.Option(None, help="Draws per Table 1 row (mean ± std)."),
     mask_size: Optional[int] = typer.Option(None, help="Side of the occluding square (px)."),
     checkpoint: Optional[str] = CHECKPOINT,
+    arch: Optional[str] = ARCH,
+    trust_pickle: Optional[bool] = TRUST_PICKLE,
+    weights: Optional[str] = WEIGHTS,
     device: Optional[str] = DEVICE,
 ) -> None:
     """Correspondence of parts across images (paper §4.3, Fig 8, Table 1).
@@ -324,7 +354,8 @@ def correspond(
     files, overrides = _files_and_overrides(args)
     typed = {"images": _hydra_list(files),
              "parts_file": _quote(str(parts_file)) if parts_file else None, "draws": draws,
-             "mask_size": mask_size, "checkpoint": checkpoint, "device": device}
+             "mask_size": mask_size, "checkpoint": _quote(checkpoint) if checkpoint else None,
+             **_source(arch, trust_pickle, weights), "device": device}
     from zfnet_cli.experiments import correspond as experiment_correspond
 
     _execute("correspond", _overrides(typed, overrides), experiment_correspond.run)
@@ -408,6 +439,9 @@ def transfer(
     per_layer: Optional[bool] = typer.Option(None, "--per-layer/--no-per-layer", help="Table 7: "
                                              "an SVM and a softmax on each layer (default: yes)."),
     checkpoint: Optional[str] = CHECKPOINT,
+    arch: Optional[str] = ARCH,
+    trust_pickle: Optional[bool] = TRUST_PICKLE,
+    weights: Optional[str] = WEIGHTS,
     device: Optional[str] = DEVICE,
 ) -> None:
     """Transfer of the frozen features (paper §5.2, Tables 4-7, Fig 9).
@@ -417,7 +451,8 @@ def transfer(
     typed = {"experiment": experiment, "target": target,
              "root": _quote(str(root)) if root else None, "shots": _hydra_list(shots, quote=False),
              "folds": folds, "scratch": scratch, "per_layer": per_layer,
-             "checkpoint": checkpoint, "device": device}
+             "checkpoint": _quote(checkpoint) if checkpoint else None,
+             **_source(arch, trust_pickle, weights), "device": device}
     from zfnet_cli.experiments import transfer as experiment_transfer
 
     _execute("transfer", _overrides(typed, overrides), experiment_transfer.run)
@@ -467,6 +502,42 @@ def report(
     from zfnet_cli.experiments import report as experiment_report
 
     _execute("report", _overrides(typed, overrides), experiment_report.run)
+
+
+@app.command(epilog="Examples:\n\n"
+             "  zfnet layers                                # the newest trained run\n\n"
+             "  zfnet layers --checkpoint resnet18-f37072fd.pth\n\n"
+             "  zfnet layers --checkpoint weights.pth --arch vgg16_bn\n\n"
+             "  zfnet layers --checkpoint mynets.small:build --weights small.pth\n\n"
+             "  zfnet layers --checkpoint model.ts preprocess.input_size=160")
+def layers(
+    overrides: Optional[List[str]] = OVERRIDES,
+    checkpoint: Optional[str] = CHECKPOINT,
+    arch: Optional[str] = ARCH,
+    trust_pickle: Optional[bool] = TRUST_PICKLE,
+    weights: Optional[str] = WEIGHTS,
+) -> None:
+    """List a model's selectable layers: paper name (conv1..conv5, fc6, fc7 on plain stacks), module name, type and output shape for one image at the model's input size.
+
+    Any name in the first two columns is what --layer and layer= take in the other commands. Prints to stdout; writes no run folder.
+    """
+    typed = {"checkpoint": _quote(checkpoint) if checkpoint else None,
+             **_source(arch, trust_pickle, weights)}
+    debug = bool(os.environ.get("ZFNET_DEBUG"))
+    from zfnet_cli.experiments import layers as experiment_layers
+
+    try:
+        cfg = compose("layers", _overrides(typed, overrides))
+        loaded, rows = experiment_layers.run(cfg)
+    except ConfigError as err:
+        if debug:
+            raise
+        _fail("layers", str(err), 2)
+    except _user_errors() as err:
+        if debug:
+            raise
+        _fail("layers", str(err), 1)
+    typer.echo(experiment_layers.table(loaded, rows))
 
 
 def main() -> None:

@@ -7,7 +7,9 @@ deconv projection, (d) p(correct class) per position, (e) the most probable labe
 
 ``localise=true`` also checks that the maps mean something, on the embedded data whose objects
 have known boxes: over ``localise_images`` validation images, the fraction for which the
-occluder position where p(true class) drops most is centred inside the object's box.
+occluder position where p(true class) drops most is centred inside the object's box, beside
+``chance_inside``: the mean share of occluder positions centred inside the box (what a map that
+picked its worst position at random would score).
 
 Classes are shown by their human names where the model has them (ImageNet: wnid -> name, from
 the checkpoint, the data root's ``meta.bin`` / devkit, or torchvision's list for foreign weights
@@ -29,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from zfnet_cli.bounds import DEVICE, bounded
-from zfnet_cli.checkpoint import Loaded, load_trained, resolve_label
+from zfnet_cli.checkpoint import Loaded, ModelSource, load_trained, resolve_label
 from zfnet_cli.data.images import MAX_PIXELS, ImageError, load_image
 from zfnet_cli.data.sources import DataConfig, load_split
 from zfnet_cli.deconv import Request
@@ -40,7 +42,7 @@ from zfnet_cli.files import write_atomic
 
 
 @dataclass
-class OccludeConfig:
+class OccludeConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
     checkpoint: str = "latest"  # a checkpoint file, a train run folder, or the newest train run
     images: list[str] = field(default_factory=list)  # image files; empty: embedded val images
     label: Optional[str] = None  # the correct class (index or name); None: the predicted class
@@ -112,7 +114,7 @@ def localisation(loaded: Loaded, cfg: OccludeConfig, device) -> dict:
     pre = loaded.preprocess()
     fill = loaded.fill()
     offset = (val.images.shape[-1] - loaded.input_size) / 2
-    hits, records = 0, []
+    hits, chance, records = 0, 0.0, []
     for i in tqdm(idx, desc="localise", disable=not cfg.progress):
         x = pre(val.images[i:i + 1].to(device))[0]
         label = int(val.labels[i])
@@ -123,10 +125,17 @@ def localisation(loaded: Loaded, cfg: OccludeConfig, device) -> dict:
         x0, y0, x1, y1 = (val.boxes[i] - offset).tolist()
         inside = x0 <= cx + 0.5 <= x1 and y0 <= cy + 0.5 <= y1  # pixel centre, continuous coords
         hits += inside
+        # chance: the share of all occluder positions centred inside the box, i.e. the hit rate
+        # of a map that picked its worst position at random (the claims report compares to it)
+        c = maps.centers().view(-1, 2) + 0.5
+        share = float(((c[:, 1] >= x0) & (c[:, 1] <= x1) & (c[:, 0] >= y0) & (c[:, 0] <= y1))
+                      .double().mean())
+        chance += share
         records.append({"index": i, "class": val.classes[label], "worst_centre": [cy, cx],
-                        "box": [x0, y0, x1, y1], "inside": bool(inside),
+                        "box": [x0, y0, x1, y1], "inside": bool(inside), "chance": share,
                         "p_drop": maps.clean_p_target - float(maps.p_target.min())})
     return {"images": n, "inside": hits, "fraction_inside": hits / max(n, 1), "goal": ">= 0.9",
+            "chance_inside": chance / max(n, 1),
             "size": size, "stride": stride, "per_image": records}
 
 
@@ -136,7 +145,7 @@ def run(cfg: OccludeConfig, run_dir: str | Path, *, dist_info: Dist | None = Non
     the image files that could not be used (the others are still processed)."""
     run_dir = Path(run_dir)
     device = dist_info.device if dist_info else pick_device(cfg.device)
-    loaded = load_trained(cfg.checkpoint, cfg.output_root, device, cfg.data)
+    loaded = load_trained(cfg.checkpoint, cfg.output_root, device, cfg.data, source=cfg)
     classes, names = loaded.classes, loaded.class_names
     target = resolve_label(cfg.label, classes, names)
     size, stride = _geometry(cfg, loaded.input_size)

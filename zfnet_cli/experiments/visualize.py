@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from zfnet_cli import checkpoint
 from zfnet_cli.bounds import DEVICE, bounded
-from zfnet_cli.checkpoint import Loaded, load_trained
+from zfnet_cli.checkpoint import Loaded, ModelSource, load_trained
 from zfnet_cli.data.images import UnreadableFiles
 from zfnet_cli.data.sources import DataConfig, load_split
 from zfnet_cli.deconv import Deconvnet, Request
@@ -43,7 +43,7 @@ from zfnet_cli.files import write_atomic
 
 
 @dataclass
-class VisualizeConfig:
+class VisualizeConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
     checkpoint: str = "latest"  # a checkpoint file, a train run folder, or the newest train run
     data: Optional[DataConfig] = None  # None: the data the checkpoint was trained on
     split: str = "val"  # Fig 2 scans the validation set
@@ -169,7 +169,7 @@ def _project_crops(loaded: Loaded, images: torch.Tensor, requests: list[Request]
 # ---------------------------------------------------------------- Fig 2
 
 def run_top9(cfg: VisualizeConfig, run_dir: Path, device) -> dict:
-    loaded = load_trained(cfg.checkpoint, cfg.output_root, device, cfg.data)
+    loaded = load_trained(cfg.checkpoint, cfg.output_root, device, cfg.data, source=cfg)
     layers = layer_names(loaded.deconv, cfg.layers)
     _check_fmaps(loaded.deconv, layers, cfg.fmaps)
     dataset = load_split(loaded.data, cfg.split, progress=cfg.progress)
@@ -300,7 +300,7 @@ def filter_stats(weight: torch.Tensor, dead_fraction: float = 0.1) -> dict:
 
 def _filters_panel(cfg: VisualizeConfig, spec: str, device):
     """Filter grid + top-1 layer-2 projections of one trained model, and its numbers."""
-    loaded = load_trained(spec, cfg.output_root, device, cfg.data)
+    loaded = load_trained(spec, cfg.output_root, device, cfg.data, source=cfg)
     conv1 = loaded.deconv._convs[0]
     w = conv1.weight.detach().cpu()
     cols = max(1, math.ceil(math.sqrt(w.shape[0])))
@@ -323,7 +323,8 @@ def _filters_panel(cfg: VisualizeConfig, spec: str, device):
     name = f"{conv['name']} conv1 {conv['kernels'][0]}x{conv['kernels'][0]}/{conv['strides'][0]}"
     renorm = loaded.state["config"].get("optim", {}).get("renorm")  # None: foreign weights
     name += ", no renorm" if renorm is False else ""
-    return name, filters, projections, {**stats, "checkpoint": str(loaded.source), "renorm": renorm,
+    return name, filters, projections, {**stats, "stride": int(conv["strides"][0]),
+                                        "checkpoint": str(loaded.source), "renorm": renorm,
                                         "layer2": layer2}
 
 
