@@ -142,3 +142,19 @@ def test_transfer_over_caltech_skips_unreadable(trained_on_tree):
     run = (tmp / "out" / "transfer" / "latest").resolve()
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["images"] == 8 and metrics["unreadable"]["count"] == 1
+
+
+def test_eval_only_skips_unreadable_val_files(trained_on_tree):
+    tmp, root = trained_on_tree
+    bad = root / "val" / WNIDS[0] / "zz_cut.JPEG"
+    bad.write_bytes((root / "val" / WNIDS[0] / f"{WNIDS[0]}_0.JPEG").read_bytes()[:100])
+    try:
+        res = CliRunner().invoke(app, ["train", "--eval-only", f"output_root={tmp / 'out'}",
+                                       "data.max_broken=0.5", "data.workers=1"])
+    finally:
+        bad.unlink()
+    assert res.exit_code == 0, res.output
+    assert "unreadable, skipped:" in res.output and "zz_cut.JPEG" in res.output
+    run = (tmp / "out" / "train" / "latest").resolve()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["unreadable"]["val"]["count"] == 1 and metrics["val"]["1crop"]["images"] == 6

@@ -382,9 +382,11 @@ def evaluate_only(cfg: TrainConfig, run_dir: str | Path, *, dist_info: Dist | No
     # foreign weights: a per-channel (3, 1, 1) scale; ours: the data config's one number
     scale = state["input_scale"] if state.get("input_scale") is not None else data.scale
     results = {}
+    unreadable = UnreadableFiles(len(val_set), data.max_broken, "val")  # the one policy
     for crops in sorted({1, cfg.eval_crops}):
         pre = BatchPreprocess(mean, data.crop, train=False, scale=scale, crops=crops)
-        batches = _batches(val_set, cfg, pre, train=False, epoch=0, d=d, workers=data.workers)
+        batches = _batches(val_set, cfg, pre, train=False, epoch=0, d=d, workers=data.workers,
+                           unreadable=unreadable)
         results[f"{crops}crop"] = evaluate(model, batches, device=d.device, progress=show,
                                            desc=f"val, {crops} crop(s)", amp=cfg.amp,
                                            channels_last=cfg.channels_last)
@@ -393,9 +395,11 @@ def evaluate_only(cfg: TrainConfig, run_dir: str | Path, *, dist_info: Dist | No
                "num_classes": num_classes, "data": data.name, "split": "val",
                "val_images": len(val_set), "world_size": d.world_size, "amp": cfg.amp,
                "channels_last": cfg.channels_last, "val": results,
-               "seconds": time.perf_counter() - t0}
+               "seconds": time.perf_counter() - t0, "unreadable": {"val": unreadable.summary()}}
     if d.main:
         write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        for line in unreadable.lines("zfnet train: ", where=str(run_dir / "metrics.json")):
+            print(line)
         for mode, r in results.items():
             print(f"zfnet train (eval only): {path}, {data.name} val ({r['images']} images), "
                   f"{mode}: top-1 error {r['top1_err']:.2f}%, top-5 error {r['top5_err']:.2f}%")
