@@ -75,11 +75,15 @@ def _violation(value: Any, b: dict) -> Optional[str]:
 def check_bounds(cfg: Any, prefix: str = "") -> None:
     """Check every :func:`bounded` field of the dataclass ``cfg`` (recursively), then its
     ``check(prefix)`` if it has one (it raises ``ValueError`` naming keys under ``prefix``).
+    Fields named in the class attribute ``BOUNDS_FIRST`` are checked before the others.
 
     Raises:
         ValueError: one line, ``key=value is out of bounds: must be >= 1``, naming the dotted key.
     """
-    for f in dataclasses.fields(cfg):
+    # A schema may name fields to check first (TrainConfig: data before model, whose
+    # input_size follows data.crop), so that the line names the key the user set.
+    first = getattr(cfg, "BOUNDS_FIRST", ())
+    for f in sorted(dataclasses.fields(cfg), key=lambda f: f.name not in first):
         value = getattr(cfg, f.name)
         key = prefix + f.name
         if dataclasses.is_dataclass(value) and not isinstance(value, type):

@@ -69,6 +69,8 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
+    BOUNDS_FIRST = ("data",)  # model.input_size follows data.crop: name data.crop when it is bad
+
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

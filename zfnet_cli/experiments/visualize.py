@@ -49,7 +49,7 @@ class VisualizeConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
     split: str = "val"  # Fig 2 scans the validation set
     mode: str = "top9"  # top9 (Fig 2) | evolution (Fig 4) | filters (Fig 6)
     layers: list[int] = bounded(default_factory=list, min=1)  # paper layer numbers; empty: all conv layers
-    fmaps: list[int] = bounded(default_factory=list, min=0)  # feature maps to show; empty: a random subset
+    fmaps: list[int] = field(default_factory=list)  # feature maps to show; empty: a random subset
     maps_per_layer: int = bounded(8, min=1)  # size of the seeded random subset of maps per layer (Fig 2)
     k: int = bounded(9, min=1)  # strongest activations per map (Fig 2: 9)
     max_images: Optional[int] = bounded(None, min=1)  # scan at most this many images of the split
