@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from zfnet_cli.bounds import DEVICE, bounded
 from zfnet_cli.checkpoint import Loaded, ModelSource, load_trained, resolve_label
 from zfnet_cli.data.images import (MAX_PIXELS, ImageError, PhotoFolder, load_image, seen_region,
                                    upright_size)
@@ -49,6 +50,7 @@ from zfnet_cli.deconv import Request
 from zfnet_cli.engine import Dist, pick_device
 from zfnet_cli.occlusion import OcclusionMaps, occlude
 from zfnet_cli import viz
+from zfnet_cli.files import write_atomic
 
 
 @dataclass
@@ -57,16 +59,16 @@ class OccludeConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
     images: list[str] = field(default_factory=list)  # image files and photo folders; empty: val images
     label: Optional[str] = None  # the correct class of every image (index or name)
     labels: list[str] = field(default_factory=list)  # one per image, in order (or one for all)
-    size: Optional[int] = None  # occluder side in px (UNSTATED); None: input side // 4
-    stride: Optional[int] = None  # step in px; None: size // 4
+    size: Optional[int] = bounded(None, min=1)  # occluder side in px (UNSTATED); None: input side // 4
+    stride: Optional[int] = bounded(None, min=1)  # step in px; None: size // 4
     layer: Optional[str] = None  # module or paper name; None: "layer 5" / last map before pooling
-    default_images: int = 4  # validation images used when no files are given
+    default_images: int = bounded(4, min=1)  # validation images used when no files are given
     data: Optional[DataConfig] = None  # None: the data the checkpoint was trained on
     localise: bool = False  # also run the localisation check on the embedded data
-    localise_images: int = 100
-    batch_size: int = 128  # occluder positions per forward pass
-    max_pixels: int = MAX_PIXELS  # larger image files are refused (decompression-bomb guard)
-    device: str = "auto"
+    localise_images: int = bounded(100, min=1)
+    batch_size: int = bounded(128, min=1)  # occluder positions per forward pass
+    max_pixels: int = bounded(MAX_PIXELS, min=1)  # larger image files are refused (decompression-bomb guard)
+    device: str = bounded("auto", **DEVICE)
     output_root: str = "outputs"
     progress: bool = True
 
@@ -312,8 +314,8 @@ def run(cfg: OccludeConfig, run_dir: str | Path, *, dist_info: Dist | None = Non
                "images": results, "failed": failed, "notes": notes}
     if cfg.localise:
         loc = localisation(loaded, cfg, device)
-        (run_dir / "localisation.json").write_text(json.dumps(loc, indent=1) + "\n")
+        write_atomic(run_dir / "localisation.json", json.dumps(loc, indent=1) + "\n")
         metrics["localisation"] = {k: v for k, v in loc.items() if k != "per_image"}
-    (run_dir / "occlusion.json").write_text(json.dumps(metrics, indent=1) + "\n")
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_atomic(run_dir / "occlusion.json", json.dumps(metrics, indent=1) + "\n")
+    write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics

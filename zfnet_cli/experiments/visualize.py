@@ -33,12 +33,15 @@ import torch
 from tqdm import tqdm
 
 from zfnet_cli import checkpoint
+from zfnet_cli.bounds import DEVICE, bounded
 from zfnet_cli.checkpoint import Loaded, ModelSource, load_trained
+from zfnet_cli.data.images import UnreadableFiles
 from zfnet_cli.data.sources import DataConfig, load_split
 from zfnet_cli.deconv import Deconvnet, Request
 from zfnet_cli.engine import Dist, InMemoryBatches, LoaderBatches, pick_device
 from zfnet_cli.top9 import scan_top9
 from zfnet_cli import viz
+from zfnet_cli.files import write_atomic
 
 
 @dataclass
@@ -47,20 +50,20 @@ class VisualizeConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
     data: Optional[DataConfig] = None  # None: the data the checkpoint was trained on
     split: str = "val"  # Fig 2 scans the validation set
     mode: str = "top9"  # top9 (Fig 2) | evolution (Fig 4) | filters (Fig 6)
-    layers: list[int] = field(default_factory=list)  # paper layer numbers; empty: all conv layers
+    layers: list[int] = bounded(default_factory=list, min=1)  # paper layer numbers; empty: all conv layers
     fmaps: list[int] = field(default_factory=list)  # feature maps to show; empty: a random subset
-    maps_per_layer: int = 8  # size of the seeded random subset of maps per layer (Fig 2)
-    k: int = 9  # strongest activations per map (Fig 2: 9)
-    max_images: Optional[int] = None  # scan at most this many images of the split
-    batch_size: int = 64
-    evolution_maps: int = 4  # maps per layer in Fig 4
+    maps_per_layer: int = bounded(8, min=1)  # size of the seeded random subset of maps per layer (Fig 2)
+    k: int = bounded(9, min=1)  # strongest activations per map (Fig 2: 9)
+    max_images: Optional[int] = bounded(None, min=1)  # scan at most this many images of the split
+    batch_size: int = bounded(64, min=1)
+    evolution_maps: int = bounded(4, min=1)  # maps per layer in Fig 4
     evolution_split: str = "train"  # Fig 4: strongest activation over the training set
     compare: list[str] = field(default_factory=list)  # Fig 6: train runs (or checkpoints)
-    layer2_maps: int = 36  # Fig 6: layer-2 maps shown, top-1 projection each
+    layer2_maps: int = bounded(36, min=1)  # Fig 6: layer-2 maps shown, top-1 projection each
     dead_fraction: float = 0.1  # Fig 6: a filter is dead when its RMS < this x the layer's max
-    cell: int = 48  # display size of one projection or patch, pixels
+    cell: int = bounded(48, min=1)  # display size of one projection or patch, pixels
     seed: int = 0  # picks the random subsets of maps
-    device: str = "auto"
+    device: str = bounded("auto", **DEVICE)
     output_root: str = "outputs"
     progress: bool = True
 
@@ -87,14 +90,22 @@ def num_maps(deconv: Deconvnet, layer: str) -> int:
     return deconv._convs[deconv.layers.index(layer)].out_channels
 
 
-def _batches(dataset, loaded: Loaded, cfg: VisualizeConfig, device):
+def _batches(dataset, loaded: Loaded, cfg: VisualizeConfig, device,
+             unreadable: Optional[UnreadableFiles] = None):
+    """Preprocessed ``(images, data-set indices)`` batches: unreadable files of a file-backed
+    data set are skipped (recorded in ``unreadable``), so the indices are carried, not counted."""
     pre = loaded.preprocess()
     steps = math.ceil(cfg.max_images / cfg.batch_size) if cfg.max_images else None
     if hasattr(dataset, "images"):
-        return InMemoryBatches(dataset.images, dataset.labels, cfg.batch_size, pre, shuffle=False,
-                               device=device, max_steps=steps)
-    return LoaderBatches(dataset, cfg.batch_size, pre, shuffle=False, workers=loaded.data.workers,
-                         device=device, max_steps=steps)
+        batches = InMemoryBatches(dataset.images, dataset.labels, cfg.batch_size, pre,
+                                  shuffle=False, device=device, max_steps=steps)
+        return ((x, torch.arange(s * cfg.batch_size, s * cfg.batch_size + len(x)))
+                for s, (x, _) in enumerate(batches))
+    if unreadable is None:
+        unreadable = UnreadableFiles(len(dataset), getattr(loaded.data, "max_broken", 0.01))
+    batches = LoaderBatches(dataset, cfg.batch_size, pre, shuffle=False, workers=loaded.data.workers,
+                            device=device, max_steps=steps, unreadable=unreadable)
+    return ((x, idx) for x, _, idx in batches.batches_with_indices())
 
 
 def _images(dataset, indices: Sequence[int], loaded: Loaded) -> tuple[torch.Tensor, torch.Tensor]:
@@ -186,8 +197,9 @@ def run_top9(cfg: VisualizeConfig, run_dir: Path, device) -> dict:
     layers = layer_names(loaded.deconv, cfg.layers)
     _check_fmaps(loaded.deconv, layers, cfg.fmaps)
     dataset = load_split(loaded.data, cfg.split, progress=cfg.progress)
-    top = scan_top9(loaded.deconv, _batches(dataset, loaded, cfg, device), layers, k=cfg.k,
-                    progress=cfg.progress)
+    unreadable = UnreadableFiles(len(dataset), getattr(loaded.data, "max_broken", 0.01), cfg.split)
+    top = scan_top9(loaded.deconv, _batches(dataset, loaded, cfg, device, unreadable), layers,
+                    k=cfg.k, batches_carry_indices=True, progress=cfg.progress)
     scanned = min(cfg.max_images or len(dataset), len(dataset))
     index: dict[str, dict] = {}
     figures = []
@@ -219,12 +231,14 @@ def run_top9(cfg: VisualizeConfig, run_dir: Path, device) -> dict:
         viz.top9_figure(blocks, path, cell=cfg.cell, title=f"Fig 2: {layer}, top-{cfg.k} "
                         f"activations over {scanned} {cfg.split} images (projection | image patch)")
         figures.append(str(path.relative_to(run_dir)))
-    (run_dir / "top9.json").write_text(json.dumps(
+    write_atomic(run_dir / "top9.json", json.dumps(
         {"checkpoint": str(loaded.source), "split": cfg.split, "data": loaded.data.name,
          "classes": loaded.classes, "class_names": loaded.class_names, "layers": index},
         indent=1) + "\n")
+    for line in unreadable.lines("zfnet visualize: ", where=str(run_dir / "metrics.json")):
+        print(line)
     return {"mode": "top9", "layers": layers, "figures": figures, "checkpoint": str(loaded.source),
-            "images_scanned": scanned}
+            "images_scanned": scanned - len(unreadable), "unreadable": unreadable.summary()}
 
 
 # ---------------------------------------------------------------- Fig 4
@@ -253,7 +267,7 @@ def run_evolution(cfg: VisualizeConfig, run_dir: Path, device) -> dict:
     for epoch, path in tqdm(kept, desc="epochs", disable=not cfg.progress):
         loaded = load_trained(str(path), cfg.output_root, device, cfg.data)
         top = scan_top9(loaded.deconv, _batches(dataset, loaded, cfg, device), layers, k=1,
-                        progress=cfg.progress)
+                        batches_carry_indices=True, progress=cfg.progress)
         wanted = sorted({int(top[l].images[m, 0]) for l in layers for m in maps[l]})
         local = {g: j for j, g in enumerate(wanted)}
         inputs, _ = _images(dataset, wanted, loaded)
@@ -272,7 +286,7 @@ def run_evolution(cfg: VisualizeConfig, run_dir: Path, device) -> dict:
     viz.table_figure(rows, [f"epoch {e}" for e, _ in kept], path, cell=cfg.cell,
                      title=f"Fig 4: strongest activation over the {cfg.evolution_split} split, "
                            f"projected, at each kept epoch of {train_run.name}")
-    (run_dir / "evolution.json").write_text(json.dumps(
+    write_atomic(run_dir / "evolution.json", json.dumps(
         {"train_run": str(train_run), "epochs": [e for e, _ in kept], "maps": maps,
          "strongest": record}, indent=1) + "\n")
     return {"mode": "evolution", "train_run": str(train_run), "epochs": [e for e, _ in kept],
@@ -319,7 +333,7 @@ def _filters_panel(cfg: VisualizeConfig, spec: str, device):
     layer2 = loaded.deconv.layers[1] if len(loaded.deconv.layers) > 1 else loaded.deconv.layers[0]
     dataset = load_split(loaded.data, cfg.split, progress=cfg.progress)
     top = scan_top9(loaded.deconv, _batches(dataset, loaded, cfg, device), [layer2], k=1,
-                    progress=cfg.progress)[layer2]
+                    batches_carry_indices=True, progress=cfg.progress)[layer2]
     maps = list(range(min(cfg.layer2_maps, num_maps(loaded.deconv, layer2))))
     wanted = sorted({int(top.images[m, 0]) for m in maps})
     local = {g: j for j, g in enumerate(wanted)}
@@ -367,5 +381,5 @@ def run(cfg: VisualizeConfig, run_dir: str | Path, *, dist_info: Dist | None = N
     if cfg.mode not in modes:
         raise ValueError(f"unknown mode '{cfg.mode}'; expected one of {', '.join(modes)}")
     metrics = modes[cfg.mode](cfg, run_dir, device)
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
