@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from zfnet_cli import viz
-from zfnet_cli.bounds import bounded
+from zfnet_cli.bounds import DEVICE, bounded
 from zfnet_cli.checkpoint import CheckpointError, Loaded, ModelSource, load_trained
 from zfnet_cli.data.sources import DataConfig, load_split
 from zfnet_cli.deconv import Request
@@ -45,7 +45,7 @@ class ExploreConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
     evolution: bool = True  # add each unit's kept-epoch projections when the run has them (Fig 4)
     evolution_split: str = "train"  # Fig 4: strongest activation over the training set
     cell: int = bounded(64, min=8)  # tiles are stored at most this many pixels on their long side
-    device: str = "auto"
+    device: str = bounded("auto", **DEVICE)
     output_root: str = "outputs"
     progress: bool = True
 
