@@ -33,6 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from zfnet_cli.deconv import Deconvnet
+from zfnet_cli.incremental import DEFAULT_MEMORY_BUDGET, incremental_or_full
 
 
 @dataclass
@@ -179,7 +180,8 @@ def _forward(model: nn.Module, end: nn.Module, x: torch.Tensor
 def occlude(model: nn.Module, image: torch.Tensor, *, size: int, stride: int,
             fill: Union[float, torch.Tensor] = 0.0, target: Optional[int] = None,
             layer: Optional[str] = None, batch_size: int = 64,
-            progress: bool = False) -> OcclusionMaps:
+            progress: bool = False, method: str = "auto",
+            memory_budget: int = DEFAULT_MEMORY_BUDGET) -> OcclusionMaps:
     """Slide a grey square (the **occluder**) over an image and record, for every position, the
     strongest layer-L feature map's total activation, the correct class's probability and the
     most probable label (paper §4.2, Fig 7 (b), (d), (e)).
@@ -217,6 +219,17 @@ def occlude(model: nn.Module, image: torch.Tensor, *, size: int, stride: int,
             Default: the last conv layer (``"conv5"`` for ZFNet, as the paper's "layer 5").
         batch_size (int, optional): occluded images per forward pass. Default: 64.
         progress (bool, optional): show a tqdm bar over the batches. Default: ``False``.
+        method (str, optional): ``"incremental"`` recomputes each layer only where the occluder
+            reaches it, on top of the clean image's activations
+            (:class:`~zfnet_cli.incremental.IncrementalOcclusion`, Krypton, SIGMOD 2019; same
+            maps up to float rounding); ``"full"`` runs the whole model per batch of
+            ``batch_size`` occluded images; ``"auto"`` picks incremental where its estimated
+            work is at most :data:`~zfnet_cli.incremental.AUTO_MAX_RATIO` of the full pass
+            and the model traces with torch.fx (:func:`~zfnet_cli.incremental.
+            incremental_or_full`). Default: ``"auto"``.
+        memory_budget (int, optional): the incremental path's bytes of per-position
+            activations per chunk of positions (it ignores ``batch_size``). Default:
+            :data:`~zfnet_cli.incremental.DEFAULT_MEMORY_BUDGET` (256 MiB).
 
     Returns:
         OcclusionMaps: positions (P, 2), grid (gh, gw), the strongest ``fmap`` and, per
@@ -228,7 +241,10 @@ def occlude(model: nn.Module, image: torch.Tensor, *, size: int, stride: int,
             occluder is larger than the image; ``batch_size`` is below 1; ``fill`` has another
             shape; ``layer`` is unknown (the valid ones are listed); ``target`` is not a class
             of the model (the class count is given); or the model's feature part is not one
-            :class:`~zfnet_cli.deconv.Deconvnet` accepts.
+            :class:`~zfnet_cli.deconv.Deconvnet` accepts; ``method`` is not ``"auto"``,
+            ``"incremental"`` or ``"full"``; ``method="incremental"`` for a model that cannot
+            run incrementally (:class:`~zfnet_cli.incremental.NotIncremental`, which says
+            why).
 
     Example:
         >>> from zfnet_cli.model import ModelConfig, ZFNet
@@ -276,13 +292,24 @@ def occlude(model: nn.Module, image: torch.Tensor, *, size: int, stride: int,
         log_p_target = torch.empty(n, dtype=clean_probs.dtype)
         top_label = torch.empty(n, dtype=torch.long)
         corners = positions.to(image.device)
-        for s in tqdm(range(0, n, batch_size), desc="occlude", disable=not progress):
-            batch = _occluded(image, fill, corners[s:s + batch_size], size)  # (B, 3, H, W)
-            totals, logits = _forward(model, end, batch)  # (B, M), (B, C)
-            fmap_total[s:s + batch_size] = totals[:, fmap].cpu()
-            p_target[s:s + batch_size] = F.softmax(logits, dim=1)[:, target].cpu()
-            log_p_target[s:s + batch_size] = F.log_softmax(logits, dim=1)[:, target].cpu()
-            top_label[s:s + batch_size] = logits.argmax(dim=1).cpu()
+        # Exact incremental inference (zfnet_cli.incremental) where it is faster, else the
+        # whole model per batch of occluded images; both yield (slice, (B, M), (B, C)).
+        engine = incremental_or_full(model, image, size=size, readout=end, fill=fill,
+                                     method=method, memory_budget=memory_budget)
+        if engine is not None:
+            chunks, steps = engine.iter_chunks(corners), -(-n // engine.chunk_size)
+        else:
+            chunks = ((slice(s, s + batch_size),
+                       *_forward(model, end, _occluded(image, fill, corners[s:s + batch_size],
+                                                      size)))  # (B, 3, H, W) in
+                      for s in range(0, n, batch_size))
+            steps = -(-n // batch_size)
+        for part, totals, logits in tqdm(chunks, total=steps, desc="occlude",
+                                         disable=not progress):
+            fmap_total[part] = totals[:, fmap].cpu()
+            p_target[part] = F.softmax(logits, dim=1)[:, target].cpu()
+            log_p_target[part] = F.log_softmax(logits, dim=1)[:, target].cpu()
+            top_label[part] = logits.argmax(dim=1).cpu()
     finally:
         for m, training in modes.items():
             m.training = training
