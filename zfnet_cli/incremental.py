@@ -149,7 +149,7 @@ def _place(lo: torch.Tensor, hi: torch.Tensor, extent: int) -> tuple[torch.Tenso
     """One size for the chunk along one axis: the largest ``hi - lo + 1`` (inclusive ranges,
     already clipped to ``[0, extent)``), each start moved up where the common size would run
     past the far edge; the moved range still contains the original one."""
-    n = int((hi - lo).max()) + 1
+    n = max(1, int((hi - lo).max()) + 1)  # none reached (a 1x1 stride-2 kernel): one row
     return lo.clamp(max=extent - n), n
 
 
