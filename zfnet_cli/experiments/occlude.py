@@ -49,7 +49,11 @@ class OccludeConfig:
     data: Optional[DataConfig] = None  # None: the data the checkpoint was trained on
     localise: bool = False  # also run the localisation check on the embedded data
     localise_images: int = 100
-    batch_size: int = 128  # occluder positions per forward pass
+    batch_size: int = 128  # occluder positions per forward pass (method=full)
+    # "incremental": recompute each layer only where the occluder reaches it (exact, Krypton);
+    # "full": the whole model per position; "auto": incremental where it is estimated faster
+    method: str = "auto"
+    memory_budget_mb: int = 256  # incremental path: MiB of per-position activations per chunk
     max_pixels: int = MAX_PIXELS  # larger image files are refused (decompression-bomb guard)
     device: str = "auto"
     output_root: str = "outputs"
@@ -62,6 +66,13 @@ def _geometry(cfg: OccludeConfig, side: int) -> tuple[int, int]:
     if size > side:
         raise ValueError(f"occluder size {size} is larger than the {side}x{side} model input")
     return size, stride
+
+
+def _method(cfg: OccludeConfig) -> dict:
+    """``occlude``'s method options from the config."""
+    if cfg.memory_budget_mb < 1:
+        raise ValueError(f"memory_budget_mb must be >= 1 (MiB), got {cfg.memory_budget_mb}")
+    return {"method": cfg.method, "memory_budget": cfg.memory_budget_mb * 2 ** 20}
 
 
 def _centre_crop(raw: torch.Tensor, c: int) -> torch.Tensor:
@@ -115,7 +126,8 @@ def localisation(loaded: Loaded, cfg: OccludeConfig, device) -> dict:
         x = pre(val.images[i:i + 1].to(device))[0]
         label = int(val.labels[i])
         maps = occlude(loaded.model, x, size=size, stride=stride, fill=fill.to(device),
-                       target=label, layer=cfg.layer, batch_size=cfg.batch_size)
+                       target=label, layer=cfg.layer, batch_size=cfg.batch_size,
+                       **_method(cfg))
         worst = int(maps.log_p_target.flatten().argmin())  # log: no ties where p underflows
         cy, cx = maps.centers().view(-1, 2)[worst].tolist()
         x0, y0, x1, y1 = (val.boxes[i] - offset).tolist()
@@ -165,7 +177,8 @@ def run(cfg: OccludeConfig, run_dir: str | Path, *, dist_info: Dist | None = Non
     for k, (name, raw, label) in enumerate(tqdm(inputs, desc="images", disable=not cfg.progress)):
         x = pre(raw[None].to(device))[0]
         maps = occlude(loaded.model, x, size=size, stride=stride, fill=fill, target=label,
-                       layer=cfg.layer, batch_size=cfg.batch_size, progress=cfg.progress)
+                       layer=cfg.layer, batch_size=cfg.batch_size, progress=cfg.progress,
+                       **_method(cfg))
         stem = Path(name).stem if cfg.images else name.split("/")[-1]
         fig = run_dir / "figures" / f"fig7_{k:02d}_{stem}.png"
         entry = {"image": name, **_summary(maps, classes, names),
