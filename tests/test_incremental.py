@@ -323,3 +323,26 @@ def test_corners_outside_the_image_are_refused():
     engine = IncrementalOcclusion(net, torch.randn(3, 64, 64), size=16)
     with pytest.raises(ValueError, match="leaves the 64x64 image"):
         engine(torch.tensor([[0, 49]]))
+
+
+class Counting(nn.Module):
+    """Scales its logits by how often it has run: the trace bakes in one count, so the traced
+    graph no longer reproduces the model, and the check on the clean image must notice."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+        self.head = nn.Linear(4, 3)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.head(self.features(x).mean(dim=(2, 3))) * self.calls
+
+
+def test_a_graph_that_is_not_the_model_is_refused():
+    net = Counting().eval()
+    with pytest.raises(NotIncremental, match="does not reproduce the model's output"):
+        IncrementalOcclusion(net, torch.randn(3, 16, 16), size=4, readout=net.features[1])
+    assert incremental_or_full(Counting().eval(), torch.randn(3, 16, 16), size=4,
+                               readout=None) is None  # auto: the full path instead

@@ -328,8 +328,9 @@ class IncrementalOcclusion:
             fractions, for the largest update patches any position gets.
 
     Raises:
-        NotIncremental: the model does not trace, does not take one 4-d input, or ``readout``
-            is not a module of it that runs exactly once.
+        NotIncremental: the model does not trace, does not take one 4-d input, its traced
+            graph does not reproduce its output on the clean image, or ``readout`` is not a
+            module of it that runs exactly once.
         ValueError: ``memory_budget`` below 1.
 
     Example:
@@ -369,12 +370,9 @@ class IncrementalOcclusion:
             raise NotIncremental(f"the model takes {len(inputs)} inputs; expected one image batch")
         self.input = inputs[0]
         self.modules = dict(model.named_modules())
-        self.readout = self._readout_node(readout)
         # nodes whose value depends on the image; the others are the same for every position
-        self.dependent = {self.input}
-        for n in self.nodes:
-            if any(a in self.dependent for a in n.all_input_nodes):
-                self.dependent.add(n)
+        self.dependent = self._depends_on_input()
+        self.readout = self._readout_node(readout)
         self.last_use = {}
         for i, n in enumerate(self.nodes):
             for a in n.all_input_nodes:
@@ -392,6 +390,8 @@ class IncrementalOcclusion:
                              if self.readout is not None else logits.new_zeros(0))
         self._clean_totals64 = (self.clean[self.readout][0].double().sum(dim=(1, 2))
                                 if self.readout is not None else None)
+        with torch.no_grad():
+            self._check_against_model(readout, logits)
         self._ops = {n: self._classify(n) for n in self.nodes if n in self.dependent}
         self.cost, self.bytes_per_position = self._plan()
         self.chunk_size = max(1, self.memory_budget // max(1, self.bytes_per_position))
@@ -416,9 +416,36 @@ class IncrementalOcclusion:
         if len(calls) != 1:
             raise NotIncremental(f"the readout module {names[0]!r} runs {len(calls)} times in one "
                                  f"forward pass; expected once")
-        if found.op != "call_module" and found.op != "call_function" and found.op != "call_method":
-            raise NotIncremental(f"the readout module {names[0]!r} has no output node")
+        if found not in self.dependent:
+            raise NotIncremental(f"the readout module {names[0]!r} does not depend on the image")
         return found
+
+    def _depends_on_input(self) -> set:
+        dependent = {self.input}
+        for n in self.nodes:
+            if any(a in dependent for a in n.all_input_nodes):
+                dependent.add(n)
+        return dependent
+
+    def _check_against_model(self, readout: Optional[nn.Module], logits: torch.Tensor) -> None:
+        """The traced graph must be the model: run the model itself once on the clean image,
+        reading ``readout`` with a forward hook as ``occlude`` does, and compare."""
+        seen: list[torch.Tensor] = []
+        handle = (readout.register_forward_hook(lambda m, i, o: seen.append(o.sum(dim=(2, 3))))
+                  if readout is not None else None)
+        try:
+            expected = self.model(self.image[None])
+        finally:
+            if handle is not None:
+                handle.remove()
+        same = (isinstance(expected, torch.Tensor) and expected.shape == logits.shape
+                and torch.allclose(expected, logits, rtol=1e-4, atol=1e-6))
+        if readout is not None:
+            same = same and len(seen) == 1 and torch.allclose(
+                seen[0][0], self.clean_totals, rtol=1e-4, atol=1e-6)
+        if not same:
+            raise NotIncremental("the traced graph does not reproduce the model's output or the "
+                                 "readout module's on the clean image")
 
     def _output_node(self) -> fx.Node:
         return next(n for n in reversed(self.nodes) if n.op == "output")

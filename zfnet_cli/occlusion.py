@@ -193,6 +193,9 @@ def occlude(model: nn.Module, image: torch.Tensor, *, size: int, stride: int,
     Results do not depend on ``batch_size``: in exact arithmetic they are bit-identical
     (tests/test_occlusion.py checks this on float64 networks whose sums are exact); in float32
     the backend's kernels may sum in a batch-size-dependent order and differ in the last bits.
+    With ``method="incremental"`` (the default ``"auto"`` where it is faster) the same maps
+    come from recomputing each layer only where the occluder reaches it, in chunks sized by
+    ``memory_budget`` (tests/test_incremental.py: bit-identical on those float64 networks).
 
     The model is put in eval mode for the call (each module's previous mode is restored after)
     and run under ``torch.no_grad()`` on the device and dtype of its parameters.
