@@ -31,7 +31,7 @@ from torch import nn
 from zfnet_cli.config import new_run_dir
 from zfnet_cli.incremental import DEFAULT_MEMORY_BUDGET, IncrementalOcclusion
 from zfnet_cli.model import ModelConfig, ZFNet
-from zfnet_cli.occlusion import _fill_plane, _forward, _occluded, occlude, occluder_positions
+from zfnet_cli.occlusion import _fill_plane, _forward, _occluded, occluder_positions
 
 SIDE = 224
 CASES = {  # name: (model, occluder size, stride)

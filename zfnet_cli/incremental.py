@@ -709,9 +709,9 @@ class IncrementalOcclusion:
 
     def _propagate(self, corners: torch.Tensor, values: bool) -> dict:
         """Each changed node's state for the positions ``corners`` (B, 2): a :class:`_Patch`, or
-        a full (B, ...) value (``_FULL`` in the geometry-only pass, ``values=False``, where a
-        patch's ``values`` holds the op kind instead). With ``values``, nodes are dropped after
-        their last use and the readout's (B, M) totals are stored under ``"readout"``."""
+        a full (B, ...) value. In the geometry-only pass (``values=False``) patches carry no
+        values and full nodes are ``_FULL``. With ``values``, nodes are dropped after their
+        last use and the readout's (B, M) totals are stored under ``"readout"``."""
         b = corners.shape[0]
         env: dict = {}
         for i, n in enumerate(self.nodes):
