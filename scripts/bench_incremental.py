@@ -7,7 +7,7 @@ quarter of that: 56 / 14) and an eighth of the side (28 / 7); torchvision vgg16 
 (weights=None, seeded) with the default occluder. Captum's ``perturbations_per_eval`` is
 picked per model as its fastest of a few values on a coarser grid. The three runs alternate
 within each repeat; medians, min and max are reported, and ratios come from the same run. Peak
-memory (ru_maxrss) is measured in a fresh subprocess per path. Goal: incremental >= 2.5x
+memory (VmHWM, reset after the model is built) is measured in a fresh subprocess per path. Goal: incremental >= 2.5x
 Captum's positions/s on the CPU for the ZFNet cases. The whole script runs for tens of minutes
 on a 2-core CPU (Captum and the full path on vgg16 at 224 px dominate).
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -102,13 +101,22 @@ def best_ppe(model: nn.Module, x: torch.Tensor, size: int) -> dict:
 
 
 def peak_memory(case: str, method: str, fraction: float = 1.0, ppe: int = 32) -> dict:
-    """ru_maxrss of a fresh process that builds the model, makes the clean pass, then runs
-    ``method`` over ``fraction`` of the case's positions (MiB; ``before``: after the clean
-    pass, i.e. weights and torch itself)."""
+    """Peak resident memory of a fresh process running ``method`` over ``fraction`` of the
+    case's positions (MiB): ``before`` after building the model and the clean pass (weights,
+    torch itself), ``peak`` the high-water mark during the run, ``run`` their difference."""
     out = subprocess.run([sys.executable, __file__, "--child", case, method, str(fraction),
-                          str(ppe)],
-                         capture_output=True, text=True, check=True)
+                          str(ppe)], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _rss() -> dict[str, float]:
+    """Current (VmRSS) and peak (VmHWM) resident memory of this process, MiB (Linux)."""
+    fields = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0]) / 1024  # kB
+    return fields
 
 
 def child(case: str, method: str, fraction: float, ppe: int) -> None:
@@ -117,16 +125,19 @@ def child(case: str, method: str, fraction: float, ppe: int) -> None:
     x = image()
     with torch.no_grad():
         model(x[None])
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
+    # Building the model peaks higher than the run itself, and ru_maxrss cannot be reset;
+    # writing 5 to clear_refs resets VmHWM (Linux >= 4.0), so the run's own peak is seen.
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _rss()["VmRSS"]
     corners = occluder_positions(SIDE, SIDE, size, stride)
     corners = corners[:max(1, round(len(corners) * fraction))]
     if method == "captum":
         captum(model, x, size, stride, ppe)
     else:
         ours(model, readout, x, size, stride, method, corners)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"before_mib": round(before, 1), "peak_mib": round(after, 1),
-                      "positions": len(corners)}))
+    peak = _rss()["VmHWM"]
+    print(json.dumps({"before_mib": round(before, 1), "peak_mib": round(peak, 1),
+                      "run_mib": round(peak - before, 1), "positions": len(corners)}))
 
 
 def spread(v: list[float]) -> dict:
@@ -197,19 +208,21 @@ def markdown(results: list[dict], command: str) -> str:
     lines = [f"Measured {when} with `{command}`, {results[0]['threads']} torch threads, CPU.",
              "Positions/s: median over repeats (min-max); ratios from the same run.", "",
              "| case | positions | Captum (ppe) | full | incremental | incr / Captum | "
-             "full / Captum | incr / full | est. work | peak MiB Captum / full / incr |",
+             "full / Captum | incr / full | est. work | run's peak MiB Captum / full / incr |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         p = r["positions_per_second"]
         f = lambda k: f"{p[k]['median']:.1f} ({p[k]['min']:.1f}-{p[k]['max']:.1f})"
         mem = r.get("peak_memory")
-        mem = (" / ".join(f"{mem[k]['peak_mib']:.0f}" if k in mem else "-"
+        mem = (" / ".join(f"{mem[k]['run_mib']:.0f}" if k in mem else "-"
                           for k in ("captum", "full", "incremental")) if mem else "-")
         lines.append(f"| {r['case']} ({r['occluder']}/{r['stride']} px) | {r['positions']} | "
                      f"{f('captum')} ({r['captum_perturbations_per_eval']}) | {f('full')} | "
                      f"{f('incremental')} | {r['incremental_vs_captum']:.2f}x | "
                      f"{r['full_vs_captum']:.2f}x | {r['incremental_vs_full']:.2f}x | "
                      f"{r['estimated_work_ratio']:.2f} | {mem} |")
+    lines += ["", "Run's peak MiB: resident memory above the model and clean pass (VmHWM reset "
+              "after the model is built; full path over its first 40% of positions, > 1 batch)."]
     lines += ["", "Fraction of each conv / pool layer's output recomputed per position "
               "(1.00: run in full):", ""]
     for r in results:
