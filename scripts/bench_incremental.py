@@ -196,8 +196,8 @@ def bench(case: str, repeats: int, ppe_cache: dict, memory: bool) -> dict:
         # Captum, which cannot be cut short, only on the ZFNet cases (it costs a whole run).
         out["peak_memory"] = {"full": peak_memory(case, "full", 0.4),
                               "incremental": peak_memory(case, "incremental"),
-                              "incremental_quarter_positions": peak_memory(case, "incremental",
-                                                                           0.25)}
+                              "incremental_half_positions": peak_memory(case, "incremental",
+                                                                        0.5)}
         if name == "zfnet":
             out["peak_memory"]["captum"] = peak_memory(case, "captum", ppe=ppe)
     return out

@@ -301,8 +301,11 @@ class IncrementalOcclusion:
 
     Positions run in chunks of :attr:`chunk_size`, chosen so that the estimated per-position
     activations of a chunk (update patches, read-in contexts, and the full tensors from the
-    first uncovered layer on) fit ``memory_budget`` bytes; peak memory is the clean run's
-    activations plus one chunk's, whatever the number of positions.
+    first uncovered layer on, at the point in the graph where most are alive) fit
+    ``memory_budget`` bytes; peak memory is the clean run's activations plus one chunk's,
+    whatever the number of positions. The estimate counts tensors, not the backend's
+    convolution workspaces or the allocator's caching: the process's resident peak above the
+    model was 1.8x the budget on the paper's ZFNet at 224 px (scripts/bench_incremental.py).
 
     Args:
         model (nn.Module): maps a (B, C, H, W) batch to (B, classes) logits; run in the mode it
@@ -695,10 +698,12 @@ class IncrementalOcclusion:
                 incr = full
                 layers.append(LayerCost(n.name, "full", 1.0, full, full))
                 live[n] = numel * item
-                transient = numel * item  # paste of a patch, or the op's own output
+                # a changed input still a patch is pasted into a full copy for this op
+                transient = sum(self.clean[a][0].numel() * item for a in self._changed_args(n)
+                                if isinstance(states.get(a), _Patch))
             full_total += full
             incremental_total += incr
-            peak = max(peak, sum(live.values()) + transient)
+            peak = max(peak, sum(live.values()) + transient)  # live includes n's output
             for a in n.all_input_nodes:
                 if self.last_use.get(a) == i:
                     live.pop(a, None)
