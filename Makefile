@@ -29,16 +29,29 @@ PARTS_IMAGES ?=
 # Extra `zfnet ablate` arguments, e.g. a quick pass: PAPER_ARGS="-t epochs=1 -t data.train_per_class=50"
 PAPER_ARGS ?=
 
-.PHONY: setup demo test test-slow bench trained fig2 fig4 fig5 fig6 fig7 fig9 table1 table3 \
+# Torch's CPU thread count for every CPU target that computes a number. It changes the digits (how
+# convolutions and matrix products split their sums), so it is fixed: the same target on
+# another machine of the same kind (same CPU, at least THREADS cores, same library versions)
+# gives the same numbers. torch caps OMP_NUM_THREADS at the core count; run.json records the
+# count a run used (torch_threads). `make demo THREADS=8` is faster on a bigger machine, with
+# other digits.
+THREADS ?= 2
+demo paper-small trained fig2 explore fig4 fig5 fig6 fig7 fig9 table1 table3 table4 table5 \
+	table6 table7: export OMP_NUM_THREADS = $(THREADS)
+
+.PHONY: setup demo test test-slow bench gpu-check trained fig2 explore fig4 fig5 fig6 fig7 fig9 table1 table3 \
 	table4 table5 table6 table7 paper paper-small help
 
 help:
-	@echo "make demo       the small ZFNet on the embedded data: train, figures, ablation, transfer (CPU, ~12 min)"
+	@echo "make demo       the small ZFNet on the embedded data: train, figures, ablation, transfer, explorer (CPU, ~13 min)"
 	@echo "make test       run the test suite (CPU, a few minutes)"
 	@echo "make test-slow  also the long tests"
 	@echo "make bench      benchmarks, written to outputs/bench/<date_time>/"
+	@echo "make gpu-check  CUDA tests + GPU benchmarks into outputs/device_check/<date_time>/ (a 7-minute budget on a GPU;"
+	@echo "                GPU_CHECK_ARGS=--dry-run: tiny sizes on the CPU)"
 	@echo "make setup      only create .venv and install the package"
 	@echo "make fig2       Fig 2: top-9 projections, layers 1-5 (trains first if no model)"
+	@echo "make explore    Fig 2 for every unit of layers 1-5, as a site to open in a browser"
 	@echo "make fig4       Fig 4: feature evolution over the kept epochs"
 	@echo "make fig6       Fig 6: trains 11x11/4, 7x7/2 and 7x7/2 without renorm, compares filters"
 	@echo "make fig5       Fig 5: invariance to translation, scale, rotation"
@@ -71,12 +84,16 @@ demo: $(STAMP)
 	$(ZFNET) correspond
 	$(ZFNET) ablate -e demo
 	$(ZFNET) transfer
+	$(ZFNET) explore  # its last line: the explorer's index.html, to open in a browser
 
 trained: $(STAMP)
 	@test -e $(TRAINED) || $(ZFNET) train
 
 fig2: trained
 	$(ZFNET) visualize --all
+
+explore: trained
+	$(ZFNET) explore
 
 fig4: trained
 	$(ZFNET) visualize --evolution
@@ -146,11 +163,28 @@ paper: $(STAMP)
 	$(if $(VOC),$(ZFNET) transfer -e voc --root $(VOC) checkpoint=$$Z output_root=$(PAPER_ROOT);),\
 	,$(if $(PARTS),$(PARTS_IMAGES) --parts-file $(PARTS),data=embedded data.image_size=256 data.crop=224))
 
+# make paper-small SEEDS=3: every Table 3 variant with seeds 0, 1, 2 (variants/<name>_seed<S>),
+# and the runs the report's claims read (Fig 6's 11x11/4 against 7x7/2, Fig 5, Fig 7's
+# localisation, Table 1, transfer) again on each further seed's ZFNet, so that the claims table
+# gets mean ± std over seeds. $(1): the output root. SEEDS=1 (default): none of this.
+SEEDS ?= 1
+define seed_runs
+	for z in $${Z}_seed*; do test -d "$$z" || continue; \
+	s=$$(basename "$$z" | sed 's/^zfnet_seed//'); \
+	$(ZFNET) visualize --filters --compare $${A}_seed$$s $$z output_root=$(1); \
+	$(ZFNET) invariance checkpoint=$$z output_root=$(1); \
+	$(ZFNET) occlude localise=true checkpoint=$$z output_root=$(1); \
+	$(ZFNET) correspond checkpoint=$$z output_root=$(1); \
+	$(ZFNET) transfer checkpoint=$$z output_root=$(1); \
+	done;
+endef
+
 paper-small: $(STAMP)
-	$(ZFNET) ablate output_root=$(PAPER_SMALL_ROOT) $(PAPER_ARGS)
+	$(ZFNET) ablate output_root=$(PAPER_SMALL_ROOT) seeds=$(SEEDS) $(PAPER_ARGS)
 	$(call paper_figures,$(PAPER_SMALL_ROOT),$$(readlink -f $(PAPER_SMALL_ROOT)/ablate/latest),\
 	$(ZFNET) transfer checkpoint=$$Z output_root=$(PAPER_SMALL_ROOT); \
-	$(ZFNET) transfer task=multilabel checkpoint=$$Z output_root=$(PAPER_SMALL_ROOT);,localise=true,)
+	$(ZFNET) transfer task=multilabel checkpoint=$$Z output_root=$(PAPER_SMALL_ROOT); \
+	$(call seed_runs,$(PAPER_SMALL_ROOT)),localise=true,)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -168,3 +202,10 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_loader.py --out $$out; \
 	$(BIN)/python scripts/bench_gpu.py $$(nvidia-smi -L >/dev/null 2>&1 || echo --quick) --out $$out; \
 	echo "benchmarks written to $$out"
+
+# The GPU check (issue 16, scripts/device_check.sh): CUDA tests, then the GPU benchmarks, into one
+# folder. On a machine without internet (the device tool's GPU box) run the script itself:
+# bash scripts/device_check.sh (it installs the wheels in .whl/; see its header).
+GPU_CHECK_ARGS ?=
+gpu-check: $(STAMP)
+	PYTHON=$(BIN)/python bash scripts/device_check.sh $(GPU_CHECK_ARGS)

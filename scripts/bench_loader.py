@@ -33,42 +33,54 @@ import tempfile
 import time
 from pathlib import Path
 
+from concurrent.futures import ProcessPoolExecutor
+
 import numpy as np
-import torch
 from PIL import Image
 
-from zfnet_cli.config import new_run_dir
-from zfnet_cli.data.packed import PackedData, prepare
-from zfnet_cli.data.transforms import BatchPreprocess
-from zfnet_cli.engine import InMemoryBatches
+# torch and zfnet_cli are imported in main(): `--tree-only` (scripts/device_check.sh) needs
+# neither, and starts in a fraction of the time.
 
 # (width, height) of ImageNet-like photos: mostly 500 x 375 / 375 x 500 and their neighbours
 SIZES = [(500, 375), (375, 500), (500, 333), (333, 500), (500, 400), (450, 338), (500, 281),
          (640, 480), (400, 300), (500, 500)]
 
 
-def make_tree(root: Path, images: int, classes: int = 20, seed: int = 0) -> dict:
+def _write_jpegs(root: str, split: str, ks: range, classes: int, seed: int) -> int:
+    """Images ``ks`` of one split; image k draws from its own generator (seed, split, k), so the
+    tree is the same however the work is divided. Returns the bytes written."""
+    total = 0
+    for k in ks:
+        rng = np.random.default_rng([seed, split == "val", k])
+        wnid = f"n{k % classes:08d}"
+        w, h = SIZES[rng.integers(len(SIZES))]
+        # a smooth random scene (upsampled coarse colour field) plus fine texture
+        coarse = rng.integers(0, 256, (rng.integers(3, 9), rng.integers(3, 9), 3), dtype=np.uint8)
+        base = np.asarray(Image.fromarray(coarse).resize((w, h), Image.BICUBIC), np.float32)
+        texture = rng.normal(0, 12, (h, w, 1)).astype(np.float32)
+        img = Image.fromarray(np.clip(base + texture, 0, 255).astype(np.uint8))
+        path = Path(root) / split / wnid / f"{wnid}_{k:06d}.JPEG"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        img.save(path, quality=90)
+        total += path.stat().st_size
+    return total
+
+
+def make_tree(root: Path, images: int, classes: int = 20, seed: int = 0, workers: int = 1) -> dict:
     """An ImageFolder tree ``root/{train,val}/<wnid>/*.JPEG`` (val: a few images per class, the
-    prepare step wants both); cached: ``tree.json`` is written last."""
+    prepare step wants both), written by ``workers`` processes; cached: ``tree.json`` is
+    written last."""
     stamp = root / "tree.json"
     if stamp.is_file():
         return json.loads(stamp.read_text())
     shutil.rmtree(root, ignore_errors=True)
-    rng = np.random.default_rng(seed)
-    total_bytes = 0
-    for split, n in (("train", images), ("val", 2 * classes)):
-        for k in range(n):
-            wnid = f"n{k % classes:08d}"
-            w, h = SIZES[rng.integers(len(SIZES))]
-            # a smooth random scene (upsampled coarse colour field) plus fine texture
-            coarse = rng.integers(0, 256, (rng.integers(3, 9), rng.integers(3, 9), 3), dtype=np.uint8)
-            base = np.asarray(Image.fromarray(coarse).resize((w, h), Image.BICUBIC), np.float32)
-            texture = rng.normal(0, 12, (h, w, 1)).astype(np.float32)
-            img = Image.fromarray(np.clip(base + texture, 0, 255).astype(np.uint8))
-            path = root / split / wnid / f"{wnid}_{k:06d}.JPEG"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            img.save(path, quality=90)
-            total_bytes += path.stat().st_size
+    jobs = [(str(root), split, range(k, min(k + 256, n)), classes, seed)
+            for split, n in (("train", images), ("val", 2 * classes)) for k in range(0, n, 256)]
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            total_bytes = sum(pool.map(_write_jpegs, *zip(*jobs)))
+    else:
+        total_bytes = sum(_write_jpegs(*job) for job in jobs)
     info = {"images": images, "classes": classes, "seed": seed,
             "mean_file_kb": total_bytes / (images + 2 * classes) / 1024}
     stamp.write_text(json.dumps(info) + "\n")
@@ -84,16 +96,28 @@ def main() -> None:
     ap.add_argument("--cache-dir", default="outputs/cache")
     ap.add_argument("--output-root", default="outputs")
     ap.add_argument("--out", default=None, help="folder for the results (default: a new outputs/bench run)")
+    ap.add_argument("--classes", type=int, default=20, help="class folders of the generated tree")
+    ap.add_argument("--tree-only", action="store_true",
+                    help="only write the JPEG tree (with --workers processes) into "
+                         "CACHE_DIR/bench_jpeg_IMAGES, then stop (scripts/device_check.sh)")
     args = ap.parse_args()
-    import torchvision
-    from torchvision import transforms as T
 
     cache = Path(args.cache_dir)
     root = cache / f"bench_jpeg_{args.images}"
     t = time.perf_counter()
-    tree = make_tree(root, args.images)
+    tree = make_tree(root, args.images, classes=args.classes, workers=args.workers)
     print(f"JPEG tree: {args.images} images, mean {tree['mean_file_kb']:.0f} KB, in {root} "
-          f"({time.perf_counter() - t:.1f} s)")
+          f"({time.perf_counter() - t:.1f} s)", flush=True)
+    if args.tree_only:
+        return
+    import torch
+    import torchvision
+    from torchvision import transforms as T
+
+    from zfnet_cli.config import new_run_dir
+    from zfnet_cli.data.packed import PackedData, prepare
+    from zfnet_cli.data.transforms import BatchPreprocess
+    from zfnet_cli.engine import InMemoryBatches
 
     # ---- baseline: torchvision's usual pipeline
     tf = T.Compose([T.Resize(256), T.CenterCrop(256), T.RandomCrop(224), T.RandomHorizontalFlip(),

@@ -23,31 +23,45 @@ from zfnet_cli.top9 import scan_top9
 
 
 def bench(model_name: str = "small", n_images: int = 512, batch: int = 64, repeats: int = 3,
-          projections: int = 64, size: int | None = None) -> dict:
+          projections: int = 64, size: int | None = None, device: str = "cpu",
+          classes: int = 10) -> dict:
+    """Medians of ``repeats`` alternating runs on ``device``; the images sit on it already
+    (a GPU run times the scan, not the copy to the GPU)."""
     cfg = compose("train", [f"model={model_name}"] + ([f"data.crop={size}"] if size else []))
     size = cfg.model.input_size
+    device = torch.device(device)
     torch.manual_seed(0)
-    model = ZFNet(cfg.model, 10).eval()
+    model = ZFNet(cfg.model, classes).eval().to(device)
     images = torch.randn(n_images, 3, size, size) * 60  # roughly the paper's input range
-    batches = list(images.split(batch))
+    batches = list(images.to(device).split(batch))
     deconv = Deconvnet(model)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
     @torch.no_grad()
     def inference() -> float:
+        sync()
         t = time.perf_counter()
         for x in batches:
             model(x)
+        sync()
         return n_images / (time.perf_counter() - t)
 
     def scan() -> float:
+        sync()
         t = time.perf_counter()
-        scan_top9(deconv, batches, deconv.layers, k=9)
+        scan_top9(deconv, batches, deconv.layers, k=9)  # returns CPU tensors: synchronised
         return n_images / (time.perf_counter() - t)
 
     def project() -> float:
-        reqs = [Request(i % batch, deconv.layers[i % 5], i % 8, (0, 0)) for i in range(projections)]
+        reqs = [Request(i % len(batches[0]), deconv.layers[i % 5], i % 8, (0, 0))
+                for i in range(projections)]
+        sync()
         t = time.perf_counter()
         deconv.project(batches[0], reqs, batch_size=batch)
+        sync()
         return projections / (time.perf_counter() - t)
 
     inference(), scan()  # warm-up
@@ -59,6 +73,7 @@ def bench(model_name: str = "small", n_images: int = 512, batch: int = 64, repea
     med = {k: statistics.median(v) for k, v in res.items()}
     return {"benchmark": "top-9 scan (all 5 layers) vs plain inference; deconv projections",
             "model": model_name, "image_size": size, "images": n_images, "batch": batch,
+            "device": str(device), "classes": classes,
             "threads": torch.get_num_threads(), "per_second": res, "median_per_second": med,
             "ratio_scan_over_inference": med["scan"] / med["inference"], "goal": ">= 0.8"}
 

@@ -108,3 +108,36 @@ def test_ablate_errors_are_one_line(tmp_path):
     assert res.exit_code == 1 and "no ablation folder" in res.output
     res = runner.invoke(app, ["ablate", "--list"])
     assert res.exit_code == 0 and len(res.output.splitlines()) == len(VARIANTS) == 12
+
+
+def test_ablate_seeds_give_mean_std_and_n(tmp_path):
+    """seeds=2: the variant trained with seed 0 (in variants/zfnet, where make paper looks) and
+    seed 1 (variants/zfnet_seed1); the table's numbers are their mean, sample std and n."""
+    res = _ablate(tmp_path, "-v", "zfnet", "seeds=2")
+    assert res.exit_code == 0, res.output
+    folder = (tmp_path / "out" / "ablate" / "latest").resolve()
+    assert sorted(p.name for p in (folder / "variants").iterdir()) == ["zfnet", "zfnet_seed1"]
+    runs = [json.loads((folder / "variants" / n / "metrics.json").read_text())
+            for n in ("zfnet", "zfnet_seed1")]
+    assert [m["seed"] for m in runs] == [0, 1]
+    assert runs[0]["rank_weights_sha1"] != runs[1]["rank_weights_sha1"]  # a seed is a new init
+    (row,) = json.loads((folder / "table3.json").read_text())
+    errs = [100 - m["final"]["val_top1"] for m in runs]
+    assert row["seeds"] == 2 and row["seed_values"] == [0, 1]
+    assert row["val_top1_err_values"] == pytest.approx(errs)
+    assert row["val_top1_err"] == pytest.approx(sum(errs) / 2)
+    assert row["val_top1_err_std"] == pytest.approx(abs(errs[0] - errs[1]) / 2 ** 0.5)  # ddof 1
+    line = next(l for l in (folder / "table3.md").read_text().splitlines() if l.startswith("| ZFNet |"))
+    assert f"{row['val_top1_err']:.1f} ± {row['val_top1_err_std']:.1f} (38.4)" in line
+    assert line.endswith("| 2 |")
+    # resuming with seeds=2 finds both seeds finished
+    res = _ablate(tmp_path, "--resume", "latest", "-v", "zfnet", "seeds=2")
+    assert res.exit_code == 0, res.output
+    assert json.loads((folder / "metrics.json").read_text())["skipped"] == ["zfnet", "zfnet_seed1"]
+
+
+def test_ablate_seeds_below_one_is_one_line(tmp_path):
+    res = _ablate(tmp_path, "-v", "zfnet", "seeds=0")
+    assert res.exit_code == 1 and res.output.count("\n") == 1
+    assert "seeds must be >= 1" in res.output
+    assert not list((tmp_path / "out" / "ablate").glob("2*"))  # the empty run folder is removed

@@ -1,9 +1,13 @@
 """User image files: every format and mode becomes the model's RGB square; bad files, one line."""
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from zfnet_cli.data.images import ImageError, load_image
+from zfnet_cli.data.images import ImageError, PhotoFolder, load_image, seen_region, upright_size
+from zfnet_cli.data.sources import DataConfig, for_model, load_split
 
 
 def _halves(w=40, h=20):
@@ -78,3 +82,77 @@ def test_bad_files_are_one_line_errors(tmp_path):
             load_image(path, 16, **kw)
         msg = str(err.value)
         assert msg.startswith(str(path)) and words in msg and "\n" not in msg
+
+
+# --- a folder of your photos -----------------------------------------------------------------
+
+def _photo(path, w=40, h=30, seed=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(path)
+
+
+def test_photo_folder_flat(tmp_path):
+    root = tmp_path / "holiday"
+    for name in ("b.JPG", "a.png", "c.webp"):
+        _photo(root / name)
+    (root / "notes.txt").write_text("not a photo")
+    _photo(root / ".hidden.jpg")
+    (root / "empty").mkdir()  # a sub-folder without images does not make a tree
+    folder = PhotoFolder(root, resize=16)
+    assert not folder.tree and folder.classes == ["holiday"]
+    assert [Path(p).name for p, _ in folder.samples] == ["a.png", "b.JPG", "c.webp"]
+    assert folder.targets == [0, 0, 0]
+    image, label = folder[1]
+    assert image.shape == (3, 16, 16) and image.dtype == torch.uint8 and label == 0
+
+
+def test_photo_folder_class_tree(tmp_path):
+    _photo(tmp_path / "dog" / "x.jpg")
+    _photo(tmp_path / "dog" / "deeper" / "y.jpg")  # at any depth inside its class folder
+    _photo(tmp_path / "cat" / "z.png")
+    _photo(tmp_path / ".git" / "w.png")
+    folder = PhotoFolder(tmp_path, resize=8)
+    assert folder.tree and folder.classes == ["cat", "dog"]
+    assert [(Path(p).relative_to(tmp_path).as_posix(), c) for p, c in folder.samples] == [
+        ("cat/z.png", 0), ("dog/deeper/y.jpg", 1), ("dog/x.jpg", 1)]
+
+
+def test_photo_folder_errors_are_one_line(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "readme.md").write_text("x")
+    with pytest.raises(ImageError, match=r"^\S+: no images in this folder or its sub-folders "
+                                         r"\(looked for \.jpg"):
+        PhotoFolder(tmp_path, resize=8)
+    with pytest.raises(ImageError, match="no such folder"):
+        PhotoFolder(tmp_path / "missing", resize=8)
+
+
+def test_folder_data_source_needs_no_splits(tmp_path):
+    _photo(tmp_path / "a.jpg")
+    cfg = DataConfig(name="folder", root=str(tmp_path), image_size=24)
+    assert len(load_split(cfg, "val")) == len(load_split(cfg, "train")) == 1
+    with pytest.raises(ValueError, match="data=folder needs data.root=DIR"):
+        load_split(DataConfig(name="folder"), "val")
+    # read as the model reads its images: its size and mean, the folder as root
+    trained = DataConfig(name="imagenet", image_size=256, crop=224, mean="channel")
+    assert for_model(DataConfig(name="folder", root="photos"), trained) == DataConfig(
+        name="folder", root="photos", image_size=256, crop=224, mean="channel")
+    assert for_model(None, trained) is trained
+
+
+def test_seen_region_is_what_load_image_keeps(tmp_path):
+    # columns coded by their x: after resize + centre crop the kept columns tell where they were
+    w, h = 400, 300
+    xs = np.broadcast_to(np.linspace(0, 255, w), (h, w))
+    Image.fromarray(np.stack([xs] * 3, -1).round().astype(np.uint8)).save(tmp_path / "p.png")
+    size, crop = 256, 224
+    x0, y0, x1, y1 = seen_region(w, h, size, crop)
+    assert upright_size(tmp_path / "p.png") == (w, h)
+    kept = load_image(tmp_path / "p.png", size)[0].double()
+    top = (size - crop) // 2
+    first, last = kept[top, top], kept[top, top + crop - 1]  # centre-crop columns 0 and 223
+    px = 255 / (w - 1)  # grey levels per photo pixel
+    assert abs(float(first) / px - (x0 + 0.5 * (x1 - x0) / crop)) < 1.5
+    assert abs(float(last) / px - (x1 - 0.5 * (x1 - x0) / crop)) < 1.5
+    assert y0 == pytest.approx(h * (1 - crop / size) / 2) and y1 == pytest.approx(h - y0)

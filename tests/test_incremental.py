@@ -75,7 +75,7 @@ def _maps_equal(a, b):
 EXACT = {  # name: (build, run without hooks for loop_maps, layer, size, stride)
     "zfnet": (lambda: make_exact(small_zfnet(lrn=False, init="kaiming")), zfnet_conv5, None,
               20, 22),
-    "alexnet": (exact_alexnet, alexnet_upto(6), "layer2", 16, 24),
+    "alexnet": (exact_alexnet, alexnet_upto(6), "conv2", 16, 24),
 }
 
 
@@ -286,7 +286,8 @@ def test_auto_falls_back_on_an_untraceable_model():
     assert incremental_or_full(net, image, size=4, readout=net.features[1]) is None
     with pytest.raises(NotIncremental, match="does not trace with torch.fx"):
         incremental_or_full(net, image, size=4, readout=net.features[1], method="incremental")
-    # occlude only knows Deconvnet layers; the fallback itself is what is checked above
+    maps = occlude(net, image, size=4, stride=4, layer="features.1")  # auto: the full path
+    assert maps.grid == (4, 4) and maps.layer == "features.1"
 
 
 def test_auto_picks_by_estimated_cost(monkeypatch):

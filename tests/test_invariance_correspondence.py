@@ -77,6 +77,16 @@ def test_invariance_command(smoke_model):
     assert (run / "figures" / "fig5_invariance.png").exists()
     res = runner.invoke(app, ["invariance", "experiment=smoke", f"output_root={root}", "method=render"])
     assert res.exit_code == 0, res.output
+    # the claims read the image-method run: the smoke sweep's shifts (-s, 0, s) hold no small
+    # one; its scales (1, 1.4, 1.8) hold one small one, 1.4
+    from zfnet_cli import claims
+
+    translate, scale = claims.fig5(root)
+    assert translate.verdict == "not measured" and scale.verdict == "single run"
+    s = m["transforms"]["scale"]
+    j = s["amounts"].index(pytest.approx(1.4))
+    assert scale.a.values == pytest.approx([sum(d[j] for d in s["distance_conv1"]) / 2])
+    assert scale.b.values == pytest.approx([sum(d[j] for d in s["distance_fc7"]) / 2])
 
 
 def test_correspond_embedded_and_user_files(smoke_model, tmp_path):
@@ -90,6 +100,13 @@ def test_correspond_embedded_and_user_files(smoke_model, tmp_path):
         for cell in row.values():
             assert len(cell["draws"]) == 2 and all(0 <= d <= 1 for d in cell["draws"])
     assert "| right eye |" in (run / "table1.md").read_text()
+    from zfnet_cli import claims
+
+    layer5, layer7 = claims.table1(root)  # the claims read these keys
+    assert layer5.verdict == layer7.verdict == "single run"
+    parts = [m["table"][p]["conv5"]["mean"] for p in ("right_eye", "left_eye", "nose")]
+    assert layer5.a.values == [m["table"]["random"]["conv5"]["mean"]]
+    assert layer5.b.values == pytest.approx([sum(parts) / 3])
     # a user's images with a parts file (JSON), boxes in the original image's pixels
     rng = np.random.default_rng(1)
     parts = {}

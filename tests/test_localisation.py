@@ -33,3 +33,9 @@ def test_the_most_damaging_occluder_sits_on_the_object(tmp_path):
     loc = json.loads(((tmp_path / "occlude" / "latest") / "metrics.json").read_text())["localisation"]
     assert loc["images"] == 100
     assert loc["fraction_inside"] >= 0.9, (loc, trained["final"])
+    # chance: a random worst position lands inside the box far less often
+    assert 0 < loc["chance_inside"] < 0.7
+    from zfnet_cli import claims
+
+    (claim,) = claims.fig7_localisation(tmp_path)
+    assert claim.verdict == "single run" and claim.a.values == [loc["fraction_inside"]]

@@ -10,7 +10,7 @@ from torch import nn
 from torchvision.models import alexnet
 
 from zfnet_cli.model import ModelConfig, ZFNet
-from zfnet_cli.occlusion import occlude, occluder_positions
+from zfnet_cli.occlusion import occlude, occluder_positions, resample
 
 
 # --- occluder positions ----------------------------------------------------------------------
@@ -193,8 +193,8 @@ NETS = {  # name: (build, run without hooks, layer, occluder size, stride, grid)
     "zfnet": (lambda: make_exact(small_zfnet(lrn=False, init="kaiming")), zfnet_conv5, None,
               28, 20, (3, 3)),
     # torchvision AlexNet at 64 px: features end 256 x 1 x 1, avgpool repeats it to 6 x 6;
-    # its ReLUs are in place. layer2 = the output of features[3:6] (conv, relu, pool).
-    "alexnet": (exact_alexnet, alexnet_upto(6), "layer2", 28, 20, (3, 3)),
+    # its ReLUs are in place. conv2 = the output of features[3:6] (conv, relu, pool).
+    "alexnet": (exact_alexnet, alexnet_upto(6), "conv2", 28, 20, (3, 3)),
 }
 
 
@@ -226,7 +226,7 @@ def test_alexnet_default_layer_is_the_features_output():
     fill = torch.tensor(0.5, dtype=torch.float64)
     maps = occlude(net, image, size=32, stride=32, fill=0.5, batch_size=4)
     fmap, target, (total, p, label) = loop_maps(net, alexnet_upto(13), image, 32, 32, fill)
-    assert maps.layer == "layer5" and maps.fmap == fmap and maps.target == target
+    assert maps.layer == "conv5" and maps.module_name == "features.12" and maps.fmap == fmap and maps.target == target
     assert torch.equal(maps.fmap_total, total) and torch.equal(maps.p_target, p)
     assert torch.equal(maps.top_label, label)
 
@@ -268,14 +268,242 @@ def test_mixed_modes_restored():
     (torch.zeros(3, 4, 4), dict(size=5, stride=1), "size 5 is larger than the 4x4"),
     (torch.zeros(3, 4, 6), dict(size=0, stride=1), "size must be >= 1, got 0"),
     (torch.zeros(3, 4, 4), dict(size=2, stride=0), "stride must be >= 1, got 0"),
-    (torch.zeros(1, 3, 4, 4), dict(size=2, stride=2), r"\(3, H, W\), got \(1, 3, 4, 4\)"),
-    (torch.zeros(1, 4, 4), dict(size=2, stride=2), r"\(3, H, W\), got \(1, 4, 4\)"),
+    (torch.zeros(2, 4, 4, 4), dict(size=2, stride=2), r"\(N, 3, H, W\), got \(2, 4, 4, 4\)"),
+    (torch.zeros(1, 4, 4), dict(size=2, stride=2), r"\(3, H, W\) or .*got \(1, 4, 4\)"),
+    (torch.zeros(2, 3, 4, 4), dict(size=2, stride=2, target=[1]), "1 targets for 2 images"),
     (torch.zeros(3, 4, 4), dict(size=2, stride=2, target=3), "target 3 .* 3 classes"),
     (torch.zeros(3, 4, 4), dict(size=2, stride=2, target=-1), "target -1 .* 3 classes"),
-    (torch.zeros(3, 4, 4), dict(size=2, stride=2, layer="conv5"), r"'conv5'.*\['conv1'\]"),
+    (torch.zeros(3, 4, 4), dict(size=2, stride=2, layer="conv5"), r"'conv5'; did you mean conv1"),
     (torch.zeros(3, 4, 4), dict(size=2, stride=2, batch_size=0), "batch_size .* got 0"),
     (torch.zeros(3, 4, 4), dict(size=2, stride=2, fill=torch.zeros(3)), r"got shape \(3,\)"),
 ])
 def test_errors(image, kwargs, match):
     with pytest.raises(ValueError, match=match):
         occlude(Tiny(), image, **kwargs)
+
+
+# --- any image classifier: torchvision's own nets and a user's nn.Sequential -----------------
+# Random float64 weights (not exact sums): the batched maps must equal a plain loop that pastes
+# the occluder into a copy of the image and runs the model, to float64 rounding. The loop reads
+# the layer by writing each forward out (no hooks), so it is independent of zfnet's layer tap.
+
+def _randomise_bn(net):
+    """Non-trivial eval-mode batch norms (torchvision starts them at mean 0, var 1)."""
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return net.double()
+
+
+def tv_resnet18():
+    from torchvision.models import resnet18
+
+    torch.manual_seed(0)
+    return _randomise_bn(resnet18(num_classes=7))
+
+
+def run_resnet18(net, x):  # torchvision's ResNet._forward_impl, read at layer4
+    x = net.maxpool(net.relu(net.bn1(net.conv1(x))))
+    act = net.layer4(net.layer3(net.layer2(net.layer1(x))))
+    return act, net.fc(torch.flatten(net.avgpool(act), 1))
+
+
+@functools.lru_cache(maxsize=1)
+def tv_vgg11_bn():
+    """vgg11_bn with fc6 / fc7 narrowed from 4096 to 32 (a float64 fc6 is 800 MB). Built on
+    the meta device and given fresh weights after narrowing: initialising the 100M-weight fc6
+    first would take seconds."""
+    from torchvision.models import vgg11_bn
+
+    with torch.device("meta"):
+        net = vgg11_bn(num_classes=7)
+        net.classifier[0], net.classifier[3], net.classifier[6] = (
+            nn.Linear(512 * 7 * 7, 32), nn.Linear(32, 32), nn.Linear(32, 7))
+    net = net.to_empty(device="cpu")
+    torch.manual_seed(0)
+    for m in net.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)):
+            m.reset_parameters()
+    return _randomise_bn(net)
+
+
+def run_features_then_head(net, x):  # VGG / MobileNetV3: features, avgpool, flatten, classifier
+    act = net.features(x)
+    return act, net.classifier(torch.flatten(net.avgpool(act), 1))
+
+
+def tv_mobilenet_v3_small():
+    from torchvision.models import mobilenet_v3_small
+
+    torch.manual_seed(0)
+    return _randomise_bn(mobilenet_v3_small(num_classes=7))
+
+
+def user_sequential():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 6, 5, stride=2), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(6, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 13 * 13, 5)
+                         ).double()
+
+
+def run_sequential(net, x):  # the last 4-D output before Flatten: module "4"
+    act = net[:5](x)
+    return act, net[5:](act)
+
+
+ANY = {  # name: (build, plain forward, default layer name, its module, image side, size, stride)
+    # 64 px: layer4 / features end 2x2; starts 0, 20, 40. VGG at 32 px (its features end 1x1,
+    # avgpool repeats them to 7x7) to stay fast: starts 0, 10, 20.
+    "resnet18": (tv_resnet18, run_resnet18, "layer4", "layer4", 64, 24, 20),
+    "vgg11_bn": (tv_vgg11_bn, run_features_then_head, "conv8", "features.28", 32, 12, 10),
+    "mobilenet_v3_small": (tv_mobilenet_v3_small, run_features_then_head, "features", "features",
+                           64, 24, 20),
+    "sequential": (user_sequential, run_sequential, "4", "4", 64, 24, 20),
+}
+
+
+@pytest.mark.parametrize("name", list(ANY))
+def test_any_classifier_equals_a_plain_loop(name):
+    build, run, layer, module, side, size, stride = ANY[name]
+    net = build().train()
+    image = torch.randn(3, side, side, generator=torch.Generator().manual_seed(4),
+                        dtype=torch.float64)
+    fill = torch.tensor([0.5, -1.0, 0.25], dtype=torch.float64).view(3, 1, 1)
+    maps = occlude(net, image, size=size, stride=stride, fill=fill, batch_size=4)
+    assert net.training  # modes restored
+    assert maps.layer == layer and maps.module_name == module and maps.grid == (3, 3)
+    fmap, target, (total, p, label) = loop_maps(net, run, image, size, stride, fill)
+    assert maps.fmap == fmap and maps.target == target
+    assert torch.allclose(maps.fmap_total, total, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(maps.p_target, p, rtol=1e-10, atol=1e-15)
+    assert torch.equal(maps.top_label, label)
+    assert len(set(total.flatten().tolist())) > 1 and len(set(p.flatten().tolist())) > 1
+
+
+def test_a_batch_of_images_gives_one_result_each_as_single_calls():
+    net = tv_mobilenet_v3_small()
+    images = torch.randn(3, 3, 48, 48, generator=torch.Generator().manual_seed(6),
+                         dtype=torch.float64)
+    several = occlude(net, images, size=24, stride=12, target=[2, None, 5], batch_size=5)
+    assert isinstance(several, list) and len(several) == 3
+    for image, t, maps in zip(images, [2, None, 5], several):
+        one = occlude(net, image, size=24, stride=12, target=t)
+        assert maps.target == one.target and maps.fmap == one.fmap
+        assert torch.allclose(maps.p_target, one.p_target, rtol=1e-10, atol=1e-15)
+        assert torch.allclose(maps.fmap_total, one.fmap_total, rtol=1e-10, atol=1e-12)
+    assert several[1].target == several[1].clean_label
+    assert [m.target for m in occlude(net, images[:2], size=48, stride=1, target=4)] == [4, 4]
+
+
+def test_layer_by_module_name_and_a_fully_connected_layer():
+    net = tv_vgg11_bn()
+    image = torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    by_paper = occlude(net, image, size=16, stride=16, layer="conv8")
+    by_module = occlude(net, image, size=16, stride=16, layer="features.28")
+    assert torch.equal(by_paper.fmap_total, by_module.fmap_total)
+    assert by_module.layer == "features.28" and by_paper.module_name == "features.28"
+    fc7 = occlude(net, image, size=16, stride=16, layer="fc7")  # (B, 32): one unit per "map"
+    with torch.no_grad():
+        net.eval()
+        units = net.classifier[:5](torch.flatten(net.avgpool(net.features(image[None])), 1))
+    assert fc7.module_name == "classifier.4" and fc7.fmap == int(units[0].argmax())
+    with pytest.raises(ValueError, match=r"unknown layer 'layer9'.*zfnet layers"):
+        occlude(tv_resnet18(), image, size=16, stride=16, layer="layer9")
+    with pytest.raises(ValueError, match=r"runs 2 times .* read the module that encloses it"):
+        occlude(tv_resnet18(), image, size=16, stride=16, layer="layer1.0.relu")
+
+
+def test_model_that_does_not_return_logits_is_one_line():
+    with pytest.raises(ValueError, match=r"must return \(B, classes\) logits; it returned "
+                                         r"\(1, 2, 4, 4\)"):
+        occlude(nn.Sequential(nn.Conv2d(3, 2, 1)), torch.zeros(3, 4, 4), size=2, stride=2,
+                layer="0")
+
+
+# --- maps at the input's size ----------------------------------------------------------------
+
+def test_resampled_maps_mean_over_covering_positions_by_hand():
+    # 1 x 6 strip, size 4 stride 2: positions x = 0, 2; pixels 0-1 under the first only,
+    # 2-3 under both (mean), 4-5 under the second only
+    pos = occluder_positions(4, 6, size=4, stride=2)
+    assert pos.tolist() == [[0, 0], [0, 2]]
+    out = resample(torch.tensor([[1.0, 3.0]]), pos, (1, 2), 4, (4, 6))
+    assert out.shape == (4, 6) and out[0].tolist() == [1, 1, 2, 2, 3, 3]
+    labels = resample(torch.tensor([[7, 9]]), pos, (1, 2), 4, (4, 6), how="nearest")
+    # centres at x = 1.5 and 3.5: pixel 2 is nearer 1.5, pixel 3 nearer 3.5
+    assert labels[0].tolist() == [7, 7, 7, 9, 9, 9] and labels.dtype == torch.int64
+
+
+def test_resampled_equals_a_pixel_loop_and_boxes_state_the_pixels():
+    maps = occlude(Tiny(), torch.randn(3, 11, 9, generator=torch.Generator().manual_seed(8)),
+                   size=4, stride=3)  # rows 0, 3, 6, 7 (flush); cols 0, 3, 5 (flush)
+    boxes = maps.boxes()
+    assert boxes.shape == (4, 3, 4) and boxes[3, 2].tolist() == [7, 5, 11, 9]
+    full = maps.resampled()
+    for key in ("fmap_total", "p_target", "log_p_target"):
+        expect = torch.empty(11, 9, dtype=torch.float64)
+        for i in range(11):
+            for j in range(9):
+                cover = [getattr(maps, key)[a, b].item() for a in range(4) for b in range(3)
+                         if boxes[a, b, 0] <= i < boxes[a, b, 2] and boxes[a, b, 1] <= j < boxes[a, b, 3]]
+                expect[i, j] = sum(cover) / len(cover)
+        assert full[key].shape == (11, 9)
+        assert torch.allclose(full[key].double(), expect, rtol=1e-6, atol=1e-6), key
+    assert full["top_label"].dtype == torch.int64 and full["top_label"].shape == (11, 9)
+
+
+# --- the Fig 7 row for notebooks -------------------------------------------------------------
+
+def test_plot_fig7_returns_a_figure_and_saves_a_png(tmp_path):
+    from matplotlib.figure import Figure
+
+    from zfnet_cli.occlusion import plot_fig7
+
+    net = user_sequential()
+    x = torch.randn(3, 64, 64, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    maps = occlude(net, x, size=16, stride=8)
+    fig = plot_fig7(maps, x, classes=list("abcde"), path=tmp_path / "fig7.png", title="t")
+    assert isinstance(fig, Figure)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[:2] == ["(a) input + occluder", f"(b) total activation, 4 map {maps.fmap}"]
+    assert "(c) projection" not in " ".join(titles)  # no projection given: no panel (c)
+    assert any(t.startswith("(f) fall in p(") for t in titles)
+    assert (tmp_path / "fig7.png").stat().st_size > 5000
+    with_c = plot_fig7(maps, x.permute(1, 2, 0).numpy(), projection=torch.randn(3, 64, 64))
+    assert any(ax.get_title().startswith("(c) projection") for ax in with_c.axes)
+    with pytest.raises(ValueError, match=r"the occluded \(3, 64, 64\) image"):
+        plot_fig7(maps, torch.zeros(3, 32, 32))
+
+
+def test_importing_occlusion_loads_no_plotting_or_cli_machinery():
+    import subprocess
+    import sys
+
+    code = ("import sys, zfnet_cli.occlusion, zfnet_cli.layers, zfnet_cli.data.images; "
+            "print([m for m in ('matplotlib', 'typer', 'hydra', 'omegaconf') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_torchscript_model_gives_d_and_e_only():
+    import warnings
+
+    net = user_sequential()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.script's deprecation notice
+        scripted = torch.jit.script(net)
+    x = torch.randn(3, 64, 64, generator=torch.Generator().manual_seed(10), dtype=torch.float64)
+    maps, plain = occlude(scripted, x, size=32, stride=16), occlude(net, x, size=32, stride=16)
+    assert maps.layer is None and maps.fmap_total is None and maps.fmap is None
+    assert torch.allclose(maps.p_target, plain.p_target, rtol=1e-10, atol=1e-15)
+    assert torch.equal(maps.top_label, plain.top_label)
+    assert set(maps.resampled()) == {"p_target", "log_p_target", "top_label"}
+    from zfnet_cli.occlusion import plot_fig7
+
+    titles = [ax.get_title() for ax in plot_fig7(maps, x).axes]
+    assert not any(t.startswith("(b)") for t in titles) and "(e) most probable label" in titles
+    with pytest.raises(ValueError, match="TorchScript model's layers cannot be read"):
+        occlude(scripted, x, size=32, stride=16, layer="1")

@@ -17,6 +17,7 @@ from zfnet_cli.checkpoint import CheckpointError, load_trained
 from zfnet_cli.cli import app
 from zfnet_cli.data.images import load_image
 from zfnet_cli.deconv import Deconvnet, Request
+from zfnet_cli.layers import paper_names, read_layers
 from zfnet_cli.model import ZFNet
 
 CPU = torch.device("cpu")
@@ -59,7 +60,7 @@ def test_torchvision_alexnet_is_our_zfnet_with_the_same_logits(alexnet_file):
     torch.testing.assert_close(_logits(again, x), _logits(net, x), rtol=0, atol=0)
 
 
-def test_torchvision_vgg16_keeps_its_own_modules_under_paper_names(tmp_path):
+def test_torchvision_vgg16_is_torchvisions_own_module_read_by_paper_names(tmp_path):
     torch.manual_seed(1)
     net = torchvision.models.vgg16(weights=None, init_weights=False).eval()  # torch's default init: faster
     path = tmp_path / "vgg16-397923af.pth"
@@ -69,21 +70,23 @@ def test_torchvision_vgg16_keeps_its_own_modules_under_paper_names(tmp_path):
     finally:
         path.unlink()  # 553 MB
     model = loaded.model
-    assert isinstance(model, pretrained.PaperNames) and loaded.state["format"] == "torchvision_vgg16"
-    assert loaded.deconv.layers == [f"conv{k}" for k in range(1, 14)]
+    assert type(model) is torchvision.models.VGG and loaded.state["format"] == "torchvision_vgg16"
+    assert loaded.kind == "torchvision" and loaded.input_size == 224
+    names = [f"conv{k}" for k in range(1, 14)] + ["fc6", "fc7", "fc8"]
+    assert list(paper_names(model)) == names
+    assert paper_names(model)["conv13"] == "features.30" and paper_names(model)["fc7"] == "classifier.4"
     # 64 px: 2x2 after the features, so the adaptive average pool (to 7x7) is really used
     x = torch.randn(2, 3, 64, 64)
     logits = _logits(model, x)
     torch.testing.assert_close(logits, _logits(net, x), rtol=0, atol=0)
     with torch.no_grad():
-        outs = model.layer_outputs(x)
+        outs = read_layers(model, x, names)
         pooled = net.avgpool(net.features(x)).flatten(1)
         fc7 = net.classifier[:5](pooled)  # after relu7
-    assert list(outs) == [f"conv{k}" for k in range(1, 14)] + ["fc6", "fc7", "fc8"]
+    assert list(outs) == names
     assert outs["conv13"].shape == (2, 512, 2, 2) and outs["conv2"].shape == (2, 64, 32, 32)
     torch.testing.assert_close(outs["fc7"], fc7, rtol=0, atol=0)
     torch.testing.assert_close(outs["fc8"], logits, rtol=0, atol=0)
-    assert loaded.state["model_cfg"]["kernels"] == [3] * 13
 
 
 def test_pytorchcv_zfnet_lrn_before_pool_same_logits(tmp_path):
@@ -168,10 +171,13 @@ def test_unknown_weights_are_one_line_errors(tmp_path):
             load_trained(str(tmp_path / name), "unused", CPU)
         message = str(e.value)
         assert "\n" not in message and message.startswith(f"{tmp_path / name}: ")
-        if name == "vgg11_bn.pth":
-            assert "batch norm" in message
+        if name == "vgg11_bn.pth":  # the right keys, (1,)-shaped: the nearest is named
+            assert "fits no torchvision architecture; nearest is vgg11_bn (shapes differ: " \
+                "features.0.weight [64, 3, 3, 3] here vs [1] in the file" in message
+        elif name == "resnet.pth":  # too few keys to be any family's
+            assert "looks like no torchvision architecture" in message and "module:factory" in message
         else:
-            assert "accepted: our zfnet train checkpoints; torchvision alexnet" in message
+            assert "not a state dict (Tensor); accepted: our zfnet train checkpoints" in message
     (tmp_path / "junk.pth").write_bytes(b"not a torch file")
     with pytest.raises(CheckpointError, match="cannot read checkpoint") as e:
         load_trained(str(tmp_path / "junk.pth"), "unused", CPU)

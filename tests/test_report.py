@@ -46,11 +46,39 @@ def test_report_of_a_miniature_paper_run(tmp_path):
     assert any(n.endswith("table3.png") for n in copied) and any(n.endswith("fig9.png") for n in copied)
     for name in copied:
         assert f"(figures/{name})" in text
+    # the same report as a web page: every section, table and figure
+    page = (folder / "index.html").read_text()
+    assert page.count("<h2 ") == text.count("\n## ") and page.count("<table>") == text.count("\n|---")
+    for name in copied:
+        assert f'src="figures/{name}"' in page
     # what was not run says so, section by section
     assert text.count("_No finished run found._") == 6  # Figs 2, 4, 5, 6, 7, 8
     assert json.loads((folder / "metrics.json").read_text())["missing"] == 6
+    # the claims read the real runs' keys: one seed of each, so 'single run' where measured
+    claims = {c["key"]: c for c in json.loads((folder / "claims.json").read_text())}
+    zf = claims["table3_zfnet_vs_alexnet"]
+    assert zf["verdict"] == "single run" and zf["a_values"] == [100 - json.loads(
+        (variants / "alexnet" / "metrics.json").read_text())["final"]["val_top1"]]
+    transfer = [c for k, c in claims.items() if k.startswith(("table7", "transfer_", "fig9"))]
+    assert transfer and {c["verdict"] for c in transfer} <= {"single run", "not measured"}
+    assert claims["table7_depth (embedded held-out (train))"]["verdict"] == "single run"
+    assert claims["fig7_localisation"]["verdict"] == "not measured"
+    assert "\n## Claims\n" in text and "| **single run** |" in text
 
 
 def test_report_without_runs_is_one_line(tmp_path):
     res = runner.invoke(app, ["report", str(tmp_path / "none"), f"output_root={tmp_path}"])
     assert res.exit_code == 1 and res.output.count("\n") == 1 and "no output root" in res.output
+
+
+def test_report_html_renders_any_section(tmp_path):
+    """index.html follows report.md whatever its sections (a later "claims" section too)."""
+    from zfnet_cli.experiments.report import write_html
+
+    (tmp_path / "report.md").write_text(
+        "# My report\n\n## Claims\n\n| claim | holds |\n|---|---|\n| parts < random | yes |\n\n"
+        "## Fig 2\n\nRun: `outputs/x`\n\n![fig2](figures/a.png)\n")
+    page = write_html(tmp_path).read_text()
+    assert "<title>My report</title>" in page and '<h2 id="claims">Claims</h2>' in page
+    assert "<td>parts &lt; random</td><td>yes</td>" in page and 'src="figures/a.png"' in page
+    assert '<a href="#claims">Claims</a>' in page and '<a href="#fig-2">Fig 2</a>' in page

@@ -72,7 +72,13 @@ def test_all_layers_evolution_and_filters(trained):
     res, run = _vis(root, "--filters", "--compare", str(alex), str(zf))
     assert res.exit_code == 0, res.output
     models = json.loads((run / "metrics.json").read_text())["models"]
-    assert [m["kernel"] for m in models.values()] == [11, 7]
+    assert [(m["kernel"], m["stride"]) for m in models.values()] == [(11, 4), (7, 2)]
+    # the claims report reads these keys: one pair of models is one seed (no renorm-off model)
+    from zfnet_cli import claims
+
+    dead, mid, renorm = claims.fig6(root)
+    assert dead.verdict == mid.verdict == "single run" and renorm.verdict == "not measured"
+    assert mid.a.values == [models[next(k for k in models if "7x7" in k)]["spectral_energy"]["mid"]]
     for m in models.values():
         assert math.isclose(sum(m["spectral_energy"].values()), 1.0, rel_tol=1e-6)
     assert {p.name for p in (run / "figures").iterdir()} == {"fig6_filters.png", "fig6_layer2.png"}

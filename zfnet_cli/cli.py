@@ -36,8 +36,23 @@ OVERRIDES = typer.Argument(None, metavar="[KEY=VALUE]...",
                                 "model.channels=[48,128,192,192,128] data=imagenet.")
 
 
-CHECKPOINT = typer.Option(None, help="The trained model: a checkpoint file, a train run folder, "
-                          "or 'latest' (default: the newest `zfnet train` run).")
+CHECKPOINT = typer.Option(None, help="The model: a checkpoint file, a train run folder or 'latest' "
+                          "(default: the newest `zfnet train` run); a torchvision state dict file "
+                          "(resnet18.pth, also {'model': ...}-wrapped); a TorchScript file; a "
+                          "pickled model (with --trust-pickle); or package.module:factory "
+                          "(with --weights FILE).")
+ARCH = typer.Option(None, help="The torchvision architecture of a state dict (resnet18, "
+                    "vgg16_bn, ...); default: recognised from its keys and shapes.")
+TRUST_PICKLE = typer.Option(None, "--trust-pickle", help="Load a whole pickled model "
+                            "(torch.save(model)); unpickling runs code from the file.")
+WEIGHTS = typer.Option(None, help="A state dict file loaded into the model of "
+                       "--checkpoint package.module:factory.")
+
+
+def _source(arch: Optional[str], trust_pickle: Optional[bool], weights: Optional[str]) -> dict:
+    """The model-source options as overrides (see zfnet_cli.checkpoint.ModelSource)."""
+    return {"arch": arch, "trust_pickle": trust_pickle,
+            "weights": _quote(weights) if weights else None}
 DEVICE = typer.Option(None, help="auto (CUDA when present), cpu, cuda, cuda:1.")
 
 
@@ -179,13 +194,15 @@ def _files_and_overrides(args: Optional[List[str]]) -> tuple[list[str], list[str
              "  zfnet visualize --all                     # Fig 2, a random subset of maps in layers 1-5\n\n"
              "  zfnet visualize --evolution               # Fig 4 from the kept epochs of the newest run\n\n"
              "  zfnet visualize --filters                 # Fig 6: conv1 filters, layer-2 projections\n\n"
+             "  zfnet visualize --all data=folder data.root=photos/   # Fig 2 over a folder of your photos\n\n"
              "  zfnet visualize --filters --compare outputs/train/RUN_A outputs/train/RUN_B\n\n"
              "  zfnet visualize checkpoint=outputs/train/2026-11-22_10-30-00 split=train max_images=2000")
 def visualize(
     args: Optional[List[str]] = typer.Argument(
         None, metavar="[RUN]... [KEY=VALUE]...",
         help="With --compare: the training runs (folders or checkpoint files) to put side by "
-             "side. Then Hydra overrides, e.g. maps_per_layer=16 k=9 data=imagenet data.root=DIR."),
+             "side. Then Hydra overrides, e.g. maps_per_layer=16 k=9, or data=folder "
+             "data.root=DIR to scan a folder of your photos (flat or one sub-folder per class)."),
     layer: Optional[List[int]] = typer.Option(None, help="Conv layer(s) to show (1-5 for ZFNet); "
                                               "repeat for several. Default: all."),
     fmap: Optional[List[int]] = typer.Option(None, help="Feature map(s) of those layers; repeat for "
@@ -198,6 +215,9 @@ def visualize(
     compare: bool = typer.Option(False, "--compare", help="With --filters: compare the training "
                                  "runs given as arguments (e.g. AlexNet 11x11/4 vs ZFNet 7x7/2)."),
     checkpoint: Optional[str] = CHECKPOINT,
+    arch: Optional[str] = ARCH,
+    trust_pickle: Optional[bool] = TRUST_PICKLE,
+    weights: Optional[str] = WEIGHTS,
     split: Optional[str] = typer.Option(None, help="Data split scanned for Fig 2 (default: val)."),
     max_images: Optional[int] = typer.Option(None, min=1, help="Scan at most this many images."),
     device: Optional[str] = DEVICE,
@@ -216,7 +236,8 @@ def visualize(
     if sum([evolution, filters or compare]) > 1:
         _fail("visualize", "choose one of --evolution, --filters", 2)
     mode = "evolution" if evolution else "filters" if (filters or compare) else None
-    typed = {"mode": mode, "checkpoint": checkpoint, "split": split, "max_images": max_images,
+    typed = {"mode": mode, "checkpoint": _quote(checkpoint) if checkpoint else None,
+             **_source(arch, trust_pickle, weights), "split": split, "max_images": max_images,
              "device": device, "seed": seed,
              "layers": None if all_layers else _hydra_list(layer, quote=False),
              "fmaps": _hydra_list(fmap, quote=False), "compare": _hydra_list(runs)}
@@ -226,34 +247,77 @@ def visualize(
 
 
 @app.command(epilog="Examples:\n\n"
+             "  zfnet explore                              # every unit of layers 1-5, newest model\n\n"
+             "  zfnet explore --layer 1 --layer 2 max_images=2000\n\n"
+             "  zfnet explore checkpoint=outputs/train/RUN data=imagenet data.root=DIR split=val")
+def explore(
+    overrides: Optional[List[str]] = OVERRIDES,
+    layer: Optional[List[int]] = typer.Option(None, help="Conv layer(s) to explore (1-5 for "
+                                              "ZFNet); repeat for several. Default: all."),
+    checkpoint: Optional[str] = CHECKPOINT,
+    split: Optional[str] = typer.Option(None, help="Data split scanned (default: val)."),
+    max_images: Optional[int] = typer.Option(None, min=1, help="Scan at most this many images."),
+    evolution: Optional[bool] = typer.Option(None, "--evolution/--no-evolution", help="Show each "
+                                             "unit at the run's kept epochs (Fig 4; default: yes)."),
+    device: Optional[str] = DEVICE,
+) -> None:
+    """Browse Fig 2 for every unit: a static site (open site/index.html in a browser, no server).
+
+    The top-9 of every unit of the chosen layers over an image set, each projection beside its image patch, with the images' names, classes, activation values and positions; navigation by layer and unit, sorting by strongest activation or by distinct classes.
+    """
+    typed = {"checkpoint": checkpoint, "split": split, "max_images": max_images,
+             "evolution": evolution, "device": device, "layers": _hydra_list(layer, quote=False)}
+    from zfnet_cli.experiments import explore as experiment_explore
+
+    metrics = _execute("explore", _overrides(typed, overrides), experiment_explore.run)
+    typer.echo(f"zfnet explore: open {metrics['index']} in a browser")
+
+
+@app.command(epilog="Examples:\n\n"
              "  zfnet occlude                              # a few embedded validation images\n\n"
              "  zfnet occlude dog.jpg cat.png --label 3    # your files, class 3 as the correct one\n\n"
+             "  zfnet occlude photos/ --checkpoint resnet18.pth   # a folder of photos, any model\n\n"
+             "  zfnet occlude a.jpg b.jpg --label cat --label dog --layer layer3\n\n"
              "  zfnet occlude photo.jpg --label face --size 32 --stride 4\n\n"
              "  zfnet occlude localise=true                # + the localisation check (embedded data)")
 def occlude(
     args: Optional[List[str]] = typer.Argument(
-        None, metavar="[IMAGE]... [KEY=VALUE]...",
-        help="Image files (JPEG, PNG, GIF, WebP, BMP, TIFF; any mode). None: a few validation "
-             "images of the model's data. Then Hydra overrides, e.g. localise=true."),
-    label: Optional[str] = typer.Option(None, help="The correct class, as an index or a class "
-                                        "name. Default: the class predicted on the whole image."),
+        None, metavar="[IMAGE|DIR]... [KEY=VALUE]...",
+        help="Image files (JPEG, PNG, GIF, WebP, BMP, TIFF; any mode) and folders of photos "
+             "(flat, or one sub-folder per class). None: a few validation images of the model's "
+             "data. Then Hydra overrides, e.g. localise=true."),
+    label: Optional[List[str]] = typer.Option(
+        None, help="The correct class, as an index or a class name: once for every image, or "
+        "repeated, one per image in order. Default: the class predicted on the whole image (in "
+        "a class-per-folder tree: the folder's name where it names a class of the model)."),
+    layer: Optional[str] = typer.Option(None, help="Layer of panel (b): a module name "
+                                        "(layer3.1, features.28) or the paper's conv1..conv5 "
+                                        "where they apply. Default: the paper's layer 5, else "
+                                        "the last feature map before global pooling."),
     size: Optional[int] = typer.Option(None, min=1, help="Occluder side in pixels (default: "
                                        "input side / 4; the paper does not say)."),
     stride: Optional[int] = typer.Option(None, min=1, help="Occluder step in pixels (default: size / 4)."),
     checkpoint: Optional[str] = CHECKPOINT,
+    arch: Optional[str] = ARCH,
+    trust_pickle: Optional[bool] = TRUST_PICKLE,
+    weights: Optional[str] = WEIGHTS,
     device: Optional[str] = DEVICE,
 ) -> None:
     """Occlusion sensitivity (paper §4.2, Fig 7): slide a grey square over each image.
 
-    Per occluder position: (b) the total activation of the strongest layer-5 feature map, (d) p(correct class), (e) the most probable label; with (c) the deconv projection of that map. Maps go to the run folder as .npz, numbers to occlusion.json, figures to figures/.
+    Per occluder position: (b) the total activation of the strongest feature map of --layer, (d) p(correct class), (e) the most probable label; with (c) the deconv projection of that map where the model has a deconvnet, and (f) the fall in p(correct class) over the photo. A photo is occluded over the region the model sees (short side resized, centre crop). Maps (per position and per pixel) go to the run folder as .npz, numbers to occlusion.json, figures to figures/.
     """
     images, overrides = _files_and_overrides(args)
-    typed = {"label": _quote(label) if label is not None else None, "size": size,
-             "stride": stride, "checkpoint": checkpoint, "device": device,
+    typed = {"labels": _hydra_list(label), "layer": _quote(layer) if layer else None,
+             "size": size, "stride": stride,
+             "checkpoint": _quote(checkpoint) if checkpoint else None,
+             **_source(arch, trust_pickle, weights), "device": device,
              "images": _hydra_list(images)}
     from zfnet_cli.experiments import occlude as experiment_occlude
 
     metrics = _execute("occlude", _overrides(typed, overrides), experiment_occlude.run)
+    for line in metrics.get("notes", []):
+        typer.echo(f"zfnet occlude: note: {line}", err=True)
     for line in metrics.get("failed", []):
         typer.echo(f"zfnet occlude: error: {line}", err=True)
     if metrics.get("failed"):
@@ -274,6 +338,9 @@ def invariance(
     method: Optional[str] = typer.Option(None, help="image: transform the whole image (paper); "
                                          "render: re-draw the embedded object."),
     checkpoint: Optional[str] = CHECKPOINT,
+    arch: Optional[str] = ARCH,
+    trust_pickle: Optional[bool] = TRUST_PICKLE,
+    weights: Optional[str] = WEIGHTS,
     device: Optional[str] = DEVICE,
 ) -> None:
     """Feature invariance (paper §4.4, Fig 5): vertical translation, scale and rotation.
@@ -282,7 +349,8 @@ def invariance(
     """
     files, overrides = _files_and_overrides(args)
     typed = {"images": _hydra_list(files), "labels": _hydra_list(label),
-             "n_images": n_images, "method": method, "checkpoint": checkpoint, "device": device}
+             "n_images": n_images, "method": method,
+             "checkpoint": _quote(checkpoint) if checkpoint else None, **_source(arch, trust_pickle, weights), "device": device}
     from zfnet_cli.experiments import invariance as experiment_invariance
 
     _execute("invariance", _overrides(typed, overrides), experiment_invariance.run)
@@ -301,6 +369,9 @@ def correspond(
     draws: Optional[int] = typer.Option(None, min=1, help="Draws per Table 1 row (mean ± std)."),
     mask_size: Optional[int] = typer.Option(None, min=1, help="Side of the occluding square (px)."),
     checkpoint: Optional[str] = CHECKPOINT,
+    arch: Optional[str] = ARCH,
+    trust_pickle: Optional[bool] = TRUST_PICKLE,
+    weights: Optional[str] = WEIGHTS,
     device: Optional[str] = DEVICE,
 ) -> None:
     """Correspondence of parts across images (paper §4.3, Fig 8, Table 1).
@@ -310,7 +381,8 @@ def correspond(
     files, overrides = _files_and_overrides(args)
     typed = {"images": _hydra_list(files),
              "parts_file": _quote(str(parts_file)) if parts_file else None, "draws": draws,
-             "mask_size": mask_size, "checkpoint": checkpoint, "device": device}
+             "mask_size": mask_size, "checkpoint": _quote(checkpoint) if checkpoint else None,
+             **_source(arch, trust_pickle, weights), "device": device}
     from zfnet_cli.experiments import correspond as experiment_correspond
 
     _execute("correspond", _overrides(typed, overrides), experiment_correspond.run)
@@ -394,6 +466,9 @@ def transfer(
     per_layer: Optional[bool] = typer.Option(None, "--per-layer/--no-per-layer", help="Table 7: "
                                              "an SVM and a softmax on each layer (default: yes)."),
     checkpoint: Optional[str] = CHECKPOINT,
+    arch: Optional[str] = ARCH,
+    trust_pickle: Optional[bool] = TRUST_PICKLE,
+    weights: Optional[str] = WEIGHTS,
     device: Optional[str] = DEVICE,
 ) -> None:
     """Transfer of the frozen features (paper §5.2, Tables 4-7, Fig 9).
@@ -403,7 +478,8 @@ def transfer(
     typed = {"experiment": experiment, "target": target,
              "root": _quote(str(root)) if root else None, "shots": _hydra_list(shots, quote=False),
              "folds": folds, "scratch": scratch, "per_layer": per_layer,
-             "checkpoint": checkpoint, "device": device}
+             "checkpoint": _quote(checkpoint) if checkpoint else None,
+             **_source(arch, trust_pickle, weights), "device": device}
     from zfnet_cli.experiments import transfer as experiment_transfer
 
     _execute("transfer", _overrides(typed, overrides), experiment_transfer.run)
@@ -450,6 +526,42 @@ def report(
     from zfnet_cli.experiments import report as experiment_report
 
     _execute("report", _overrides(typed, overrides), experiment_report.run)
+
+
+@app.command(epilog="Examples:\n\n"
+             "  zfnet layers                                # the newest trained run\n\n"
+             "  zfnet layers --checkpoint resnet18-f37072fd.pth\n\n"
+             "  zfnet layers --checkpoint weights.pth --arch vgg16_bn\n\n"
+             "  zfnet layers --checkpoint mynets.small:build --weights small.pth\n\n"
+             "  zfnet layers --checkpoint model.ts preprocess.input_size=160")
+def layers(
+    overrides: Optional[List[str]] = OVERRIDES,
+    checkpoint: Optional[str] = CHECKPOINT,
+    arch: Optional[str] = ARCH,
+    trust_pickle: Optional[bool] = TRUST_PICKLE,
+    weights: Optional[str] = WEIGHTS,
+) -> None:
+    """List a model's selectable layers: paper name (conv1..conv5, fc6, fc7 on plain stacks), module name, type and output shape for one image at the model's input size.
+
+    Any name in the first two columns is what --layer and layer= take in the other commands. Prints to stdout; writes no run folder.
+    """
+    typed = {"checkpoint": _quote(checkpoint) if checkpoint else None,
+             **_source(arch, trust_pickle, weights)}
+    debug = bool(os.environ.get("ZFNET_DEBUG"))
+    from zfnet_cli.experiments import layers as experiment_layers
+
+    try:
+        cfg = compose("layers", _overrides(typed, overrides))
+        loaded, rows = experiment_layers.run(cfg)
+    except ConfigError as err:
+        if debug:
+            raise
+        _fail("layers", str(err), 2)
+    except _user_errors() as err:
+        if debug:
+            raise
+        _fail("layers", str(err), 1)
+    typer.echo(experiment_layers.table(loaded, rows))
 
 
 def main() -> None:

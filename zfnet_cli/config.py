@@ -30,7 +30,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from zfnet_cli.experiments.ablate import AblateConfig
 from zfnet_cli.experiments.correspond import CorrespondConfig
+from zfnet_cli.experiments.explore import ExploreConfig
 from zfnet_cli.experiments.invariance import InvarianceConfig
+from zfnet_cli.experiments.layers import LayersConfig
 from zfnet_cli.experiments.occlude import OccludeConfig
 from zfnet_cli.experiments.prepare import PrepareConfig
 from zfnet_cli.experiments.report import ReportConfig
@@ -49,7 +51,8 @@ SCHEMAS: dict[str, type] = {"train": TrainConfig, "visualize": VisualizeConfig,
                             "occlude": OccludeConfig, "invariance": InvarianceConfig,
                             "correspond": CorrespondConfig, "ablate": AblateConfig,
                             "transfer": TransferConfig, "report": ReportConfig,
-                            "prepare": PrepareConfig}
+                            "prepare": PrepareConfig, "layers": LayersConfig,
+                            "explore": ExploreConfig}
 
 _store = ConfigStore.instance()
 for _name, _schema in SCHEMAS.items():
@@ -187,7 +190,8 @@ def new_run_dir(root: Path, command: str, now: _dt.datetime | None = None) -> Pa
 
 def describe_run(path: Path, command: str, cfg: Any, argv: Sequence[str] | None = None) -> None:
     """Write a run folder's description: ``config.yaml``, ``command.txt`` (appended to when a
-    run continues in its folder), ``run.json`` (git revision, versions, seed) and ``figures/``. A folder that has
+    run continues in its folder), ``run.json`` (git revision, versions, seed, torch threads) and
+    ``figures/``. A folder that has
     them already gets ``config.<date_time>.yaml`` and ``run.<date_time>.json`` beside them."""
     import torch.distributed as dist
 
@@ -200,8 +204,13 @@ def describe_run(path: Path, command: str, cfg: Any, argv: Sequence[str] | None 
     argv = list(sys.argv if argv is None else argv)
     with open(path / "command.txt", "a") as f:
         f.write(" ".join(shlex.quote(a) for a in argv) + "\n")
+    import torch
+
+    # torch_threads: the intra-op thread count, which changes the digits of a CPU run (how the
+    # convolutions and matrix products split their sums); OMP_NUM_THREADS sets it (make does)
     info = {"command": command, "argv": argv, "git_revision": _git_revision(),
             "versions": _versions(), "seed": getattr(cfg, "seed", None),
+            "torch_threads": torch.get_num_threads(),
             "started": _dt.datetime.now().isoformat(timespec="seconds"),
             "world_size": dist.get_world_size() if distributed else 1}
     (path / f"run{suffix}.json").write_text(json.dumps(info, indent=2) + "\n")

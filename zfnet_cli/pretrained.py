@@ -2,15 +2,16 @@
 (``checkpoint=alexnet-owt-7be5be79.pth``).
 
 A file that is not one of our checkpoints (those are dicts with ``model`` and ``model_cfg``)
-is read as a state dict and recognised by its keys (:func:`detect`; a ``{"state_dict": ...}``
-wrapper and DataParallel's ``module.`` prefix are removed first):
+is read as a state dict and recognised by its keys (a ``{"state_dict": ...}``, ``{"model": ...}``
+or ``{"model_state_dict": ...}`` wrapper and DataParallel's ``module.`` prefix are removed
+first, :func:`unwrap`); a few by their exact keys (:func:`detect`):
 
 * ``torchvision_alexnet`` (``alexnet-owt-7be5be79.pth``): exactly the keys
   ``features.{0,3,6,8,10}`` and ``classifier.{1,4,6}`` (each ``.weight``, ``.bias``);
   becomes our :class:`~zfnet_cli.model.ZFNet` (:func:`torchvision_alexnet`).
 * ``torchvision_vgg11`` / ``13`` / ``16`` / ``19`` (``vgg16-397923af.pth``): exactly
   ``features.<i>`` at the conv positions of torchvision's VGG config A / B / D / E and
-  ``classifier.{0,3,6}``; becomes torchvision's own VGG under :class:`PaperNames`.
+  ``classifier.{0,3,6}``; torchvision's own VGG.
 * ``pytorchcv_zfnet`` / ``zfnetb`` / ``alexnet`` / ``alexnetb`` (``zfnet-1727-d010ddca.pth``):
   at least ``features.stage1.unit1.conv``, ``stage2.unit1.conv``, ``stage3.unit{1,2,3}.conv``,
   ``output.fc{1,2}.fc`` and ``output.fc3`` (pytorchcv's own loader ignores extra keys); the
@@ -28,12 +29,19 @@ Krizhevsky convention (alpha on the plain sum of squares) that is ``lrn_alpha = 
 Dropout sits before fc6/fc7 in torchvision's AlexNet and after their ReLU here: the same in
 eval mode, which is all these models are used in.
 
-**VGG** (13 convs for vgg16) does not fit ZFNet's five conv layers: torchvision's own ``VGG``
-is built and loaded, then :class:`PaperNames` gives its modules ZFNet's names (``conv1`` ..
-``conv13``, ``fc6`` .. ``fc8``) and a ``layer_outputs`` like ZFNet's, which is all that the
-deconvnet, occlusion, invariance and correspondence use.
+**Any other torchvision classifier** (``resnet18``, ``vgg16_bn``, ``densenet121``,
+``mobilenet_v3_small``, ``efficientnet_b0``, ``convnext_tiny``, ...: ``list_models(module=
+torchvision.models)``) is recognised by comparing the state dict's keys and shapes with each
+architecture's, built with ``weights=None`` on the meta device (:func:`detect_architecture`;
+the classifier may have any number of classes), or named with ``arch=``. It stays
+torchvision's own module, so its layers keep the names users know (``layer3.1``,
+``features.28``); the paper's names come from :mod:`zfnet_cli.layers` where they apply (VGG).
+Its preprocessing is what torchvision states for the architecture's ``DEFAULT`` weights
+(resize, crop, mean, std: :func:`torchvision_preprocessing`). Known limit: googlenet and
+inception_v3 were trained with ``transform_input=True``, which a state dict does not record;
+they are built with torchvision's ``weights=None`` default (False).
 
-**Inputs.** All of them were trained on ImageNet-1k (1000 classes in sorted-wnid order) and
+**Inputs.** alexnet and pytorchcv's nets were trained on ImageNet-1k (1000 classes in sorted-wnid order) and
 expect torchvision's evaluation transforms: short side resized to 256, the centre 224x224,
 pixels in 0..1 normalised by mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225)
 (pytorchcv's README states that all its ImageNet models use this normalisation; its model
@@ -45,23 +53,26 @@ download).
 """
 from __future__ import annotations
 
-from collections import OrderedDict
-from dataclasses import asdict
-from typing import Mapping, Optional
+import difflib
+import re
+import warnings
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from typing import Iterator, Mapping, Optional
 
 import torch
 from torch import nn
 
 from zfnet_cli.data.sources import DataConfig
-from zfnet_cli.model import ModelConfig, ZFNet, stage_outputs
+from zfnet_cli.model import ModelConfig, ZFNet
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # of 0..1 RGB pixels, torchvision's Normalize
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # How these models read images: short side 256, centre 224 (see the module doc).
 IMAGENET_INPUT = DataConfig(name="imagenet", root=None, image_size=256, crop=224, flip=False,
                             mean="channel", scale=1.0)
-ACCEPTED = ("our zfnet train checkpoints", "torchvision alexnet / vgg11 / vgg13 / vgg16 / vgg19 "
-            "state dicts", "pytorchcv zfnet / zfnetb / alexnet / alexnetb weights")
+ACCEPTED = ("our zfnet train checkpoints", "state dicts of any torchvision classifier (resnet18, "
+            "vgg16_bn, ...)", "pytorchcv zfnet / zfnetb / alexnet / alexnetb weights")
 
 _ALEXNET_FEATURES = (0, 3, 6, 8, 10)  # torchvision AlexNet().features: the Conv2d positions
 _ALEXNET_CLASSIFIER = (1, 4, 6)  # .classifier: Dropout Linear ReLU Dropout Linear ReLU Linear
@@ -93,13 +104,21 @@ def _vgg_convs(config: str) -> list[int]:
     return positions
 
 
+WRAPPERS = ("state_dict", "model", "model_state_dict")  # training scripts' {"model": sd, ...}
+
+
 def unwrap(state: Mapping) -> dict:
-    """A plain ``{name: tensor}`` dict: ``state["state_dict"]`` when wrapped, DataParallel's
-    ``module.`` prefix removed."""
-    if "state_dict" in state and isinstance(state["state_dict"], Mapping):
-        state = state["state_dict"]
-    if state and all(str(k).startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+    """A plain ``{name: tensor}`` dict: the state dict under ``state_dict``, ``model`` or
+    ``model_state_dict`` when wrapped (also nested), with DataParallel's ``module.`` and
+    ``torch.compile``'s ``_orig_mod.`` prefixes removed."""
+    for _ in range(3):
+        inner = next((state[w] for w in WRAPPERS if isinstance(state.get(w), Mapping)), None)
+        if inner is None:
+            break
+        state = inner
+    for prefix in ("module.", "_orig_mod."):
+        if state and all(str(k).startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
     return dict(state)
 
 
@@ -201,129 +220,310 @@ def pytorchcv_zfnet(state: dict) -> tuple[ModelConfig, ZFNet]:
     return cfg, _zfnet(cfg, weights)
 
 
-# ---------------------------------------------------------------- torchvision's VGG
+# ---------------------------------------------------------------- any torchvision classifier
 
-class PaperNames(nn.Module):
-    """A torchvision-style classifier (``features`` of Conv2d / ReLU / MaxPool2d, ``avgpool``,
-    ``classifier`` of Linear / ReLU / Dropout) with ZFNet's module names, so that everything
-    written for ZFNet reads it the same way.
+def torchvision_architectures() -> list[str]:
+    """torchvision's image classification architectures (``resnet18``, ``vgg16_bn``,
+    ``densenet121``, ``mobilenet_v3_small``, ``efficientnet_b0``, ``convnext_tiny``, ...)."""
+    import torchvision
 
-    ``features``: ``conv1``, ``relu1``, ..., ``convK``, ``reluK``, with ``poolK`` after the
-    K-th conv where a max-pool follows it (the deconvnet's layers ``conv1`` .. ``convK``);
-    ``classifier``: ``fc6 relu6 drop6 fc7 relu7 drop7 fc8``. The conv, pool, linear and
-    dropout modules are the wrapped model's own (weights shared); ReLUs become non-inplace ones
-    (the deconvnet and ``layer_outputs`` keep activations that an inplace ReLU would overwrite).
+    return list(torchvision.models.list_models(module=torchvision.models))
+
+
+@contextmanager
+def _parameters_on_meta() -> Iterator[None]:
+    """Build modules with their parameters on the meta device but their buffers real: for
+    builders that compute with tensors while building (RegNet's widths), which fails under
+    ``torch.device("meta")``; also keeps non-persistent buffers (not in a state dict) usable."""
+    register = nn.Module.register_parameter
+
+    def on_meta(module, name, param):
+        if param is not None and param.device.type != "meta":
+            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register(module, name, param)
+
+    nn.Module.register_parameter = on_meta
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register
+
+
+def _build(name: str, meta: bool, **kwargs) -> nn.Module:
+    """torchvision's ``name`` with ``weights=None`` (nothing is downloaded), without spending
+    time on a random initialisation: everything on the meta device (``meta=True``, shapes only)
+    or parameters on the meta device, buffers real (to load a state dict into, ``assign=True``)."""
+    import torchvision
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # googlenet / inception_v3 warn about their init
+        if meta:
+            try:
+                with torch.device("meta"):
+                    return torchvision.models.get_model(name, weights=None, **kwargs)
+            except NotImplementedError:  # a builder that reads tensor values (RegNet)
+                pass
+        with _parameters_on_meta():
+            return torchvision.models.get_model(name, weights=None, **kwargs)
+
+
+@dataclass(frozen=True)
+class Fit:
+    """How a state dict compares with one architecture: keys the architecture has and the
+    state dict lacks (``missing``), the reverse (``unexpected``), keys whose shapes differ
+    (``mismatched``: ``(key, expected shape, given shape)``), and the class count read off the
+    last layer."""
+
+    arch: str
+    num_classes: int
+    missing: tuple[str, ...]
+    unexpected: tuple[str, ...]
+    mismatched: tuple[tuple[str, tuple, tuple], ...]
+
+    @property
+    def exact(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    @property
+    def distance(self) -> int:
+        return len(self.missing) + len(self.unexpected) + len(self.mismatched)
+
+    def differences(self, n: int = 3) -> str:
+        """A few of the differences, for a one-line error."""
+        parts = []
+        for what, items in (("missing", self.missing), ("unexpected", self.unexpected)):
+            if items:
+                more = f" (+{len(items) - n} more)" if len(items) > n else ""
+                parts.append(f"{what} {', '.join(items[:n])}{more}")
+        if self.mismatched:
+            shown = ", ".join(f"{k} {list(a)} here vs {list(b)} in the file"
+                              for k, a, b in self.mismatched[:n])
+            more = f" (+{len(self.mismatched) - n} more)" if len(self.mismatched) > n else ""
+            parts.append(f"shapes differ: {shown}{more}")
+        return "; ".join(parts)
+
+
+def _compare(arch: str, expected: Mapping, state: Mapping, num_classes: int) -> Fit:
+    given, wanted = set(state), set(expected)
+    mismatched = tuple((k, tuple(expected[k].shape), tuple(state[k].shape))
+                       for k in expected if k in given and
+                       tuple(expected[k].shape) != tuple(state[k].shape))
+    return Fit(arch, num_classes, tuple(k for k in expected if k not in given),
+               tuple(k for k in state if k not in wanted), mismatched)
+
+
+def _head_classes(fit: Fit, expected: Mapping) -> Optional[int]:
+    """The class count of a state dict whose only differences from ``expected`` are in dim 0 of
+    the last layer's parameters (a classifier trained for another number of classes)."""
+    if fit.missing or fit.unexpected or not fit.mismatched:
+        return None
+    last = list(expected)[-1].rsplit(".", 1)[0]  # the module of the last parameter: the head
+    counts = {b[0] for k, a, b in fit.mismatched if k.rsplit(".", 1)[0] == last
+              and len(a) == len(b) and a[1:] == b[1:]}
+    if len(counts) != 1 or len(fit.mismatched) != sum(k.startswith(last + ".")
+                                                        for k, _, _ in fit.mismatched):
+        return None
+    return counts.pop()
+
+
+def fit_architecture(arch: str, state: Mapping, **kwargs) -> Fit:
+    """Compare ``state`` (a plain state dict) with torchvision's ``arch`` (built on the meta
+    device: shapes only), letting the classifier have any number of classes."""
+    model = _build(arch, meta=True, **kwargs)
+    expected = model.state_dict()
+    default = next(m for m in reversed(list(model.modules()))
+                   if isinstance(m, (nn.Linear, nn.Conv2d)))  # the head
+    fit = _compare(arch, expected, state, getattr(default, "out_features", None)
+                   or default.out_channels)
+    n = _head_classes(fit, expected)
+    if n is None:
+        return fit
+    expected = _build(arch, meta=True, num_classes=n, **kwargs).state_dict()
+    return _compare(arch, expected, state, n)
+
+
+# A first cut that needs no model built: a key each family's state dicts have (torchvision's
+# module names). An architecture of a family not listed here (a newer torchvision) is always
+# compared; tests/test_sources.py checks every listed family against torchvision's own models.
+_FAMILY_KEYS = (
+    (("resnet", "resnext", "wide_resnet"), r"layer1\.0\.conv1\.weight"),
+    (("regnet",), r"trunk_output\..*"),
+    (("shufflenet",), r"stage2\..*"),
+    (("vit_",), r"conv_proj\.weight"),
+    (("swin",), r"features\.1\.0\.attn\..*"),
+    (("mnasnet",), r"layers\.0\.weight"),
+    (("maxvit",), r"blocks\..*"),
+    (("googlenet",), r"inception3a\..*"),
+    (("inception",), r"Mixed_5b\..*"),
+    (("densenet",), r"features\.denseblock1\..*"),
+    (("vgg", "alexnet"), r"features\.0\.weight"),
+    (("squeezenet",), r"features\.\d+\.squeeze\.weight"),
+    (("mobilenet_v2",), r"features\.1\.conv\..*"),
+    (("mobilenet_v3",), r"features\.1\.block\..*"),
+    (("efficientnet",), r"features\.1\.0\.block\..*"),
+    (("convnext",), r"features\.1\.0\.layer_scale"),
+)
+
+
+def _family_key(arch: str) -> Optional[str]:
+    for prefixes, pattern in _FAMILY_KEYS:
+        if arch.startswith(prefixes):
+            return pattern
+    return None
+
+
+def _candidates(state: Mapping, hint: str) -> list[str]:
+    """Architectures worth comparing with ``state``, most likely first: those whose family key
+    (``_FAMILY_KEYS``) the state dict has, or whose family is not listed; among them, those
+    named in ``hint`` (a weights file is usually named after its architecture:
+    ``resnet18-f37072fd.pth``) first, longest name first."""
+    keys = list(state)
+    found = {p for _, p in _FAMILY_KEYS if any(re.fullmatch(p, k) for k in keys)}
+    names = [n for n in torchvision_architectures()
+             if _family_key(n) is None or _family_key(n) in found]
+    hint = hint.lower()
+    named = sorted((n for n in names if n in hint), key=len, reverse=True)
+    return named + [n for n in names if n not in named]
+
+
+def detect_architecture(state: Mapping, hint: str = "") -> Fit:
+    """The torchvision architecture a plain state dict is the weights of.
+
+    Each candidate is built with ``weights=None`` on the meta device (no memory, no random
+    init) and its state dict's keys and shapes compared with ``state``'s; the classifier may
+    have any number of classes. torchvision's architectures differ in their keys or shapes
+    (no two of ``list_models`` have the same ones), so the first exact fit is the one.
+    Candidates are tried in the order of :func:`_candidates`.
 
     Args:
-        net (nn.Module): e.g. ``torchvision.models.vgg16()``.
-        name (str): recorded as ``self.name``.
+        state (Mapping): a plain state dict (see :func:`unwrap`).
+        hint (str): text that may name the architecture (the file name). Default: ``""``.
 
-    >>> net = PaperNames(torchvision.models.vgg16()).eval()   # doctest: +SKIP
-    >>> list(net.layer_outputs(torch.randn(1, 3, 224, 224)))  # doctest: +SKIP
-    ['conv1', ..., 'conv13', 'fc6', 'fc7', 'fc8']
+    Returns:
+        Fit: the exact fit (``fit.exact``).
+
+    Raises:
+        UnknownWeights: nothing fits; the message names the nearest architecture and a few of
+            the keys that differ from it.
     """
-
-    def __init__(self, net: nn.Module, name: str = "") -> None:
-        super().__init__()
-        self.name = name
-        features: OrderedDict[str, nn.Module] = OrderedDict()
-        k = 0
-        for m in net.features:
-            if isinstance(m, nn.Conv2d):
-                k += 1
-                features[f"conv{k}"] = m
-            elif isinstance(m, nn.ReLU):
-                features[f"relu{k}"] = nn.ReLU(inplace=False)
-            elif isinstance(m, nn.MaxPool2d):
-                features[f"pool{k}"] = m
-            else:
-                raise ValueError(f"PaperNames: unexpected {type(m).__name__} in features")
-        head: OrderedDict[str, nn.Module] = OrderedDict()
-        n = 5
-        for m in net.classifier:
-            if isinstance(m, nn.Linear):
-                n += 1
-                head[f"fc{n}"] = m
-            elif isinstance(m, nn.ReLU):
-                head[f"relu{n}"] = nn.ReLU(inplace=False)
-            elif isinstance(m, nn.Dropout):
-                head[f"drop{n}"] = m
-            else:
-                raise ValueError(f"PaperNames: unexpected {type(m).__name__} in classifier")
-        self.features = nn.Sequential(features)
-        self.avgpool = net.avgpool
-        self.classifier = nn.Sequential(head)
-        self.num_classes = head[f"fc{n}"].out_features
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.avgpool(self.features(x))  # (B, 512, 7, 7) for VGG
-        return self.classifier(torch.flatten(x, 1))  # (B, num_classes) logits
-
-    def layer_outputs(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
-        """As :meth:`zfnet_cli.model.ZFNet.layer_outputs`: each conv stage's output (after its
-        ReLU / pool), fc6 and fc7 after their ReLU, fc8 the logits."""
-        return stage_outputs(self.features, self.classifier, x, between=self.avgpool)
+    tried: list[Fit] = []
+    for name in _candidates(state, hint):
+        fit = fit_architecture(name, state)
+        if fit.exact:
+            return fit
+        tried.append(fit)
+    if not tried:
+        raise UnknownWeights(f"the state dict (keys {', '.join(list(state)[:3])}, ...) looks "
+                             f"like no torchvision architecture; if it is a model of your own, "
+                             f"load it with checkpoint=module:factory weights=FILE")
+    near = min(tried, key=lambda f: f.distance)
+    raise UnknownWeights(f"the state dict fits no torchvision architecture; nearest is "
+                         f"{near.arch} ({near.differences()}); if it is a model of your own, "
+                         f"load it with checkpoint=module:factory weights=FILE")
 
 
-def torchvision_vgg(state: dict, name: str) -> tuple[dict, PaperNames]:
-    """torchvision's ``vgg11`` / ``13`` / ``16`` / ``19`` (no batch norm), built by torchvision
-    and loaded with ``state``, in :class:`PaperNames`; and a ``model_cfg``-like record of it."""
-    from torchvision.models.vgg import VGG, cfgs, make_layers
+def load_architecture(arch: str, state: Mapping) -> tuple[Fit, nn.Module]:
+    """torchvision's ``arch`` holding the weights ``state`` (a plain state dict), in eval mode.
 
-    num_classes = state["classifier.6.weight"].shape[0]
-    with torch.device("meta"):
-        net = VGG(make_layers(cfgs[_VGG_NAMES[name]]), num_classes=num_classes, init_weights=False)
-    net.load_state_dict({k: v.float() for k, v in state.items()}, strict=True, assign=True)
-    model = PaperNames(net, f"torchvision_{name}").eval()
-    convs = [m for m in model.features if isinstance(m, nn.Conv2d)]
-    record = {"name": model.name, "input_size": 224, "channels": [c.out_channels for c in convs],
-              "kernels": [c.kernel_size[0] for c in convs], "strides": [c.stride[0] for c in convs],
-              "paddings": [c.padding[0] for c in convs],
-              "fc_widths": [model.classifier.fc6.out_features, model.classifier.fc7.out_features]}
-    return record, model
+    Raises:
+        UnknownWeights: ``arch`` is not a torchvision classification architecture (close
+            matches named), or ``state`` does not fit it (the keys that differ named).
+    """
+    names = torchvision_architectures()
+    if arch not in names:
+        close = difflib.get_close_matches(arch, names, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else \
+            f" (torchvision has {', '.join(names[:6])}, ...)"
+        raise UnknownWeights(f"unknown architecture arch={arch!r}{hint}")
+    fit = fit_architecture(arch, state)
+    kwargs: dict = {}
+    if not fit.exact and arch in ("googlenet", "inception_v3"):
+        # saved without their auxiliary classifiers (aux_logits=False, as after fine-tuning)
+        kwargs = {"aux_logits": False, "init_weights": False}
+        fit = fit_architecture(arch, state, **kwargs)
+    if not fit.exact:
+        raise UnknownWeights(f"the state dict does not fit torchvision's {arch}: "
+                             f"{fit.differences()}")
+    model = _build(arch, meta=False, num_classes=fit.num_classes, **kwargs)
+    floats = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    model.load_state_dict(floats, strict=True, assign=True)
+    return fit, model.eval()
 
+
+def torchvision_preprocessing(arch: str) -> dict:
+    """How torchvision's weights for ``arch`` read images (its ``DEFAULT`` weights'
+    ``transforms()``, shipped with torchvision, nothing downloaded): ``resize`` (short side),
+    ``crop`` (the square the model sees), per-channel ``mean`` and ``std`` of 0..1 RGB pixels.
+    ImageNet's 256 / 224 and mean / std where torchvision lists no weights."""
+    import torchvision
+
+    try:
+        t = torchvision.models.get_model_weights(arch).DEFAULT.transforms()
+        return {"resize": int(t.resize_size[0]), "crop": int(t.crop_size[0]),
+                "mean": tuple(t.mean), "std": tuple(t.std)}
+    except (ValueError, AttributeError, IndexError, TypeError):
+        return {"resize": 256, "crop": 224, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
 
 # ---------------------------------------------------------------- entry point
 
-def load_foreign(state: Mapping) -> tuple[dict, nn.Module]:
-    """A foreign state dict as ``(checkpoint-like state, model)``.
+def foreign_state(fmt: str, num_classes: int, preprocessing: dict, **extra) -> dict:
+    """The checkpoint-like state of a model trained elsewhere: what
+    :class:`zfnet_cli.checkpoint.Loaded` reads from our checkpoints. ``format``, ``model_cfg``
+    (``name`` and ``input_size``, plus ``extra["model_cfg"]`` where given), ``num_classes``,
+    ``classes`` and ``class_names`` (torchvision's ImageNet names for 1000 classes, else the
+    indices), ``mean`` and ``input_scale`` (3, 1, 1) in 0..255 pixel units (see the module
+    doc), ``config`` with the ``data`` it expects (resize, crop)."""
+    names = imagenet_categories(num_classes)
+    data = replace(IMAGENET_INPUT, image_size=preprocessing["resize"], crop=preprocessing["crop"])
+    cfg = {"name": fmt, "input_size": preprocessing["crop"], **extra.pop("model_cfg", {})}
+    return {"format": fmt, "model_cfg": cfg, "num_classes": num_classes, "classes": names,
+            "class_names": names,
+            "mean": torch.tensor(preprocessing["mean"]).mul(255.0).view(3, 1, 1),  # 0..255 units
+            "input_scale": torch.tensor(preprocessing["std"]).mul(255.0).reciprocal().view(3, 1, 1),
+            "config": {"data": asdict(data)}, **extra}
 
-    The state has what :class:`zfnet_cli.checkpoint.Loaded` reads from our checkpoints:
-    ``format``, ``model_cfg`` (a ModelConfig as a dict; for VGG a record of its geometry),
-    ``num_classes``, ``classes`` and ``class_names`` (torchvision's ImageNet names),
-    ``mean`` (3, 1, 1) and ``input_scale`` (3, 1, 1) (see the module doc), ``config`` with
-    the ``data`` it expects (:data:`IMAGENET_INPUT`), and for the ZFNet-shaped ones ``model``
-    (our state dict, so :func:`zfnet_cli.checkpoint.build_model` rebuilds them).
+
+IMAGENET_PREPROCESSING = {"resize": 256, "crop": 224, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+
+
+def load_foreign(state: Mapping, *, arch: Optional[str] = None, hint: str = ""
+                 ) -> tuple[dict, nn.Module]:
+    """A state dict trained elsewhere as ``(checkpoint-like state, model)`` (see
+    :func:`foreign_state` for the state).
+
+    torchvision's ``alexnet`` and pytorchcv's nets become our ZFNet (the state then also has
+    ``model``, our state dict, so :func:`zfnet_cli.checkpoint.build_model` rebuilds them); any
+    other torchvision classifier is torchvision's own module, recognised by
+    :func:`detect_architecture` or named by ``arch``.
+
+    Args:
+        state (Mapping): a state dict, possibly wrapped (see :func:`unwrap`).
+        arch (str, optional): the torchvision architecture (``"resnet18"``); ``None`` to
+            recognise it from the keys and shapes.
+        hint (str): text that may name the architecture (the file name), tried first.
 
     Raises:
-        UnknownWeights: ``state`` fits none of the formats (the message lists those accepted),
-            or is a VGG with batch norm (its BatchNorm2d has no deconvnet).
+        UnknownWeights: not a state dict, or one that fits no architecture (the nearest named,
+            with the keys that differ).
     """
     if not isinstance(state, Mapping):
         raise UnknownWeights(f"not a state dict ({type(state).__name__}); accepted: "
                              f"{'; '.join(ACCEPTED)}")
     fmt = detect(state)
-    plain = unwrap(state)
-    if fmt is None:
-        if any(k.endswith("running_mean") for k in plain) and "classifier.6.weight" in plain:
-            raise UnknownWeights("a VGG with batch norm (vgg*_bn): the deconvnet has no inverse "
-                                 "of BatchNorm2d; use the plain vgg weights")
-        sample = ", ".join(list(plain)[:3])
-        raise UnknownWeights(f"neither a zfnet checkpoint nor a known state dict (keys {sample}"
-                             f"{', ...' if len(plain) > 3 else ''}); accepted: {'; '.join(ACCEPTED)}")
     if fmt == "zfnet_cli":
         raise UnknownWeights("one of our own checkpoints: use zfnet_cli.checkpoint.build_model")
-    out: dict = {"format": fmt}
-    if fmt == "torchvision_alexnet" or fmt == "pytorchcv":
+    plain = unwrap(state)
+    if not plain or not all(isinstance(v, torch.Tensor) for v in plain.values()):
+        raise UnknownWeights(f"not a state dict of tensors (keys {', '.join(map(str, list(plain)[:3]))}"
+                             f"); accepted: {'; '.join(ACCEPTED)}")
+    if arch in (None, "alexnet") and fmt in ("torchvision_alexnet", "pytorchcv"):
         cfg, model = (torchvision_alexnet if fmt == "torchvision_alexnet" else pytorchcv_zfnet)(plain)
-        out.update(format=cfg.name, model_cfg=asdict(cfg), model=model.state_dict())
-    else:
-        out["model_cfg"], model = torchvision_vgg(plain, fmt.split("_", 1)[1])
-    num_classes = model.num_classes
-    names = imagenet_categories(num_classes)
-    out.update(
-        num_classes=num_classes, classes=names, class_names=names,
-        mean=torch.tensor(IMAGENET_MEAN).mul(255.0).view(3, 1, 1),  # 0..255 units
-        input_scale=torch.tensor(IMAGENET_STD).mul(255.0).reciprocal().view(3, 1, 1),
-        config={"data": asdict(IMAGENET_INPUT)})
-    return out, model.eval()
+        out = foreign_state(cfg.name, model.num_classes, IMAGENET_PREPROCESSING,
+                            model_cfg=asdict(cfg), model=model.state_dict())
+        return out, model.eval()
+    if arch is None and fmt is not None and fmt.startswith("torchvision_vgg"):
+        arch = fmt.split("_", 1)[1]  # told apart by its keys alone: no search needed
+    fit, model = load_architecture(arch, plain) if arch else \
+        (lambda f: (f, load_architecture(f.arch, plain)[1]))(detect_architecture(plain, hint))
+    return foreign_state(f"torchvision_{fit.arch}", fit.num_classes,
+                         torchvision_preprocessing(fit.arch), arch=fit.arch), model

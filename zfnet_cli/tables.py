@@ -45,8 +45,8 @@ def mean_std(mean: Optional[float], std: Optional[float]) -> str:
 
 
 def ablation_figure(rows: Sequence[dict], path, *, title: str = "Table 3: ablation") -> Path:
-    """Grouped bars per variant: our train top-1, val top-1 and val top-5 error, with the
-    paper's as black ticks on each bar."""
+    """Grouped bars per variant: our train top-1, val top-1 and val top-5 error (± the std over
+    seeds where a row has ``<key>_std``), with the paper's as black ticks on each bar."""
     import numpy as np
 
     keys = [("train_top1_err", "train top-1"), ("val_top1_err", "val top-1"),
@@ -56,7 +56,9 @@ def ablation_figure(rows: Sequence[dict], path, *, title: str = "Table 3: ablati
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(rows) + 2), 4.2))
     for j, (key, label) in enumerate(keys):
         pos = x + (j - 1) * width
-        ax.bar(pos, [r[key] for r in rows], width, label=label)
+        # error bars: the std over seeds where a row has several (zfnet ablate seeds=N)
+        ax.bar(pos, [r[key] for r in rows], width, label=label,
+               yerr=[r.get(f"{key}_std") or 0.0 for r in rows], capsize=2)
         ax.scatter(pos, [r[f"paper_{key}"] for r in rows], marker="_", s=220, color="black",
                    zorder=3, label="paper" if j == 0 else None)
     ax.set_xticks(x, [r["label"] for r in rows], rotation=30, ha="right", fontsize=8)

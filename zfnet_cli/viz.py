@@ -1,15 +1,22 @@
 """Figures: training curves, image grids and heat maps (matplotlib with the Agg backend, PIL)."""
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Sequence
 
+import os
+import sys
+
 import matplotlib
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
-matplotlib.use("Agg")
+# Agg (files only) for the commands; a notebook that has chosen its backend keeps it
+# (zfnet_cli.occlusion.plot_fig7 imports this module there).
+if "matplotlib.pyplot" not in sys.modules and not os.environ.get("MPLBACKEND"):
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
@@ -87,19 +94,48 @@ def image_grid(images: Sequence, cell: int, cols: int, gap: int = 1):
     return canvas
 
 
-def draw_len(text: str) -> float:
-    """Width in pixels of ``text`` in PIL's default font."""
-    return ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(str(text))
+TEXT_SIZE = 12  # px, the grids' labels and titles
+
+
+@functools.lru_cache(maxsize=None)
+def font(size: int = TEXT_SIZE) -> ImageFont.FreeTypeFont:
+    """DejaVu Sans at ``size`` px: the TrueType font matplotlib ships in its own data folder
+    (always present where matplotlib is, unlike system fonts). PIL's built-in bitmap font
+    nearly drops spaces ("activationsover"), so the PIL grids use this one."""
+    path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    return ImageFont.truetype(str(path), size)
+
+
+def draw_len(text: str, size: int = TEXT_SIZE) -> float:
+    """Width in pixels of ``text`` in :func:`font` at ``size``."""
+    return font(size).getlength(str(text))
+
+
+def wrap(text: str, width: float, size: int = TEXT_SIZE) -> list[str]:
+    """``text`` broken at spaces into lines no wider than ``width`` px (a longer word stays whole)."""
+    lines: list[str] = []
+    for word in str(text).split(" "):
+        if lines and draw_len(lines[-1] + " " + word, size) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines
+
+
+LINE = TEXT_SIZE + 4  # px per line of text
 
 
 def _canvas(width: int, height: int, title: str, pad: int = 6):
-    """A grey canvas at least as wide as its title, the title drawn at the top left."""
-    width = max(width, int(draw_len(title)) + 2 * pad) if title else width
-    canvas = Image.new("RGB", (width, height), GREY)
+    """A grey canvas ``width`` wide with the title wrapped to that width at its top left, and
+    ``height`` px below the title. Returns (canvas, draw, title height)."""
+    lines = wrap(title, max(width, 360) - 2 * pad) if title else []  # narrow grids: <= 360 px
+    width = max([width] + [int(draw_len(l)) + 2 * pad for l in lines])
+    top = len(lines) * LINE + 6 if lines else 0
+    canvas = Image.new("RGB", (width, height + top), GREY)
     draw = ImageDraw.Draw(canvas)
-    if title:
-        draw.text((pad, 4), title, fill=(255, 255, 255))
-    return canvas, draw
+    for i, line in enumerate(lines):
+        draw.text((pad, 3 + i * LINE), line, fill=(255, 255, 255), font=font())
+    return canvas, draw, top
 
 
 def _save(canvas, path) -> Path:
@@ -116,17 +152,17 @@ def top9_figure(blocks: Sequence[tuple[str, Sequence[tuple]]], path, *, cell: in
 
     ``blocks``: (label, [(projection (h,w,3) uint8, patch (h,w,3) uint8), ...]) per map."""
     side = max(1, math.ceil(math.sqrt(max(len(c) for _, c in blocks))))
-    pad, head = 6, 14
+    pad, head = 6, LINE
     grid_w = side * cell + (side - 1)
     bw, bh = 2 * grid_w + 3 * pad, grid_w + head + 2 * pad
+    columns = max(1, min(columns, len(blocks)))  # one map: one block wide, not a half-empty row
     rows = math.ceil(len(blocks) / columns)
-    top = 20 if title else 0
-    canvas, draw = _canvas(columns * bw + 1, rows * bh + top + 1, title, pad)
+    canvas, draw, top = _canvas(columns * bw + 1, rows * bh + 1, title, pad)
     for i, (label, cells) in enumerate(blocks):
         r, c = divmod(i, columns)
         x, y = c * bw, top + r * bh
         draw.rectangle([x, y, x + bw, y + bh], outline=BORDER)
-        draw.text((x + pad, y + 3), label, fill=(255, 255, 255))
+        draw.text((x + pad, y + 3), label, fill=(255, 255, 255), font=font())
         canvas.paste(image_grid([p for p, _ in cells], cell, side), (x + pad, y + head + pad))
         canvas.paste(image_grid([q for _, q in cells], cell, side), (x + 2 * pad + grid_w, y + head + pad))
     return _save(canvas, path)
@@ -136,17 +172,19 @@ def table_figure(rows: Sequence[tuple[str, Sequence]], headers: Sequence[str], p
                  cell: int = 48, title: str = "") -> Path:
     """A grid of images with a label per row and a header per column (Fig 4: one row per
     feature map, one column per epoch)."""
-    label_w, pad, head = 90, 4, 16
+    pad, head = 4, LINE + 2
+    label_w = max(int(draw_len(r[0])) for r in rows) + 3 * pad
     ncol = max(len(r[1]) for r in rows)
-    top = 20 if title else 0
-    width = max(cell, max(int(draw_len(h)) for h in headers) + 4) if headers else cell
-    canvas, draw = _canvas(label_w + ncol * (width + pad) + pad,
-                           top + head + len(rows) * (cell + pad) + pad, title, pad)
+    width = max(cell, max(int(draw_len(h)) for h in headers) + 6) if headers else cell
+    canvas, draw, top = _canvas(label_w + ncol * (width + pad) + pad,
+                                head + len(rows) * (cell + pad) + pad, title, pad)
     for j, h in enumerate(headers):
-        draw.text((label_w + j * (width + pad) + 2, top + 2), str(h), fill=(255, 255, 255))
+        x = label_w + j * (width + pad) + (width - int(draw_len(h))) // 2
+        draw.text((x, top + 2), str(h), fill=(255, 255, 255), font=font())
     for i, (label, images) in enumerate(rows):
         y = top + head + i * (cell + pad)
-        draw.text((pad, y + cell // 2 - 5), label, fill=(255, 255, 255))
+        draw.text((pad, y + cell // 2 - TEXT_SIZE // 2 - 1), label, fill=(255, 255, 255),
+                  font=font())
         for j, img in enumerate(images):
             x = label_w + j * (width + pad) + (width - cell) // 2
             canvas.paste(_fit(img, cell), (x, y))
@@ -156,29 +194,36 @@ def table_figure(rows: Sequence[tuple[str, Sequence]], headers: Sequence[str], p
 
 def panels_figure(panels: Sequence[tuple[str, object]], path, *, title: str = "") -> Path:
     """PIL images side by side, each under its caption (Fig 6's comparison)."""
-    pad, head = 8, 18
-    top = 22 if title else 0
+    pad, head = 8, LINE + 2
     widths = [max(p.width, int(draw_len(c)) + 4) for c, p in panels]  # captions never overlap
     w = sum(widths) + pad * (len(panels) + 1)
-    h = max(p.height for _, p in panels) + head + 2 * pad + top
-    canvas, draw = _canvas(w, h, title, pad)
+    h = max(p.height for _, p in panels) + head + 2 * pad
+    canvas, draw, top = _canvas(w, h, title, pad)
     x = pad
     for (caption, p), width in zip(panels, widths):
-        draw.text((x, top + pad), caption, fill=(255, 255, 255))
+        draw.text((x, top + pad), caption, fill=(255, 255, 255), font=font())
         canvas.paste(p, (x, top + pad + head))
         x += width + pad
     return _save(canvas, path)
 
 
 
-def occlusion_figure(image, occluder: tuple[int, int, int], fmap_total, projection, p_target,
-                     top_label, classes: Sequence[str], centres, path, *, title: str = "",
-                     fmap: str = "", target: str = "") -> Path:
-    """Fig 7's row for one image: (a) the input with the occluder drawn at one position,
-    (b) total activation of the strongest layer-5 map per occluder position, (c) that map's
-    deconv projection, (d) p(correct class) per position, (e) the most probable label per
-    position with a legend of class names. Maps are drawn over the image's coordinates: each
-    cell sits at its occluder's centre."""
+def occlusion_row(image, occluder: tuple[int, int, int], fmap_total, projection, p_target,
+                  top_label, classes: Sequence[str], centres, *, overlay=None, title: str = "",
+                  fmap: str = "", target: str = "", region: str = ""):
+    """Fig 7's row for one image as a matplotlib ``Figure`` (built without pyplot, so it neither
+    needs nor changes a backend: a notebook shows it, :func:`occlusion_figure` saves it).
+
+    Panels: (a) the input with the occluder drawn at ``occluder`` (the caller passes the most
+    damaging position), (b) total activation of the
+    strongest map per occluder position (left out where ``fmap_total`` is ``None``: a
+    TorchScript model, whose layers cannot be read), (c) that map's deconv projection (left out where
+    ``projection`` is ``None``: no deconvnet for the model), (d) p(correct class) per position, its colours spanning the
+    map's own min..max (said on its colour bar), (e) the most probable label per position with a legend of class names, and, where
+    ``overlay`` (H, W) is given, (f) that map over the image (the fall in p(correct class) at
+    each pixel). Maps are drawn over the image's coordinates: each cell sits at its occluder's
+    centre. ``region`` says which part of the photo the image is (a second title line)."""
+    from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
     h, w = image.shape[:2]
@@ -186,52 +231,90 @@ def occlusion_figure(image, occluder: tuple[int, int, int], fmap_total, projecti
     dy = (cy[1] - cy[0]) if len(cy) > 1 else h
     dx = (cx[1] - cx[0]) if len(cx) > 1 else w
     extent = (cx[0] - dx / 2, cx[-1] + dx / 2, cy[-1] + dy / 2, cy[0] - dy / 2)
-    fig, axes = plt.subplots(1, 5, figsize=(17, 3.9))
+    names = ["a"] + (["b"] if fmap_total is not None else []) + \
+        (["c"] if projection is not None else []) + ["d", "e"] + \
+        (["f"] if overlay is not None else [])
+    fig = Figure(figsize=(3.5 * len(names), 3.9))
+    axes = dict(zip(names, fig.subplots(1, len(names))))
     y, x, size = occluder
-    axes[0].imshow(image)
-    axes[0].add_patch(Rectangle((x - 0.5, y - 0.5), size, size, facecolor=(0.5, 0.5, 0.5),
-                                edgecolor="white", linewidth=1))
-    axes[0].set_title("(a) input + occluder")
-    im = axes[1].imshow(fmap_total, cmap="jet", extent=extent)
-    axes[1].set_title(f"(b) total activation, {fmap}", fontsize=9)
-    fig.colorbar(im, ax=axes[1], fraction=0.046)
-    axes[2].imshow(projection)
-    axes[2].set_title(f"(c) projection of {fmap}", fontsize=9)
-    im = axes[3].imshow(p_target, cmap="jet", extent=extent, vmin=0, vmax=max(1e-6, float(p_target.max())))
-    axes[3].set_title(f"(d) p({target})", fontsize=9)
-    fig.colorbar(im, ax=axes[3], fraction=0.046)
+    axes["a"].imshow(image)
+    axes["a"].add_patch(Rectangle((x - 0.5, y - 0.5), size, size, facecolor=(0.5, 0.5, 0.5),
+                                  edgecolor="white", linewidth=1))
+    axes["a"].set_title("(a) input, occluder at its most\ndamaging position (lowest p)", fontsize=9)
+    if fmap_total is not None:
+        im = axes["b"].imshow(fmap_total, cmap="jet", extent=extent)
+        axes["b"].set_title(f"(b) total activation, {fmap}", fontsize=9)
+        fig.colorbar(im, ax=axes["b"], fraction=0.046)
+    if projection is not None:
+        axes["c"].imshow(projection)
+        axes["c"].set_title(f"(c) projection of {fmap}", fontsize=9)
+    # The map's own range, not 0..max: a model with low p would otherwise show one flat colour.
+    lo, hi = float(p_target.min()), float(p_target.max())
+    im = axes["d"].imshow(p_target, cmap="jet", extent=extent, vmin=lo, vmax=max(hi, lo + 1e-6))
+    axes["d"].set_title(f"(d) p({target})", fontsize=9)
+    bar = fig.colorbar(im, ax=axes["d"], fraction=0.046)
+    bar.set_label(f"p, scaled to this map's range {lo:.3g}..{hi:.3g}", fontsize=7)
     labels = np.unique(top_label)
     index = np.searchsorted(labels, top_label)
-    cmap = plt.get_cmap("tab20", max(len(labels), 1))
-    axes[4].imshow(index, cmap=cmap, extent=extent, vmin=-0.5, vmax=len(labels) - 0.5,
-                   interpolation="nearest")
-    axes[4].set_title("(e) most probable label")
+    cmap = matplotlib.colormaps["tab20"].resampled(max(len(labels), 1))
+    axes["e"].imshow(index, cmap=cmap, extent=extent, vmin=-0.5, vmax=len(labels) - 0.5,
+                     interpolation="nearest")
+    axes["e"].set_title("(e) most probable label", fontsize=9)
     handles = [Rectangle((0, 0), 1, 1, color=cmap(i)) for i in range(len(labels))]
-    axes[4].legend(handles, [classes[int(c)] for c in labels], fontsize=7, loc="upper left",
-                   bbox_to_anchor=(1.02, 1.0), frameon=False)
-    for ax in axes:
-        ax.set_xlim(0, w)
-        ax.set_ylim(h, 0)
+    axes["e"].legend(handles, [classes[int(c)] for c in labels], fontsize=7, loc="upper left",
+                     bbox_to_anchor=(1.02, 1.0), frameon=False)
+    if overlay is not None:
+        axes["f"].imshow(image)
+        im = axes["f"].imshow(overlay, cmap="jet", alpha=0.5, extent=(-0.5, w - 0.5, h - 0.5, -0.5))
+        axes["f"].set_title(f"(f) fall in p({target}) when covered", fontsize=9)
+        fig.colorbar(im, ax=axes["f"], fraction=0.046)
+    for ax in axes.values():
+        ax.set_xlim(-0.5, w - 0.5)
+        ax.set_ylim(h - 0.5, -0.5)
         ax.set_xticks([])
         ax.set_yticks([])
-    return _save_figure(fig, path, title)
+    if title or region:
+        fig.suptitle("\n".join(t for t in (title, region) if t), fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def occlusion_figure(image, occluder: tuple[int, int, int], fmap_total, projection, p_target,
+                     top_label, classes: Sequence[str], centres, path, **kwargs) -> Path:
+    """:func:`occlusion_row` written to ``path`` (PNG)."""
+    fig = occlusion_row(image, occluder, fmap_total, projection, p_target, top_label, classes,
+                        centres, **kwargs)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
 
 
 def invariance_figure(result: dict, examples: dict, names: Sequence[str], layers: Sequence[str],
                       path, *, title: str = "") -> Path:
-    """Fig 5's grid: one row per transform; columns: example transformed images, the feature
-    distance at each layer, P(true class); one line per image."""
+    """Fig 5's grid: one row per transform; columns: thumbnails of every image at 5 amounts
+    (``examples[kind]``: per image, a list of (amount label, (h, w, 3) uint8)), each image's
+    row framed in its line's colour, then the feature distance at each layer and P(true class),
+    one line per image."""
     kinds = list(result)
     ncol = 2 + len(layers)
     fig = plt.figure(figsize=(4.2 * ncol, 3.3 * len(kinds)))
     grid = fig.add_gridspec(len(kinds), ncol)
     units = {"translate": "vertical shift (px)", "scale": "scale", "rotate": "rotation (deg)"}
     for r, kind in enumerate(kinds):
-        strip = np.concatenate([np.pad(img, ((2, 2), (2, 2), (0, 0)), constant_values=255)
-                                for _, img in examples[kind]], axis=1)
+        rows = []
+        for i, per_image in enumerate(examples[kind]):
+            colour = (np.array(matplotlib.colors.to_rgb(f"C{i % 10}")) * 255).astype(np.uint8)
+            tiles = [np.pad(img, ((1, 1), (1, 1), (0, 0)), constant_values=255)
+                     for _, img in per_image]
+            row = np.concatenate(tiles, axis=1)
+            framed = np.empty((row.shape[0] + 6, row.shape[1] + 6, 3), np.uint8)
+            framed[:] = colour
+            framed[3:-3, 3:-3] = row
+            rows.append(framed)
         ax = fig.add_subplot(grid[r, 0])
-        ax.imshow(strip)
-        ax.set_title(f"{kind}: " + ", ".join(a for a, _ in examples[kind]), fontsize=8)
+        ax.imshow(np.concatenate(rows, axis=0))
+        ax.set_title(f"{kind}: " + ", ".join(a for a, _ in examples[kind][0]), fontsize=8)
         ax.axis("off")
         amounts = result[kind]["amounts"]
         panels = [(f"distance_{l}", f"layer {l}: relative distance") for l in layers]

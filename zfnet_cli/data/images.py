@@ -29,7 +29,9 @@ MAX_PIXELS = 100_000_000  # 100 megapixels
 
 
 class ImageError(ValueError):
-    """A file that cannot be used as an image; the message names it."""
+    """A file that cannot be used as an image (missing, a folder, not an image, truncated,
+    corrupt or too large); the message is one line and names the file, so the commands print
+    it as it is."""
 
 
 def _to_rgb(im: Image.Image, background: Sequence[int]) -> Image.Image:
@@ -73,6 +75,10 @@ def load_image(path: str | Path, size: int, *, max_pixels: int = MAX_PIXELS,
         size: side after resizing the short side to ``size`` and taking the centre square.
         max_pixels: refuse images larger than this (width x height), before decoding.
         background: RGB colour transparent pixels are composited over.
+
+    Returns:
+        Tensor: uint8 (3, size, size), EXIF orientation applied, the first frame of an
+        animation.
 
     Raises:
         ImageError: missing file, not an image, truncated or corrupt, too large.
@@ -128,3 +134,92 @@ class LabelledImageFiles(Dataset):
         """Returns ``(image, label)``: uint8 (3, S, S) RGB in 0..255 and the class index."""
         path, label = self.samples[i]
         return load_image(path, self.resize), label
+
+
+# What a folder listing takes as a photo (by suffix, case-insensitive); files named one by one
+# are tried whatever their suffix.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".ppm",
+                  ".pgm", ".pbm")
+
+
+def _images_in(folder: Path, recursive: bool) -> list[Path]:
+    files = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in files if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+class PhotoFolder(LabelledImageFiles):
+    """A folder of your photos as a data set (``zfnet occlude DIR``, ``zfnet visualize
+    data=folder data.root=DIR``): no ``train/`` / ``val/`` level, no wnid folders.
+
+    * **flat**: the image files directly in ``root``, all of one class named after the folder;
+    * **class-per-folder**: each sub-folder of ``root`` that holds images (at any depth) is a
+      class, named by the sub-folder; images lying directly in ``root`` are then one more class
+      named after ``root``.
+
+    Images are files with a suffix in :data:`IMAGE_SUFFIXES` (any case); hidden files and
+    folders are skipped. Classes are sorted by name, images by path; each is read by
+    :func:`load_image` as uint8 (3, S, S) with S = ``resize``.
+
+    Args:
+        root (str or Path): the folder.
+        resize (int): side S (short side resized to S, centre crop S).
+
+    Attributes:
+        classes (list[str]): class names in label order.
+        samples (list[tuple[str, int]]): ``(path, label)`` per image.
+        tree (bool): whether ``root`` is a class-per-folder tree.
+
+    Raises:
+        ImageError: ``root`` is not a folder, or holds no images (one line naming it).
+
+    Example:
+        >>> PhotoFolder("photos/", resize=256).classes   # doctest: +SKIP
+        ['cat', 'dog']
+    """
+
+    def __init__(self, root: str | Path, resize: int) -> None:
+        super().__init__(resize)
+        root = Path(root)
+        if not root.is_dir():
+            raise ImageError(f"{root}: no such folder" if not root.exists() else
+                             f"{root}: not a folder")
+        self.root = root
+        subfolders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        groups = [(d.name, files) for d in subfolders if (files := _images_in(d, recursive=True))]
+        self.tree = bool(groups)
+        top = _images_in(root, recursive=False)
+        if top:
+            groups.append((root.resolve().name or str(root), top))
+        if not groups:
+            raise ImageError(f"{root}: no images in this folder or its sub-folders (looked for "
+                             f"{', '.join(IMAGE_SUFFIXES)} files)")
+        groups.sort(key=lambda g: g[0])
+        self.classes = [name for name, _ in groups]
+        self.samples = [(str(f), label) for label, (_, files) in enumerate(groups) for f in files]
+
+
+def upright_size(path: str | Path) -> tuple[int, int]:
+    """``(width, height)`` of an image file as :func:`load_image` sees it (after its EXIF
+    orientation), read from the header without decoding."""
+    with Image.open(path) as im:
+        w, h = im.size
+        orientation = im.getexif().get(0x0112, 1)
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)  # 5-8: rotated by 90 degrees
+
+
+def seen_region(width: int, height: int, size: int, crop: int) -> tuple[float, float, float, float]:
+    """The part of a ``width`` x ``height`` photo a model sees after :func:`resize_center_crop`
+    to ``size`` and the centre ``crop`` x ``crop`` of that: ``(x0, y0, x1, y1)`` in the photo's
+    pixel coordinates (edges, end exclusive). For torchvision's evaluation (256, 224) that is
+    the centred square of side 224/256 = 0.875 of the short side.
+
+    Example:
+        >>> [round(v, 2) for v in seen_region(400, 300, 256, 224)]  # 400x300 -> 341x256 first
+        [68.04, 18.75, 330.79, 281.25]
+    """
+    scale = size / min(width, height)
+    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+    left, top = (new_w - size) // 2 + (size - crop) // 2, (new_h - size) // 2 + (size - crop) // 2
+    sx, sy = width / new_w, height / new_h  # resized -> photo pixels, per axis
+    return (left * sx, top * sy, (left + crop) * sx, (top + crop) * sy)

@@ -3,7 +3,7 @@ its mean image."""
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -13,8 +13,11 @@ import torch
 @dataclass
 class DataConfig:
     """Where images come from. ``name`` picks the loader: ``embedded`` (generated here, see
-    ``zfnet_cli/data/embedded.py``), ``imagenet`` (ImageFolder layout ``root/{train,val}/<wnid>``)
-    or ``packed`` (a folder written by ``zfnet prepare``, see ``zfnet_cli/data/packed.py``)."""
+    ``zfnet_cli/data/embedded.py``), ``imagenet`` (ImageFolder layout ``root/{train,val}/<wnid>``),
+    ``packed`` (a folder written by ``zfnet prepare``, see ``zfnet_cli/data/packed.py``) or
+    ``folder`` (a folder of your photos, flat or one sub-folder per class, every split the same
+    images: :class:`~zfnet_cli.data.images.PhotoFolder`; read as the model reads its images,
+    see :func:`for_model`)."""
 
     name: str = "embedded"
     root: Optional[str] = None  # imagenet: the folder holding train/ and val/; packed: the pack
@@ -72,7 +75,27 @@ def load_split(cfg: DataConfig, split: str, *, progress: bool = True):
                              f"{data.image_size}x{data.image_size} images; set "
                              f"data.image_size={data.image_size} (or prepare again with that size)")
         return data
-    raise ValueError(f"unknown data.name '{cfg.name}'; expected 'embedded', 'imagenet' or 'packed'")
+    if cfg.name == "folder":
+        from zfnet_cli.data.images import PhotoFolder
+
+        if not cfg.root:
+            raise ValueError("data=folder needs data.root=DIR, a folder of your photos (flat, or "
+                             "one sub-folder per class)")
+        return PhotoFolder(cfg.root, resize=cfg.image_size)  # no splits: every split is DIR
+    raise ValueError(f"unknown data.name '{cfg.name}'; expected 'embedded', 'imagenet', 'packed' "
+                     f"or 'folder'")
+
+
+def for_model(data: Optional[DataConfig], trained: DataConfig) -> DataConfig:
+    """The data a command that looks inside a trained model reads: ``data`` where given, else
+    the data the model was trained on (``trained``). A folder of photos (``data=folder``) is
+    read the way the model reads its images: ``trained``'s image size, crop and mean, with the
+    folder as the root."""
+    if data is None:
+        return trained
+    if data.name == "folder":
+        return replace(trained, name="folder", root=data.root)
+    return data
 
 
 def mean_image(cfg: DataConfig, train_set, *, progress: bool = True) -> torch.Tensor:

@@ -8,6 +8,16 @@ is finished and skipped, one with ``checkpoints/last.pt`` but no metrics is resu
 (train top-1, val top-1, val top-5 error and parameter count, beside the paper's) is rewritten
 as ``table3.md``, ``table3.csv`` and ``table3.json``, with ``figures/table3.png``.
 
+Seeds (``seeds=N``): each variant is trained N times, with ``seed`` = S, S+1, ..., S+N-1 where S
+is the variants' own ``seed`` (``-t seed=S``, default 0). A training seed sets the initial
+weights, the order of the training images and their augmentation (crops, flips) and dropout's
+masks; it does not change the data set itself (the embedded images come from ``data.seed``) nor
+the validation images. The first seed's folder is ``variants/<name>`` (so ``variants/zfnet`` is
+always a trained ZFNet, as ``make paper`` expects), the others ``variants/<name>_seed<S>``. The
+table then gives each error as mean ± std (sample std) over the seeds, with their number n; a
+variant with one finished seed shows its single value and n = 1. The default N = 1 trains each
+variant once, as before.
+
 Widths scale with the model the presets name: fc6/fc7 at 2048 and 8192 are 1/2 and 2x the base
 width (4096 in the paper, 256 in the small preset), and conv3-5 = 512/1024/512 multiplies the
 base conv3-5 widths by 512/384, 1024/384 and 512/256.
@@ -67,6 +77,7 @@ class AblateConfig:
     train: list[str] = field(default_factory=list)  # `zfnet train` overrides for every variant
     train_extra: list[str] = field(default_factory=list)  # appended after `train` (CLI: -t)
     resume: Optional[str] = None  # an ablation folder, or "latest", to continue in place
+    seeds: int = 1  # train each variant with seeds S .. S+seeds-1 (S: the train config's seed)
     device: str = "auto"
     output_root: str = "outputs"
     plot: bool = True
@@ -102,14 +113,48 @@ def variant_overrides(variant: Variant, presets: dict[str, str],
     return out
 
 
-def _row(name: str, metrics: dict) -> dict:
-    v, final = VARIANTS[name], metrics["final"]
-    return {"variant": name, "label": v.label, "parameters": metrics["parameters"],
-            "epochs": metrics["epochs"],
-            "train_top1_err": 100.0 - final["train_top1"],
-            "val_top1_err": 100.0 - final["val_top1"], "val_top5_err": 100.0 - final["val_top5"],
-            "paper_train_top1_err": v.paper[0], "paper_val_top1_err": v.paper[1],
-            "paper_val_top5_err": v.paper[2]}
+_ERRORS = ("train_top1_err", "val_top1_err", "val_top5_err")  # Table 3's columns, in %
+
+
+def seed_folder(name: str, seed: int, first_seed: int) -> str:
+    """The folder of ``variants/`` that holds variant ``name`` trained with ``seed``: the
+    variant's own name for the first seed, ``<name>_seed<S>`` for the others."""
+    return name if seed == first_seed else f"{name}_seed{seed}"
+
+
+def finished_variants(run_dir: Path) -> dict[str, list[dict]]:
+    """Variant name -> the ``metrics.json`` of each of its finished seeds in ``run_dir``, in
+    Table 3's order (variants) and seed order."""
+    out: dict[str, list[dict]] = {}
+    base = run_dir / "variants"
+    for name in VARIANTS:
+        tag = f"{name}_seed"
+        others = sorted((p for p in base.glob(f"{tag}*") if p.name[len(tag):].isdigit()),
+                        key=lambda p: int(p.name[len(tag):]))
+        found = [json.loads((f / "metrics.json").read_text()) for f in [base / name, *others]
+                 if (f / "metrics.json").is_file()]
+        if found:
+            out[name] = found
+    return out
+
+
+def _row(name: str, runs: list[dict]) -> dict:
+    """One Table 3 row from the finished seeds of a variant: each error as its mean over the
+    seeds, ``<key>_std`` (sample std; None for one seed), ``<key>_values`` (one per seed)."""
+    from zfnet_cli.transfer import fold_summary
+
+    v = VARIANTS[name]
+    per_seed = {key: [100.0 - m["final"][key.removesuffix("_err")] for m in runs] for key in _ERRORS}
+    row = {"variant": name, "label": v.label, "parameters": runs[0]["parameters"],
+           "epochs": runs[0]["epochs"], "seeds": len(runs),
+           "seed_values": [m.get("seed") for m in runs]}
+    for key, values in per_seed.items():
+        s = fold_summary(values)
+        row[key], row[f"{key}_std"] = s["mean"], s["std"] if len(values) > 1 else None
+        row[f"{key}_values"] = values
+    row.update(paper_train_top1_err=v.paper[0], paper_val_top1_err=v.paper[1],
+               paper_val_top5_err=v.paper[2])
+    return row
 
 
 def write_table(rows: list[dict], run_dir: Path, *, plot: bool = True) -> None:
@@ -117,17 +162,22 @@ def write_table(rows: list[dict], run_dir: Path, *, plot: bool = True) -> None:
     from zfnet_cli.tables import ablation_figure, write_table as write
 
     def err(key: str):
-        return lambda r: f"{r[key]:.1f} ({r['paper_' + key]})"
+        def cell(r):
+            std = r.get(f"{key}_std")
+            return f"{r[key]:.1f}{f' ± {std:.1f}' if std is not None else ''} ({r['paper_' + key]})"
+        return cell
 
     write(rows, run_dir, "table3",
           title="Table 3: architecture ablation (error %, ours (paper))",
           columns=[("variant", lambda r: r["label"]),
                    ("parameters", lambda r: f"{r['parameters']:,}"),
                    ("train top-1", err("train_top1_err")), ("val top-1", err("val_top1_err")),
-                   ("val top-5", err("val_top5_err"))],
+                   ("val top-5", err("val_top5_err")), ("seeds", lambda r: str(r.get("seeds", 1)))],
           notes=["Train top-1 error is the running error over the last epoch's training batches "
                  "(dropout and augmentation on); val errors are after the last epoch, centre "
-                 "crop. The paper's numbers are ZFNet-size models on ImageNet."])
+                 "crop. The paper's numbers are ZFNet-size models on ImageNet.",
+                 "With several seeds each error is the mean ± std (sample std) over them; "
+                 "seeds = n. A row with n = 1 is a single run."])
     if plot and rows:
         ablation_figure(rows, run_dir / "figures" / "table3.png")
 
@@ -148,11 +198,17 @@ def run(cfg: AblateConfig, run_dir: str | Path, *, compose_train: Callable[[list
 
     Returns:
         dict: ``rows`` (Table 3 rows of every finished variant in the folder, in the table's
-        order), ``trained`` and ``skipped`` names.
+        order, each over its finished seeds), ``trained`` and ``skipped`` variant folders
+        (``<name>``, or ``<name>_seed<S>`` for the further seeds).
+
+    Raises:
+        ValueError: an unknown variant, or ``seeds`` below 1.
     """
     d = dist_info or Dist()
     run_dir = Path(run_dir)
     names = check_variants(cfg.variants)
+    if cfg.seeds < 1:
+        raise ValueError(f"seeds must be >= 1 (trainings per variant), got {cfg.seeds}")
     train_overrides = list(cfg.train) + list(cfg.train_extra) + [
         f"output_root={cfg.output_root}", f"device={cfg.device}"]
     base_models: dict[str, object] = {}
@@ -166,35 +222,41 @@ def run(cfg: AblateConfig, run_dir: str | Path, *, compose_train: Callable[[list
              for n in names}
     # composed up front, so a bad override fails before any training
     configs = {n: compose_train(plans[n]) for n in names}
+    # (variant, seed) jobs, variant by variant; seed S0 is the variants' own train seed
+    jobs = [(n, configs[n].seed + k) for n in names for k in range(cfg.seeds)]
     rows: list[dict] = []
     trained, skipped = [], []
-    for i, name in enumerate(names, 1):
-        vdir = run_dir / "variants" / name
+    for i, (name, seed) in enumerate(jobs, 1):
+        folder = seed_folder(name, seed, configs[name].seed)
+        vdir = run_dir / "variants" / folder
         done = vdir / "metrics.json"
+        step = f"[{i}/{len(jobs)}] {folder}"
         if done.is_file():
-            skipped.append(name)
+            skipped.append(folder)
             if d.main:
-                print(f"zfnet ablate: [{i}/{len(names)}] {name}: finished earlier, skipped")
+                print(f"zfnet ablate: {step}: finished earlier, skipped")
         else:
-            ovr = list(plans[name])
+            extra = [f"seed={seed}"] if seed != configs[name].seed else []
+            ovr = list(plans[name]) + extra
             last = vdir / "checkpoints" / "last.pt"
             if last.is_file():
                 ovr.append(f"resume={last}")
-            tcfg = replace(configs[name], resume=str(last)) if last.is_file() else configs[name]
+            tcfg = replace(configs[name], seed=seed,
+                           **({"resume": str(last)} if last.is_file() else {}))
             if not vdir.exists():
                 if d.main:
                     vdir.mkdir(parents=True)
                     describe_run(tcfg, vdir)
             if d.main:
-                print(f"zfnet ablate: [{i}/{len(names)}] {name} ({VARIANTS[name].label})"
-                      f"{', resumed' if last.is_file() else ''}: {' '.join(plans[name][len(train_overrides):])}")
+                print(f"zfnet ablate: {step} ({VARIANTS[name].label}, seed {seed})"
+                      f"{', resumed' if last.is_file() else ''}: "
+                      f"{' '.join(plans[name][len(train_overrides):] + extra)}")
             experiment_train.run(tcfg, vdir, dist_info=d, overrides=ovr)
-            trained.append(name)
+            trained.append(folder)
         if d.main:
             # every finished variant in the folder, in Table 3's order: processes that train
             # different variants into one folder (one per GPU) converge on the whole table
-            rows = [_row(n, json.loads((run_dir / "variants" / n / "metrics.json").read_text()))
-                    for n in VARIANTS if (run_dir / "variants" / n / "metrics.json").is_file()]
+            rows = [_row(n, runs) for n, runs in finished_variants(run_dir).items()]
             write_table(rows, run_dir, plot=cfg.plot)
     metrics = {"variants": names, "trained": trained, "skipped": skipped, "rows": rows}
     if d.main:

@@ -26,7 +26,8 @@ import torch
 from PIL import Image
 
 from zfnet_cli import viz
-from zfnet_cli.checkpoint import load_trained
+from zfnet_cli.checkpoint import ModelSource, load_trained
+from zfnet_cli.layers import read_layers
 from zfnet_cli.correspondence import occlude_regions, sign_consistency, square_mask
 from zfnet_cli.data.images import MAX_PIXELS, load_image
 from zfnet_cli.data.sources import DataConfig, load_split
@@ -40,7 +41,7 @@ PAPER_TABLE1 = {"right_eye": {"conv5": (0.067, 0.007), "fc7": (0.069, 0.015)},
 
 
 @dataclass
-class CorrespondConfig:
+class CorrespondConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
     checkpoint: str = "latest"
     images: list[str] = field(default_factory=list)  # files (needs parts_file); empty: embedded faces
     parts_file: Optional[str] = None
@@ -129,16 +130,13 @@ def _inputs(cfg: CorrespondConfig, loaded, size: int):
 def run(cfg: CorrespondConfig, run_dir: str | Path, *, dist_info: Dist | None = None, **_) -> dict:
     run_dir = Path(run_dir)
     device = dist_info.device if dist_info else pick_device(cfg.device)
-    loaded = load_trained(cfg.checkpoint, cfg.output_root, device, cfg.data)
+    loaded = load_trained(cfg.checkpoint, cfg.output_root, device, cfg.data, source=cfg)
     c = loaded.input_size
     images, parts, objects, names = _inputs(cfg, loaded, loaded.data.image_size)
     offset = (images.shape[-1] - c) / 2  # image pixels -> model-input pixels
     x = loaded.preprocess()(images.to(device))  # (N, 3, c, c)
     fill = loaded.fill().to(device)  # the mean-grey square in model-input units
-    clean = loaded.model.layer_outputs(x)
-    bad = [l for l in cfg.layers if l not in clean]
-    if bad:
-        raise ValueError(f"unknown layer '{bad[0]}'; this model has {', '.join(clean)}")
+    clean = read_layers(loaded.model, x, cfg.layers)  # an unknown name fails with close matches
     size = cfg.mask_size or max(1, c // 6)
     rng = np.random.default_rng(cfg.seed)
     n = x.shape[0]
@@ -159,7 +157,7 @@ def run(cfg: CorrespondConfig, run_dir: str | Path, *, dist_info: Dist | None = 
                 boxes.append(square_mask(centre, size, c, c))
             if draw == 0:
                 first_boxes[row] = boxes
-            occluded = loaded.model.layer_outputs(occlude_regions(x, boxes, fill))
+            occluded = read_layers(loaded.model, occlude_regions(x, boxes, fill), cfg.layers)
             for l in cfg.layers:
                 eps = (clean[l] - occluded[l]).flatten(1)  # eps_i = x_i - x~_i
                 deltas[row][l].append(sign_consistency(eps))
@@ -176,7 +174,11 @@ def run(cfg: CorrespondConfig, run_dir: str | Path, *, dist_info: Dist | None = 
         md.append("| " + " | ".join(cells) + " |")
     md_text = ("Table 1: Delta = mean over image pairs i != j of the fraction of feature signs where "
                f"eps_i and eps_j differ; {n} images, {cfg.draws} draws, {size}px squares.\n\n"
-               + "\n".join(md) + "\n")
+               + "\n".join(md) + "\n\n"
+               "Scales differ: our Delta is normalised to [0, 1] (divided by the N(N-1) ordered "
+               "pairs and the feature length D); the paper does not say how its Delta is "
+               "normalised and its values sit on another scale. Compare the ordering of the "
+               "rows (parts below random = consistent), not the numbers.\n")
     (run_dir / "table1.md").write_text(md_text)
     crops = images[:, :, int(offset):int(offset) + c, int(offset):int(offset) + c]
     path = run_dir / "figures" / "fig8_masks.png"

@@ -22,15 +22,16 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from zfnet_cli import viz
-from zfnet_cli.checkpoint import load_trained, resolve_label
+from zfnet_cli.checkpoint import ModelSource, load_trained, resolve_label
 from zfnet_cli.data.images import MAX_PIXELS, load_image
 from zfnet_cli.data.sources import DataConfig, load_split
 from zfnet_cli.engine import Dist, pick_device
 from zfnet_cli.invariance import TRANSFORMS, paper_amounts, relative_distance, transform_image
+from zfnet_cli.layers import read_layers, resolve_layer
 
 
 @dataclass
-class InvarianceConfig:
+class InvarianceConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
     checkpoint: str = "latest"
     images: list[str] = field(default_factory=list)  # files; empty: embedded validation images
     labels: list[str] = field(default_factory=list)  # true class per file (index or name); empty: predicted
@@ -63,13 +64,10 @@ def _pick_val(val, n: int) -> list[int]:
 def run(cfg: InvarianceConfig, run_dir: str | Path, *, dist_info: Dist | None = None, **_) -> dict:
     run_dir = Path(run_dir)
     device = dist_info.device if dist_info else pick_device(cfg.device)
-    loaded = load_trained(cfg.checkpoint, cfg.output_root, device, cfg.data)
+    loaded = load_trained(cfg.checkpoint, cfg.output_root, device, cfg.data, source=cfg)
     classes, class_names = loaded.classes, loaded.class_names
-    valid = list(loaded.model.layer_outputs(torch.zeros(1, 3, loaded.input_size, loaded.input_size,
-                                                        device=device)).keys())
-    bad = [l for l in cfg.layers if l not in valid]
-    if bad:
-        raise ValueError(f"unknown layer '{bad[0]}'; this model has {', '.join(valid)}")
+    for name in cfg.layers:
+        resolve_layer(loaded.model, name)  # an unknown name fails here, with close matches
     if cfg.method not in ("image", "render"):
         raise ValueError(f"method must be 'image' or 'render', got '{cfg.method}'")
     size = loaded.data.image_size
@@ -111,18 +109,19 @@ def run(cfg: InvarianceConfig, run_dir: str | Path, *, dist_info: Dist | None = 
                 batch = torch.stack([transform_image(raw, kind, a, fill) for a in amounts])
             with torch.no_grad():
                 x = pre(torch.cat([raw[None], batch]).to(device))
-                out = loaded.model.layer_outputs(x)
+                logits, out = read_layers(loaded.model, x, cfg.layers, output=True)
             if label is None:
-                label = int(out["fc8"][0].argmax())
+                label = int(logits[0].argmax())
                 items[k] = (name, raw, label, scene)
             for l in cfg.layers:
                 curves[f"distance_{l}"].append(relative_distance(out[l][:1].expand_as(out[l][1:]),
                                                                  out[l][1:]).tolist())
-            curves["p_true"].append(F.softmax(out["fc8"][1:], dim=1)[:, label].tolist())
-            if k == 0:
-                pick = torch.linspace(0, len(amounts) - 1, 5).round().long().tolist()
-                examples[kind] = [(f"{amounts[j]:.0f}" if kind != "scale" else f"{amounts[j]:.2f}",
-                                   batch[j].permute(1, 2, 0).numpy()) for j in pick]
+            curves["p_true"].append(F.softmax(logits[1:], dim=1)[:, label].tolist())
+            # thumbnails of every image at 5 amounts (Fig 5's first column)
+            pick = torch.linspace(0, len(amounts) - 1, 5).round().long().tolist()
+            examples.setdefault(kind, []).append(
+                [(f"{amounts[j]:.0f}" if kind != "scale" else f"{amounts[j]:.2f}",
+                  batch[j].permute(1, 2, 0).numpy()) for j in pick])
         result[kind] = {"amounts": amounts, **curves}
     names = [f"{n.split('/')[-1]} ({class_names[lab]})" for n, _, lab, _ in items]
     path = run_dir / "figures" / "fig5_invariance.png"

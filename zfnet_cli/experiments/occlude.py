@@ -2,12 +2,25 @@
 
 For each image: slide the data set's mean-grey square over it (:func:`zfnet_cli.occlusion.occlude`)
 and draw Fig 7's panels: (a) the input with the occluder where it hurts the correct class most,
-(b) the total activation of the strongest layer-5 map per occluder position, (c) that map's
-deconv projection, (d) p(correct class) per position, (e) the most probable label per position.
+(b) the total activation of the strongest map of ``layer`` per occluder position (default: the
+paper's layer 5, or the model's last feature map before global pooling), (c) that map's deconv
+projection (left out, with a note, where no deconvnet applies to the model), (d) p(correct class)
+per position, (e) the most probable label per position, and (f) the fall in p(correct class)
+at each pixel over the image.
+
+Images are files, folders of photos (flat, or one sub-folder per class:
+:class:`~zfnet_cli.data.images.PhotoFolder`) or, with neither, a few validation images of the
+model's data. A photo is occluded over the region the model sees: resized to short side
+``image_size`` and cut to the centre ``input_size`` square (torchvision's weights: 256 then
+224, the centred square of 0.875 x the short side); ``region`` in ``occlusion.json`` and the npz
+gives it in the photo's pixels. Labels: none (the predicted class; in a class-per-folder tree,
+the folder's name where it names a class of the model), one for every image, or one per image.
 
 ``localise=true`` also checks that the maps mean something, on the embedded data whose objects
 have known boxes: over ``localise_images`` validation images, the fraction for which the
-occluder position where p(true class) drops most is centred inside the object's box.
+occluder position where p(true class) drops most is centred inside the object's box, beside
+``chance_inside``: the mean share of occluder positions centred inside the box (what a map that
+picked its worst position at random would score).
 
 Classes are shown by their human names where the model has them (ImageNet: wnid -> name, from
 the checkpoint, the data root's ``meta.bin`` / devkit, or torchvision's list for foreign weights
@@ -28,8 +41,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from zfnet_cli.checkpoint import Loaded, load_trained, resolve_label
-from zfnet_cli.data.images import MAX_PIXELS, ImageError, load_image
+from zfnet_cli.checkpoint import Loaded, ModelSource, load_trained, resolve_label
+from zfnet_cli.data.images import (MAX_PIXELS, ImageError, PhotoFolder, load_image, seen_region,
+                                   upright_size)
 from zfnet_cli.data.sources import DataConfig, load_split
 from zfnet_cli.deconv import Request
 from zfnet_cli.engine import Dist, pick_device
@@ -38,13 +52,14 @@ from zfnet_cli import viz
 
 
 @dataclass
-class OccludeConfig:
+class OccludeConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
     checkpoint: str = "latest"  # a checkpoint file, a train run folder, or the newest train run
-    images: list[str] = field(default_factory=list)  # image files; empty: embedded val images
-    label: Optional[str] = None  # the correct class (index or name); None: the predicted class
+    images: list[str] = field(default_factory=list)  # image files and photo folders; empty: val images
+    label: Optional[str] = None  # the correct class of every image (index or name)
+    labels: list[str] = field(default_factory=list)  # one per image, in order (or one for all)
     size: Optional[int] = None  # occluder side in px (UNSTATED); None: input side // 4
     stride: Optional[int] = None  # step in px; None: size // 4
-    layer: Optional[str] = None  # None: the last conv layer ("layer 5")
+    layer: Optional[str] = None  # module or paper name; None: "layer 5" / last map before pooling
     default_images: int = 4  # validation images used when no files are given
     data: Optional[DataConfig] = None  # None: the data the checkpoint was trained on
     localise: bool = False  # also run the localisation check on the embedded data
@@ -58,6 +73,18 @@ class OccludeConfig:
     device: str = "auto"
     output_root: str = "outputs"
     progress: bool = True
+
+
+@dataclass
+class _Input:
+    """One image to occlude: its name, where it came from, and its correct class."""
+
+    name: str
+    path: Optional[Path] = None  # an image file; None: an image of the model's data set
+    folder_class: Optional[str] = None  # its sub-folder in a class-per-folder tree
+    raw: Optional[torch.Tensor] = None  # uint8 (3, S, S), once read
+    label: Optional[int] = None
+    label_from: str = "prediction"
 
 
 def _geometry(cfg: OccludeConfig, side: int) -> tuple[int, int]:
@@ -80,32 +107,125 @@ def _centre_crop(raw: torch.Tensor, c: int) -> torch.Tensor:
     return raw[:, top:top + c, top:top + c]
 
 
-def _panels(loaded: Loaded, raw: torch.Tensor, x: torch.Tensor, maps: OcclusionMaps,
-            names: list[str], path: Path, title: str) -> dict:
-    """Fig 7's panels for one image; labels are shown by their human names (``names``)."""
-    proj = loaded.deconv.project(x[None], [Request(0, maps.layer, maps.fmap, None)])[0].cpu()
+def _projection(loaded: Loaded, x: torch.Tensor, maps: OcclusionMaps
+                ) -> tuple[Optional[np.ndarray], Optional[str]]:
+    """Panel (c), the deconv projection of the strongest map, as an image; or ``None`` and why
+    not where no deconvnet applies to the model (or to that layer)."""
+    if maps.layer is None:
+        return None, ("a TorchScript model's layers cannot be read (load the model from its "
+                      "state dict for them)")
+    try:
+        proj = loaded.deconv.project(x[None], [Request(0, maps.layer, maps.fmap, None)])[0]
+    except ValueError as err:
+        return None, str(err).splitlines()[0]
+    return viz.projection_to_image(proj.cpu().numpy(), viz.FIGURE_GAIN), None
+
+
+def _region(item: _Input, loaded: Loaded) -> dict:
+    """The part of the photo the model sees (and so the part occluded), in its pixels."""
+    size, crop = loaded.data.image_size, loaded.input_size
+    if item.path is not None:
+        w, h = upright_size(item.path)
+    else:
+        w = h = int(item.raw.shape[-1])
+        size = w
+    x0, y0, x1, y1 = seen_region(w, h, size, crop)
+    text = (f"occluded: the model's view, x {x0:.0f}-{x1:.0f}, y {y0:.0f}-{y1:.0f} of the "
+            f"{w}x{h} image (its centre {crop}x{crop} after resizing the short side to {size})")
+    return {"region": [x0, y0, x1, y1], "photo_size": [w, h], "region_text": text}
+
+
+def _panels(loaded: Loaded, item: _Input, x: torch.Tensor, maps: OcclusionMaps,
+            names: list[str], path: Path, title: str, region: str
+            ) -> tuple[dict, Optional[str]]:
+    """Fig 7's panels (a)-(e) and the overlay (f) for one image; labels are shown by their
+    human names (``names``). Returns the numbers for the JSON and the reason panel (c) was
+    left out (``None`` where it is drawn)."""
+    projection, why = _projection(loaded, x, maps)
     worst = int(maps.log_p_target.flatten().argmin())
     y, xx = maps.positions[worst].tolist()
+    drop = maps.clean_p_target - maps.resampled()["p_target"]  # (H, W)
     viz.occlusion_figure(
-        _centre_crop(raw, loaded.input_size).permute(1, 2, 0).numpy(), (y, xx, maps.size),
-        maps.fmap_total.numpy(), viz.projection_to_image(proj.numpy(), viz.FIGURE_GAIN),
+        _centre_crop(item.raw, loaded.input_size).permute(1, 2, 0).numpy(), (y, xx, maps.size),
+        None if maps.fmap_total is None else maps.fmap_total.numpy(), projection,
         maps.p_target.numpy(),
         maps.top_label.numpy(), names, maps.centers().numpy(), path, title=title,
-        fmap=f"{maps.layer} map {maps.fmap}", target=names[maps.target])
-    return {"worst_position": [y, xx]}
+        fmap=f"{maps.layer} map {maps.fmap}", target=names[maps.target], overlay=drop.numpy(),
+        region=region)
+    return {"worst_position": [y, xx], "panel_c": why is None}, why
+
+
+def _save_maps(path: Path, maps: OcclusionMaps, region: dict) -> None:
+    """One image's maps: at grid resolution, at the input's pixels, and where they are."""
+    full = maps.resampled()
+    np.savez_compressed(
+        path, positions=maps.positions.numpy(), boxes=maps.boxes().numpy(),
+        grid=np.array(maps.grid), size=maps.size, stride=maps.stride,
+        image_size=np.array(maps.image_size), layer=np.array(maps.layer or ""),
+        module_name=np.array(maps.module_name), target=maps.target,
+        **({} if maps.layer is None else {"fmap": maps.fmap, "fmap_total": maps.fmap_total.numpy()}),
+        p_target=maps.p_target.numpy(),
+        log_p_target=maps.log_p_target.numpy(), top_label=maps.top_label.numpy(),
+        **{f"{k}_input": v.numpy() for k, v in full.items()},
+        clean_probs=maps.clean_probs.numpy(), clean_p_target=maps.clean_p_target,
+        region=np.array(region["region"]), photo_size=np.array(region["photo_size"]))
 
 
 def _summary(maps: OcclusionMaps, classes: list[str], names: list[str]) -> dict:
     """The numbers of one image; each class as its id (``class``: a wnid on ImageNet) and its
     human name (``name``; the id itself where there is no name)."""
     top5 = maps.clean_probs.topk(min(5, len(classes)))
-    return {"layer": maps.layer, "strongest_fmap": maps.fmap, "target": maps.target,
+    return {"layer": maps.layer, "module": maps.module_name, "strongest_fmap": maps.fmap,
+            "target": maps.target,
             "target_class": classes[maps.target], "target_name": names[maps.target],
             "clean_p_target": maps.clean_p_target, "clean_label": classes[maps.clean_label],
             "clean_label_name": names[maps.clean_label], "min_p_target": float(maps.p_target.min()),
             "top_classes": [{"class": classes[i], "name": names[i], "p": float(p)} for p, i in
                             zip(top5.values.tolist(), top5.indices.tolist())],
             "grid": list(maps.grid), "size": maps.size, "stride": maps.stride}
+
+
+def list_inputs(images: list[str]) -> list[_Input]:
+    """The image files and the photos of each folder (:class:`PhotoFolder`), in order.
+
+    Raises:
+        ImageError: a folder holds no images (one line naming it).
+    """
+    out: list[_Input] = []
+    for f in images:
+        if Path(f).is_dir():
+            folder = PhotoFolder(f, resize=1)  # only its listing is used here
+            out += [_Input(path, Path(path), folder.classes[c] if folder.tree else None)
+                    for path, c in folder.samples]
+        else:
+            out.append(_Input(str(f), Path(f)))
+    return out
+
+
+def assign_labels(inputs: list[_Input], cfg: OccludeConfig, classes: list[str],
+                  names: list[str]) -> None:
+    """Each input's correct class: ``labels`` one per image (or one for all), else ``label``
+    for all, else the class its sub-folder names (where it names a class of the model), else
+    ``None`` (the predicted class).
+
+    Raises:
+        ValueError: more than one label, but not one per image; an unknown class.
+    """
+    given = list(cfg.labels) or ([cfg.label] if cfg.label is not None else [])
+    if len(given) > 1 and len(given) != len(inputs):
+        raise ValueError(f"{len(given)} labels for {len(inputs)} image"
+                         f"{'s' if len(inputs) != 1 else ''}: give one --label for all images "
+                         f"or one per image, in order")
+    resolved = [resolve_label(g, classes, names) for g in given]
+    for i, item in enumerate(inputs):
+        if resolved:
+            item.label, item.label_from = resolved[i if len(resolved) > 1 else 0], "label"
+        elif item.folder_class is not None:
+            try:
+                item.label = resolve_label(item.folder_class, classes, names)
+                item.label_from = "folder"
+            except ValueError:  # a folder name that is no class of the model: the prediction
+                pass
 
 
 def localisation(loaded: Loaded, cfg: OccludeConfig, device) -> dict:
@@ -121,7 +241,7 @@ def localisation(loaded: Loaded, cfg: OccludeConfig, device) -> dict:
     pre = loaded.preprocess()
     fill = loaded.fill()
     offset = (val.images.shape[-1] - loaded.input_size) / 2
-    hits, records = 0, []
+    hits, chance, records = 0, 0.0, []
     for i in tqdm(idx, desc="localise", disable=not cfg.progress):
         x = pre(val.images[i:i + 1].to(device))[0]
         label = int(val.labels[i])
@@ -133,64 +253,76 @@ def localisation(loaded: Loaded, cfg: OccludeConfig, device) -> dict:
         x0, y0, x1, y1 = (val.boxes[i] - offset).tolist()
         inside = x0 <= cx + 0.5 <= x1 and y0 <= cy + 0.5 <= y1  # pixel centre, continuous coords
         hits += inside
+        # chance: the share of all occluder positions centred inside the box, i.e. the hit rate
+        # of a map that picked its worst position at random (the claims report compares to it)
+        c = maps.centers().view(-1, 2) + 0.5
+        share = float(((c[:, 1] >= x0) & (c[:, 1] <= x1) & (c[:, 0] >= y0) & (c[:, 0] <= y1))
+                      .double().mean())
+        chance += share
         records.append({"index": i, "class": val.classes[label], "worst_centre": [cy, cx],
-                        "box": [x0, y0, x1, y1], "inside": bool(inside),
+                        "box": [x0, y0, x1, y1], "inside": bool(inside), "chance": share,
                         "p_drop": maps.clean_p_target - float(maps.p_target.min())})
     return {"images": n, "inside": hits, "fraction_inside": hits / max(n, 1), "goal": ">= 0.9",
+            "chance_inside": chance / max(n, 1),
             "size": size, "stride": stride, "per_image": records}
 
 
 def run(cfg: OccludeConfig, run_dir: str | Path, *, dist_info: Dist | None = None, **_) -> dict:
-    """Fig 7 for each image (files, or embedded validation images), numbers in
+    """Fig 7 for each image (files, photo folders, or embedded validation images), numbers in
     ``run_dir/occlusion.json`` and ``maps_<i>.npz``; returns the metrics, with ``failed`` listing
-    the image files that could not be used (the others are still processed)."""
+    the image files that could not be used (the others are still processed) and ``notes`` what
+    was left out (panel (c) where no deconvnet applies)."""
     run_dir = Path(run_dir)
     device = dist_info.device if dist_info else pick_device(cfg.device)
-    loaded = load_trained(cfg.checkpoint, cfg.output_root, device, cfg.data)
+    inputs = list_inputs(cfg.images)  # a folder without images fails before the model loads
+    loaded = load_trained(cfg.checkpoint, cfg.output_root, device, cfg.data, source=cfg)
     classes, names = loaded.classes, loaded.class_names
-    target = resolve_label(cfg.label, classes, names)
     size, stride = _geometry(cfg, loaded.input_size)
     pre = loaded.preprocess()
     fill = loaded.fill().to(device)
 
-    inputs: list[tuple[str, torch.Tensor, Optional[int]]] = []
     failed: list[str] = []
-    if cfg.images:
-        for f in cfg.images:
-            try:
-                inputs.append((str(f), load_image(f, loaded.data.image_size,
-                                                  max_pixels=cfg.max_pixels), target))
-            except ImageError as err:
-                failed.append(str(err))
-    else:
+    if not cfg.images:
         val = load_split(loaded.data, "val", progress=cfg.progress)
         idx = torch.linspace(0, len(val) - 1, min(cfg.default_images, len(val))).round().long()
         for i in idx.tolist():
             image, label = val[i]  # in-memory (embedded) or file-based (ImageNet) alike
-            label = loaded.label_of(val, int(label)) if target is None else target
-            inputs.append((f"{loaded.data.name}:val/{i}", image, label))
-
-    if failed and not inputs:
-        raise ImageError(failed[0] if len(failed) == 1 else
-                         f"none of the {len(failed)} images could be used: " + "; ".join(failed))
-    results = []
-    for k, (name, raw, label) in enumerate(tqdm(inputs, desc="images", disable=not cfg.progress)):
-        x = pre(raw[None].to(device))[0]
-        maps = occlude(loaded.model, x, size=size, stride=stride, fill=fill, target=label,
+            inputs.append(_Input(f"{loaded.data.name}:val/{i}", raw=image,
+                                 label=loaded.label_of(val, int(label)), label_from="data set"))
+    assign_labels(inputs, cfg, classes, names)
+    results, notes = [], []
+    for item in tqdm(inputs, desc="images", disable=not cfg.progress):
+        if item.raw is None:  # read one photo at a time: a large folder is never all in memory
+            try:
+                item.raw = load_image(item.path, loaded.data.image_size, max_pixels=cfg.max_pixels)
+            except ImageError as err:
+                failed.append(str(err))
+                continue
+        k = len(results)
+        x = pre(item.raw[None].to(device))[0]
+        maps = occlude(loaded.model, x, size=size, stride=stride, fill=fill, target=item.label,
                        layer=cfg.layer, batch_size=cfg.batch_size, progress=cfg.progress,
                        **_method(cfg))
-        stem = Path(name).stem if cfg.images else name.split("/")[-1]
+        stem = item.path.stem if item.path is not None else item.name.split("/")[-1]
         fig = run_dir / "figures" / f"fig7_{k:02d}_{stem}.png"
-        entry = {"image": name, **_summary(maps, classes, names),
-                 **_panels(loaded, raw, x, maps, names, fig, f"Fig 7: {name}"),
-                 "figure": str(fig.relative_to(run_dir)), "arrays": f"maps_{k:02d}.npz"}
-        np.savez_compressed(run_dir / f"maps_{k:02d}.npz", positions=maps.positions.numpy(),
-                            fmap_total=maps.fmap_total.numpy(), p_target=maps.p_target.numpy(),
-                            top_label=maps.top_label.numpy(), clean_probs=maps.clean_probs.numpy())
-        results.append(entry)
+        region = _region(item, loaded)
+        panels, why = _panels(loaded, item, x, maps, names, fig, f"Fig 7: {item.name}",
+                              region["region_text"])
+        if why and not notes:
+            which = "panels (b) and (c)" if maps.layer is None else "panel (c), the deconv projection"
+            notes.append(f"Fig 7 without {which}: {why}")
+        _save_maps(run_dir / f"maps_{k:02d}.npz", maps, region)
+        results.append({"image": item.name, **_summary(maps, classes, names), **panels,
+                        "label_from": item.label_from, "folder_class": item.folder_class,
+                        **region, "figure": str(fig.relative_to(run_dir)),
+                        "arrays": f"maps_{k:02d}.npz"})
+        item.raw = None
+    if failed and not results:
+        raise ImageError(failed[0] if len(failed) == 1 else
+                         f"none of the {len(failed)} images could be used: " + "; ".join(failed))
 
     metrics = {"checkpoint": str(loaded.source), "size": size, "stride": stride,
-               "images": results, "failed": failed}
+               "images": results, "failed": failed, "notes": notes}
     if cfg.localise:
         loc = localisation(loaded, cfg, device)
         (run_dir / "localisation.json").write_text(json.dumps(loc, indent=1) + "\n")

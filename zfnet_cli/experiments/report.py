@@ -1,10 +1,13 @@
-"""``zfnet report``: one markdown report of a whole reproduction (``make paper``).
+"""``zfnet report``: one markdown report of a whole reproduction (``make paper``), and the same
+as a web page (``index.html`` beside ``report.md``).
 
 It reads the finished runs under an output root (the newest of each kind: each ``visualize``
 mode, each transfer target and task, the newest ablation, ...), copies their figures into the
 report folder and puts their tables, which already hold the paper's numbers beside ours, in the
 paper's order into ``report.md``. Nothing is recomputed: the report is exactly what the runs
-wrote.
+wrote. Its last section, "Claims" (also ``claims.md``, ``claims.csv``, ``claims.json``), judges
+each qualitative claim of the paper on every finished run under the root, several seeds
+aggregated as mean ± std (:mod:`zfnet_cli.claims`).
 """
 from __future__ import annotations
 
@@ -109,6 +112,49 @@ def _table2(w: _Writer, root: Path) -> None:
                            f"{f'{ref[0]} / {ref[1]}' if ref else '-'} |")
 
 
+def _claims(w: _Writer, root: Path) -> dict:
+    """The claims section: one row per qualitative claim of the paper, judged on every finished
+    run under ``root`` (several seeds = several runs; :mod:`zfnet_cli.claims`), also written as
+    ``claims.md``, ``claims.csv`` and ``claims.json`` beside ``report.md``. Returns the count
+    of each verdict."""
+    from zfnet_cli import claims
+    from zfnet_cli.tables import write_table
+
+    judged = claims.evaluate(root)
+
+    def cell(text: str) -> str:  # a markdown table cell: no pipes, no line breaks
+        return str(text).replace("|", "\\|").replace("\n", " ")
+
+    write_table([c.as_row() for c in judged], w.folder, "claims",
+                title="Claims: which of the paper's claims hold here",
+                columns=[("figure / table", lambda r: cell(r["where"])),
+                         ("claim", lambda r: cell(r["claim"])),
+                         ("measure (A > B)", lambda r: cell(r["measure"])),
+                         ("read from", lambda r: cell(f"`{r['source']}`")),
+                         ("ours (mean ± std over seeds, n)", lambda r: cell(r["ours"])),
+                         ("paper's value", lambda r: cell(r["paper"])),
+                         ("verdict", lambda r: cell(f"**{r['verdict']}**")),
+                         ("why", lambda r: cell(r["detail"]))],
+                notes=[f"Rule: {claims.RULE} A replicate is one trained model (one seed): "
+                       "several runs on one checkpoint count once, the newest. Runs read: every "
+                       f"finished run under `{root}`."])
+    w.lines += ["", "## Claims", ""]
+    w.table(w.folder / "claims.md")
+    return {v: sum(c.verdict == v for c in judged) for v in claims.VERDICTS}
+
+
+def write_html(folder: Path) -> Path:
+    """``folder/index.html`` beside ``folder/report.md``: every section of the markdown, whoever
+    wrote it, as one self-contained page (same figures, relative links, no scripts)."""
+    from zfnet_cli.site import html_page
+
+    text = (folder / "report.md").read_text()
+    title = next((l[2:].strip() for l in text.splitlines() if l.startswith("# ")), "report")
+    path = folder / "index.html"
+    path.write_text(html_page(text, title))
+    return path
+
+
 def run(cfg: ReportConfig, run_dir: str | Path, *, dist_info: Dist | None = None,
         overrides: Sequence[str] = ()) -> dict:
     """Write ``run_dir/report.md`` (and ``run_dir/figures/``) from the runs under ``cfg.root``."""
@@ -161,11 +207,15 @@ def run(cfg: ReportConfig, run_dir: str | Path, *, dist_info: Dist | None = None
         w.figures(run_)
     if not transfers:
         w.section("Tables 4-7 and Fig 9: transfer", None)
+    verdicts = _claims(w, root)
     (folder / "report.md").write_text("\n".join(w.lines) + "\n")
+    write_html(folder)
     sections = sum(1 for line in w.lines if line.startswith("## "))
     missing = sum(1 for line in w.lines if line == "_No finished run found._")
-    metrics = {"report": str(folder / "report.md"), "root": str(root), "sections": sections,
-               "missing": missing}
+    metrics = {"report": str(folder / "report.md"), "html": str(folder / "index.html"),
+               "root": str(root), "sections": sections, "missing": missing, "claims": verdicts,
+               "claims_table": str(folder / "claims.md")}
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    print(f"zfnet report: {sections} sections, {missing} without a finished run")
+    print(f"zfnet report: {sections} sections, {missing} without a finished run; claims: "
+          + ", ".join(f"{n} {v}" for v, n in verdicts.items()))
     return metrics

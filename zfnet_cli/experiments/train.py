@@ -283,7 +283,7 @@ def _trained_model(path: Path, device: torch.device) -> tuple[dict, torch.nn.Mod
     reads a model. Ours, or foreign pretrained weights (torchvision alexnet / vgg, pytorchcv
     zfnet: their state carries ``mean``, ``config`` and a per-channel ``input_scale``, which
     :func:`evaluate_only` honours)."""
-    state, model = checkpoint.load_model(path)
+    state, model = checkpoint.read_model(path)
     return state, model.to(device).eval()
 
 

@@ -17,6 +17,12 @@ Two tasks, on a target data set the model was not trained on:
   Files: ``transfer.md/.csv/.json`` (pretrained against scratch, the paper's beside),
   ``table7.md/.csv/.json``, ``figures/fig9.png`` (accuracy against images per class),
   ``figures/table7.png``.
+  Seeds: ``seed`` draws the folds (fold k uses seed + k for its training / test images and
+  for its from-scratch net's initial weights, data order and dropout); the pretrained model is
+  fixed. The 5 folds already sample what a transfer seed changes, so there is no ``seeds=``
+  option here: the spread a pretraining seed adds comes from one transfer run per pretrained
+  model (e.g. ``variants/zfnet`` and ``variants/zfnet_seed<S>`` of ``zfnet ablate seeds=N``),
+  which ``zfnet report`` gathers into its claims (:mod:`zfnet_cli.claims`).
 * ``multilabel`` (PASCAL VOC 2012, Table 6): a new 20-way softmax on frozen fc7 trained on
   ``train``, average precision per class on ``val`` (the paper's test server is not reachable),
   ``table6.md/.csv/.json``. On the embedded data the same protocol runs on the held-out classes
@@ -35,7 +41,7 @@ from typing import Iterator, Optional, Sequence
 import torch
 from tqdm import tqdm
 
-from zfnet_cli.checkpoint import Loaded, load_trained
+from zfnet_cli.checkpoint import Loaded, ModelSource, load_trained
 from zfnet_cli.data.caltech import few_shot_split
 from zfnet_cli.data.transforms import BatchPreprocess
 from zfnet_cli.engine import Dist, InMemoryBatches, pick_device, train_one_epoch
@@ -68,7 +74,7 @@ PAPER_VOC_MEAN = 79.0
 
 
 @dataclass
-class TransferConfig:
+class TransferConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
     checkpoint: str = "latest"  # the pretrained model: checkpoint file, train run folder, latest
     target: str = "embedded"  # embedded (held-out classes), caltech101, caltech256, voc
     root: Optional[str] = None  # the target's data root (not for embedded)
@@ -427,7 +433,7 @@ def run(cfg: TransferConfig, run_dir: str | Path, *, dist_info: Dist | None = No
         if loss not in ("softmax", "hinge"):
             raise ValueError(f"unknown classifier '{loss}'; expected softmax or hinge (SVM)")
     device = dist_info.device if dist_info and dist_info.device else pick_device(cfg.device)
-    loaded = load_trained(cfg.checkpoint, cfg.output_root, device)
+    loaded = load_trained(cfg.checkpoint, cfg.output_root, device, source=cfg)
     run_dir = Path(run_dir)
     if task == "fewshot":
         metrics = run_fewshot(cfg, loaded, run_dir, device)

@@ -13,7 +13,9 @@ Three figures of the paper:
   layer, with and without filter renormalisation).
 
 Display normalisation (the paper does not say how it scales its reconstructions): each
-projection is cropped to its receptive field and divided by its largest absolute value, then
+projection and its image patch are cropped to the part of the activation's receptive field the
+projection reaches (its non-zero pixels: through the image's own switches), and the projection
+is divided by its largest absolute value, then
 mapped to grey levels 128 + 254 * p, clipped (gain 2: the strongest pixels saturate and the
 structure around them shows), so zero is mid-grey, as in the paper's figures. Fig 2 picks its
 random subset of maps among the live ones (some activation above zero over the scan).
@@ -31,7 +33,7 @@ import torch
 from tqdm import tqdm
 
 from zfnet_cli import checkpoint
-from zfnet_cli.checkpoint import Loaded, load_trained
+from zfnet_cli.checkpoint import Loaded, ModelSource, load_trained
 from zfnet_cli.data.sources import DataConfig, load_split
 from zfnet_cli.deconv import Deconvnet, Request
 from zfnet_cli.engine import Dist, InMemoryBatches, LoaderBatches, pick_device
@@ -40,7 +42,7 @@ from zfnet_cli import viz
 
 
 @dataclass
-class VisualizeConfig:
+class VisualizeConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
     checkpoint: str = "latest"  # a checkpoint file, a train run folder, or the newest train run
     data: Optional[DataConfig] = None  # None: the data the checkpoint was trained on
     split: str = "val"  # Fig 2 scans the validation set
@@ -117,6 +119,13 @@ def _image_classes(dataset, indices: Sequence[int]) -> list[str]:
     return [names[y] for y in labels]
 
 
+def _image_files(dataset, indices: Sequence[int]) -> dict:
+    """``{"image_files": [...]}``: the file of each image where the data set reads files (a
+    folder of photos, ImageNet), else nothing."""
+    samples = getattr(dataset, "samples", None)
+    return {"image_files": [str(samples[i][0]) for i in indices]} if samples else {}
+
+
 def _check_fmaps(deconv: Deconvnet, layers: list[str], fmaps: Sequence[int]) -> None:
     for layer in layers:
         n = num_maps(deconv, layer)
@@ -150,15 +159,30 @@ def _project_crops(loaded: Loaded, images: torch.Tensor, requests: list[Request]
         part = requests[s:s + chunk]
         proj = loaded.deconv.project(images, part, batch_size=chunk).cpu()
         for r, p in zip(part, proj):
-            y0, x0, y1, x1 = loaded.deconv.receptive_field(r.layer, *r.position, loaded.input_size)
-            out.append((p[:, y0:y1, x0:x1].numpy(), (y0, x0, y1, x1)))
+            box = _reached(p, loaded.deconv.receptive_field(r.layer, *r.position, loaded.input_size))
+            y0, x0, y1, x1 = box
+            out.append((p[:, y0:y1, x0:x1].numpy(), box))
     return out
+
+
+def _reached(proj: torch.Tensor, box: tuple) -> tuple:
+    """The part of receptive-field ``box`` (y0, x0, y1, x1) that projection ``proj`` (3, H, W)
+    reaches: the bounding box of its non-zero pixels there, or ``box`` if it is all zero. A
+    projection is exactly zero where this image's switches route nothing (no biases on the way
+    down), so e.g. a conv1 activation after its 3x3 max-pool reaches only the 7x7 of the one
+    conv position its switch chose. Cutting projection and patch at this box aligns them."""
+    y0, x0, y1, x1 = box
+    hit = proj[:, y0:y1, x0:x1].abs().amax(0) > 0
+    if not hit.any():
+        return box
+    ys, xs = hit.any(1).nonzero().flatten(), hit.any(0).nonzero().flatten()
+    return (y0 + int(ys[0]), x0 + int(xs[0]), y0 + int(ys[-1]) + 1, x0 + int(xs[-1]) + 1)
 
 
 # ---------------------------------------------------------------- Fig 2
 
 def run_top9(cfg: VisualizeConfig, run_dir: Path, device) -> dict:
-    loaded = load_trained(cfg.checkpoint, cfg.output_root, device, cfg.data)
+    loaded = load_trained(cfg.checkpoint, cfg.output_root, device, cfg.data, source=cfg)
     layers = layer_names(loaded.deconv, cfg.layers)
     _check_fmaps(loaded.deconv, layers, cfg.fmaps)
     dataset = load_split(loaded.data, cfg.split, progress=cfg.progress)
@@ -187,7 +211,7 @@ def run_top9(cfg: VisualizeConfig, run_dir: Path, device) -> dict:
                 boxes.append([y0, x0, y1, x1])
             blocks.append((f"{layer} map {m}", cells))
             index.setdefault(layer, {})[str(m)] = {
-                "images": t.images[m].tolist(),
+                "images": t.images[m].tolist(), **_image_files(dataset, t.images[m].tolist()),
                 "image_classes": _image_classes(dataset, t.images[m].tolist()),
                 "positions": t.positions[m].tolist(),
                 "values": t.values[m].tolist(), "receptive_fields": boxes}
@@ -286,7 +310,7 @@ def filter_stats(weight: torch.Tensor, dead_fraction: float = 0.1) -> dict:
 
 def _filters_panel(cfg: VisualizeConfig, spec: str, device):
     """Filter grid + top-1 layer-2 projections of one trained model, and its numbers."""
-    loaded = load_trained(spec, cfg.output_root, device, cfg.data)
+    loaded = load_trained(spec, cfg.output_root, device, cfg.data, source=cfg)
     conv1 = loaded.deconv._convs[0]
     w = conv1.weight.detach().cpu()
     cols = max(1, math.ceil(math.sqrt(w.shape[0])))
@@ -309,7 +333,8 @@ def _filters_panel(cfg: VisualizeConfig, spec: str, device):
     name = f"{conv['name']} conv1 {conv['kernels'][0]}x{conv['kernels'][0]}/{conv['strides'][0]}"
     renorm = loaded.state["config"].get("optim", {}).get("renorm")  # None: foreign weights
     name += ", no renorm" if renorm is False else ""
-    return name, filters, projections, {**stats, "checkpoint": str(loaded.source), "renorm": renorm,
+    return name, filters, projections, {**stats, "stride": int(conv["strides"][0]),
+                                        "checkpoint": str(loaded.source), "renorm": renorm,
                                         "layer2": layer2}
 
 

@@ -1,0 +1,58 @@
+"""``zfnet layers``: the layers of a model that commands can select, with their output shapes.
+
+A layer is named by its module's qualified name (``layer3.1``, ``features.28``) or, on plain
+stacks, by the paper's name (``conv1`` .. ``conv5``, ``fc6``, ``fc7``): see
+:mod:`zfnet_cli.layers`. The shapes are those of one image at the model's input size (one
+forward pass of a zero image). Nothing is written: the table goes to stdout.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from zfnet_cli.checkpoint import Loaded, ModelSource, load_trained
+from zfnet_cli.engine import pick_device
+from zfnet_cli.layers import LayerInfo, describe_layers
+
+
+@dataclass
+class LayersConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
+    checkpoint: str = "latest"  # any model source (see ModelSource); default: newest train run
+    device: str = "cpu"  # one forward pass: the CPU is enough
+    output_root: str = "outputs"  # where checkpoint=latest looks
+
+
+def run(cfg: LayersConfig) -> tuple[Loaded, list[LayerInfo]]:
+    """The model ``cfg`` names and the rows of its layer table (:func:`describe_layers` at the
+    model's input size)."""
+    loaded = load_trained(cfg.checkpoint, cfg.output_root, pick_device(cfg.device), source=cfg)
+    if loaded.kind == "torchscript":  # compiled: no forward hooks, so no shapes either
+        return loaded, [LayerInfo(n, "", getattr(m, "original_name", type(m).__name__), (), 0)
+                        for n, m in loaded.model.named_modules() if n]
+    return loaded, describe_layers(loaded.model, (3, loaded.input_size, loaded.input_size))
+
+
+def table(loaded: Loaded, rows: list[LayerInfo]) -> str:
+    """The layer table as text: paper name, module name, type, output shape for one image; a
+    module that runs several times in one pass (a shared ReLU) is marked, as it cannot be read."""
+    head = ("paper", "module", "type", "output (C, H, W)")
+    lines = []
+    for r in rows:
+        shape = "x".join(map(str, r.shape)) if r.shape else "-"
+        if r.calls > 1:
+            shape += f"  (runs {r.calls}x: read its parent)"
+        elif r.calls == 0:
+            shape = "(not run)" if loaded.kind != "torchscript" else "?"
+        lines.append((r.paper_name or "", r.module_name, r.kind, shape))
+    widths = [max(len(h), *(len(l[i]) for l in lines)) if lines else len(h)
+              for i, h in enumerate(head)]
+    fmt = "  ".join(f"{{:{w}}}" for w in widths[:-1]) + "  {}"
+    deconv = loaded.deconv_unavailable
+    out = [f"{loaded.name} ({loaded.kind}) from {loaded.source}: input 3x{loaded.input_size}x"
+           f"{loaded.input_size}, {len(loaded.classes)} classes, deconvnet: "
+           f"{'no (' + deconv + ')' if deconv else 'yes'}",
+           fmt.format(*head)]
+    if loaded.kind == "torchscript":
+        out.insert(1, "TorchScript: its layers cannot be read (compiled code takes no forward "
+                      "hooks); occlusion uses its output only")
+    out += [fmt.format(*l).rstrip() for l in lines]
+    return "\n".join(out)

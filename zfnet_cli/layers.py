@@ -1,0 +1,395 @@
+"""Layers by name: one naming for the CLI and the library, on any ``nn.Module``.
+
+A **layer** is the output of one module of the model, named either
+
+* by the module's own qualified name, exactly as ``model.named_modules()`` gives it
+  (``layer3.1`` in a ResNet, ``features.28`` in torchvision's VGG, ``features.pool5`` in
+  our ZFNet), or
+* by the paper's name, where the model is a plain stack that has one (:func:`paper_names`):
+  ``conv1`` .. ``convK`` is the output of the K-th conv *stage* (the conv and its ReLU /
+  max-pool / contrast norm up to the next conv: paper Fig 3's "layer K"), ``fc6``, ``fc7``
+  the output of those fully connected layers after their ReLU, ``fc8`` the logits.
+
+So ``conv5`` of our ZFNet is ``features.pool5`` (96 .. 256 maps after pooling), and of
+torchvision's ``alexnet`` it is ``features.12``; a ResNet has no paper names and its layers
+are its modules (``layer3.1`` is the output of the second block of stage 3).
+
+A module that runs more than once in one forward pass (torchvision's ResNet blocks call one
+``relu`` module twice) has no single output: reading it is an error that says so and names
+the enclosing module to read instead.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["Layer", "LayerInfo", "paper_names", "layer_names", "resolve_layer", "default_layer",
+           "describe_layers", "tap", "read_once", "read_layers"]
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A layer resolved on a model.
+
+    Attributes:
+        name: the name it was asked for (``"conv5"``, ``"layer3.1"``).
+        module_name: the qualified name of the module whose output it is
+            (``"features.pool5"``, ``"layer3.1"``).
+        module: that module.
+    """
+
+    name: str
+    module_name: str
+    module: nn.Module
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One row of :func:`describe_layers`: a module's name, its paper name (or ``""``), its
+    type, the shape of its output for one image (``()`` if it did not run) and how many times
+    it ran in one forward pass."""
+
+    module_name: str
+    paper_name: str
+    kind: str
+    shape: tuple[int, ...]
+    calls: int
+
+
+def _flatten(seq: nn.Sequential, prefix: str) -> list[tuple[str, nn.Module]]:
+    """Leaf modules of a (possibly nested) ``nn.Sequential`` with qualified names."""
+    out: list[tuple[str, nn.Module]] = []
+    for name, m in seq.named_children():
+        if isinstance(m, nn.Sequential):
+            out += _flatten(m, f"{prefix}{name}.")
+        else:
+            out.append((f"{prefix}{name}", m))
+    return out
+
+
+def _stage_names(modules: list[tuple[str, nn.Module]], kind: type, pattern: str,
+                 first: int) -> dict[str, int]:
+    """Paper name -> index of the first module of each stage that starts at a ``kind`` module:
+    the module's own short name where every such module is called like ``pattern`` (ZFNet's
+    ``conv1`` .. ``conv5``, also with layers dropped), else ``{prefix}{first + k}``."""
+    starts = [i for i, (_, m) in enumerate(modules) if isinstance(m, kind)]
+    short = [modules[i][0].rsplit(".", 1)[-1] for i in starts]
+    if all(re.fullmatch(rf"{pattern}\d+", s) for s in short):
+        return dict(zip(short, starts))
+    return {f"{pattern}{first + k}": i for k, i in enumerate(starts)}
+
+
+# What a plain stack's feature part is made of (ZFNet, AlexNet, VGG and VGG-BN).
+_PLAIN = (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.LocalResponseNorm, nn.Dropout,
+          nn.Dropout2d, nn.Identity)
+
+
+def paper_names(model: nn.Module) -> dict[str, str]:
+    """The paper's layer names that apply to ``model``, mapped to module names.
+
+    They apply to plain stacks: a model with a ``features`` ``nn.Sequential`` of convolutions
+    and ReLU / BatchNorm / max-pool / contrast-norm / dropout modules only (not DenseNet's or
+    MobileNet's ``features``, which hold blocks) and optionally a ``classifier`` ``nn.Sequential`` with
+    ``Linear`` layers: our ZFNet, torchvision's ``alexnet`` and ``vgg*`` (also ``_bn``).
+
+    * ``conv<K>``: the output of the K-th conv stage, the last module before the next
+      ``Conv2d`` (or the end of ``features``);
+    * ``fc<N>`` for every ``Linear`` of ``classifier`` but the last: its output after the ReLU
+      that follows it (the ``Linear`` itself if none does); numbered from 6 as in the paper
+      unless the modules are already called ``fc6`` ...;
+    * ``fc8`` (or the next number): the last ``Linear``, the logits.
+
+    Args:
+        model (nn.Module): any model.
+
+    Returns:
+        dict[str, str]: paper name -> qualified module name, bottom to top; empty where the
+        model is not a plain stack (a ResNet, say).
+
+    Example:
+        >>> from zfnet_cli.model import ZFNet
+        >>> names = paper_names(ZFNet())
+        >>> names["conv1"], names["conv5"], names["fc7"]
+        ('features.norm1', 'features.pool5', 'classifier.relu7')
+    """
+    features = getattr(model, "features", None)
+    if not isinstance(features, nn.Sequential):
+        return {}
+    out: dict[str, str] = {}
+    feats = _flatten(features, "features.")
+    if not all(isinstance(m, _PLAIN) for _, m in feats):
+        return {}  # a DenseNet / MobileNet "features" holds blocks, not a plain stack
+    convs = _stage_names(feats, nn.Conv2d, "conv", 1)
+    if not convs:
+        return {}
+    starts = sorted(convs.values())
+    for name, start in convs.items():
+        later = [s for s in starts if s > start]
+        end = (later[0] if later else len(feats)) - 1
+        out[name] = feats[end][0]
+    classifier = getattr(model, "classifier", None)
+    if isinstance(classifier, nn.Sequential):
+        head = _flatten(classifier, "classifier.")
+        fcs = _stage_names(head, nn.Linear, "fc", 6)
+        linear_at = sorted(fcs.values())
+        for name, i in fcs.items():
+            if i == linear_at[-1]:
+                out[name] = head[i][0]  # the logits
+                continue
+            nxt = min(j for j in linear_at if j > i)
+            relu = [j for j in range(i + 1, nxt) if isinstance(head[j][1], nn.ReLU)]
+            out[name] = head[relu[0] if relu else i][0]
+    return out
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """Every name :func:`resolve_layer` accepts for ``model``.
+
+    Args:
+        model (nn.Module): any model.
+
+    Returns:
+        list[str]: the paper's names first (bottom to top, see :func:`paper_names`), then
+        every module's qualified name in registration order.
+    """
+    return list(paper_names(model)) + [n for n, _ in model.named_modules() if n]
+
+
+def resolve_layer(model: nn.Module, name: str) -> Layer:
+    """Find the layer called ``name`` on ``model`` (see the module doc for the naming).
+
+    A paper name (``conv5``, ``fc7``) is looked up first, then a qualified module name.
+
+    Args:
+        model (nn.Module): any model.
+        name (str): a paper name or a module name.
+
+    Returns:
+        Layer: the name, the qualified name of the module whose output it is, the module.
+
+    Raises:
+        ValueError: ``name`` is neither; the message gives the closest names and says how to
+            list them all (``zfnet layers``).
+
+    Example:
+        >>> import torchvision
+        >>> resolve_layer(torchvision.models.alexnet(), "conv2").module_name
+        'features.5'
+    """
+    modules = dict(model.named_modules())
+    module_name = paper_names(model).get(name)
+    if module_name is None and name in modules and name:
+        module_name = name
+    if module_name is None:
+        names = layer_names(model)
+        close = difflib.get_close_matches(name, names, n=4, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        some = list(paper_names(model)) or names[:8]
+        raise ValueError(f"unknown layer {name!r}{hint} (layers of this model include "
+                         f"{', '.join(some)}{', ...' if len(names) > len(some) else ''}; "
+                         f"`zfnet layers` lists them all)")
+    return Layer(name, module_name, modules[module_name])
+
+
+@contextmanager
+def tap(module: nn.Module, fn: Callable[[torch.Tensor], object]) -> Iterator[list]:
+    """Apply ``fn`` to ``module``'s output each time it runs, while the context is open.
+
+    ``fn`` runs inside the forward hook, at once: a later in-place module (torchvision's
+    ``ReLU(inplace=True)``) could otherwise overwrite the tensor before it is read.
+
+    Args:
+        module (nn.Module): the module whose output to read.
+        fn (callable): tensor -> anything (e.g. ``lambda t: t.sum(dim=(2, 3))``).
+
+    Yields:
+        list: ``fn``'s results, one per call of the module, in order.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+        >>> with tap(net[0], lambda t: t.shape) as seen:
+        ...     _ = net(torch.zeros(2, 3, 8, 8))
+        >>> seen
+        [torch.Size([2, 4, 6, 6])]
+    """
+    seen: list = []
+
+    def hook(_module, _inputs, out):
+        if not isinstance(out, torch.Tensor):
+            raise ValueError(f"{type(module).__name__} returns {type(out).__name__}, not a "
+                             f"tensor: it cannot be read as a layer")
+        seen.append(fn(out))
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
+def read_once(seen: list, layer: Layer | str) -> object:
+    """The one result a :func:`tap` recorded in one forward pass; an error that says what to
+    read instead when the module ran another number of times."""
+    name = layer.module_name if isinstance(layer, Layer) else layer
+    if len(seen) == 1:
+        return seen[0]
+    if not seen:
+        raise ValueError(f"layer {name!r} did not run in the forward pass: choose a module "
+                         f"that the model's forward calls (`zfnet layers` lists their shapes)")
+    parent = name.rsplit(".", 1)[0] if "." in name else ""
+    instead = f"; read the module that encloses it ({parent!r})" if parent else ""
+    raise ValueError(f"module {name!r} runs {len(seen)} times in one forward pass, so it has "
+                     f"no single output{instead}")
+
+
+def read_layers(model: nn.Module, x: torch.Tensor, names: Sequence[str], *,
+                output: bool = False):
+    """The outputs of the layers ``names`` for the batch ``x``, from one forward pass.
+
+    Each layer is read by a :func:`tap` on its module, copied at once (a later in-place module
+    cannot change it). Works on any model; the paper's names (``conv5``, ``fc7``) where the
+    model has them, else module names (``layer3.1``).
+
+    Args:
+        model (nn.Module): any model (its mode is left as it is: call ``eval()`` first).
+        x (Tensor): the input batch, e.g. (B, 3, H, W).
+        names (sequence of str): layer names (see :func:`resolve_layer`).
+        output (bool): also return the model's output (the logits). Default: ``False``.
+
+    Returns:
+        dict[str, Tensor]: name -> (B, ...) output of that layer, in the order of ``names``;
+        with ``output=True``, ``(logits, that dict)``.
+
+    Raises:
+        ValueError: an unknown layer (close matches named), or a module that does not run
+            exactly once in the forward pass.
+
+    Example:
+        >>> import torchvision
+        >>> net = torchvision.models.resnet18().eval()
+        >>> with torch.no_grad():
+        ...     out = read_layers(net, torch.zeros(1, 3, 64, 64), ["layer3.1", "avgpool"])
+        >>> {k: tuple(v.shape) for k, v in out.items()}
+        {'layer3.1': (1, 256, 4, 4), 'avgpool': (1, 512, 1, 1)}
+    """
+    layers = [resolve_layer(model, n) for n in names]
+    modules = {layer.module_name: layer.module for layer in layers}
+    with ExitStack() as stack:
+        seen = {m: stack.enter_context(tap(mod, lambda t: t.clone())) for m, mod in modules.items()}
+        logits = model(x)
+    out = {layer.name: read_once(seen[layer.module_name], layer) for layer in layers}
+    return (logits, out) if output else out
+
+
+@torch.no_grad()
+def describe_layers(model: nn.Module, input_shape: Sequence[int] = (3, 224, 224)
+                    ) -> list[LayerInfo]:
+    """Every module of ``model`` with its paper name, type, output shape for one image and
+    the number of times it runs in a forward pass (``zfnet layers`` prints this).
+
+    One forward pass of a zero image of ``input_shape`` on the model's device, in eval mode
+    (modes restored after).
+
+    Args:
+        model (nn.Module): any model.
+        input_shape (sequence of int): ``(C, H, W)`` of one input. Default: ``(3, 224, 224)``.
+
+    Returns:
+        list[LayerInfo]: in registration order (``named_modules``), without the root.
+    """
+    paper = {m: p for p, m in paper_names(model).items()}
+    named = [(n, m) for n, m in model.named_modules() if n]
+    shapes: dict[str, tuple[int, ...]] = {}
+    calls: dict[str, int] = {n: 0 for n, _ in named}
+    handles = []
+    for n, m in named:
+        def hook(_m, _i, out, n=n):
+            calls[n] += 1
+            if isinstance(out, torch.Tensor) and n not in shapes:
+                shapes[n] = tuple(out.shape[1:])
+        handles.append(m.register_forward_hook(hook))
+    modes = {m: m.training for m in model.modules()}
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    try:
+        model.eval()
+        model(torch.zeros(1, *input_shape, device=device, dtype=dtype))
+    finally:
+        for h in handles:
+            h.remove()
+        for m, training in modes.items():
+            m.training = training
+    return [LayerInfo(n, paper.get(n, ""), type(m).__name__, shapes.get(n, ()), calls[n])
+            for n, m in named]
+
+
+@torch.no_grad()
+def default_layer(model: nn.Module, input_shape: Sequence[int] = (3, 224, 224)) -> Layer:
+    """The layer an instrument reads when none is named (occlusion's panel (b)).
+
+    * Where the paper's names apply (:func:`paper_names`): the last conv stage, the paper's
+      "layer 5" (``conv5`` of ZFNet and AlexNet, ``conv13`` of VGG16).
+    * Else the network's last feature map before global pooling: the last module, in the
+      order the forward pass *finishes* them, whose output is 4-D with more than one spatial
+      position and that runs once. A container finishes after its last child, so this is
+      ``layer4`` of a ResNet, ``features`` of MobileNet / EfficientNet / DenseNet, the last
+      ReLU before the ``Flatten`` of a plain ``nn.Sequential``. Where every 4-D output is 1x1
+      (a tiny input), the last 4-D one.
+
+    One forward pass of a zero input of ``input_shape`` in eval mode (modes restored after).
+
+    Args:
+        model (nn.Module): any model taking (B, C, H, W) images.
+        input_shape (sequence of int): ``(C, H, W)`` of one input. Default: ``(3, 224, 224)``.
+
+    Returns:
+        Layer: named by its paper name or its module name.
+
+    Raises:
+        ValueError: no module of the model gives a 4-D output (no feature map to read).
+
+    Example:
+        >>> import torchvision
+        >>> default_layer(torchvision.models.resnet18(), (3, 64, 64)).name
+        'layer4'
+    """
+    paper = [n for n in paper_names(model) if n.startswith("conv")]
+    if paper:
+        return resolve_layer(model, paper[-1])
+    finished: list[tuple[str, tuple[int, ...]]] = []
+    calls: dict[str, int] = {}
+    handles = []
+    for n, m in model.named_modules():
+        if not n:
+            continue
+        def hook(_m, _i, out, n=n):
+            calls[n] = calls.get(n, 0) + 1
+            if isinstance(out, torch.Tensor):
+                finished.append((n, tuple(out.shape)))
+        handles.append(m.register_forward_hook(hook))
+    modes = {m: m.training for m in model.modules()}
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    try:
+        model.eval()
+        model(torch.zeros(1, *input_shape, device=device, dtype=dtype))
+    finally:
+        for h in handles:
+            h.remove()
+        for m, training in modes.items():
+            m.training = training
+    maps = [(n, s) for n, s in finished if len(s) == 4 and calls[n] == 1]
+    spatial = [n for n, s in maps if s[2] * s[3] > 1]
+    if not maps:
+        raise ValueError(f"{type(model).__name__} has no module with a 4-D (B, C, H, W) output "
+                         f"for a {tuple(input_shape)} input: name the layer to read "
+                         f"(`zfnet layers` lists them)")
+    return resolve_layer(model, (spatial or [n for n, _ in maps])[-1])
