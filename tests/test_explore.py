@@ -14,7 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from zfnet_cli.cli import app
-from zfnet_cli.site import html_page, markdown_to_html
+from zfnet_cli.webpages import html_page, markdown_to_html
 
 runner = CliRunner()
 
@@ -199,7 +199,7 @@ def test_site_in_a_browser(browser, site):  # browser first: a skip costs no sit
 def test_site_docstring_examples_run():
     import doctest
 
-    import zfnet_cli.site
+    import zfnet_cli.webpages
 
-    result = doctest.testmod(zfnet_cli.site)
+    result = doctest.testmod(zfnet_cli.webpages)
     assert result.attempted >= 5 and result.failed == 0

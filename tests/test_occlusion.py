@@ -468,7 +468,8 @@ def test_plot_fig7_returns_a_figure_and_saves_a_png(tmp_path):
     fig = plot_fig7(maps, x, classes=list("abcde"), path=tmp_path / "fig7.png", title="t")
     assert isinstance(fig, Figure)
     titles = [ax.get_title() for ax in fig.axes]
-    assert titles[:2] == ["(a) input + occluder", f"(b) total activation, 4 map {maps.fmap}"]
+    assert titles[:2] == ["(a) input, occluder at its most\ndamaging position (lowest p)",
+                          f"(b) total activation, 4 map {maps.fmap}"]
     assert "(c) projection" not in " ".join(titles)  # no projection given: no panel (c)
     assert any(t.startswith("(f) fall in p(") for t in titles)
     assert (tmp_path / "fig7.png").stat().st_size > 5000

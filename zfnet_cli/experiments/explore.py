@@ -1,5 +1,5 @@
 """``zfnet explore``: Fig 2 for **every** unit, as a static site to browse (see
-:mod:`zfnet_cli.site`).
+:mod:`zfnet_cli.webpages`).
 
 The paper shows a random handful of feature maps per layer. This scans an image set once with
 the streaming top-9 (:func:`~zfnet_cli.top9.scan_top9`: memory k x units, however many images),
@@ -28,7 +28,7 @@ from zfnet_cli.checkpoint import CheckpointError, Loaded, ModelSource, load_trai
 from zfnet_cli.data.sources import DataConfig, load_split
 from zfnet_cli.deconv import Request
 from zfnet_cli.engine import Dist, pick_device
-from zfnet_cli.site import ExplorerSite, UnitRecord
+from zfnet_cli.webpages import ExplorerSite, UnitRecord
 from zfnet_cli.top9 import scan_top9
 
 

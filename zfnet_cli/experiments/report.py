@@ -146,7 +146,7 @@ def _claims(w: _Writer, root: Path) -> dict:
 def write_html(folder: Path) -> Path:
     """``folder/index.html`` beside ``folder/report.md``: every section of the markdown, whoever
     wrote it, as one self-contained page (same figures, relative links, no scripts)."""
-    from zfnet_cli.site import html_page
+    from zfnet_cli.webpages import html_page
 
     text = (folder / "report.md").read_text()
     title = next((l[2:].strip() for l in text.splitlines() if l.startswith("# ")), "report")
