@@ -62,8 +62,13 @@ DEFAULT_MEMORY_BUDGET = 256 * 2 ** 20
 
 
 class NotIncremental(ValueError):
-    """The model cannot run incrementally (it does not trace with torch.fx, has more than one
-    input, or the readout module is not one node of its graph); use the full computation."""
+    """The model cannot run incrementally; use the full computation (``method="full"``).
+
+    Raised by :class:`IncrementalOcclusion` when the model does not trace with torch.fx, takes
+    more than one input, its traced graph does not reproduce its output on the clean image, or
+    the readout module is not one node of that graph. The message says which.
+    ``method="auto"`` catches it and runs the full path instead.
+    """
 
 
 # --- which operations are covered ------------------------------------------------------------
