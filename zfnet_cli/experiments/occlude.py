@@ -66,7 +66,11 @@ class OccludeConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
     data: Optional[DataConfig] = None  # None: the data the checkpoint was trained on
     localise: bool = False  # also run the localisation check on the embedded data
     localise_images: int = bounded(100, min=1)
-    batch_size: int = bounded(128, min=1)  # occluder positions per forward pass
+    batch_size: int = bounded(128, min=1)  # occluder positions per forward pass (method=full)
+    # "incremental": recompute each layer only where the occluder reaches it (exact, Krypton);
+    # "full": the whole model per position; "auto": incremental where it is estimated faster
+    method: str = bounded("auto", choices=("auto", "incremental", "full"))
+    memory_budget_mb: int = bounded(256, min=1)  # incremental path: MiB of per-position activations per chunk
     max_pixels: int = bounded(MAX_PIXELS, min=1)  # larger image files are refused (decompression-bomb guard)
     device: str = bounded("auto", **DEVICE)
     output_root: str = "outputs"
@@ -91,6 +95,11 @@ def _geometry(cfg: OccludeConfig, side: int) -> tuple[int, int]:
     if size > side:
         raise ValueError(f"occluder size {size} is larger than the {side}x{side} model input")
     return size, stride
+
+
+def _method(cfg: OccludeConfig) -> dict:
+    """``occlude``'s method options from the config (bounds already checked at compose)."""
+    return {"method": cfg.method, "memory_budget": cfg.memory_budget_mb * 2 ** 20}
 
 
 def _centre_crop(raw: torch.Tensor, c: int) -> torch.Tensor:
@@ -237,7 +246,8 @@ def localisation(loaded: Loaded, cfg: OccludeConfig, device) -> dict:
         x = pre(val.images[i:i + 1].to(device))[0]
         label = int(val.labels[i])
         maps = occlude(loaded.model, x, size=size, stride=stride, fill=fill.to(device),
-                       target=label, layer=cfg.layer, batch_size=cfg.batch_size)
+                       target=label, layer=cfg.layer, batch_size=cfg.batch_size,
+                       **_method(cfg))
         worst = int(maps.log_p_target.flatten().argmin())  # log: no ties where p underflows
         cy, cx = maps.centers().view(-1, 2)[worst].tolist()
         x0, y0, x1, y1 = (val.boxes[i] - offset).tolist()
@@ -291,7 +301,8 @@ def run(cfg: OccludeConfig, run_dir: str | Path, *, dist_info: Dist | None = Non
         k = len(results)
         x = pre(item.raw[None].to(device))[0]
         maps = occlude(loaded.model, x, size=size, stride=stride, fill=fill, target=item.label,
-                       layer=cfg.layer, batch_size=cfg.batch_size, progress=cfg.progress)
+                       layer=cfg.layer, batch_size=cfg.batch_size, progress=cfg.progress,
+                       **_method(cfg))
         stem = item.path.stem if item.path is not None else item.name.split("/")[-1]
         fig = run_dir / "figures" / f"fig7_{k:02d}_{stem}.png"
         region = _region(item, loaded)
