@@ -138,6 +138,7 @@ def test_ablate_seeds_give_mean_std_and_n(tmp_path):
 
 def test_ablate_seeds_below_one_is_one_line(tmp_path):
     res = _ablate(tmp_path, "-v", "zfnet", "seeds=0")
-    assert res.exit_code == 1 and res.output.count("\n") == 1
-    assert "seeds must be >= 1" in res.output
+    # the field's bound (zfnet_cli.bounds): a config error, checked before any folder is made
+    assert res.exit_code == 2 and res.output.count("\n") == 1
+    assert "seeds=0 is out of bounds: must be >= 1" in res.output
     assert not list((tmp_path / "out" / "ablate").glob("2*"))  # the empty run folder is removed

@@ -58,6 +58,8 @@ def test_files_label_by_name_and_a_bad_file_listed(smoke_model, photos):
     (["--label", "caar", "IMG"], "unknown class 'caar'; did you mean car"),
     (["--size", "999", "IMG"], "occluder size 999 is larger than the 64x64 model input"),
     (["IMG", "max_pixels=100"], "above the limit of 100 (max_pixels)"),
+    (["IMG", "method=fast"], "method=fast is out of bounds: expected one of auto, incremental, full"),
+    (["IMG", "memory_budget_mb=0"], "memory_budget_mb=0 is out of bounds: must be >= 1"),
 ])
 def test_bad_input_is_one_line(smoke_model, photos, args, words):
     root, _ = smoke_model
@@ -247,3 +249,18 @@ def test_one_cli_run_per_model_source_gives_the_same_maps(tmp_path, tree, monkey
         maps[name] = np.load(run / images[0]["arrays"])["p_target"]
     for name, p in maps.items():
         np.testing.assert_allclose(p, maps["state dict"], rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_incremental_and_full_methods_give_the_same_maps(smoke_model):
+    root, _ = smoke_model
+    arrays = []
+    for method in ("incremental", "full"):
+        res, run = _occ(root, f"method={method}", "memory_budget_mb=1")
+        assert res.exit_code == 0, res.output
+        (entry,) = json.loads((run / "metrics.json").read_text())["images"]
+        arrays.append(np.load(run / entry["arrays"]))
+    inc, full = arrays
+    assert np.array_equal(inc["positions"], full["positions"])
+    assert np.array_equal(inc["top_label"], full["top_label"])
+    np.testing.assert_allclose(inc["fmap_total"], full["fmap_total"], rtol=1e-5)
+    np.testing.assert_allclose(inc["p_target"], full["p_target"], rtol=1e-5, atol=1e-7)

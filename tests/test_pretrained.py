@@ -179,7 +179,7 @@ def test_unknown_weights_are_one_line_errors(tmp_path):
         else:
             assert "not a state dict (Tensor); accepted: our zfnet train checkpoints" in message
     (tmp_path / "junk.pth").write_bytes(b"not a torch file")
-    with pytest.raises(CheckpointError, match="cannot read checkpoint") as e:
+    with pytest.raises(CheckpointError, match="is not a checkpoint: a text file") as e:
         load_trained(str(tmp_path / "junk.pth"), "unused", CPU)
     assert "\n" not in str(e.value)
     # known keys, wrong shapes

@@ -71,8 +71,9 @@ def _torchrun(args, cwd, nproc):
 
 
 def test_ddp_two_ranks_equal_one_process(smoke, tmp_path):
-    # dropout off: its masks are drawn per rank, so only then can 2 ranks equal 1 process
-    args = smoke + ["model.dropout=0", "batch_size=16", "max_steps=4", "data.train_per_class=8"]
+    # dropout off: its masks are drawn per rank, so only then can 2 ranks equal 1 process.
+    # 10 classes x 7 = 70 images do not divide by the batch of 16: both drop the partial one.
+    args = smoke + ["model.dropout=0", "batch_size=16", "data.train_per_class=7"]
     two = _torchrun(args + [f"output_root={tmp_path / 'two'}"], tmp_path, 2)
     assert two.returncode == 0, two.stderr[-3000:]
     one = _torchrun(args + [f"output_root={tmp_path / 'one'}"], tmp_path, 1)
@@ -82,8 +83,10 @@ def test_ddp_two_ranks_equal_one_process(smoke, tmp_path):
     metrics = json.loads((runs[0] / "metrics.json").read_text())
     assert metrics["world_size"] == 2
     assert len(set(metrics["rank_weights_sha1"])) == 1  # both ranks hold identical weights
-    a = checkpoint.load(runs[0] / "checkpoints" / "last.pt")["model"]
-    b = checkpoint.load(next((tmp_path / "one" / "train").glob("20*")) / "checkpoints" / "last.pt")["model"]
+    state_a = checkpoint.load(runs[0] / "checkpoints" / "last.pt")
+    state_b = checkpoint.load(next((tmp_path / "one" / "train").glob("20*")) / "checkpoints" / "last.pt")
+    assert state_a["history"][0]["train_images"] == state_b["history"][0]["train_images"] == 64
+    a, b = state_a["model"], state_b["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
 

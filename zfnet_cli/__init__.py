@@ -33,6 +33,8 @@ _EXPORTS = {
     # occlusion sensitivity (paper §4.2, Fig 7)
     "occlude": "occlusion", "OcclusionMaps": "occlusion", "occluder_positions": "occlusion",
     "resample": "occlusion", "plot_fig7": "occlusion",
+    # exact incremental occlusion (Krypton, SIGMOD 2019): what occlude(method="auto") runs
+    "IncrementalOcclusion": "incremental", "NotIncremental": "incremental",
     # the switch deconvnet (paper §2.1) and the top-9 scan (Fig 2)
     "Deconvnet": "deconv", "Request": "deconv", "receptive_field": "deconv",
     "scan_top9": "top9", "TopK": "top9", "gather_top9": "top9",

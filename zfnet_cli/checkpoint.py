@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from zfnet_cli.data.sources import DataConfig, for_model
+from zfnet_cli.files import write_atomic
 from zfnet_cli.model import ModelConfig, ZFNet
 
 
@@ -43,25 +44,56 @@ class CheckpointError(ValueError):
 
 
 def save(state: dict, path: str | Path) -> Path:
-    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, then rename,
-    so a crash never leaves a half-written checkpoint behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    return path
+    """Write ``state`` to ``path`` atomically (:func:`zfnet_cli.files.write_atomic`): a
+    temporary file in the same folder, then rename, so a crash never leaves a half-written
+    checkpoint behind; a failed write removes its temporary file and raises one line
+    (:class:`~zfnet_cli.files.WriteError`: disk full, read-only, ...), and temporaries of
+    writers killed earlier in that folder are removed."""
+    return write_atomic(path, lambda f: torch.save(state, f))
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """The dict a checkpoint file holds, read with ``weights_only=True`` (tensors and plain
+    containers only: a file's code is never run).
+
+    Raises:
+        CheckpointError: no such file, or a file that is not a checkpoint; one line saying
+            what it is not (empty, text, a damaged archive, a pickle holding Python objects),
+            never advising to load it unsafely.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file {path}")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # a truncated or foreign file
-        what = f"{type(err).__name__}: {err}".splitlines()[0]
-        raise CheckpointError(f"cannot read checkpoint {path}: {what}") from None
+    except Exception as err:  # a truncated, foreign or unsafe file
+        raise CheckpointError(f"{path} is not a checkpoint: {_not_a_checkpoint(path, err)}") from None
+
+
+def _not_a_checkpoint(path: Path, err: Exception) -> str:
+    """What a file torch.load refused is, in a few words (torch's own message would advise
+    weights_only=False, i.e. running the file's code)."""
+    import pickle
+    import zipfile
+
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if not head:
+        return "an empty file (0 bytes)"
+    if head.startswith(b"PK") and not zipfile.is_zipfile(path):
+        return "a damaged or truncated torch.save archive (an interrupted copy?)"
+    if zipfile.is_zipfile(path) or head[:1] == b"\x80":
+        if isinstance(err, pickle.UnpicklingError) or "weights_only" in str(err).lower() \
+                or "Unsupported global" in str(err):
+            return ("it holds Python objects other than tensors and plain containers, which "
+                    "are refused without running their code; a checkpoint of ours or a state "
+                    "dict holds only tensors")
+        return "a damaged torch.save archive"
+    try:
+        head.decode("utf-8")
+        return "a text file, not one written by torch.save"
+    except UnicodeDecodeError:
+        return "neither a torch.save archive nor a pickle of tensors"
 
 
 def _run_order(p: Path) -> tuple:
@@ -82,20 +114,36 @@ def run_folders(base: str | Path) -> list[Path]:
 
 
 def resolve(spec: str | Path, output_root: str | Path = "outputs", command: str = "train",
-            exclude: Optional[Path] = None) -> Path:
+            exclude: Optional[Path] = None, *, finished: bool = True,
+            key: str = "checkpoint") -> Path:
     """A checkpoint file from ``spec``: a ``.pt`` / ``.pth`` file, a run folder (its
-    ``checkpoints/last.pt``) or ``latest``: the newest ``<output_root>/<command>`` run that
-    holds a checkpoint (runs that hold none, such as evaluation-only runs or one that failed
-    early, and the folder ``exclude``, are passed over)."""
+    ``checkpoints/last.pt``) or ``latest``.
+
+    ``latest`` is the newest ``<output_root>/<command>`` run that holds a checkpoint and, with
+    ``finished`` (the default: commands that use a trained model), has finished: it wrote its
+    ``metrics.json`` at the end. A run still training (or killed) is passed over, so that a
+    figure never shows a half-trained model by accident; name its folder to use it anyway.
+    ``zfnet train resume=latest`` passes ``finished=False``: the newest run with a checkpoint,
+    interrupted or not. Runs without a checkpoint (evaluation-only runs, one that failed
+    early) and the folder ``exclude`` are always passed over.
+
+    Raises:
+        CheckpointError: nothing there (one line naming ``key``, the option to set).
+    """
     if str(spec) == "latest":
         base = Path(output_root) / command
         runs = [p for p in run_folders(base)
                 if (exclude is None or p.resolve() != Path(exclude).resolve())
                 and (p / "checkpoints" / "last.pt").is_file()]
-        if not runs:
+        done = [p for p in runs if (p / "metrics.json").is_file()] if finished else runs
+        if not done:
+            if runs:
+                raise CheckpointError(f"no finished {command} run under {base}: the newest, "
+                                      f"{runs[-1].name}, is still training or was interrupted; "
+                                      f"name it to use it ({key}={runs[-1]}) or let it finish")
             raise CheckpointError(f"no {command} run with a checkpoint under {base}: run "
-                                  f"`zfnet {command}` first or pass checkpoint=PATH")
-        spec = runs[-1]
+                                  f"`zfnet {command}` first or pass {key}=PATH")
+        spec = done[-1]
     path = Path(spec)
     if path.is_dir():
         path = path / "checkpoints" / "last.pt"
@@ -112,12 +160,32 @@ def model_config(state: dict) -> ModelConfig:
 def build_model(state: dict) -> ZFNet:
     """The model a checkpoint describes, with its weights loaded."""
     model = ZFNet(model_config(state), num_classes=state["num_classes"])
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as err:
-        first = str(err).splitlines()[0]
-        raise CheckpointError(f"checkpoint weights do not fit its architecture: {first}") from None
+    mismatch = weights_mismatch(model, state["model"])
+    if mismatch:
+        raise CheckpointError(f"checkpoint weights do not fit its architecture (model_cfg): "
+                              f"{mismatch}")
+    model.load_state_dict(state["model"])
     return model
+
+
+def weights_mismatch(model: nn.Module, weights: dict, shown: int = 3) -> str:
+    """How ``weights`` (a state dict) differ from ``model``'s own, in one line: keys missing
+    from the file, unexpected keys, and shapes that differ (``shown`` of each, then a count);
+    ``""`` when they fit. torch's own message lists them on many lines after
+    "Error(s) in loading state_dict for ZFNet:"."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    extra = [k for k in weights if k not in own]
+    shapes = [f"{k}: {tuple(weights[k].shape)} in the file, {tuple(own[k].shape)} in the model"
+              for k in own if k in weights and hasattr(weights[k], "shape")
+              and tuple(weights[k].shape) != tuple(own[k].shape)]
+
+    def part(items: list[str], what: str) -> str:
+        more = f" and {len(items) - shown} more" if len(items) > shown else ""
+        return f"{len(items)} {what} ({'; '.join(items[:shown])}{more})"
+    parts = [part(shapes, "shape(s) differ"), part(missing, "key(s) missing from the file"),
+             part(extra, "unexpected key(s) in the file")]
+    return ", ".join(p for p, items in zip(parts, (shapes, missing, extra)) if items)
 
 
 def is_ours(state) -> bool:
@@ -200,16 +268,15 @@ def _read_file(path: Path, trust_pickle: bool):
         # torch names the class it refused ("Unsupported global: GLOBAL pkg.Net"); any other
         # unpickling error is a damaged or foreign file
         if trust_pickle or "unsupported global" not in str(err).lower():
-            raise CheckpointError(f"cannot read checkpoint {path}: "
-                                  f"{str(err).splitlines()[0]}") from None
+            raise CheckpointError(f"{path} is not a checkpoint: "
+                                  f"{_not_a_checkpoint(path, err)}") from None
         raise CheckpointError(
             f"{path} holds pickled Python objects (a whole model saved with torch.save(model)?), "
             f"and loading them runs code from the file: pass trust_pickle=true (--trust-pickle) "
             f"if you trust it, or save a state dict instead: torch.save(model.state_dict(), "
             f"PATH)") from None
     except Exception as err:  # a truncated or foreign file
-        what = f"{type(err).__name__}: {err}".splitlines()[0]
-        raise CheckpointError(f"cannot read checkpoint {path}: {what}") from None
+        raise CheckpointError(f"{path} is not a checkpoint: {_not_a_checkpoint(path, err)}") from None
 
 
 def _factory(spec: str) -> nn.Module:

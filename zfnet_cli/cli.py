@@ -63,8 +63,10 @@ def _fail(command: str, message: str, code: int) -> None:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from zfnet_cli.checkpoint import CheckpointError
+    from zfnet_cli.files import WriteError
 
-    return (CheckpointError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError)
+    return (CheckpointError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError,
+            WriteError)
 
 
 def _execute(command: str, overrides: list[str], runner: Callable, *,
@@ -94,6 +96,17 @@ def _execute(command: str, overrides: list[str], runner: Callable, *,
         if run_dir is not None and d.main and not (existing_dir and existing_dir(cfg)):
             discard_run_dir(run_dir, str(err))
         _fail(command, str(err), 1)
+    except OSError as err:  # a full or read-only disk met outside the atomic writer (figures)
+        import errno as _errno
+
+        from zfnet_cli.files import describe
+
+        if debug or err.errno not in (_errno.ENOSPC, _errno.EDQUOT, _errno.EROFS, _errno.EACCES):
+            raise
+        message = describe(err, err.filename or (run_dir or "the output folder"))
+        if run_dir is not None and d.main and not (existing_dir and existing_dir(cfg)):
+            discard_run_dir(run_dir, message)
+        _fail(command, message, 1)
     finally:
         cleanup_distributed()
     if d.main:
@@ -121,9 +134,9 @@ def train(
                                              "and val/<wnid>/ (ImageFolder, or torchvision's root "
                                              "with meta.bin / the devkit for class names); packed: "
                                              "the pack folder."),
-    epochs: Optional[int] = typer.Option(None, min=1, help="Number of epochs (paper: 70)."),
-    batch_size: Optional[int] = typer.Option(None, min=1, help="Global batch size (paper: 128)."),
-    lr: Optional[float] = typer.Option(None, min=0.0, help="Initial learning rate (paper: 0.01)."),
+    epochs: Optional[int] = typer.Option(None, help="Number of epochs (paper: 70)."),
+    batch_size: Optional[int] = typer.Option(None, help="Global batch size (paper: 128)."),
+    lr: Optional[float] = typer.Option(None, help="Initial learning rate (paper: 0.01)."),
     device: Optional[str] = typer.Option(None, help="auto (CUDA when present), cpu, cuda, cuda:1."),
     seed: Optional[int] = typer.Option(None, help="Seed of weights, data order, augmentation, dropout."),
     resume: Optional[str] = typer.Option(
@@ -158,7 +171,8 @@ def train(
     def saved_overrides(cfg) -> list[str]:
         from zfnet_cli import checkpoint
 
-        state = checkpoint.load(checkpoint.resolve(cfg.resume, cfg.output_root))
+        state = checkpoint.load(checkpoint.resolve(cfg.resume, cfg.output_root, finished=False,
+                                                   key="resume"))
         return [o for o in state.get("overrides", []) if not o.startswith("resume=")]
 
     _execute("train", ovr, experiment_train.run, resume_overrides=saved_overrides)
@@ -224,7 +238,7 @@ def visualize(
     trust_pickle: Optional[bool] = TRUST_PICKLE,
     weights: Optional[str] = WEIGHTS,
     split: Optional[str] = typer.Option(None, help="Data split scanned for Fig 2 (default: val)."),
-    max_images: Optional[int] = typer.Option(None, min=1, help="Scan at most this many images."),
+    max_images: Optional[int] = typer.Option(None, help="Scan at most this many images."),
     device: Optional[str] = DEVICE,
     seed: Optional[int] = typer.Option(None, help="Seed of the random subset of maps."),
 ) -> None:
@@ -261,7 +275,7 @@ def explore(
                                               "ZFNet); repeat for several. Default: all."),
     checkpoint: Optional[str] = CHECKPOINT,
     split: Optional[str] = typer.Option(None, help="Data split scanned (default: val)."),
-    max_images: Optional[int] = typer.Option(None, min=1, help="Scan at most this many images."),
+    max_images: Optional[int] = typer.Option(None, help="Scan at most this many images."),
     evolution: Optional[bool] = typer.Option(None, "--evolution/--no-evolution", help="Show each "
                                              "unit at the run's kept epochs (Fig 4; default: yes)."),
     device: Optional[str] = DEVICE,
@@ -299,9 +313,9 @@ def occlude(
                                         "(layer3.1, features.28) or the paper's conv1..conv5 "
                                         "where they apply. Default: the paper's layer 5, else "
                                         "the last feature map before global pooling."),
-    size: Optional[int] = typer.Option(None, min=1, help="Occluder side in pixels (default: "
+    size: Optional[int] = typer.Option(None, help="Occluder side in pixels (default: "
                                        "input side / 4; the paper does not say)."),
-    stride: Optional[int] = typer.Option(None, min=1, help="Occluder step in pixels (default: size / 4)."),
+    stride: Optional[int] = typer.Option(None, help="Occluder step in pixels (default: size / 4)."),
     checkpoint: Optional[str] = CHECKPOINT,
     arch: Optional[str] = ARCH,
     trust_pickle: Optional[bool] = TRUST_PICKLE,
@@ -339,7 +353,7 @@ def invariance(
         help="Image files (default: validation images of the model's data), then overrides."),
     label: Optional[List[str]] = typer.Option(None, help="True class of each file (index or "
                                               "name), in order; repeat. Default: the prediction."),
-    n_images: Optional[int] = typer.Option(None, min=1, help="Validation images used (paper: 5)."),
+    n_images: Optional[int] = typer.Option(None, help="Validation images used (paper: 5)."),
     method: Optional[str] = typer.Option(None, help="image: transform the whole image (paper); "
                                          "render: re-draw the embedded object."),
     checkpoint: Optional[str] = CHECKPOINT,
@@ -371,8 +385,8 @@ def correspond(
         help="Images of one class (need --parts-file; default: embedded faces), then overrides."),
     parts_file: Optional[Path] = typer.Option(None, help="JSON {image: {part: [x0,y0,x1,y1]}} or "
                                               "CSV image,part,x0,y0,x1,y1."),
-    draws: Optional[int] = typer.Option(None, min=1, help="Draws per Table 1 row (mean ± std)."),
-    mask_size: Optional[int] = typer.Option(None, min=1, help="Side of the occluding square (px)."),
+    draws: Optional[int] = typer.Option(None, help="Draws per Table 1 row (mean ± std)."),
+    mask_size: Optional[int] = typer.Option(None, help="Side of the occluding square (px)."),
     checkpoint: Optional[str] = CHECKPOINT,
     arch: Optional[str] = ARCH,
     trust_pickle: Optional[bool] = TRUST_PICKLE,
@@ -463,9 +477,9 @@ def transfer(
     root: Optional[Path] = typer.Option(None, help="The target data set's folder (torchvision's "
                                         "layouts: ROOT/caltech101/101_ObjectCategories, "
                                         "ROOT/caltech256/256_ObjectCategories, ROOT/VOCdevkit/VOC2012)."),
-    shots: Optional[List[int]] = typer.Option(None, min=1, help="Training images per class; "
+    shots: Optional[List[int]] = typer.Option(None, help="Training images per class; "
                                               "repeat for several (paper: 15, 30 / 15-60)."),
-    folds: Optional[int] = typer.Option(None, min=1, help="Random folds (paper: 5)."),
+    folds: Optional[int] = typer.Option(None, help="Random folds (paper: 5)."),
     scratch: Optional[bool] = typer.Option(None, "--scratch/--no-scratch", help="Also train the "
                                            "architecture from scratch on each fold (default: yes)."),
     per_layer: Optional[bool] = typer.Option(None, "--per-layer/--no-per-layer", help="Table 7: "
@@ -500,15 +514,18 @@ def prepare(
     overrides: Optional[List[str]] = OVERRIDES,
     out: Optional[Path] = typer.Option(None, help="The pack folder (default: "
                                        "outputs/packed/<dataset>_<image-size>)."),
-    workers: Optional[int] = typer.Option(None, min=0, help="Decoding processes (0: every core)."),
-    image_size: Optional[int] = typer.Option(None, min=1, help="Side of the stored images (paper: "
+    workers: Optional[int] = typer.Option(None, help="Decoding processes (0: every core)."),
+    image_size: Optional[int] = typer.Option(None, help="Side of the stored images (paper: "
                                              "short side 256, centre crop)."),
-    shard_size: Optional[int] = typer.Option(None, min=1, help="Images per shard file."),
+    shard_size: Optional[int] = typer.Option(None, help="Images per shard file."),
 ) -> None:
     """Decode a data set once into memory-mappable uint8 shards, for fast training (data=packed).
 
     In parallel on all cores with a progress bar; running it again resumes an interrupted preparation (finished shards are kept) or re-verifies a finished pack. Every shard's sha256 and the counts are checked at the end; unreadable images are listed with a reason and left out, never fatal.
     """
+    if "=" in dataset or "=" in str(root):
+        _fail("prepare", "the first two arguments are DATASET ROOT (e.g. imagenet /data/imagenet); "
+              "KEY=VALUE overrides come after them", 2)
     typed = {"dataset": dataset, "root": _quote(str(root)), "out": _quote(str(out)) if out else None,
              "workers": workers, "image_size": image_size, "shard_size": shard_size}
     from zfnet_cli.experiments import prepare as experiment_prepare

@@ -28,6 +28,8 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from zfnet_cli.bounds import check_bounds
+from zfnet_cli.files import WriteError, append_text, describe, write_atomic
 from zfnet_cli.experiments.ablate import AblateConfig
 from zfnet_cli.experiments.correspond import CorrespondConfig
 from zfnet_cli.experiments.explore import ExploreConfig
@@ -103,7 +105,9 @@ def compose(command: str, overrides: Sequence[str] = ()) -> Any:
     """Compose ``configs/<command>.yaml`` with ``key=value`` overrides into the typed dataclass.
 
     Raises:
-        ConfigError: an unknown key, an unknown group choice or a badly typed value (one line).
+        ConfigError: an unknown key, an unknown group choice, a badly typed value, a value out
+            of its field's bounds or an impossible combination (:mod:`zfnet_cli.bounds`; one
+            line).
     """
     if command not in SCHEMAS:
         raise ConfigError(f"no config schema for command '{command}'")
@@ -114,7 +118,7 @@ def compose(command: str, overrides: Sequence[str] = ()) -> Any:
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             cfg = _hydra_compose(config_name=command, overrides=list(overrides))
-        return OmegaConf.to_object(cfg)
+        cfg = OmegaConf.to_object(cfg)
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(_one_line(command, err)) from None
     except AssertionError as err:  # OmegaConf: a key set under a null node (e.g. data=null)
@@ -127,6 +131,13 @@ def compose(command: str, overrides: Sequence[str] = ()) -> Any:
                           f"first, e.g. {parents[0] if parents else 'data'}=embedded") from None
     finally:
         GlobalHydra.instance().clear()
+    # The bounds declared on the schema's fields (zfnet_cli.bounds): one check for the typed
+    # --options, the YAML files and the key=value overrides alike.
+    try:
+        check_bounds(cfg)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    return cfg
 
 
 def to_yaml(cfg: Any) -> str:
@@ -170,6 +181,20 @@ def _versions() -> dict[str, str]:
 
 
 def new_run_dir(root: Path, command: str, now: _dt.datetime | None = None) -> Path:
+    """A new, empty ``<root>/<command>/<date_time>[_N]`` folder, ``latest`` pointing at it.
+
+    Raises:
+        WriteError: the output root cannot be written (read-only, full, no permission): one line.
+    """
+    try:
+        return _new_run_dir(root, command, now)
+    except WriteError:
+        raise
+    except OSError as err:
+        raise WriteError(describe(err, err.filename or root / command)) from None
+
+
+def _new_run_dir(root: Path, command: str, now: _dt.datetime | None) -> Path:
     base = root / command
     base.mkdir(parents=True, exist_ok=True)
     stamp = (now or _dt.datetime.now()).strftime("%Y-%m-%d_%H-%M-%S")
@@ -196,14 +221,16 @@ def describe_run(path: Path, command: str, cfg: Any, argv: Sequence[str] | None 
     import torch.distributed as dist
 
     distributed = dist.is_available() and dist.is_initialized()
-    (path / "figures").mkdir(exist_ok=True)
+    try:
+        (path / "figures").mkdir(exist_ok=True)
+    except OSError as err:
+        raise WriteError(describe(err, path / "figures")) from None
     # A run that continues in its folder keeps the first description and adds its own beside it.
     stamp = _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     suffix = f".{stamp}" if (path / "config.yaml").exists() else ""
-    (path / f"config{suffix}.yaml").write_text(to_yaml(cfg))
+    write_atomic(path / f"config{suffix}.yaml", to_yaml(cfg))
     argv = list(sys.argv if argv is None else argv)
-    with open(path / "command.txt", "a") as f:
-        f.write(" ".join(shlex.quote(a) for a in argv) + "\n")
+    append_text(path / "command.txt", " ".join(shlex.quote(a) for a in argv) + "\n")
     import torch
 
     # torch_threads: the intra-op thread count, which changes the digits of a CPU run (how the
@@ -213,7 +240,7 @@ def describe_run(path: Path, command: str, cfg: Any, argv: Sequence[str] | None 
             "torch_threads": torch.get_num_threads(),
             "started": _dt.datetime.now().isoformat(timespec="seconds"),
             "world_size": dist.get_world_size() if distributed else 1}
-    (path / f"run{suffix}.json").write_text(json.dumps(info, indent=2) + "\n")
+    write_atomic(path / f"run{suffix}.json", json.dumps(info, indent=2) + "\n")
 
 
 def make_run_dir(command: str, cfg: Any, argv: Sequence[str] | None = None,
@@ -251,19 +278,28 @@ def discard_run_dir(path: Path, error: str = "") -> None:
 
     from zfnet_cli.checkpoint import run_folders
 
-    produced = {p.name for p in path.iterdir()} - _DESCRIPTION
-    if produced or any((path / "figures").iterdir()):
-        (path / "error.txt").write_text(error + "\n")
+    try:
+        produced = {p.name for p in path.iterdir()} - _DESCRIPTION
+    except OSError:
+        return
+    if produced or ((path / "figures").is_dir() and any((path / "figures").iterdir())):
+        try:
+            write_atomic(path / "error.txt", error + "\n")
+        except WriteError:  # the disk that failed the run may not take this either
+            pass
         return
     base = path.parent
     shutil.rmtree(path, ignore_errors=True)
     runs = run_folders(base)
     link = base / "latest"
-    if runs:
-        tmp = base / f".latest-{os.getpid()}"
-        if tmp.is_symlink() or tmp.exists():
-            tmp.unlink()
-        os.symlink(runs[-1].name, tmp)
-        os.replace(tmp, link)
-    elif link.is_symlink():
-        link.unlink()
+    try:
+        if runs:
+            tmp = base / f".latest-{os.getpid()}"
+            if tmp.is_symlink() or tmp.exists():
+                tmp.unlink()
+            os.symlink(runs[-1].name, tmp)
+            os.replace(tmp, link)
+        elif link.is_symlink():
+            link.unlink()
+    except OSError:  # a full or read-only disk: the error being reported matters more
+        pass

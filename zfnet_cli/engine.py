@@ -46,7 +46,11 @@ class Dist:
 def pick_device(spec: str) -> torch.device:
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(spec)
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise ValueError(f"device={spec} is not a device: expected auto, cpu, cuda, cuda:N or "
+                         "mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={spec} asked for, but CUDA is not available here (use device=cpu)")
     return device
@@ -152,30 +156,45 @@ class ShardSampler(torch.utils.data.Sampler):
 
 class LoaderBatches:
     """Per-rank batches from a file-backed dataset via a DataLoader (uint8 tensors decoded in
-    workers), preprocessed on the device with a per-(seed, epoch, rank) generator."""
+    workers), preprocessed on the device with a per-(seed, epoch, rank) generator. Unreadable
+    files are skipped and recorded in ``unreadable`` (see
+    :func:`zfnet_cli.data.images.read_batches`; ``None``: strict). ``workers=None``: what the
+    machine has. After iterating, ``indices`` holds each yielded batch's data-set indices."""
 
     def __init__(self, dataset, batch_size: int, preprocess: Preprocess, *, shuffle: bool,
-                 seed: int = 0, epoch: int = 0, rank: int = 0, world: int = 1, workers: int = 2,
-                 device=None, max_steps: int | None = None):
+                 seed: int = 0, epoch: int = 0, rank: int = 0, world: int = 1,
+                 workers: Optional[int] = 2, device=None, max_steps: int | None = None,
+                 unreadable=None):
+        self.dataset, self.unreadable, self.workers, self.world = dataset, unreadable, workers, world
         self.sampler = ShardSampler(len(dataset), shuffle=shuffle, seed=seed, epoch=epoch,
                                     rank=rank, world=world, even=shuffle)
-        local = max(1, batch_size // world)
-        self.loader = torch.utils.data.DataLoader(
-            dataset, batch_size=local, sampler=self.sampler, num_workers=workers,
-            pin_memory=device is not None and torch.device(device).type == "cuda",
-            drop_last=shuffle, persistent_workers=False)
+        self.local, self.drop_last = max(1, batch_size // world), shuffle
+        self.pin = device is not None and torch.device(device).type == "cuda"
         self.generator = torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 1009 + rank)
         self.preprocess, self.device, self.max_steps = preprocess, device, max_steps
 
     def __len__(self) -> int:
-        return min(len(self.loader), self.max_steps) if self.max_steps else len(self.loader)
+        n = len(self.sampler)
+        steps = n // self.local if self.drop_last else math.ceil(n / self.local)
+        return min(steps, self.max_steps) if self.max_steps else steps
 
-    def __iter__(self):
-        for step, (x, y) in enumerate(self.loader):
+    def batches_with_indices(self):
+        """``(x, y, indices)``: preprocessed inputs, labels, and the data-set index of each."""
+        from zfnet_cli.data.images import read_batches
+
+        raw = read_batches(self.dataset, self.local, self.unreadable, sampler=self.sampler,
+                           workers=self.workers, drop_last=self.drop_last, pin_memory=self.pin,
+                           skip_empty=self.world == 1)
+        for step, (x, y, idx) in enumerate(raw):
             if step >= len(self):
                 break
             x = x.to(self.device, non_blocking=True)
-            yield self.preprocess(x, generator=self.generator), y.to(self.device, non_blocking=True)
+            yield (self.preprocess(x, generator=self.generator),
+                   y.to(self.device, non_blocking=True), idx)
+
+    def __iter__(self):
+        for x, y, _ in self.batches_with_indices():
+            yield x, y
 
 
 # ---------------------------------------------------------------- speed options

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zfnet_cli.bounds import bounded
+
 CONV_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
 FC_LAYERS = ("fc6", "fc7")
 # Layers Table 3 removes; conv1, conv2, conv5 and fc8 always exist.
@@ -44,19 +46,19 @@ class ModelConfig:
     """
 
     name: str = "zfnet"
-    num_classes: Optional[int] = None  # None: taken from the data set
-    input_size: int = 224
-    channels: list[int] = field(default_factory=lambda: [96, 256, 384, 384, 256])
-    kernels: list[int] = field(default_factory=lambda: [7, 5, 3, 3, 3])
-    strides: list[int] = field(default_factory=lambda: [2, 2, 1, 1, 1])
-    paddings: list[int] = field(default_factory=lambda: [1, 0, 1, 1, 1])
+    num_classes: Optional[int] = bounded(None, min=2)  # None: taken from the data set
+    input_size: int = bounded(224, min=1)
+    channels: list[int] = bounded(default_factory=lambda: [96, 256, 384, 384, 256], min=1)
+    kernels: list[int] = bounded(default_factory=lambda: [7, 5, 3, 3, 3], min=1)
+    strides: list[int] = bounded(default_factory=lambda: [2, 2, 1, 1, 1], min=1)
+    paddings: list[int] = bounded(default_factory=lambda: [1, 0, 1, 1, 1], min=0)
     pools: list[bool] = field(default_factory=lambda: [True, True, False, False, True])
-    fc_widths: list[int] = field(default_factory=lambda: [4096, 4096])  # fc6, fc7
+    fc_widths: list[int] = bounded(default_factory=lambda: [4096, 4096], min=1)  # fc6, fc7
     drop: list[str] = field(default_factory=list)  # subset of DROPPABLE (Table 3)
     pool_kernel: int = 3
     pool_stride: int = 2
     pool_ceil: bool = True  # Fig 3's sizes (110 -> 55, 26 -> 13, 13 -> 6) need ceil mode
-    dropout: float = 0.5  # paper §3, on fc6 and fc7
+    dropout: float = bounded(0.5, min=0.0, below=1.0)  # paper §3, on fc6 and fc7
     # Contrast normalisation after pool1 and pool2 (paper §3 says "normalized across feature
     # maps"; its constants are UNSTATED). Defaults are AlexNet's: size 5, alpha 1e-4, beta 0.75,
     # k 2, with alpha as in Krizhevsky 2012 (applied to the plain sum of squares).

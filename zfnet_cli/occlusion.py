@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from zfnet_cli.incremental import DEFAULT_MEMORY_BUDGET, incremental_or_full
 from zfnet_cli.layers import Layer, default_layer, read_once, resolve_layer, tap
 
 __all__ = ["OcclusionMaps", "occlude", "occluder_positions", "resample", "plot_fig7"]
@@ -274,7 +275,9 @@ def occlude(model: nn.Module, image: torch.Tensor, *, size: int, stride: int,
             fill: Union[float, torch.Tensor] = 0.0,
             target: Union[None, int, Sequence[int]] = None,
             layer: Optional[str] = None, batch_size: int = 64,
-            progress: bool = False) -> Union[OcclusionMaps, list[OcclusionMaps]]:
+            progress: bool = False, method: str = "auto",
+            memory_budget: int = DEFAULT_MEMORY_BUDGET
+            ) -> Union[OcclusionMaps, list[OcclusionMaps]]:
     """Slide a grey square (the **occluder**) over an image and record, for every position, the
     strongest layer-L feature map's total activation, the correct class's probability and the
     most probable label (paper §4.2, Fig 7 (b), (d), (e)), on any image classifier.
@@ -287,6 +290,9 @@ def occlude(model: nn.Module, image: torch.Tensor, *, size: int, stride: int,
     bit-identical (tests/test_occlusion.py checks this on float64 networks whose sums are
     exact); in float32 the backend's kernels may sum in a batch-size-dependent order and
     differ in the last bits.
+    With ``method="incremental"`` (the default ``"auto"`` where it is faster) the same maps
+    come from recomputing each layer only where the occluder reaches it, in chunks sized by
+    ``memory_budget`` (tests/test_incremental.py: bit-identical on those float64 networks).
 
     The model is put in eval mode for the call (each module's previous mode is restored after)
     and run under ``torch.no_grad()`` on the device and dtype of its parameters.
@@ -317,6 +323,17 @@ def occlude(model: nn.Module, image: torch.Tensor, *, size: int, stride: int,
             leave ``layer`` unset and panel (b) is not computed (``fmap_total`` is ``None``).
         batch_size (int, optional): occluded images per forward pass. Default: 64.
         progress (bool, optional): show a tqdm bar over the batches. Default: ``False``.
+        method (str, optional): ``"incremental"`` recomputes each layer only where the occluder
+            reaches it, on top of the clean image's activations
+            (:class:`~zfnet_cli.incremental.IncrementalOcclusion`, Krypton, SIGMOD 2019; same
+            maps up to float rounding); ``"full"`` runs the whole model per batch of
+            ``batch_size`` occluded images; ``"auto"`` picks incremental where its estimated
+            work is at most :data:`~zfnet_cli.incremental.AUTO_MAX_RATIO` of the full pass
+            and the model traces with torch.fx (:func:`~zfnet_cli.incremental.
+            incremental_or_full`). Default: ``"auto"``.
+        memory_budget (int, optional): the incremental path's bytes of per-position
+            activations per chunk of positions (it ignores ``batch_size``). Default:
+            :data:`~zfnet_cli.incremental.DEFAULT_MEMORY_BUDGET` (256 MiB).
 
     Returns:
         OcclusionMaps or list[OcclusionMaps]: for a (3, H, W) image one result, for a
@@ -331,7 +348,9 @@ def occlude(model: nn.Module, image: torch.Tensor, *, size: int, stride: int,
             ``fill`` has another shape; ``layer`` is unknown (close matches are given) or does
             not run once per forward pass; ``target`` is not a class of the model (the class
             count is given) or there are more or fewer targets than images; or the model does
-            not return (B, C) logits.
+            not return (B, C) logits; ``method`` is not ``"auto"``, ``"incremental"`` or
+            ``"full"``; ``method="incremental"`` for a model that cannot run incrementally
+            (:class:`~zfnet_cli.incremental.NotIncremental`, which says why).
 
     Example:
         >>> import torchvision
@@ -368,7 +387,8 @@ def occlude(model: nn.Module, image: torch.Tensor, *, size: int, stride: int,
     try:
         results = [_occlude_one(model, chosen, images[i], fill, positions, grid, size, stride,
                                 targets[i], batch_size, progress,
-                                f"occlude {i + 1}/{n_images}" if n_images > 1 else "occlude")
+                                f"occlude {i + 1}/{n_images}" if n_images > 1 else "occlude",
+                                method, memory_budget)
                    for i in range(n_images)]
     finally:
         for m, training in modes.items():
@@ -391,7 +411,8 @@ def _layer(model: nn.Module, layer: Optional[str], input_shape: tuple) -> Option
 def _occlude_one(model: nn.Module, chosen: Optional[Layer], image: torch.Tensor, fill: torch.Tensor,
                  positions: torch.Tensor, grid: tuple[int, int], size: int, stride: int,
                  target: Optional[int], batch_size: int, progress: bool,
-                 desc: str) -> OcclusionMaps:
+                 desc: str, method: str = "auto",
+                 memory_budget: int = DEFAULT_MEMORY_BUDGET) -> OcclusionMaps:
     """:func:`occlude` for one (3, H, W) image, the model already in eval mode."""
     end = chosen.module if chosen is not None else None
     clean_totals, clean_logits = _forward(model, end, image[None])
@@ -409,14 +430,24 @@ def _occlude_one(model: nn.Module, chosen: Optional[Layer], image: torch.Tensor,
     log_p_target = torch.empty(n, dtype=clean_probs.dtype)
     top_label = torch.empty(n, dtype=torch.long)
     corners = positions.to(image.device)
-    for s in tqdm(range(0, n, batch_size), desc=desc, disable=not progress):
-        batch = _occluded(image, fill, corners[s:s + batch_size], size)  # (B, 3, H, W)
-        totals, logits = _forward(model, end, batch)  # (B, M), (B, C)
-        if totals is not None:
-            fmap_total[s:s + batch_size] = totals[:, fmap].cpu()
-        p_target[s:s + batch_size] = F.softmax(logits, dim=1)[:, target].cpu()
-        log_p_target[s:s + batch_size] = F.log_softmax(logits, dim=1)[:, target].cpu()
-        top_label[s:s + batch_size] = logits.argmax(dim=1).cpu()
+    # Exact incremental inference (zfnet_cli.incremental) where it is faster, else the whole
+    # model per batch of occluded images; both yield (slice, (B, M) or None, (B, C)).
+    engine = incremental_or_full(model, image, size=size, readout=end, fill=fill,
+                                 method=method, memory_budget=memory_budget)
+    if engine is not None:
+        chunks, steps = engine.iter_chunks(corners), -(-n // engine.chunk_size)
+    else:
+        chunks = ((slice(s, s + batch_size),
+                   *_forward(model, end, _occluded(image, fill, corners[s:s + batch_size],
+                                                  size)))  # (B, 3, H, W) in
+                  for s in range(0, n, batch_size))
+        steps = -(-n // batch_size)
+    for part, totals, logits in tqdm(chunks, total=steps, desc=desc, disable=not progress):
+        if end is not None:
+            fmap_total[part] = totals[:, fmap].cpu()
+        p_target[part] = F.softmax(logits, dim=1)[:, target].cpu()
+        log_p_target[part] = F.log_softmax(logits, dim=1)[:, target].cpu()
+        top_label[part] = logits.argmax(dim=1).cpu()
 
     return OcclusionMaps(
         positions=positions, grid=grid, size=size, stride=stride,

@@ -4,11 +4,13 @@ class and Table 7's accuracy per layer."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from zfnet_cli.viz import _save_figure, plt
+from zfnet_cli.files import write_atomic
 
 Column = tuple[str, Callable[[dict], str]]  # (header, row -> cell text)
 
@@ -19,21 +21,21 @@ def write_table(rows: Sequence[dict], folder: str | Path, name: str, *, title: s
     ``folder/name.csv`` and ``folder/name.json`` (every key of every row). Returns the .md path."""
     folder = Path(folder)
     rows = list(rows)
-    (folder / f"{name}.json").write_text(json.dumps(rows, indent=2) + "\n")
+    write_atomic(folder / f"{name}.json", json.dumps(rows, indent=2) + "\n")
     keys = list(dict.fromkeys(k for r in rows for k in r))
-    with open(folder / f"{name}.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys or ["empty"])
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v
-                        for k, v in r.items()})
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, fieldnames=keys or ["empty"])
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()})
+    write_atomic(folder / f"{name}.csv", text.getvalue())
     lines = [f"# {title}", "", "| " + " | ".join(h for h, _ in columns) + " |",
              "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(r) for _, cell in columns) + " |" for r in rows]
     if notes:
         lines += [""] + list(notes)
     path = folder / f"{name}.md"
-    path.write_text("\n".join(lines) + "\n")
+    write_atomic(path, "\n".join(lines) + "\n")
     return path
 
 

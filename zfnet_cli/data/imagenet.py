@@ -20,10 +20,10 @@ once by :func:`compute_mean_image` and subtracted per batch on the device by
 from __future__ import annotations
 
 import functools
+import math
 import os
 import struct
 import tarfile
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +31,9 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from zfnet_cli.data.images import LabelledImageFiles
+from zfnet_cli.data.images import LabelledImageFiles, read_batches
 
 LAYOUT = "ROOT/{train,val}/<wnid>/*.JPEG"
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
@@ -375,17 +374,11 @@ def _load_cached_mean(cache_path: Path, key: dict) -> Optional[torch.Tensor]:
 
 
 def _save_atomically(obj, path: Path) -> None:
-    """torch.save to a temporary file beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """torch.save to a temporary file beside ``path``, then rename it over ``path``
+    (:func:`zfnet_cli.files.write_atomic`)."""
+    from zfnet_cli.files import write_atomic
+
+    write_atomic(path, lambda f: torch.save(obj, f))
 
 
 def compute_mean_image(
@@ -393,8 +386,9 @@ def compute_mean_image(
     cache_path: Union[str, Path, None],
     *,
     batch_size: int = 64,
-    workers: int = 0,
+    workers: Optional[int] = 0,
     progress: bool = True,
+    unreadable=None,
 ) -> torch.Tensor:
     """The per-pixel mean image over every image of ``dataset`` (paper §3), cached on disk.
 
@@ -406,12 +400,16 @@ def compute_mean_image(
             (atomically: temporary file + ``os.replace``) otherwise. ``None``: always compute,
             never write.
         batch_size: images per DataLoader batch while summing.
-        workers: DataLoader worker processes (0: load in this process).
+        workers: DataLoader worker processes (0: load in this process; None: what the
+            machine has).
         progress: show a tqdm bar.
+        unreadable: an :class:`~zfnet_cli.data.images.UnreadableFiles` where unreadable files
+            are recorded and skipped under its threshold (``None``: strict, the first one raises
+            :class:`~zfnet_cli.data.images.TooManyUnreadable`).
 
     Returns:
         float32 tensor (3, S, S) with values in 0..255: the mean of pixel (c, y, x) over all
-        images, summed in float64.
+        readable images, summed in float64.
 
     >>> mean = compute_mean_image(ImageFolderData(root, "train"), root / "mean.pt")  # doctest: +SKIP
     """
@@ -424,12 +422,16 @@ def compute_mean_image(
     if len(dataset) == 0:
         raise ValueError("compute_mean_image: the dataset is empty")
 
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
-    total = None
-    for images, _ in tqdm(loader, desc="mean image", unit="batch", disable=not progress):
+    total, count = None, 0
+    batches = read_batches(dataset, batch_size, unreadable, workers=workers)
+    for images, _, _ in tqdm(batches, desc="mean image", unit="batch", disable=not progress,
+                             total=math.ceil(len(dataset) / batch_size)):
         batch_sum = images.to(torch.float64).sum(dim=0)  # (3, S, S)
         total = batch_sum if total is None else total + batch_sum
-    mean = (total / len(dataset)).to(torch.float32)
+        count += len(images)
+    if total is None:
+        raise ValueError("compute_mean_image: no image of the dataset could be read")
+    mean = (total / count).to(torch.float32)
 
     if cache_path is not None:
         _save_atomically({"key": key, "mean": mean}, cache_path)

@@ -9,16 +9,27 @@ RGB uint8 (3, S, S) tensor prepared the way the model's training data was (short
   transparent colour) is composited over a background colour (default mid-grey, 128);
 * CMYK is converted to RGB; 16-bit images (``I;16``, ``I``) are scaled to 8 bits by their range
   of representable values, not clipped;
-* an image with more than ``max_pixels`` pixels is refused before it is decoded (PIL's own
-  decompression-bomb guard stays on too).
+* an image with more than ``max_pixels`` pixels is refused before it is decoded; this check
+  replaces PIL's own decompression-bomb limit for the load, so ``max_pixels`` can also raise it.
 
 Every failure is an :class:`ImageError` whose message is one line naming the file.
+
+Unreadable files inside a data set (an ImageFolder tree, Caltech, VOC) follow one policy, used
+by training, ``zfnet visualize``, ``zfnet transfer`` and ``zfnet prepare`` alike
+(:class:`UnreadableFiles`, :func:`read_batches`): the file is skipped, counted and named (in the
+run's metrics and at the end of the run), and the run stops with one line only once more than
+``max_broken`` (a fraction of the split, ``data.max_broken``, default 1%) is unreadable;
+``max_broken=0`` is strict: the first unreadable file stops the run.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -31,7 +42,38 @@ MAX_PIXELS = 100_000_000  # 100 megapixels
 class ImageError(ValueError):
     """A file that cannot be used as an image (missing, a folder, not an image, truncated,
     corrupt or too large); the message is one line and names the file, so the commands print
-    it as it is."""
+    it as it is.
+
+    Attributes:
+        path: the file (``None`` when raised without one).
+        reason: the message without the file name.
+    """
+
+    def __init__(self, message: str, *, path: Optional[str] = None, reason: Optional[str] = None):
+        super().__init__(message)
+        self.path, self.reason = path, reason if reason is not None else message
+
+
+def _error(path: Path, reason: str) -> ImageError:
+    return ImageError(f"{path}: {reason}", path=str(path), reason=reason)
+
+
+_PIL_LIMIT = threading.Lock()
+
+
+@contextlib.contextmanager
+def _pil_pixel_limit():
+    """PIL's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``, about 89 megapixels) lifted
+    for one load, then restored: the caller's ``max_pixels`` check, made on the header before
+    anything is decoded, is the one limit that acts (PIL's would refuse a 90-megapixel image
+    that ``max_pixels`` allows). A lock keeps threads from restoring each other's value."""
+    with _PIL_LIMIT:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
 
 
 def _to_rgb(im: Image.Image, background: Sequence[int]) -> Image.Image:
@@ -66,6 +108,53 @@ def resize_center_crop(img: Image.Image, size: int) -> Image.Image:
     return img.crop((left, top, left + size, top + size))
 
 
+def read_image(path: str | Path, *, max_pixels: int = MAX_PIXELS,
+               background: Sequence[int] = (128, 128, 128)) -> Image.Image:
+    """An image file as an upright RGB PIL image, before any resizing (:func:`load_image`
+    without the resize and crop; its size is the one part boxes are given in).
+
+    Args:
+        path: the file.
+        max_pixels: refuse images larger than this (width x height), before decoding; it also
+            replaces PIL's own limit for this load (PIL's default would refuse ~90 megapixels).
+        background: RGB colour transparent pixels are composited over.
+
+    Raises:
+        ImageError: missing file, a folder, not an image, truncated or corrupt, too large.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise _error(path, "no such file")
+    if path.is_dir():
+        raise _error(path, "is a folder, not an image")
+    if path.stat().st_size == 0:
+        raise _error(path, "empty file (0 bytes), not an image")
+    try:
+        with warnings.catch_warnings(), _pil_pixel_limit():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    raise _error(path, f"{w}x{h} = {w * h} pixels is above the limit of "
+                                       f"{max_pixels} (max_pixels)")
+                im.seek(0)  # first frame of an animation
+                im.load()
+                im = ImageOps.exif_transpose(im)
+                return _to_rgb(im, background)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise _error(path, "not an image file PIL can read") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise _error(path, f"refused as a decompression bomb ({err}); the limit is "
+                           f"max_pixels={max_pixels}") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        what = "truncated or corrupt image" if "truncated" in str(err) or isinstance(err, OSError) \
+            else "unreadable image"
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise _error(path, f"{what} ({first})") from None
+
+
 def load_image(path: str | Path, size: int, *, max_pixels: int = MAX_PIXELS,
                background: Sequence[int] = (128, 128, 128)) -> torch.Tensor:
     """An image file as the model's data sees it: uint8 (3, size, size), RGB.
@@ -73,7 +162,8 @@ def load_image(path: str | Path, size: int, *, max_pixels: int = MAX_PIXELS,
     Args:
         path: the file.
         size: side after resizing the short side to ``size`` and taking the centre square.
-        max_pixels: refuse images larger than this (width x height), before decoding.
+        max_pixels: refuse images larger than this (width x height), before decoding; it also
+            replaces PIL's own limit for this load.
         background: RGB colour transparent pixels are composited over.
 
     Returns:
@@ -83,34 +173,12 @@ def load_image(path: str | Path, size: int, *, max_pixels: int = MAX_PIXELS,
     Raises:
         ImageError: missing file, not an image, truncated or corrupt, too large.
     """
-    path = Path(path)
-    if not path.exists():
-        raise ImageError(f"{path}: no such file")
-    if path.is_dir():
-        raise ImageError(f"{path}: is a folder, not an image")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                w, h = im.size
-                if w * h > max_pixels:
-                    raise ImageError(f"{path}: {w}x{h} = {w * h} pixels is above the limit of "
-                                     f"{max_pixels} (max_pixels)")
-                im.seek(0)  # first frame of an animation
-                im.load()
-                im = ImageOps.exif_transpose(im)
-                rgb = _to_rgb(im, background)
-    except ImageError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image file PIL can read") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise ImageError(f"{path}: refused as a decompression bomb ({err})") from None
-    except (OSError, SyntaxError, ValueError) as err:
-        what = "truncated or corrupt image" if "truncated" in str(err) or isinstance(err, OSError) \
-            else "unreadable image"
-        raise ImageError(f"{path}: {what} ({str(err).splitlines()[0]})") from None
-    rgb = resize_center_crop(rgb, size)
+    rgb = resize_center_crop(read_image(path, max_pixels=max_pixels, background=background), size)
+    return to_tensor(rgb)
+
+
+def to_tensor(rgb: Image.Image) -> torch.Tensor:
+    """An RGB PIL image as uint8 (3, H, W)."""
     return torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 
 
@@ -223,3 +291,188 @@ def seen_region(width: int, height: int, size: int, crop: int) -> tuple[float, f
     left, top = (new_w - size) // 2 + (size - crop) // 2, (new_h - size) // 2 + (size - crop) // 2
     sx, sy = width / new_w, height / new_h  # resized -> photo pixels, per axis
     return (left * sx, top * sy, (left + crop) * sx, (top + crop) * sy)
+# ---------------------------------------------------------------- unreadable files in a data set
+
+def loader_workers(workers: Optional[int]) -> int:
+    """DataLoader worker processes: ``workers`` as given, or for ``None`` what this machine has
+    (the cores this process may run on, at most 8), so torch never warns of more workers than
+    cores on a small machine."""
+    if workers is not None:
+        return int(workers)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(8, cores))
+
+
+class TooManyUnreadable(ImageError):
+    """More unreadable files than the data set's ``max_broken`` allows (or any, when strict)."""
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A sample whose file could not be read: what a skipping data set yields in its place."""
+
+    index: int
+    path: str
+    reason: str
+
+
+class UnreadableFiles:
+    """The policy for unreadable image files in a data set, in one place: skip, count, name,
+    and stop past a threshold.
+
+    Args:
+        total: the number of files in the split (the threshold is a fraction of it).
+        max_broken: the fraction of ``total`` that may be unreadable; one file more stops the
+            run. ``0``: strict, the first unreadable file stops it. Default: 0.01.
+        what: the split's name in messages, e.g. ``"train"``.
+        key: the config key named in messages. Default: ``"data.max_broken"``.
+
+    Attributes:
+        files: path -> reason, each file once (a file unreadable every epoch counts once).
+
+    Raises (from :meth:`add`):
+        TooManyUnreadable: one line naming the count, the threshold, the first file and the key.
+
+    Example:
+        >>> bad = UnreadableFiles(total=200, max_broken=0.01, what="train")
+        >>> bad.add("a.jpg", "truncated"); bad.add("b.jpg", "not an image"); len(bad)
+        2
+        >>> bad.add("c.jpg", "empty")
+        Traceback (most recent call last):
+        ...
+        zfnet_cli.data.images.TooManyUnreadable: 3 of 200 train images are unreadable, more than data.max_broken=0.01 allows (2); first: a.jpg: truncated; fix or remove them, or raise data.max_broken
+    """
+
+    def __init__(self, total: int, max_broken: float = 0.01, what: str = "",
+                 key: str = "data.max_broken") -> None:
+        self.total, self.max_broken, self.what, self.key = int(total), float(max_broken), what, key
+        self.files: dict[str, str] = {}
+
+    @property
+    def allowed(self) -> int:
+        """How many files may be unreadable before the run stops."""
+        return int(self.max_broken * self.total + 1e-9)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def add(self, path: str, reason: str) -> None:
+        """Record one unreadable file; raise once there are more than :attr:`allowed`."""
+        self.files.setdefault(str(path), str(reason))
+        if len(self.files) <= self.allowed:
+            return
+        first, why = next(iter(self.files.items()))
+        split = f"{self.what} " if self.what else ""
+        if self.max_broken == 0:
+            raise TooManyUnreadable(f"unreadable {split}image {first}: {why} ({self.key}=0: "
+                                    f"strict; set {self.key}=0.01 to skip up to 1% of such files)")
+        raise TooManyUnreadable(f"{len(self.files)} of {self.total} {split}images are unreadable, "
+                                f"more than {self.key}={self.max_broken:g} allows "
+                                f"({self.allowed}); first: {first}: {why}; fix or remove them, "
+                                f"or raise {self.key}")
+
+    def merge(self, files: dict[str, str]) -> None:
+        """Add files recorded elsewhere (another DDP rank), without the threshold."""
+        for path, reason in files.items():
+            self.files.setdefault(path, reason)
+
+    def summary(self) -> dict:
+        """``{"count", "files": [{"path", "reason"}]}`` for a run's metrics."""
+        return {"count": len(self.files),
+                "files": [{"path": p, "reason": r} for p, r in self.files.items()]}
+
+    def lines(self, prefix: str, shown: int = 20, where: str = "") -> list[str]:
+        """The end-of-run report: one line per file (``shown`` at most), then a count of the
+        rest and where all of them are listed."""
+        out = [f"{prefix}unreadable, skipped: {p}: {r}" for p, r in list(self.files.items())[:shown]]
+        if len(self.files) > shown:
+            out.append(f"{prefix}... and {len(self.files) - shown} more unreadable images"
+                       + (f" (all in {where})" if where else ""))
+        return out
+
+
+class SkippingFiles(Dataset):
+    """``dataset`` with each sample whose file is unreadable (:class:`ImageError`) replaced
+    by an :class:`Unreadable` marker, so that DataLoader workers hand the failure back
+    instead of dying."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        try:
+            return self.dataset[i]
+        except ImageError as err:
+            return Unreadable(int(i), str(err.path or "?"), str(err.reason))
+
+
+def _collate(items: list) -> tuple:
+    """A batch of readable samples (default collation), their indices, and the markers."""
+    from torch.utils.data import default_collate
+
+    good = [(i, item) for i, item in items if not isinstance(item, Unreadable)]
+    bad = [item for _, item in items if isinstance(item, Unreadable)]
+    samples = default_collate([item for _, item in good]) if good else None
+    return samples, torch.tensor([i for i, _ in good], dtype=torch.long), bad
+
+
+class _Indexed(Dataset):
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        return int(i), self.dataset[i]
+
+
+def read_batches(dataset, batch_size: int, unreadable: Optional[UnreadableFiles] = None, *,
+                 sampler=None, workers: Optional[int] = 0, drop_last: bool = False,
+                 pin_memory: bool = False, skip_empty: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Batches of a file-backed data set, decoded by DataLoader workers, with unreadable files
+    skipped under ``unreadable``'s policy (:class:`UnreadableFiles`).
+
+    Args:
+        dataset: yields ``(uint8 (3, S, S) image, target)`` and raises :class:`ImageError`
+            for a file it cannot read.
+        batch_size: samples per batch before skipping (a batch with skipped files is smaller;
+            a batch whose every file is unreadable is left out).
+        unreadable: where skipped files are recorded; ``None``: strict, as
+            ``UnreadableFiles(len(dataset), 0)``.
+        sampler: the indices to read, in order. Default: all, in order.
+        workers: DataLoader worker processes (``None``: :func:`loader_workers`).
+        drop_last, pin_memory: as in ``torch.utils.data.DataLoader``.
+        skip_empty: leave out a batch whose every file is unreadable; ``False``: raise
+            instead (DDP ranks must take the same number of steps).
+
+    Yields:
+        ``(images, targets, indices)``: the collated readable samples and their indices into
+        ``dataset``.
+
+    Raises:
+        TooManyUnreadable: past the threshold (or at the first unreadable file when strict).
+    """
+    from torch.utils.data import DataLoader
+
+    unreadable = unreadable if unreadable is not None else UnreadableFiles(len(dataset), 0.0)
+    loader = DataLoader(_Indexed(SkippingFiles(dataset)), batch_size=batch_size, sampler=sampler,
+                        num_workers=loader_workers(workers), collate_fn=_collate,
+                        drop_last=drop_last, pin_memory=pin_memory)
+    for samples, indices, bad in loader:
+        for b in bad:
+            unreadable.add(b.path, b.reason)
+        if samples is None:
+            if skip_empty:
+                continue
+            raise TooManyUnreadable(f"every image of a batch of {len(bad)} is unreadable "
+                                    f"(first: {bad[0].path}: {bad[0].reason}); under torchrun "
+                                    "each process must take every step: fix or remove the files")
+        images, targets = samples
+        yield images, targets, indices

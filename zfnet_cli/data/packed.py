@@ -71,6 +71,7 @@ from tqdm import tqdm
 
 from zfnet_cli.data.imagenet import DataLayoutError, ImageFolderData
 from zfnet_cli.data.images import ImageError, load_image
+from zfnet_cli.files import write_atomic
 
 FORMAT = "zfnet-packed"
 VERSION = 1
@@ -99,15 +100,9 @@ def default_workers() -> int:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    """Write beside ``path`` under a temporary name, then rename: readers see all or nothing."""
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write beside ``path`` under a temporary name, then rename: readers see all or nothing
+    (:func:`zfnet_cli.files.write_atomic`)."""
+    write_atomic(path, data)
 
 
 def _write_json(path: Path, obj) -> None:
@@ -124,6 +119,8 @@ def _read_json(path: Path) -> Optional[dict]:
 
 def _one_line(err: BaseException, path: str) -> str:
     """An exception as a one-line reason, without the file name the caller already records."""
+    if isinstance(err, ImageError):
+        return err.reason
     text = str(err).splitlines()[0] if str(err) else type(err).__name__
     text = text[len(path) + 2:] if text.startswith(f"{path}: ") else text
     return text if isinstance(err, ImageError) else f"{type(err).__name__}: {text}"

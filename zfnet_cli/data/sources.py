@@ -9,6 +9,9 @@ from typing import Optional
 
 import torch
 
+from zfnet_cli.bounds import bounded
+from zfnet_cli.data.images import UnreadableFiles, loader_workers
+
 
 @dataclass
 class DataConfig:
@@ -19,22 +22,35 @@ class DataConfig:
     images: :class:`~zfnet_cli.data.images.PhotoFolder`; read as the model reads its images,
     see :func:`for_model`)."""
 
-    name: str = "embedded"
+    name: str = bounded("embedded", choices=("embedded", "imagenet", "packed"))
     root: Optional[str] = None  # imagenet: the folder holding train/ and val/; packed: the pack
-    image_size: int = 128  # side of the stored image (imagenet: short side resized, centre crop)
-    crop: int = 128  # side fed to the model; training takes random crops (paper: 224 of 256)
+    image_size: int = bounded(128, min=1)  # side of the stored image (imagenet: short side resized, centre crop)
+    crop: int = bounded(128, min=1)  # side fed to the model; training takes random crops (paper: 224 of 256)
     flip: bool = True  # paper §3: random horizontal flips for training
-    mean: str = "image"  # "image": per-pixel mean image (paper §3); "channel": per-channel mean
-    scale: float = 1.0  # multiplies mean-subtracted pixels; 1 = the paper's inputs in about [-128, 128]
-    workers: int = 2  # DataLoader worker processes (file-based data) / generator processes
+    mean: str = bounded("image", choices=("image", "channel"))  # "image": per-pixel mean image (paper §3); "channel": per-channel mean
+    scale: float = bounded(1.0, above=0.0)  # multiplies mean-subtracted pixels; 1 = the paper's inputs in about [-128, 128]
+    # DataLoader worker processes (file-based data) / generator processes; None: what this
+    # machine has (zfnet_cli.data.images.loader_workers: its cores, at most 8)
+    workers: Optional[int] = bounded(2, min=0)
+    # Unreadable image files (file-based data; see zfnet_cli.data.images.UnreadableFiles): they
+    # are skipped, counted and named, and the run stops once more than this fraction of a
+    # split is unreadable; 0: strict, the first unreadable file stops the run.
+    max_broken: float = bounded(0.01, min=0.0, max=1.0)
     cache_dir: str = "outputs/cache"  # generated images and mean images are cached here
     # embedded data only
-    train_per_class: int = 800
-    val_per_class: int = 150
-    test_per_class: int = 100
+    train_per_class: int = bounded(800, min=1)
+    val_per_class: int = bounded(150, min=1)
+    test_per_class: int = bounded(100, min=1)
     held_out: Optional[list[str]] = None  # None: the generator's DEFAULT_HELD_OUT (transfer target)
-    use: str = "pretrain"  # "pretrain" (all but held_out), "heldout" or "all"
+    use: str = bounded("pretrain", choices=("pretrain", "heldout", "all"))  # "pretrain" (all but held_out), "heldout" or "all"
     seed: int = 0  # the generator's seed (separate from the training seed)
+
+    def check(self, prefix: str = "data.") -> None:
+        """Impossible combinations, one line each (called by :func:`zfnet_cli.bounds.check_bounds`)."""
+        if self.crop > self.image_size:
+            raise ValueError(f"{prefix}crop={self.crop} is larger than {prefix}image_size="
+                             f"{self.image_size}: the crop is taken from the stored image; lower "
+                             f"{prefix}crop or raise {prefix}image_size")
 
 
 SPLITS = ("train", "val", "test")
@@ -53,7 +69,8 @@ def load_split(cfg: DataConfig, split: str, *, progress: bool = True):
         held_out = DEFAULT_HELD_OUT if cfg.held_out is None else cfg.held_out
         return load_embedded(split, image_size=cfg.image_size, per_class=per_class,
                              held_out=held_out, use=cfg.use, seed=cfg.seed,
-                             cache_dir=cfg.cache_dir, workers=cfg.workers, progress=progress)
+                             cache_dir=cfg.cache_dir, workers=loader_workers(cfg.workers),
+                             progress=progress)
     if cfg.name == "imagenet":
         from zfnet_cli.data.imagenet import DataLayoutError, ImageFolderData
 
@@ -98,10 +115,13 @@ def for_model(data: Optional[DataConfig], trained: DataConfig) -> DataConfig:
     return data
 
 
-def mean_image(cfg: DataConfig, train_set, *, progress: bool = True) -> torch.Tensor:
+def mean_image(cfg: DataConfig, train_set, *, progress: bool = True,
+               unreadable=None) -> torch.Tensor:
     """The mean the inputs are centred with (paper §3: the per-pixel mean over all training
     images), float32 (3, S, S), or (3, 1, 1) with ``mean=channel``. Computed once; file-based
-    data caches it in ``cache_dir`` keyed by the data set."""
+    data caches it in ``cache_dir`` keyed by the data set; its unreadable files are skipped
+    and recorded in ``unreadable`` (:class:`~zfnet_cli.data.images.UnreadableFiles`; ``None``:
+    under ``cfg.max_broken``)."""
     if cfg.mean not in ("image", "channel"):
         raise ValueError(f"data.mean must be 'image' or 'channel', got '{cfg.mean}'")
     if hasattr(train_set, "mean_image"):  # a pack stores the mean of its train images
@@ -113,5 +133,8 @@ def mean_image(cfg: DataConfig, train_set, *, progress: bool = True) -> torch.Te
 
         key = hashlib.sha1(f"{Path(cfg.root).resolve()}|{cfg.image_size}".encode()).hexdigest()[:12]
         cache = Path(cfg.cache_dir) / f"mean_{cfg.name}_{key}.pt"
-        mean = compute_mean_image(train_set, cache, workers=cfg.workers, progress=progress)
+        if unreadable is None:
+            unreadable = UnreadableFiles(len(train_set), cfg.max_broken, "train")
+        mean = compute_mean_image(train_set, cache, workers=cfg.workers, progress=progress,
+                                  unreadable=unreadable)
     return mean.mean(dim=(1, 2), keepdim=True) if cfg.mean == "channel" else mean

@@ -29,8 +29,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from zfnet_cli.bounds import DEVICE, bounded
 from zfnet_cli.engine import Dist
 from zfnet_cli.experiments import train as experiment_train
+from zfnet_cli.files import write_atomic
 
 
 @dataclass(frozen=True)
@@ -77,8 +79,8 @@ class AblateConfig:
     train: list[str] = field(default_factory=list)  # `zfnet train` overrides for every variant
     train_extra: list[str] = field(default_factory=list)  # appended after `train` (CLI: -t)
     resume: Optional[str] = None  # an ablation folder, or "latest", to continue in place
-    seeds: int = 1  # train each variant with seeds S .. S+seeds-1 (S: the train config's seed)
-    device: str = "auto"
+    seeds: int = bounded(1, min=1)  # train each variant with seeds S .. S+seeds-1 (S: the train config's seed)
+    device: str = bounded("auto", **DEVICE)
     output_root: str = "outputs"
     plot: bool = True
 
@@ -260,5 +262,5 @@ def run(cfg: AblateConfig, run_dir: str | Path, *, compose_train: Callable[[list
             write_table(rows, run_dir, plot=cfg.plot)
     metrics = {"variants": names, "trained": trained, "skipped": skipped, "rows": rows}
     if d.main:
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics

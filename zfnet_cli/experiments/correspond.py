@@ -23,15 +23,16 @@ from typing import Optional
 
 import numpy as np
 import torch
-from PIL import Image
 
 from zfnet_cli import viz
 from zfnet_cli.checkpoint import ModelSource, load_trained
 from zfnet_cli.layers import read_layers
 from zfnet_cli.correspondence import occlude_regions, sign_consistency, square_mask
-from zfnet_cli.data.images import MAX_PIXELS, load_image
+from zfnet_cli.bounds import DEVICE, bounded
+from zfnet_cli.data.images import MAX_PIXELS, read_image, resize_center_crop, to_tensor
 from zfnet_cli.data.sources import DataConfig, load_split
 from zfnet_cli.engine import Dist, pick_device
+from zfnet_cli.files import write_atomic
 
 # Table 1 of the paper: mean ± std of Delta at layers 5 and 7
 PAPER_TABLE1 = {"right_eye": {"conv5": (0.067, 0.007), "fc7": (0.069, 0.015)},
@@ -45,16 +46,16 @@ class CorrespondConfig(ModelSource):  # + arch, weights, trust_pickle, preproces
     checkpoint: str = "latest"
     images: list[str] = field(default_factory=list)  # files (needs parts_file); empty: embedded faces
     parts_file: Optional[str] = None
-    n_images: int = 5  # the paper's 5 dog images
+    n_images: int = bounded(5, min=2)  # the paper's 5 dog images
     parts: list[str] = field(default_factory=lambda: ["right_eye", "left_eye", "nose"])
-    mask_size: Optional[int] = None  # square side in px (UNSTATED); None: input side // 6
-    draws: int = 10  # random draws per row of Table 1
-    jitter: int = 2  # px jitter of the part squares between draws
+    mask_size: Optional[int] = bounded(None, min=1)  # square side in px (UNSTATED); None: input side // 6
+    draws: int = bounded(10, min=1)  # random draws per row of Table 1
+    jitter: int = bounded(2, min=0)  # px jitter of the part squares between draws
     layers: list[str] = field(default_factory=lambda: ["conv5", "fc7"])  # Table 1's layers 5, 7
     seed: int = 0
     data: Optional[DataConfig] = None
-    max_pixels: int = MAX_PIXELS
-    device: str = "auto"
+    max_pixels: int = bounded(MAX_PIXELS, min=1)
+    device: str = bounded("auto", **DEVICE)
     output_root: str = "outputs"
     progress: bool = True
 
@@ -103,9 +104,11 @@ def _inputs(cfg: CorrespondConfig, loaded, size: int):
             missing = [p for p in cfg.parts if p not in table[key]]
             if missing:
                 raise ValueError(f"parts file {cfg.parts_file}: {f} has no '{missing[0]}' box")
-            with Image.open(f) as im:
-                w, h = im.size
-            imgs.append(load_image(f, size, max_pixels=cfg.max_pixels))
+            # One guarded read (missing, empty, a folder, a bomb: one line naming the file);
+            # the boxes are in the upright image's pixels, its size before resizing.
+            rgb = read_image(f, max_pixels=cfg.max_pixels)
+            w, h = rgb.size
+            imgs.append(to_tensor(resize_center_crop(rgb, size)))
             for p in cfg.parts:
                 parts[p].append(_map_box(table[key][p], w, h, size))
             names.append(str(f))
@@ -179,7 +182,7 @@ def run(cfg: CorrespondConfig, run_dir: str | Path, *, dist_info: Dist | None = 
                "pairs and the feature length D); the paper does not say how its Delta is "
                "normalised and its values sit on another scale. Compare the ordering of the "
                "rows (parts below random = consistent), not the numbers.\n")
-    (run_dir / "table1.md").write_text(md_text)
+    write_atomic(run_dir / "table1.md", md_text)
     crops = images[:, :, int(offset):int(offset) + c, int(offset):int(offset) + c]
     path = run_dir / "figures" / "fig8_masks.png"
     viz.masks_figure(crops.permute(0, 2, 3, 1).numpy(), first_boxes, path,
@@ -188,6 +191,6 @@ def run(cfg: CorrespondConfig, run_dir: str | Path, *, dist_info: Dist | None = 
                "draws": cfg.draws, "jitter": cfg.jitter, "layers": cfg.layers, "table": table,
                "paper": PAPER_TABLE1, "normalisation": "pairs N(N-1) and feature length D",
                "figures": [str(path.relative_to(run_dir))], "table_markdown": "table1.md"}
-    (run_dir / "table1.json").write_text(json.dumps(metrics, indent=1) + "\n")
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    write_atomic(run_dir / "table1.json", json.dumps(metrics, indent=1) + "\n")
+    write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=1) + "\n")
     return metrics

@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from zfnet_cli import viz
+from zfnet_cli.bounds import DEVICE, bounded
 from zfnet_cli.checkpoint import CheckpointError, Loaded, ModelSource, load_trained
 from zfnet_cli.data.sources import DataConfig, load_split
 from zfnet_cli.deconv import Request
@@ -38,13 +39,13 @@ class ExploreConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
     data: Optional[DataConfig] = None  # None: the data the checkpoint was trained on
     split: str = "val"  # the image set scanned (Fig 2: the validation set)
     layers: list[int] = field(default_factory=list)  # paper layer numbers; empty: all conv layers
-    k: int = 9  # strongest activations per unit (Fig 2: 9)
-    max_images: Optional[int] = None  # scan at most this many images of the split
-    batch_size: int = 64
+    k: int = bounded(9, min=1)  # strongest activations per unit (Fig 2: 9)
+    max_images: Optional[int] = bounded(None, min=1)  # scan at most this many images of the split
+    batch_size: int = bounded(64, min=1)
     evolution: bool = True  # add each unit's kept-epoch projections when the run has them (Fig 4)
     evolution_split: str = "train"  # Fig 4: strongest activation over the training set
-    cell: int = 64  # tiles are stored at most this many pixels on their long side
-    device: str = "auto"
+    cell: int = bounded(64, min=8)  # tiles are stored at most this many pixels on their long side
+    device: str = bounded("auto", **DEVICE)
     output_root: str = "outputs"
     progress: bool = True
 

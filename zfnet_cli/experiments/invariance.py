@@ -22,11 +22,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from zfnet_cli import viz
+from zfnet_cli.bounds import DEVICE, bounded
 from zfnet_cli.checkpoint import ModelSource, load_trained, resolve_label
 from zfnet_cli.data.images import MAX_PIXELS, load_image
 from zfnet_cli.data.sources import DataConfig, load_split
 from zfnet_cli.engine import Dist, pick_device
 from zfnet_cli.invariance import TRANSFORMS, paper_amounts, relative_distance, transform_image
+from zfnet_cli.files import write_atomic
 from zfnet_cli.layers import read_layers, resolve_layer
 
 
@@ -35,15 +37,15 @@ class InvarianceConfig(ModelSource):  # + arch, weights, trust_pickle, preproces
     checkpoint: str = "latest"
     images: list[str] = field(default_factory=list)  # files; empty: embedded validation images
     labels: list[str] = field(default_factory=list)  # true class per file (index or name); empty: predicted
-    n_images: int = 5  # the paper's 5
-    method: str = "image"  # "image" (whole image, the paper's) or "render" (embedded only)
+    n_images: int = bounded(5, min=1)  # the paper's 5
+    method: str = bounded("image", choices=("image", "render"))  # "image" (whole image, the paper's) or "render" (embedded only)
     layers: list[str] = field(default_factory=lambda: ["conv1", "fc7"])  # Fig 5's layer 1 and 7
-    steps_translate: int = 13
-    steps_scale: int = 9
-    steps_rotate: int = 36
+    steps_translate: int = bounded(13, min=1)
+    steps_scale: int = bounded(9, min=1)
+    steps_rotate: int = bounded(36, min=1)
     data: Optional[DataConfig] = None
-    max_pixels: int = MAX_PIXELS
-    device: str = "auto"
+    max_pixels: int = bounded(MAX_PIXELS, min=1)
+    device: str = bounded("auto", **DEVICE)
     output_root: str = "outputs"
     progress: bool = True
 
@@ -76,6 +78,9 @@ def run(cfg: InvarianceConfig, run_dir: str | Path, *, dist_info: Dist | None = 
 
     # (name, uint8 image, true label or None, scene for re-rendering or None)
     items = []
+    if cfg.labels and len(cfg.labels) > len(cfg.images):
+        raise ValueError(f"{len(cfg.labels)} labels for {len(cfg.images)} image file(s): give "
+                         "one --label per file, in order (or none: the predicted class)")
     if cfg.images:
         labels = list(cfg.labels) + [None] * (len(cfg.images) - len(cfg.labels))
         for f, lab in zip(cfg.images, labels):
@@ -133,5 +138,5 @@ def run(cfg: InvarianceConfig, run_dir: str | Path, *, dist_info: Dist | None = 
                           for n, _, lab, _ in items],
                "transforms": result, "distance": "relative Euclidean, ||f(x)-f(x')|| / ||f(x)||",
                "figures": [str(path.relative_to(run_dir))]}
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=1) + "\n")
     return metrics

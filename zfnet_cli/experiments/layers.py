@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from zfnet_cli.bounds import DEVICE, bounded
 from zfnet_cli.checkpoint import Loaded, ModelSource, load_trained
 from zfnet_cli.engine import pick_device
 from zfnet_cli.layers import LayerInfo, describe_layers
@@ -17,7 +18,7 @@ from zfnet_cli.layers import LayerInfo, describe_layers
 @dataclass
 class LayersConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
     checkpoint: str = "latest"  # any model source (see ModelSource); default: newest train run
-    device: str = "cpu"  # one forward pass: the CPU is enough
+    device: str = bounded("cpu", **DEVICE)  # one forward pass: the CPU is enough
     output_root: str = "outputs"  # where checkpoint=latest looks
 
 

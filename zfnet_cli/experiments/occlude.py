@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from zfnet_cli.bounds import DEVICE, bounded
 from zfnet_cli.checkpoint import Loaded, ModelSource, load_trained, resolve_label
 from zfnet_cli.data.images import (MAX_PIXELS, ImageError, PhotoFolder, load_image, seen_region,
                                    upright_size)
@@ -49,6 +50,7 @@ from zfnet_cli.deconv_graph import project_fmap
 from zfnet_cli.engine import Dist, pick_device
 from zfnet_cli.occlusion import OcclusionMaps, occlude
 from zfnet_cli import viz
+from zfnet_cli.files import write_atomic
 
 
 @dataclass
@@ -57,16 +59,20 @@ class OccludeConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
     images: list[str] = field(default_factory=list)  # image files and photo folders; empty: val images
     label: Optional[str] = None  # the correct class of every image (index or name)
     labels: list[str] = field(default_factory=list)  # one per image, in order (or one for all)
-    size: Optional[int] = None  # occluder side in px (UNSTATED); None: input side // 4
-    stride: Optional[int] = None  # step in px; None: size // 4
+    size: Optional[int] = bounded(None, min=1)  # occluder side in px (UNSTATED); None: input side // 4
+    stride: Optional[int] = bounded(None, min=1)  # step in px; None: size // 4
     layer: Optional[str] = None  # module or paper name; None: "layer 5" / last map before pooling
-    default_images: int = 4  # validation images used when no files are given
+    default_images: int = bounded(4, min=1)  # validation images used when no files are given
     data: Optional[DataConfig] = None  # None: the data the checkpoint was trained on
     localise: bool = False  # also run the localisation check on the embedded data
-    localise_images: int = 100
-    batch_size: int = 128  # occluder positions per forward pass
-    max_pixels: int = MAX_PIXELS  # larger image files are refused (decompression-bomb guard)
-    device: str = "auto"
+    localise_images: int = bounded(100, min=1)
+    batch_size: int = bounded(128, min=1)  # occluder positions per forward pass (method=full)
+    # "incremental": recompute each layer only where the occluder reaches it (exact, Krypton);
+    # "full": the whole model per position; "auto": incremental where it is estimated faster
+    method: str = bounded("auto", choices=("auto", "incremental", "full"))
+    memory_budget_mb: int = bounded(256, min=1)  # incremental path: MiB of per-position activations per chunk
+    max_pixels: int = bounded(MAX_PIXELS, min=1)  # larger image files are refused (decompression-bomb guard)
+    device: str = bounded("auto", **DEVICE)
     output_root: str = "outputs"
     progress: bool = True
 
@@ -89,6 +95,11 @@ def _geometry(cfg: OccludeConfig, side: int) -> tuple[int, int]:
     if size > side:
         raise ValueError(f"occluder size {size} is larger than the {side}x{side} model input")
     return size, stride
+
+
+def _method(cfg: OccludeConfig) -> dict:
+    """``occlude``'s method options from the config (bounds already checked at compose)."""
+    return {"method": cfg.method, "memory_budget": cfg.memory_budget_mb * 2 ** 20}
 
 
 def _centre_crop(raw: torch.Tensor, c: int) -> torch.Tensor:
@@ -237,7 +248,8 @@ def localisation(loaded: Loaded, cfg: OccludeConfig, device) -> dict:
         x = pre(val.images[i:i + 1].to(device))[0]
         label = int(val.labels[i])
         maps = occlude(loaded.model, x, size=size, stride=stride, fill=fill.to(device),
-                       target=label, layer=cfg.layer, batch_size=cfg.batch_size)
+                       target=label, layer=cfg.layer, batch_size=cfg.batch_size,
+                       **_method(cfg))
         worst = int(maps.log_p_target.flatten().argmin())  # log: no ties where p underflows
         cy, cx = maps.centers().view(-1, 2)[worst].tolist()
         x0, y0, x1, y1 = (val.boxes[i] - offset).tolist()
@@ -291,7 +303,8 @@ def run(cfg: OccludeConfig, run_dir: str | Path, *, dist_info: Dist | None = Non
         k = len(results)
         x = pre(item.raw[None].to(device))[0]
         maps = occlude(loaded.model, x, size=size, stride=stride, fill=fill, target=item.label,
-                       layer=cfg.layer, batch_size=cfg.batch_size, progress=cfg.progress)
+                       layer=cfg.layer, batch_size=cfg.batch_size, progress=cfg.progress,
+                       **_method(cfg))
         stem = item.path.stem if item.path is not None else item.name.split("/")[-1]
         fig = run_dir / "figures" / f"fig7_{k:02d}_{stem}.png"
         region = _region(item, loaded)
@@ -314,8 +327,8 @@ def run(cfg: OccludeConfig, run_dir: str | Path, *, dist_info: Dist | None = Non
                "images": results, "failed": failed, "notes": notes}
     if cfg.localise:
         loc = localisation(loaded, cfg, device)
-        (run_dir / "localisation.json").write_text(json.dumps(loc, indent=1) + "\n")
+        write_atomic(run_dir / "localisation.json", json.dumps(loc, indent=1) + "\n")
         metrics["localisation"] = {k: v for k, v in loc.items() if k != "per_image"}
-    (run_dir / "occlusion.json").write_text(json.dumps(metrics, indent=1) + "\n")
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_atomic(run_dir / "occlusion.json", json.dumps(metrics, indent=1) + "\n")
+    write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics

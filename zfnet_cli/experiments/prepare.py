@@ -13,9 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
+from zfnet_cli.bounds import bounded
+from zfnet_cli.data.images import UnreadableFiles
 from zfnet_cli.data.imagenet import DataLayoutError
 from zfnet_cli.data.packed import prepare
 from zfnet_cli.engine import Dist
+from zfnet_cli.files import write_atomic
 
 SHOWN_FAILURES = 20  # failures printed; all of them are in metrics.json and the manifest
 
@@ -25,11 +28,11 @@ class PrepareConfig:
     dataset: str = "imagenet"  # the source layout: ImageNet's ROOT/{train,val}/<wnid>/*.JPEG
     root: Optional[str] = None  # required: the folder holding train/ and val/
     out: Optional[str] = None  # the pack folder; None: <output_root>/packed/<dataset>_<image_size>
-    image_size: int = 256  # paper §3: short side to 256, centre crop 256x256
-    shard_size: int = 2048  # source images per shard file (2048 x 256 px = 403 MB)
+    image_size: int = bounded(256, min=1)  # paper §3: short side to 256, centre crop 256x256
+    shard_size: int = bounded(2048, min=1)  # source images per shard file (2048 x 256 px = 403 MB)
     splits: list[str] = field(default_factory=lambda: ["train", "val"])
-    workers: int = 0  # decoding processes; 0: every core
-    chunk_size: int = 16  # images per task handed to a worker
+    workers: int = bounded(0, min=0)  # decoding processes; 0: every core
+    chunk_size: int = bounded(16, min=1)  # images per task handed to a worker
     verify: bool = True  # re-read every shard at the end: sha256 and counts
     progress: bool = True
     output_root: str = "outputs"
@@ -58,13 +61,14 @@ def run(cfg: PrepareConfig, run_dir: str | Path, *, dist_info: Dist | None = Non
                       shard_size=cfg.shard_size, workers=cfg.workers, chunk_size=cfg.chunk_size,
                       verify=cfg.verify, progress=cfg.progress)
     run_dir = Path(run_dir)
-    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_atomic(run_dir / "metrics.json", json.dumps(summary, indent=2) + "\n")
 
-    for f in summary["failures"][:SHOWN_FAILURES]:
-        print(f"zfnet prepare: unreadable, left out: {f['path']}: {f['reason']}")
-    more = len(summary["failures"]) - SHOWN_FAILURES
-    if more > 0:
-        print(f"zfnet prepare: ... and {more} more unreadable images (all in {run_dir / 'metrics.json'})")
+    # The one policy for unreadable files (zfnet_cli.data.images.UnreadableFiles): skipped,
+    # counted and named here as in training; never fatal, as the pack simply leaves them out.
+    unreadable = UnreadableFiles(0, max_broken=1.0)
+    unreadable.merge({f["path"]: f["reason"] for f in summary["failures"]})
+    for line in unreadable.lines("zfnet prepare: ", SHOWN_FAILURES, str(run_dir / "metrics.json")):
+        print(line)
     counts = "; ".join(f"{s}: {v['images']} of {v['files']} images in {v['shards']} shards "
                        f"({v['shards_written']} written, {v['shards_skipped']} already done), "
                        f"{v['failures']} unreadable" for s, v in summary["splits"].items())

@@ -19,6 +19,7 @@ from typing import Optional, Sequence
 
 from zfnet_cli.checkpoint import run_folders
 from zfnet_cli.engine import Dist
+from zfnet_cli.files import write_atomic
 
 # Table 2's rows in the paper: (val top-1, val top-5) error, one net.
 PAPER_TABLE2 = {"zfnet": (38.4, 16.5), "alexnet": (40.5, 18.1)}
@@ -208,14 +209,14 @@ def run(cfg: ReportConfig, run_dir: str | Path, *, dist_info: Dist | None = None
     if not transfers:
         w.section("Tables 4-7 and Fig 9: transfer", None)
     verdicts = _claims(w, root)
-    (folder / "report.md").write_text("\n".join(w.lines) + "\n")
+    write_atomic(folder / "report.md", "\n".join(w.lines) + "\n")
     write_html(folder)
     sections = sum(1 for line in w.lines if line.startswith("## "))
     missing = sum(1 for line in w.lines if line == "_No finished run found._")
     metrics = {"report": str(folder / "report.md"), "html": str(folder / "index.html"),
                "root": str(root), "sections": sections, "missing": missing, "claims": verdicts,
                "claims_table": str(folder / "claims.md")}
-    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_atomic(folder / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     print(f"zfnet report: {sections} sections, {missing} without a finished run; claims: "
           + ", ".join(f"{n} {v}" for v, n in verdicts.items()))
     return metrics

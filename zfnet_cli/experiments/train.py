@@ -43,10 +43,13 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from zfnet_cli import checkpoint
+from zfnet_cli.bounds import DEVICE, bounded
+from zfnet_cli.data.images import UnreadableFiles
 from zfnet_cli.data.sources import DataConfig, load_split, mean_image
 from zfnet_cli.data.transforms import BatchPreprocess
 from zfnet_cli.engine import (AMP_MODES, Dist, InMemoryBatches, LoaderBatches, compile_model,
                               epoch_generator, evaluate, pick_device, train_one_epoch)
+from zfnet_cli.files import append_text, remove_stale_temporaries, write_atomic
 from zfnet_cli.model import ModelConfig, ZFNet, count_parameters
 
 
@@ -55,35 +58,37 @@ class OptimConfig:
     """Paper §3: SGD, lr 1e-2, momentum 0.9; the lr was annealed by hand (UNSTATED), here a step
     schedule; weight decay is UNSTATED (AlexNet's 5e-4 by default)."""
 
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    milestones: list[int] = field(default_factory=lambda: [30, 50])  # epochs after which lr *= gamma
-    gamma: float = 0.1
+    lr: float = bounded(0.01, min=0.0)
+    momentum: float = bounded(0.9, min=0.0, below=1.0)
+    weight_decay: float = bounded(5e-4, min=0.0)
+    milestones: list[int] = bounded(default_factory=lambda: [30, 50], min=1)  # epochs after which lr *= gamma
+    gamma: float = bounded(0.1, min=0.0)
     renorm: bool = True  # paper §3: conv filters with RMS above renorm_rms are rescaled to it
-    renorm_rms: float = 0.1
+    renorm_rms: float = bounded(0.1, above=0.0)
 
 
 @dataclass
 class TrainConfig:
+    BOUNDS_FIRST = ("data",)  # model.input_size follows data.crop: name data.crop when it is bad
+
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    epochs: int = 70  # paper §3: 70 epochs
-    batch_size: int = 128  # global batch, split across DDP processes; paper §3: 128
+    epochs: int = bounded(70, min=1)  # paper §3: 70 epochs
+    batch_size: int = bounded(128, min=1)  # global batch, split across DDP processes; paper §3: 128
     seed: int = 0
-    device: str = "auto"  # auto: cuda when present, else cpu
-    keep_epochs: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 20, 30, 40, 64])  # Fig 4's
+    device: str = bounded("auto", **DEVICE)  # auto: cuda when present, else cpu
+    keep_epochs: list[int] = bounded(default_factory=lambda: [1, 2, 5, 10, 20, 30, 40, 64], min=1)  # Fig 4's
     resume: Optional[str] = None  # a checkpoint file, a run folder, or "latest"
-    max_steps: Optional[int] = None  # cap on steps per epoch (smoke tests, benchmarks)
+    max_steps: Optional[int] = bounded(None, min=1)  # cap on steps per epoch (smoke tests, benchmarks)
     # Evaluation (module docstring). eval_batch_size counts crops per forward pass (global, split
     # across DDP processes): with eval_crops=10 a batch holds eval_batch_size // 10 images.
-    eval_batch_size: int = 256
-    eval_crops: int = 1  # 1: centre crop; 10: 4 corners + centre, each mirrored, softmax averaged
+    eval_batch_size: int = bounded(256, min=1)
+    eval_crops: int = bounded(1, choices=(1, 10))  # 1: centre crop; 10: 4 corners + centre, each mirrored, softmax averaged
     eval_only: bool = False  # evaluate `checkpoint` on the val split, no training, no checkpoints
     checkpoint: Optional[str] = None  # eval_only: a checkpoint file, a train run folder, "latest"
     # Speed (module docstring); all off by default: on a CPU none of them helps.
-    amp: str = "none"  # "bf16": autocast to bfloat16 (CUDA or CPU); loss and weights stay float32
+    amp: str = bounded("none", choices=AMP_MODES)  # "bf16": autocast to bfloat16 (CUDA or CPU); loss and weights stay float32
     channels_last: bool = False  # NHWC activations and conv weights (GPU tensor-core convs)
     compile: bool = False  # torch.compile the training model (the DDP-wrapped one under DDP)
     compile_backend: str = "inductor"  # torch.compile backend; "aot_eager" / "eager" for tests
@@ -108,17 +113,18 @@ def _check_options(cfg: TrainConfig) -> None:
 
 
 def _batches(dataset, cfg: TrainConfig, preprocess, *, train: bool, epoch: int, d: Dist,
-             workers: int):
+             workers: Optional[int], unreadable: Optional[UnreadableFiles] = None):
     # Evaluation batches are sized in crops, so ten-crop evaluation holds 10x fewer images.
     batch = cfg.batch_size if train else max(1, cfg.eval_batch_size // preprocess.crops)
     if hasattr(dataset, "images"):
         return InMemoryBatches(dataset.images, dataset.labels, batch, preprocess, shuffle=train,
                                generator=epoch_generator(cfg.seed, epoch), rank=d.rank,
-                               world=d.world_size, drop_last=train and d.enabled, device=d.device,
+                               world=d.world_size, drop_last=train, device=d.device,
                                max_steps=cfg.max_steps if train else None)
     return LoaderBatches(dataset, batch, preprocess, shuffle=train, seed=cfg.seed, epoch=epoch,
                          rank=d.rank, world=d.world_size, workers=workers,
-                         device=d.device, max_steps=cfg.max_steps if train else None)
+                         device=d.device, max_steps=cfg.max_steps if train else None,
+                         unreadable=unreadable)
 
 
 def weights_sha1(model: torch.nn.Module) -> str:
@@ -135,10 +141,13 @@ def _state_dict(model: torch.nn.Module) -> dict:
     return {k: v.contiguous() for k, v in model.state_dict().items()}
 
 
-def _resolve(spec: str, cfg: TrainConfig, run_dir: Path) -> Path:
+def _resolve(spec: str, cfg: TrainConfig, run_dir: Path, *, resume: bool = False) -> Path:
     """:func:`checkpoint.resolve`; ``latest`` passes over this run's own, new folder, which
-    ``<output_root>/train/latest`` already points at when ``run`` starts."""
-    return checkpoint.resolve(spec, cfg.output_root, "train", exclude=run_dir)
+    ``<output_root>/train/latest`` already points at when ``run`` starts. For ``resume``
+    ``latest`` is the newest run with a checkpoint, interrupted ones included; for a model to
+    evaluate it is the newest finished run."""
+    return checkpoint.resolve(spec, cfg.output_root, "train", exclude=run_dir, finished=not resume,
+                              key="resume" if resume else "checkpoint")
 
 
 def _check_resume(state: dict, cfg: TrainConfig, num_classes: int) -> None:
@@ -167,16 +176,37 @@ def run(cfg: TrainConfig, run_dir: str | Path, *, dist_info: Dist | None = None,
     show = cfg.progress and d.main
     state = None
     if cfg.resume:
-        state = checkpoint.load(_resolve(cfg.resume, cfg, run_dir))
+        source = _resolve(cfg.resume, cfg, run_dir, resume=True)
+        state = checkpoint.load(source)
+        if d.main:  # what a writer killed in that run left behind (.last.pt.tmp-PID)
+            remove_stale_temporaries(source.parent)
 
     train_set = load_split(cfg.data, "train", progress=show)
     val_set = load_split(cfg.data, "val", progress=show)
     classes = list(train_set.classes)
     num_classes = cfg.model.num_classes or len(classes)
+    if num_classes < 2:
+        raise ValueError(f"the {cfg.data.name} training data has {len(classes)} class "
+                         f"({', '.join(classes)}): a classifier needs at least 2 (one class "
+                         "folder per class under train/ and val/)")
+    # DDP equals one process (README, Reliability): every rank takes its [rank::world] share of
+    # the same global batch, and both drop an epoch's last partial batch, so the averaged
+    # gradient is the one process's only when the batch splits evenly and is never partial.
+    if d.enabled and cfg.batch_size % d.world_size:
+        raise ValueError(f"batch_size={cfg.batch_size} does not split evenly over {d.world_size} "
+                         f"processes; use a multiple of {d.world_size}")
+    if cfg.batch_size > len(train_set):
+        raise ValueError(f"batch_size={cfg.batch_size} is larger than the {len(train_set)} "
+                         "training images: every epoch would be empty (the last partial batch "
+                         "is dropped); lower batch_size")
     if cfg.model.input_size != cfg.data.crop:
         raise ValueError(f"model.input_size={cfg.model.input_size} but data.crop={cfg.data.crop}: "
                          "the model must be built for the crop it is fed")
-    mean = state["mean"] if state else mean_image(cfg.data, train_set, progress=show)
+    # Unreadable files of each split: skipped, counted and named, fatal past data.max_broken.
+    unreadable = {split: UnreadableFiles(len(ds), cfg.data.max_broken, split)
+                  for split, ds in (("train", train_set), ("val", val_set))}
+    mean = state["mean"] if state else mean_image(cfg.data, train_set, progress=show,
+                                                  unreadable=unreadable["train"])
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank and every run
     model = ZFNet(cfg.model, num_classes).to(d.device)
@@ -208,7 +238,7 @@ def run(cfg: TrainConfig, run_dir: str | Path, *, dist_info: Dist | None = None,
     ckpt_dir = run_dir / "checkpoints"
     best = max((h["val_top1"] for h in history), default=-1.0)
     if d.main:
-        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+        write_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
         print(f"zfnet train: {cfg.model.name} ({count_parameters(model) / 1e6:.2f}M parameters, "
               f"{num_classes} classes) on {cfg.data.name} ({len(train_set)} train / {len(val_set)} val"
               f" images), {d.world_size} process(es) on {d.device}; run folder {run_dir}")
@@ -221,23 +251,23 @@ def run(cfg: TrainConfig, run_dir: str | Path, *, dist_info: Dist | None = None,
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         row = train_one_epoch(net, _batches(train_set, cfg, pre_train, train=True, epoch=epoch, d=d,
-                                            workers=cfg.data.workers),
+                                            workers=cfg.data.workers,
+                                            unreadable=unreadable["train"]),
                               optimizer, renorm_rms=cfg.optim.renorm_rms if cfg.optim.renorm else None,
                               device=d.device, progress=show, desc=f"epoch {epoch}", amp=cfg.amp,
                               channels_last=cfg.channels_last)
         scheduler.step()
         val = evaluate(model, _batches(val_set, cfg, pre_eval, train=False, epoch=epoch, d=d,
-                                       workers=cfg.data.workers),
+                                       workers=cfg.data.workers, unreadable=unreadable["val"]),
                        device=d.device, progress=show, amp=cfg.amp, channels_last=cfg.channels_last)
         row = {"epoch": epoch, "lr": lr, **row, "val_loss": val["loss"], "val_top1": val["top1"],
                "val_top5": val["top5"], "val_top1_err": val["top1_err"],
                "val_top5_err": val["top5_err"], "val_crops": cfg.eval_crops,
-               "seconds": time.perf_counter() - t0}
+               "seconds": time.perf_counter() - t0, "unreadable_train": len(unreadable["train"]),
+               "unreadable_val": len(unreadable["val"])}
         history.append(row)
         epochs.set_postfix(val_top1=f"{val['top1']:.1f}")
         if d.main:
-            with open(run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
             ckpt = {"model": _state_dict(model), "model_cfg": asdict(cfg.model),
                     "num_classes": num_classes, "classes": classes,
                     "class_names": getattr(train_set, "class_names", None), "mean": mean.cpu(),
@@ -252,6 +282,9 @@ def run(cfg: TrainConfig, run_dir: str | Path, *, dist_info: Dist | None = None,
             if val["top1"] > best:
                 best = val["top1"]
                 checkpoint.save(ckpt, ckpt_dir / "best.pt")
+            # The row only after the checkpoints: a kill in between leaves metrics.jsonl one
+            # epoch behind last.pt (whose history has the row), never ahead of it.
+            append_text(run_dir / "metrics.jsonl", json.dumps(row) + "\n")
 
     # A fingerprint of the weights on every rank: DDP keeps them identical, this shows it.
     mine = weights_sha1(model)
@@ -259,6 +292,11 @@ def run(cfg: TrainConfig, run_dir: str | Path, *, dist_info: Dist | None = None,
     if d.enabled:
         fingerprints = [None] * d.world_size
         torch.distributed.all_gather_object(fingerprints, mine)
+        for bad in unreadable.values():  # each rank read (and skipped) its own share
+            files = [None] * d.world_size
+            torch.distributed.all_gather_object(files, bad.files)
+            for f in files:
+                bad.merge(f)
     final = dict(history[-1]) if history else {}
     best_top1 = max((h["val_top1"] for h in history), default=None)
     metrics = {"epochs": len(history), "final": final, "best_val_top1": best_top1,
@@ -268,9 +306,13 @@ def run(cfg: TrainConfig, run_dir: str | Path, *, dist_info: Dist | None = None,
                "parameters": count_parameters(model), "num_classes": num_classes,
                "world_size": d.world_size, "seed": cfg.seed, "rank_weights_sha1": fingerprints,
                "train_seconds": sum(h["seconds"] for h in history),
-               "resumed_from": str(cfg.resume) if cfg.resume else None}
+               "resumed_from": str(cfg.resume) if cfg.resume else None,
+               "unreadable": {split: bad.summary() for split, bad in unreadable.items()}}
     if d.main:
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        for bad in unreadable.values():
+            for line in bad.lines("zfnet train: ", where=str(run_dir / "metrics.json")):
+                print(line)
         if cfg.plot and history:
             from zfnet_cli.viz import plot_curves
 
@@ -342,9 +384,11 @@ def evaluate_only(cfg: TrainConfig, run_dir: str | Path, *, dist_info: Dist | No
     # foreign weights: a per-channel (3, 1, 1) scale; ours: the data config's one number
     scale = state["input_scale"] if state.get("input_scale") is not None else data.scale
     results = {}
+    unreadable = UnreadableFiles(len(val_set), data.max_broken, "val")  # the one policy
     for crops in sorted({1, cfg.eval_crops}):
         pre = BatchPreprocess(mean, data.crop, train=False, scale=scale, crops=crops)
-        batches = _batches(val_set, cfg, pre, train=False, epoch=0, d=d, workers=data.workers)
+        batches = _batches(val_set, cfg, pre, train=False, epoch=0, d=d, workers=data.workers,
+                           unreadable=unreadable)
         results[f"{crops}crop"] = evaluate(model, batches, device=d.device, progress=show,
                                            desc=f"val, {crops} crop(s)", amp=cfg.amp,
                                            channels_last=cfg.channels_last)
@@ -353,9 +397,11 @@ def evaluate_only(cfg: TrainConfig, run_dir: str | Path, *, dist_info: Dist | No
                "num_classes": num_classes, "data": data.name, "split": "val",
                "val_images": len(val_set), "world_size": d.world_size, "amp": cfg.amp,
                "channels_last": cfg.channels_last, "val": results,
-               "seconds": time.perf_counter() - t0}
+               "seconds": time.perf_counter() - t0, "unreadable": {"val": unreadable.summary()}}
     if d.main:
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        for line in unreadable.lines("zfnet train: ", where=str(run_dir / "metrics.json")):
+            print(line)
         for mode, r in results.items():
             print(f"zfnet train (eval only): {path}, {data.name} val ({r['images']} images), "
                   f"{mode}: top-1 error {r['top1_err']:.2f}%, top-5 error {r['top5_err']:.2f}%")

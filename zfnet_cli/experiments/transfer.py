@@ -41,13 +41,16 @@ from typing import Iterator, Optional, Sequence
 import torch
 from tqdm import tqdm
 
+from zfnet_cli.bounds import DEVICE, bounded
 from zfnet_cli.checkpoint import Loaded, ModelSource, load_trained
 from zfnet_cli.data.caltech import few_shot_split
+from zfnet_cli.data.images import UnreadableFiles, read_batches
 from zfnet_cli.data.transforms import BatchPreprocess
 from zfnet_cli.engine import Dist, InMemoryBatches, pick_device, train_one_epoch
 from zfnet_cli.model import ZFNet
 from zfnet_cli.transfer import (extract_features, few_shot_eval, fold_summary,
                                 mean_per_class_accuracy, train_linear)
+from zfnet_cli.files import write_atomic
 
 TARGETS = ("embedded", "caltech101", "caltech256", "voc")
 TABLE7_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")
@@ -79,28 +82,31 @@ class TransferConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
     target: str = "embedded"  # embedded (held-out classes), caltech101, caltech256, voc
     root: Optional[str] = None  # the target's data root (not for embedded)
     task: str = "auto"  # fewshot | multilabel | auto (voc: multilabel, others: fewshot)
-    shots: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 20])  # training images per class
-    folds: int = 5  # paper §5.2: 5 random folds
-    test_per_class: Optional[int] = 50  # paper: up to 50 per class on Caltech-101; null: all the rest
-    on_short: str = "error"  # a class with fewer than shots + 1 images: error | skip (reported)
-    pool_per_class: int = 80  # embedded: images per held-out class that the folds draw from
-    clutter: str = "drop"  # caltech256: drop the 257.clutter class (common practice) or keep it
+    shots: list[int] = bounded(default_factory=lambda: [1, 2, 5, 10, 20], min=1)  # training images per class
+    folds: int = bounded(5, min=1)  # paper §5.2: 5 random folds
+    test_per_class: Optional[int] = bounded(50, min=1)  # paper: up to 50 per class on Caltech-101; null: all the rest
+    on_short: str = bounded("error", choices=("error", "skip"))  # a class with fewer than shots + 1 images: error | skip (reported)
+    pool_per_class: int = bounded(80, min=2)  # embedded: images per held-out class that the folds draw from
+    clutter: str = bounded("drop", choices=("drop", "keep"))  # caltech256: drop the 257.clutter class (common practice) or keep it
     layer: str = "fc7"  # the frozen layer the new classifier sits on (paper: layers 1-7 kept)
-    loss: str = "softmax"  # the new classifier (paper: softmax)
-    weight_decay: float = 1e-3  # L2 on the new classifier (UNSTATED in the paper)
-    max_iter: int = 500  # L-BFGS iterations at most
+    loss: str = bounded("softmax", choices=("softmax", "hinge"))  # the new classifier (paper: softmax)
+    weight_decay: float = bounded(1e-3, min=0.0)  # L2 on the new classifier (UNSTATED in the paper)
+    max_iter: int = bounded(500, min=1)  # L-BFGS iterations at most
     per_layer: bool = True  # Table 7: a classifier on each layer
-    per_layer_shots: Optional[int] = None  # null: the largest of shots (paper: 30 / 60)
+    per_layer_shots: Optional[int] = bounded(None, min=1)  # null: the largest of shots (paper: 30 / 60)
     layers: list[str] = field(default_factory=lambda: list(TABLE7_LAYERS))
     classifiers: list[str] = field(default_factory=lambda: ["hinge", "softmax"])  # SVM, softmax
     pool: str = "max2x2"  # how conv maps become vectors (UNSTATED; see transfer.pool_feature_map)
     scratch: bool = True  # also train the architecture from scratch on each fold
-    scratch_epochs: int = 40  # passes over the fold's training images (lr / 10 for the last quarter)
-    scratch_batch: int = 64  # at most; fewer images make one batch
-    scratch_lr: Optional[float] = None  # null: the pretrained run's optim.lr
-    batch_size: int = 128  # images per forward pass when extracting features
-    workers: int = 2  # DataLoader processes decoding target images
-    device: str = "auto"
+    scratch_epochs: int = bounded(40, min=1)  # passes over the fold's training images (lr / 10 for the last quarter)
+    scratch_batch: int = bounded(64, min=1)  # at most; fewer images make one batch
+    scratch_lr: Optional[float] = bounded(None, min=0.0)  # null: the pretrained run's optim.lr
+    batch_size: int = bounded(128, min=1)  # images per forward pass when extracting features
+    workers: Optional[int] = bounded(2, min=0)  # DataLoader processes decoding target images; None: the machine's cores
+    # Unreadable target images are skipped, counted and named; more than this fraction of the
+    # target's images stops the run (0: strict). See zfnet_cli.data.images.UnreadableFiles.
+    max_broken: float = bounded(0.01, min=0.0, max=1.0)
+    device: str = bounded("auto", **DEVICE)
     seed: int = 0  # fold k uses seed + k
     output_root: str = "outputs"
     progress: bool = True
@@ -120,6 +126,13 @@ class Target:
     classes: list[str]
     targets: torch.Tensor
     ignore: Optional[torch.Tensor] = None
+    unreadable: Optional[UnreadableFiles] = None  # the files skipped by features_of
+
+    def keep(self, indices: torch.Tensor) -> None:
+        """Keep only the images at ``indices`` (those that could be read), in that order:
+        ``targets`` and ``ignore`` follow; ``dataset`` still indexes every file."""
+        self.targets = self.targets[indices]
+        self.ignore = None if self.ignore is None else self.ignore[indices]
 
 
 def _embedded(cfg: TransferConfig, loaded: Loaded, split: str, per_class: int) -> Target:
@@ -185,35 +198,50 @@ def multilabel_targets(cfg: TransferConfig, loaded: Loaded) -> tuple[Target, Tar
     return out[0], out[1]
 
 
-def _raw_batches(dataset, batch: int, workers: int) -> Iterator[torch.Tensor]:
-    """uint8 (B, 3, S, S) batches of ``dataset`` in order (in memory, or decoded by workers)."""
+def _raw_batches(dataset, batch: int, workers: Optional[int], unreadable: UnreadableFiles
+                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """uint8 (B, 3, S, S) batches of ``dataset`` in order and their indices (in memory, or
+    decoded by workers, unreadable files skipped under ``unreadable``)."""
     if hasattr(dataset, "images"):
         for i in range(0, len(dataset), batch):
-            yield dataset.images[i:i + batch]
+            yield dataset.images[i:i + batch], torch.arange(i, min(i + batch, len(dataset)))
         return
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=False,
-                                         num_workers=workers)
-    for images, _ in loader:
-        yield images
+    for images, _, indices in read_batches(dataset, batch, unreadable, workers=workers):
+        yield images, indices
+
+
+def _report_unreadable(targets: Sequence[Target], run_dir: Path) -> None:
+    """The end-of-run lines naming the target images that were skipped."""
+    for t in targets:
+        for line in t.unreadable.lines("zfnet transfer: ", where=str(run_dir / "metrics.json")):
+            print(line)
 
 
 def features_of(target: Target, loaded: Loaded, layers: Sequence[str], cfg: TransferConfig,
                 device: torch.device, keep_images: bool = False
                 ) -> tuple[dict[str, torch.Tensor], Optional[torch.Tensor]]:
-    """Frozen features of every image of ``target`` (one pass), and the uint8 images themselves
-    when ``keep_images`` (for the from-scratch training)."""
+    """Frozen features of every readable image of ``target`` (one pass), and the uint8 images
+    themselves when ``keep_images`` (for the from-scratch training). Unreadable files are
+    skipped under ``cfg.max_broken`` and ``target`` keeps only the images read
+    (:meth:`Target.keep`; the skipped files in ``target.unreadable``)."""
     pre = loaded.preprocess()
     kept: list[torch.Tensor] = []
+    read: list[torch.Tensor] = []
+    target.unreadable = UnreadableFiles(len(target.dataset), cfg.max_broken, target.name,
+                                        key="max_broken")
 
     def batches():
-        for raw in tqdm(_raw_batches(target.dataset, cfg.batch_size, cfg.workers),
+        for raw, indices in tqdm(_raw_batches(target.dataset, cfg.batch_size, cfg.workers,
+                                              target.unreadable),
                         desc=f"features {target.name}", disable=not cfg.progress, leave=False,
                         total=math.ceil(len(target.dataset) / cfg.batch_size)):
             if keep_images:
                 kept.append(raw)
+            read.append(indices)
             yield pre(raw.to(device))
 
     feats = extract_features(loaded.model, batches(), layers, pool=cfg.pool, device=device)
+    target.keep(torch.cat(read))
     return feats, (torch.cat(kept) if keep_images else None)
 
 
@@ -337,8 +365,10 @@ def run_fewshot(cfg: TransferConfig, loaded: Loaded, run_dir: Path, device: torc
                                   "std": r["std"], "accuracies": r["accuracies"],
                                   "paper": PAPER_TABLE7.get(cfg.target, {}).get((loss, layer))})
     _write_fewshot(cfg, target, rows, per_layer, run_dir, scratch)
+    _report_unreadable([target], run_dir)
     return {"task": "fewshot", "target": target.name, "classes": num_classes,
-            "images": len(target.dataset), "layer": cfg.layer, "rows": rows,
+            "images": len(target.targets), "layer": cfg.layer, "rows": rows,
+            "unreadable": target.unreadable.summary(),
             "per_layer": per_layer, "feature_seconds": feature_seconds,
             "seconds": time.perf_counter() - t0}
 
@@ -404,6 +434,7 @@ def run_multilabel(cfg: TransferConfig, loaded: Loaded, run_dir: Path, device: t
     scores = clf.scores(f_test[cfg.layer]).cpu()
     per_class, mean = mean_average_precision(scores.numpy(), test.targets.numpy(),
                                              None if test.ignore is None else test.ignore.numpy())
+    _report_unreadable([train, test], run_dir)
     voc = cfg.target == "voc"
     rows = [{"class": c, "ap": 100 * ap, "paper": PAPER_VOC.get(c) if voc else None}
             for c, ap in zip(test.classes, per_class)]
@@ -414,10 +445,11 @@ def run_multilabel(cfg: TransferConfig, loaded: Loaded, run_dir: Path, device: t
                          ("paper", lambda r: "-" if r["paper"] is None else f"{r['paper']:.1f}")],
                 notes=[f"A new 20-way {cfg.loss} on frozen {cfg.layer}, trained on "
                        f"{train.name} ({int(keep.sum())} images), tested on {test.name} "
-                       f"({len(test.dataset)} images). The paper trains on train+val and tests "
+                       f"({len(test.targets)} images). The paper trains on train+val and tests "
                        "on the (unreachable) test server; it lists only some per-class values."])
     return {"task": "multilabel", "target": test.name, "classes": len(test.classes),
-            "train_images": int(keep.sum()), "test_images": len(test.dataset),
+            "train_images": int(keep.sum()), "test_images": len(test.targets),
+            "unreadable": {"train": train.unreadable.summary(), "test": test.unreadable.summary()},
             "mean_ap": 100 * mean, "rows": rows, "seconds": time.perf_counter() - t0}
 
 
@@ -440,5 +472,5 @@ def run(cfg: TransferConfig, run_dir: str | Path, *, dist_info: Dist | None = No
     else:
         metrics = run_multilabel(cfg, loaded, run_dir, device)
     metrics["checkpoint"] = str(loaded.source)
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics

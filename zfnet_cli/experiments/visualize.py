@@ -39,13 +39,16 @@ import torch
 from tqdm import tqdm
 
 from zfnet_cli import checkpoint
+from zfnet_cli.bounds import DEVICE, bounded
 from zfnet_cli.checkpoint import Loaded, ModelSource, load_trained
+from zfnet_cli.data.images import UnreadableFiles
 from zfnet_cli.data.sources import DataConfig, load_split
 from zfnet_cli.deconv import Deconvnet, Request
 from zfnet_cli.deconv_graph import GraphDeconvnet, Projector, deconvnet_for
 from zfnet_cli.engine import Dist, InMemoryBatches, LoaderBatches, pick_device
 from zfnet_cli.top9 import gather_top9, scan_top9
 from zfnet_cli import viz
+from zfnet_cli.files import write_atomic
 
 
 @dataclass
@@ -56,18 +59,18 @@ class VisualizeConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
     mode: str = "top9"  # top9 (Fig 2) | evolution (Fig 4) | filters (Fig 6)
     layers: list[str] = field(default_factory=list)  # conv3 (or 3), layer3.1, ...; empty: all
     fmaps: list[int] = field(default_factory=list)  # feature maps to show; empty: a random subset
-    maps_per_layer: int = 8  # size of the seeded random subset of maps per layer (Fig 2)
-    k: int = 9  # strongest activations per map (Fig 2: 9)
-    max_images: Optional[int] = None  # scan at most this many images of the split
-    batch_size: int = 64
-    evolution_maps: int = 4  # maps per layer in Fig 4
+    maps_per_layer: int = bounded(8, min=1)  # size of the seeded random subset of maps per layer (Fig 2)
+    k: int = bounded(9, min=1)  # strongest activations per map (Fig 2: 9)
+    max_images: Optional[int] = bounded(None, min=1)  # scan at most this many images of the split
+    batch_size: int = bounded(64, min=1)
+    evolution_maps: int = bounded(4, min=1)  # maps per layer in Fig 4
     evolution_split: str = "train"  # Fig 4: strongest activation over the training set
     compare: list[str] = field(default_factory=list)  # Fig 6: train runs (or checkpoints)
-    layer2_maps: int = 36  # Fig 6: layer-2 maps shown, top-1 projection each
+    layer2_maps: int = bounded(36, min=1)  # Fig 6: layer-2 maps shown, top-1 projection each
     dead_fraction: float = 0.1  # Fig 6: a filter is dead when its RMS < this x the layer's max
-    cell: int = 48  # display size of one projection or patch, pixels
+    cell: int = bounded(48, min=1)  # display size of one projection or patch, pixels
     seed: int = 0  # picks the random subsets of maps
-    device: str = "auto"
+    device: str = bounded("auto", **DEVICE)
     output_root: str = "outputs"
     progress: bool = True
 
@@ -98,14 +101,22 @@ def num_maps(deconv: Projector, layer: str, input_size: int = 224) -> int:
     return deconv.num_maps(layer, input_size)
 
 
-def _batches(dataset, loaded: Loaded, cfg: VisualizeConfig, device):
+def _batches(dataset, loaded: Loaded, cfg: VisualizeConfig, device,
+             unreadable: Optional[UnreadableFiles] = None):
+    """Preprocessed ``(images, data-set indices)`` batches: unreadable files of a file-backed
+    data set are skipped (recorded in ``unreadable``), so the indices are carried, not counted."""
     pre = loaded.preprocess()
     steps = math.ceil(cfg.max_images / cfg.batch_size) if cfg.max_images else None
     if hasattr(dataset, "images"):
-        return InMemoryBatches(dataset.images, dataset.labels, cfg.batch_size, pre, shuffle=False,
-                               device=device, max_steps=steps)
-    return LoaderBatches(dataset, cfg.batch_size, pre, shuffle=False, workers=loaded.data.workers,
-                         device=device, max_steps=steps)
+        batches = InMemoryBatches(dataset.images, dataset.labels, cfg.batch_size, pre,
+                                  shuffle=False, device=device, max_steps=steps)
+        return ((x, torch.arange(s * cfg.batch_size, s * cfg.batch_size + len(x)))
+                for s, (x, _) in enumerate(batches))
+    if unreadable is None:
+        unreadable = UnreadableFiles(len(dataset), getattr(loaded.data, "max_broken", 0.01))
+    batches = LoaderBatches(dataset, cfg.batch_size, pre, shuffle=False, workers=loaded.data.workers,
+                            device=device, max_steps=steps, unreadable=unreadable)
+    return ((x, idx) for x, _, idx in batches.batches_with_indices())
 
 
 def _images(dataset, indices: Sequence[int], loaded: Loaded) -> tuple[torch.Tensor, torch.Tensor]:
@@ -209,22 +220,26 @@ def _reached(proj: torch.Tensor, box: tuple) -> tuple:
 
 
 def _shard_batches(dataset, n: int, rank: int, world: int, loaded: Loaded, cfg: VisualizeConfig,
-                   device):
+                   device, unreadable: UnreadableFiles):
     """This rank's share of the first ``n`` images (every ``world``-th from ``rank``), in
-    batches ``(images, global indices)``; in-memory data is sliced as a view, not copied."""
+    batches ``(images, global indices)``; in-memory data is sliced as a view, not copied;
+    unreadable files of a file-backed data set are skipped (recorded in ``unreadable``)."""
     pre = loaded.preprocess()
     mine = torch.arange(rank, n, world)
     if hasattr(dataset, "images"):
         sl = slice(rank, n, world)
         src = InMemoryBatches(dataset.images[sl], dataset.labels[sl], cfg.batch_size, pre,
                               shuffle=False, device=device)
-    else:
-        src = LoaderBatches(torch.utils.data.Subset(dataset, mine.tolist()), cfg.batch_size, pre,
-                            shuffle=False, workers=loaded.data.workers, device=device)
-    start = 0
-    for x, _ in src:
-        yield x, mine[start:start + x.shape[0]]
-        start += x.shape[0]
+        start = 0
+        for x, _ in src:
+            yield x, mine[start:start + x.shape[0]]
+            start += x.shape[0]
+        return
+    from zfnet_cli.data.images import read_batches
+
+    for x, _, idx in read_batches(dataset, cfg.batch_size, unreadable, sampler=mine.tolist(),
+                                  workers=loaded.data.workers):
+        yield pre(x.to(device)), torch.as_tensor(idx)
 
 
 # ---------------------------------------------------------------- Fig 2
@@ -242,11 +257,13 @@ def top9_figures(cfg: VisualizeConfig, loaded: Loaded, run_dir: Path, device,
     layers = layer_names(deconv, cfg.layers, loaded.input_size)
     _check_fmaps(deconv, layers, cfg.fmaps, loaded.input_size)
     dataset = load_split(loaded.data, cfg.split, progress=cfg.progress)
+    unreadable = UnreadableFiles(len(dataset), getattr(loaded.data, "max_broken", 0.01), cfg.split)
     scanned = min(cfg.max_images or len(dataset), len(dataset))
     rank, world = (dist_info.rank, dist_info.world_size) if dist_info else (0, 1)
     top = None
     if rank < scanned:  # a rank with no image contributes nothing
-        top = scan_top9(deconv, _shard_batches(dataset, scanned, rank, world, loaded, cfg, device),
+        top = scan_top9(deconv, _shard_batches(dataset, scanned, rank, world, loaded, cfg, device,
+                                               unreadable),
                         layers, k=cfg.k, batches_carry_indices=True, progress=cfg.progress)
     top = gather_top9(top, cfg.k)
     if rank != 0:
@@ -281,13 +298,15 @@ def top9_figures(cfg: VisualizeConfig, loaded: Loaded, run_dir: Path, device,
         viz.top9_figure(blocks, path, cell=cfg.cell, title=f"Fig 2: {layer}, top-{cfg.k} "
                         f"activations over {scanned} {cfg.split} images (projection | image patch)")
         figures.append(str(path.relative_to(run_dir)))
-    (run_dir / "top9.json").write_text(json.dumps(
+    write_atomic(run_dir / "top9.json", json.dumps(
         {"checkpoint": str(loaded.source), "split": cfg.split, "data": loaded.data.name,
          "classes": loaded.classes, "class_names": loaded.class_names, "layers": index},
         indent=1) + "\n")
+    for line in unreadable.lines("zfnet visualize: ", where=str(run_dir / "metrics.json")):
+        print(line)
     return {"mode": "top9", "layers": layers, "figures": figures, "checkpoint": str(loaded.source),
-            "images_scanned": scanned, "deconvnet": type(deconv).__name__,
-            "world_size": world}
+            "images_scanned": scanned - len(unreadable), "unreadable": unreadable.summary(),
+            "deconvnet": type(deconv).__name__, "world_size": world}
 
 
 # ---------------------------------------------------------------- Fig 4
@@ -316,7 +335,7 @@ def run_evolution(cfg: VisualizeConfig, run_dir: Path, device) -> dict:
     for epoch, path in tqdm(kept, desc="epochs", disable=not cfg.progress):
         loaded = load_trained(str(path), cfg.output_root, device, cfg.data)
         top = scan_top9(loaded.deconv, _batches(dataset, loaded, cfg, device), layers, k=1,
-                        progress=cfg.progress)
+                        batches_carry_indices=True, progress=cfg.progress)
         wanted = sorted({int(top[l].images[m, 0]) for l in layers for m in maps[l]})
         local = {g: j for j, g in enumerate(wanted)}
         inputs, _ = _images(dataset, wanted, loaded)
@@ -335,7 +354,7 @@ def run_evolution(cfg: VisualizeConfig, run_dir: Path, device) -> dict:
     viz.table_figure(rows, [f"epoch {e}" for e, _ in kept], path, cell=cfg.cell,
                      title=f"Fig 4: strongest activation over the {cfg.evolution_split} split, "
                            f"projected, at each kept epoch of {train_run.name}")
-    (run_dir / "evolution.json").write_text(json.dumps(
+    write_atomic(run_dir / "evolution.json", json.dumps(
         {"train_run": str(train_run), "epochs": [e for e, _ in kept], "maps": maps,
          "strongest": record}, indent=1) + "\n")
     return {"mode": "evolution", "train_run": str(train_run), "epochs": [e for e, _ in kept],
@@ -385,7 +404,7 @@ def _filters_panel(cfg: VisualizeConfig, spec: str, device):
     layer2 = loaded.deconv.layers[1] if len(loaded.deconv.layers) > 1 else loaded.deconv.layers[0]
     dataset = load_split(loaded.data, cfg.split, progress=cfg.progress)
     top = scan_top9(loaded.deconv, _batches(dataset, loaded, cfg, device), [layer2], k=1,
-                    progress=cfg.progress)[layer2]
+                    batches_carry_indices=True, progress=cfg.progress)[layer2]
     maps = list(range(min(cfg.layer2_maps, num_maps(loaded.deconv, layer2))))
     wanted = sorted({int(top.images[m, 0]) for m in maps})
     local = {g: j for j, g in enumerate(wanted)}
@@ -437,5 +456,5 @@ def run(cfg: VisualizeConfig, run_dir: str | Path, *, dist_info: Dist | None = N
     else:
         metrics = modes[cfg.mode](cfg, run_dir, device)
     if dist_info is None or dist_info.main:
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
