@@ -22,7 +22,7 @@ class DataConfig:
     images: :class:`~zfnet_cli.data.images.PhotoFolder`; read as the model reads its images,
     see :func:`for_model`)."""
 
-    name: str = bounded("embedded", choices=("embedded", "imagenet", "packed"))
+    name: str = bounded("embedded", choices=("embedded", "imagenet", "packed", "folder"))
     root: Optional[str] = None  # imagenet: the folder holding train/ and val/; packed: the pack
     image_size: int = bounded(128, min=1)  # side of the stored image (imagenet: short side resized, centre crop)
     crop: int = bounded(128, min=1)  # side fed to the model; training takes random crops (paper: 224 of 256)
