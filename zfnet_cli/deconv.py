@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zfnet_cli.layers import flatten_sequential
 from zfnet_cli.model import conv_output_size
 
 # Modules a deconvnet goes through unchanged both ways (Dropout: eval mode).
@@ -110,16 +111,6 @@ def filter_down(x: torch.Tensor, conv: nn.Conv2d, size: Sequence[int]) -> torch.
                               conv.groups, conv.dilation)
 
 
-def _flatten(seq: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
-    out = []
-    for name, m in seq.named_children():
-        if isinstance(m, nn.Sequential):
-            out += _flatten(m, f"{prefix}{name}.")
-        else:
-            out.append((f"{prefix}{name}", m))
-    return out
-
-
 class Deconvnet:
     """Switch deconvnet over the feature part of a conv net (Zeiler & Fergus 2014, §2.1).
 
@@ -180,7 +171,7 @@ class Deconvnet:
         if point not in ("stage", "relu"):
             raise ValueError(f"point must be 'stage' or 'relu', got {point!r}")
         self.sequential, self.point = seq, point
-        self.modules = _flatten(seq)
+        self.modules = flatten_sequential(seq)
         prefix = "features." if seq is not features else ""  # module names as the model has them
         for i, (name, m) in enumerate(self.modules):
             if not isinstance(m, _SUPPORTED):

@@ -62,12 +62,12 @@ class LayerInfo:
     calls: int
 
 
-def _flatten(seq: nn.Sequential, prefix: str) -> list[tuple[str, nn.Module]]:
+def flatten_sequential(seq: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
     """Leaf modules of a (possibly nested) ``nn.Sequential`` with qualified names."""
     out: list[tuple[str, nn.Module]] = []
     for name, m in seq.named_children():
         if isinstance(m, nn.Sequential):
-            out += _flatten(m, f"{prefix}{name}.")
+            out += flatten_sequential(m, f"{prefix}{name}.")
         else:
             out.append((f"{prefix}{name}", m))
     return out
@@ -122,7 +122,7 @@ def paper_names(model: nn.Module) -> dict[str, str]:
     if not isinstance(features, nn.Sequential):
         return {}
     out: dict[str, str] = {}
-    feats = _flatten(features, "features.")
+    feats = flatten_sequential(features, "features.")
     if not all(isinstance(m, _PLAIN) for _, m in feats):
         return {}  # a DenseNet / MobileNet "features" holds blocks, not a plain stack
     convs = _stage_names(feats, nn.Conv2d, "conv", 1)
@@ -135,7 +135,7 @@ def paper_names(model: nn.Module) -> dict[str, str]:
         out[name] = feats[end][0]
     classifier = getattr(model, "classifier", None)
     if isinstance(classifier, nn.Sequential):
-        head = _flatten(classifier, "classifier.")
+        head = flatten_sequential(classifier, "classifier.")
         fcs = _stage_names(head, nn.Linear, "fc", 6)
         linear_at = sorted(fcs.values())
         for name, i in fcs.items():
@@ -288,6 +288,37 @@ def read_layers(model: nn.Module, x: torch.Tensor, names: Sequence[str], *,
 
 
 @torch.no_grad()
+def _run_once(model: nn.Module, input_shape: Sequence[int]
+              ) -> tuple[list[tuple[str, tuple[int, ...]]], dict[str, int]]:
+    """One forward pass of a zero (1, *input_shape) input on the model's device and dtype, in
+    eval mode: ``(name, output shape)`` of every tensor a named module returned, in the order
+    the modules finished, and how many times each module ran."""
+    finished: list[tuple[str, tuple[int, ...]]] = []
+    calls: dict[str, int] = {}
+    handles = []
+    for n, m in model.named_modules():
+        if not n:
+            continue
+        calls[n] = 0
+
+        def hook(_m, _i, out, n=n):
+            calls[n] += 1
+            if isinstance(out, torch.Tensor):
+                finished.append((n, tuple(out.shape)))
+        handles.append(m.register_forward_hook(hook))
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    try:
+        with evaluating(model):
+            model(torch.zeros(1, *input_shape, device=device, dtype=dtype))
+    finally:
+        for h in handles:
+            h.remove()
+    return finished, calls
+
+
+@torch.no_grad()
 def describe_layers(model: nn.Module, input_shape: Sequence[int] = (3, 224, 224)
                     ) -> list[LayerInfo]:
     """Every module of ``model`` with its paper name, type, output shape for one image and
@@ -304,28 +335,11 @@ def describe_layers(model: nn.Module, input_shape: Sequence[int] = (3, 224, 224)
         list[LayerInfo]: in registration order (``named_modules``), without the root.
     """
     paper = {m: p for p, m in paper_names(model).items()}
-    named = [(n, m) for n, m in model.named_modules() if n]
+    finished, calls = _run_once(model, input_shape)
     shapes: dict[str, tuple[int, ...]] = {}
-    calls: dict[str, int] = {n: 0 for n, _ in named}
-    handles = []
-    for n, m in named:
-        def hook(_m, _i, out, n=n):
-            calls[n] += 1
-            if isinstance(out, torch.Tensor) and n not in shapes:
-                shapes[n] = tuple(out.shape[1:])
-        handles.append(m.register_forward_hook(hook))
-    modes = {m: m.training for m in model.modules()}
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    try:
-        model.eval()
-        model(torch.zeros(1, *input_shape, device=device, dtype=dtype))
-    finally:
-        for h in handles:
-            h.remove()
-        for m, training in modes.items():
-            m.training = training
+    for n, shape in finished:
+        shapes.setdefault(n, shape[1:])  # the first call's output, for one image
+    named = [(n, m) for n, m in model.named_modules() if n]
     return [LayerInfo(n, paper.get(n, ""), type(m).__name__, shapes.get(n, ()), calls[n])
             for n, m in named]
 
@@ -404,29 +418,7 @@ def default_layer(model: nn.Module, input_shape: Sequence[int] = (3, 224, 224)) 
     paper = [n for n in paper_names(model) if n.startswith("conv")]
     if paper:
         return resolve_layer(model, paper[-1])
-    finished: list[tuple[str, tuple[int, ...]]] = []
-    calls: dict[str, int] = {}
-    handles = []
-    for n, m in model.named_modules():
-        if not n:
-            continue
-        def hook(_m, _i, out, n=n):
-            calls[n] = calls.get(n, 0) + 1
-            if isinstance(out, torch.Tensor):
-                finished.append((n, tuple(out.shape)))
-        handles.append(m.register_forward_hook(hook))
-    modes = {m: m.training for m in model.modules()}
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    try:
-        model.eval()
-        model(torch.zeros(1, *input_shape, device=device, dtype=dtype))
-    finally:
-        for h in handles:
-            h.remove()
-        for m, training in modes.items():
-            m.training = training
+    finished, calls = _run_once(model, input_shape)
     maps = [(n, s) for n, s in finished if len(s) == 4 and calls[n] == 1]
     spatial = [n for n, s in maps if s[2] * s[3] > 1]
     if not maps:
