@@ -20,7 +20,7 @@ from zfnet_cli.occlusion import occlude, occluder_positions
 
 
 def bench(model_name: str, positions: int = 64, batch: int = 64, repeats: int = 3) -> dict:
-    cfg = compose("train", [f"model={model_name}"] + (["data.crop=224"] if model_name == "zfnet" else []))
+    cfg = compose("train", [f"model={model_name}"] + (["data.image_size=224", "data.crop=224"] if model_name == "zfnet" else []))
     size = cfg.model.input_size
     torch.manual_seed(0)
     model = ZFNet(cfg.model, 10).eval()
