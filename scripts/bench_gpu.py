@@ -388,7 +388,8 @@ def top9_part(args, device: torch.device, folder: Path) -> dict:
 # ---------------------------------------------------------------- part: occlusion
 
 def occlusion_part(args, device: torch.device, folder: Path) -> dict:
-    cfg = compose("train", [f"model={args.model}", f"data.crop={args.size}"])
+    cfg = compose("train", [f"model={args.model}", f"data.crop={args.size}",
+                            f"data.image_size={max(args.size, args.image_size)}"])
     size = cfg.model.input_size
     torch.manual_seed(0)
     model = ZFNet(cfg.model, args.classes).to(device).eval()

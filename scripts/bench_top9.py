@@ -32,7 +32,8 @@ def bench(model_name: str = "small", n_images: int = 512, batch: int = 64, repea
           classes: int = 10) -> dict:
     """Medians of ``repeats`` alternating runs on ``device``; the images sit on it already
     (a GPU run times the scan, not the copy to the GPU)."""
-    cfg = compose("train", [f"model={model_name}"] + ([f"data.crop={size}"] if size else []))
+    cfg = compose("train", [f"model={model_name}"] + ([f"data.crop={size}", f"data.image_size={size}"]
+                                                     if size else []))
     size = cfg.model.input_size
     device = torch.device(device)
     torch.manual_seed(0)
