@@ -50,6 +50,7 @@ class ExploreConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
     layers: list[str] = field(default_factory=list)  # conv3 (or 3), layer3.1, ...; empty: all
     k: int = bounded(9, min=1)  # strongest activations per unit (Fig 2: 9)
     max_images: Optional[int] = bounded(None, min=1)  # scan at most this many images of the split
+    max_units: Optional[int] = bounded(None, min=1)  # the first N units of each layer; None: all
     batch_size: int = bounded(64, min=1)
     evolution: bool = True  # add each unit's kept-epoch projections when the run has them (Fig 4)
     evolution_split: str = "train"  # Fig 4: strongest activation over the training set
@@ -100,7 +101,7 @@ def _top9_units(site: ExplorerSite, sub: Subject, dataset, cfg: ExploreConfig, d
     for layer in sub.layers:
         t = top[layer]
         site.add_layer(layer, sub.shapes[layer])
-        units = range(t.values.shape[0])
+        units = range(min(t.values.shape[0], cfg.max_units or t.values.shape[0]))
         for m, tiles in tqdm(top9_tiles(sub.deconv, loaded, dataset, t, layer, units,
                                         batch_size=cfg.batch_size),
                              total=len(units), desc=f"explore {layer}", disable=not cfg.progress):
@@ -134,8 +135,9 @@ def _evolution(site: ExplorerSite, sub: Subject, cfg: ExploreConfig, device) -> 
                         sub.layers, k=1, batches_carry_indices=True, progress=cfg.progress)
         for layer in sub.layers:
             t = top[layer]
+            units = sorted(site.layers[layer].units)  # the units the site shows
             tiles = {m: viz.projection_to_image(unit[0][0], viz.FIGURE_GAIN) for m, unit in
-                     top9_tiles(deconv, loaded, dataset, t, layer, range(t.values.shape[0]),
+                     top9_tiles(deconv, loaded, dataset, t, layer, units,
                                 batch_size=cfg.batch_size)}
             site.add_evolution(layer, epoch, tiles, {m: float(t.values[m, 0]) for m in tiles})
     return [e for e, _ in kept]
@@ -161,7 +163,9 @@ def run(cfg: ExploreConfig, run_dir: str | Path, *, dist_info: Dist | None = Non
                          "tiles": "projection / 2 x its largest |value|, zero = grey; "
                                   "each cut at its activation's receptive field"})
     metrics = {"index": str(index), "checkpoint": str(sub.loaded.source), "split": cfg.split,
-               "layers": {l: sub.shapes[l][0] for l in sub.layers}, "images_scanned": scanned,
+               "layers": {l: sub.shapes[l][0] for l in sub.layers},
+               "units_explored": {l: len(site.layers[l].units) for l in sub.layers},
+               "images_scanned": scanned, "deconvnet": type(sub.deconv).__name__,
                "epochs": epochs}
     write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
