@@ -33,5 +33,7 @@ def test_the_python_section_runs_as_written(tmp_path, monkeypatch, capsys):
         exec(compile(block, f"README.md python block {i + 1}", "exec"), namespace)
     out = capsys.readouterr().out
     assert "torchvision_resnet18 224" in out and "layer3.1" in out
+    assert "torch.Size([6, 3, 224, 224])" in out  # 6 photos: the top-k of a map holds all six
+    assert namespace["panel_c"].shape == (3, 224, 224) and namespace["projections"].abs().sum() > 0
     assert (tmp_path / "fig7.png").stat().st_size > 5000
     assert os.path.exists("resnet18.pth")
