@@ -1,6 +1,7 @@
-"""`zfnet explore`: the site's files against the model's own top-k, the markdown converter on
-hand-written cases, and the site in a real browser (Debian's chromium + chromedriver through
-selenium; skipped with the reason where they are not installed)."""
+"""`zfnet explore`: the site's files against the model's own top-k (our smoke ZFNet, and a
+torchvision resnet18 state dict over a folder of photos through the graph deconvnet), the
+markdown converter on hand-written cases, and the sites in a real browser (Debian's chromium +
+chromedriver through selenium; skipped with the reason where they are not installed)."""
 from __future__ import annotations
 
 import json
@@ -78,6 +79,18 @@ def test_bad_layer_is_one_line(smoke_model, tmp_path):
                               f"output_root={tmp_path}", f"checkpoint={root / 'train' / 'latest'}"])
     assert res.exit_code == 1 and res.output.count("\n") == 1
     assert "--layer 9 is not a conv layer" in res.output
+
+
+def test_layers_by_number_paper_name_or_module(smoke_model, tmp_path):
+    root, _ = smoke_model
+    res = runner.invoke(app, ["explore", "experiment=smoke", "--layer", "2", "--layer", "conv4",
+                              "--layer", "features.relu4", "max_units=2", "--no-evolution",
+                              f"output_root={tmp_path}", f"checkpoint={root / 'train' / 'latest'}"])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((tmp_path / "explore" / "latest" / "metrics.json").read_text())
+    assert list(metrics["layers"]) == ["conv2", "conv4", "features.relu4"]
+    assert metrics["units_explored"] == {"conv2": 2, "conv4": 2, "features.relu4": 2}
+    assert metrics["deconvnet"] == "Deconvnet"  # a plain stack: the paper's explicit one
 
 
 def test_markdown_to_html_hand_cases():
@@ -203,3 +216,105 @@ def test_site_docstring_examples_run():
 
     result = doctest.testmod(zfnet_cli.webpages)
     assert result.attempted >= 5 and result.failed == 0
+
+
+# ---------------------------------------------------------------- any model
+
+@pytest.fixture(scope="module")
+def resnet_site(tmp_path_factory):
+    """The README's flow, `zfnet explore --checkpoint resnet18.pth data=folder data.root=photos/`,
+    on a torchvision resnet18 with seeded random weights over six photos, at 64 px: two layers
+    (a stage and a block), the first 6 units of each, top-3."""
+    import torch
+    import torchvision
+
+    tmp = tmp_path_factory.mktemp("explore_resnet")
+    rng = np.random.default_rng(3)
+    for rel, (h, w) in {"car/a.jpg": (80, 100), "car/b.png": (64, 64), "car/c.jpg": (90, 72),
+                        "pets/d.jpg": (120, 90), "pets/e.png": (70, 70),
+                        "pets/f.jpg": (96, 128)}.items():
+        (tmp / "photos" / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(tmp / "photos" / rel)
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), tmp / "resnet18.pth")
+    res = runner.invoke(app, ["explore", "--checkpoint", str(tmp / "resnet18.pth"), "data=folder",
+                              f"data.root={tmp / 'photos'}", "--layer", "layer4", "--layer",
+                              "layer3.1", "preprocess.input_size=64", "max_units=6", "k=3",
+                              "batch_size=32", "cell=24", "progress=false",
+                              f"output_root={tmp / 'out'}"])
+    assert res.exit_code == 0, res.output
+    return tmp, (tmp / "out" / "explore" / "latest").resolve()
+
+
+def test_resnet18_site_equals_brute_force_top_k(resnet_site):
+    import torch
+
+    from zfnet_cli.checkpoint import load_trained
+    from zfnet_cli.data.sources import DataConfig, load_split
+
+    tmp, run = resnet_site
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["layers"] == {"layer4": 512, "layer3.1": 256}
+    assert metrics["units_explored"] == {"layer4": 6, "layer3.1": 6}
+    assert metrics["deconvnet"] == "GraphDeconvnet" and metrics["epochs"] == []
+    assert metrics["images_scanned"] == 6
+    # brute force: each photo through the model (read as zfnet reads it), a hook on the layer,
+    # max over space, the 3 best images per unit
+    loaded = load_trained(str(tmp / "resnet18.pth"), "unused", torch.device("cpu"),
+                          DataConfig(name="folder", root=str(tmp / "photos")),
+                          source=_source(input_size=64))
+    photos = load_split(loaded.data, "val", progress=False)
+    names = [Path(p).name for p, _ in photos.samples]
+    x = loaded.preprocess()(torch.stack([photos[i][0] for i in range(len(photos))]))
+    for layer in ("layer4", "layer3.1"):
+        seen = []
+        hook = dict(loaded.model.named_modules())[layer].register_forward_hook(
+            lambda m, i, o: seen.append(o.detach().clone()))
+        with torch.no_grad():
+            loaded.model.eval()(x)
+        hook.remove()
+        best = seen[0].flatten(2).amax(2).T.topk(3, dim=1)  # (units, 3)
+        data = _data(run / "site", layer)
+        assert [u["unit"] for u in data["units"]] == list(range(6))
+        for u in data["units"]:
+            m = u["unit"]
+            np.testing.assert_allclose(u["values"], best.values[m].numpy(), rtol=1e-4, atol=1e-5)
+            assert u["images"] == [names[i] for i in best.indices[m].tolist()]
+            assert set(u["classes"]) <= {"car", "pets"}
+            for tile in u["proj"] + u["patch"]:
+                w, h = Image.open(run / "site" / tile).size
+                assert 0 < w <= 24 and 0 < h <= 24
+    files = sum(1 for _ in (run / "site" / "img").rglob("*.png"))
+    assert files == 2 * 6 * (3 + 3)  # layers x units x (projections + patches)
+
+
+def _source(**preprocess):
+    from zfnet_cli.checkpoint import ModelSource, Preprocess
+
+    return ModelSource(preprocess=Preprocess(**preprocess))
+
+
+def test_bad_layer_name_on_a_resnet_is_one_line(resnet_site, tmp_path):
+    tmp, run = resnet_site
+    before = sorted((tmp / "out" / "explore").glob("20*"))
+    res = runner.invoke(app, ["explore", "--checkpoint", str(tmp / "resnet18.pth"), "data=folder",
+                              f"data.root={tmp / 'photos'}", "--layer", "layer3.7",
+                              "preprocess.input_size=64", f"output_root={tmp / 'out'}"])
+    assert res.exit_code == 1 and res.output.count("\n") == 1, res.output
+    assert "unknown layer 'layer3.7'" in res.output and "layer3.1" in res.output
+    assert "Traceback" not in res.output
+    assert sorted((tmp / "out" / "explore").glob("20*")) == before  # the earlier run is kept
+
+
+def test_resnet_site_in_a_browser(browser, resnet_site):
+    """Layer names with dots (layer3.1) make working pages: every tile loads, no errors."""
+    _, run = resnet_site
+    d = browser
+    d.get((run / "site" / "index.html").as_uri())
+    assert [a.text for a in d.find_elements("css selector", "table.layers a")] == [
+        "layer4", "layer3.1"]
+    for link in [a.get_attribute("href") for a in d.find_elements("css selector", "table.layers a")]:
+        d.get(link)
+        assert len(d.find_elements("css selector", "#grid .card")) == 6
+        assert _all_images_load(d) == [] and _errors(d) == []
+        assert len(d.find_elements("css selector", "#detail img.proj, #detail img.patch")) == 6

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from zfnet_cli import viz
-from zfnet_cli.experiments.visualize import _reached
+from zfnet_cli.fig2 import reached as _reached
 
 
 def test_font_is_matplotlibs_dejavu_and_keeps_spaces():

@@ -152,6 +152,31 @@ def resolve(spec: str | Path, output_root: str | Path = "outputs", command: str 
     return path
 
 
+def kept_checkpoints(spec: str | Path, output_root: str | Path = "outputs"
+                     ) -> tuple[Path, list[tuple[int, Path]]]:
+    """A training run folder and the epoch checkpoints it kept (``keep_epochs``: Fig 4's
+    epochs), oldest first.
+
+    Args:
+        spec (str or Path): a checkpoint file of the run, its folder, or ``latest``.
+        output_root (str or Path, optional): where ``latest`` is looked for. Default: outputs.
+
+    Returns:
+        tuple[Path, list[tuple[int, Path]]]: the run folder and ``(epoch, file)`` pairs.
+
+    Raises:
+        CheckpointError: no checkpoint there, or no kept epoch checkpoints (one line saying how
+            to get them).
+    """
+    path = resolve(spec, output_root, "train")
+    run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    kept = sorted((int(p.stem.split("_")[1]), p) for p in (run / "checkpoints").glob("epoch_*.pt"))
+    if not kept:
+        raise CheckpointError(f"no kept epoch checkpoints (epoch_*.pt) in {run / 'checkpoints'}: "
+                              "train with keep_epochs=[...] to get them")
+    return run, kept
+
+
 def model_config(state: dict) -> ModelConfig:
     known = {f.name for f in fields(ModelConfig)}
     return ModelConfig(**{k: v for k, v in state["model_cfg"].items() if k in known})

@@ -268,12 +268,20 @@ def visualize(
 @app.command(epilog="Examples:\n\n"
              "  zfnet explore                              # every unit of layers 1-5, newest model\n\n"
              "  zfnet explore --layer 1 --layer 2 max_images=2000\n\n"
+             "  zfnet explore --checkpoint resnet18.pth data=folder data.root=photos/   # any model\n\n"
+             "  zfnet explore --layer layer3.1 --checkpoint resnet18.pth data=folder data.root=photos/\n\n"
              "  zfnet explore checkpoint=outputs/train/RUN data=imagenet data.root=DIR split=val")
 def explore(
     overrides: Optional[List[str]] = OVERRIDES,
-    layer: Optional[List[int]] = typer.Option(None, help="Conv layer(s) to explore (1-5 for "
-                                              "ZFNet); repeat for several. Default: all."),
+    layer: Optional[List[str]] = typer.Option(None, help="Layer(s) to explore: a paper name or "
+                                              "number (conv3 or 3) or any module name (layer3.1, "
+                                              "features.6; `zfnet layers` lists them); repeat for "
+                                              "several. Default: all conv layers of a plain stack, "
+                                              "the blocks of any other network."),
     checkpoint: Optional[str] = CHECKPOINT,
+    arch: Optional[str] = ARCH,
+    trust_pickle: Optional[bool] = TRUST_PICKLE,
+    weights: Optional[str] = WEIGHTS,
     split: Optional[str] = typer.Option(None, help="Data split scanned (default: val)."),
     max_images: Optional[int] = typer.Option(None, help="Scan at most this many images."),
     evolution: Optional[bool] = typer.Option(None, "--evolution/--no-evolution", help="Show each "
@@ -284,8 +292,10 @@ def explore(
 
     The top-9 of every unit of the chosen layers over an image set, each projection beside its image patch, with the images' names, classes, activation values and positions; navigation by layer and unit, sorting by strongest activation or by distinct classes.
     """
-    typed = {"checkpoint": checkpoint, "split": split, "max_images": max_images,
-             "evolution": evolution, "device": device, "layers": _hydra_list(layer, quote=False)}
+    typed = {"checkpoint": _quote(checkpoint) if checkpoint else None,
+             **_source(arch, trust_pickle, weights), "split": split,
+             "max_images": max_images, "evolution": evolution, "device": device,
+             "layers": _hydra_list(layer)}
     from zfnet_cli.experiments import explore as experiment_explore
 
     metrics = _execute("explore", _overrides(typed, overrides), experiment_explore.run)

@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -44,8 +43,10 @@ from zfnet_cli.checkpoint import Loaded, ModelSource, load_trained
 from zfnet_cli.data.images import UnreadableFiles
 from zfnet_cli.data.sources import DataConfig, load_split
 from zfnet_cli.deconv import Deconvnet, Request
-from zfnet_cli.deconv_graph import GraphDeconvnet, Projector, deconvnet_for
+from zfnet_cli.deconv_graph import Projector
 from zfnet_cli.engine import Dist, InMemoryBatches, LoaderBatches, pick_device
+from zfnet_cli.fig2 import (choose_layers, image_classes, image_files, images_and_crops,
+                            layer_names, project_crops, scan_batches, top9_tiles)
 from zfnet_cli.top9 import gather_top9, scan_top9
 from zfnet_cli import viz
 from zfnet_cli.files import write_atomic
@@ -77,26 +78,6 @@ class VisualizeConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
 
 # ---------------------------------------------------------------- loading
 
-def layer_names(deconv: Projector, names: Sequence, input_size: int = 224) -> list[str]:
-    """The requested layers as names (a bare number ``3`` is the paper's ``conv3``), each
-    checked on the deconvnet (one-line error with the valid names); all default layers when
-    none is asked for."""
-    if not names:
-        return list(deconv.layers)
-    out = [f"conv{n}" if str(n).isdigit() else str(n) for n in names]
-    for name, asked in zip(out, names):
-        try:
-            num_maps(deconv, name, input_size)
-        except ValueError as err:
-            if str(asked).isdigit():
-                raise ValueError(f"--layer {asked} is not a conv layer of this model (no "
-                                 f"conv{asked}); its layers include {', '.join(deconv.layers)} "
-                                 f"(any module name works too: `zfnet layers` lists them)"
-                                 ) from None
-            raise err
-    return out
-
-
 def num_maps(deconv: Projector, layer: str, input_size: int = 224) -> int:
     return deconv.num_maps(layer, input_size)
 
@@ -117,35 +98,6 @@ def _batches(dataset, loaded: Loaded, cfg: VisualizeConfig, device,
     batches = LoaderBatches(dataset, cfg.batch_size, pre, shuffle=False, workers=loaded.data.workers,
                             device=device, max_steps=steps, unreadable=unreadable)
     return ((x, idx) for x, _, idx in batches.batches_with_indices())
-
-
-def _images(dataset, indices: Sequence[int], loaded: Loaded) -> tuple[torch.Tensor, torch.Tensor]:
-    """(model input float, displayable uint8 centre crop) for the given data-set indices."""
-    raw = torch.stack([dataset[i][0] for i in indices])  # (N, 3, S, S) uint8
-    c, s = loaded.input_size, raw.shape[-1]
-    top = (s - c) // 2
-    crop = raw[:, :, top:top + c, top:top + c]
-    return loaded.preprocess()(raw), crop
-
-
-def _image_classes(dataset, indices: Sequence[int]) -> list[str]:
-    """The true class of each data-set image, by its human name where the data set has one
-    (``class_names``: ImageNet's wnid -> name), else its class id."""
-    names = list(getattr(dataset, "class_names", None) or dataset.classes)
-    if hasattr(dataset, "labels"):
-        labels = [int(dataset.labels[i]) for i in indices]
-    elif hasattr(dataset, "samples"):  # file-based: the label without decoding the image
-        labels = [int(dataset.samples[i][1]) for i in indices]
-    else:
-        labels = [int(dataset[i][1]) for i in indices]
-    return [names[y] for y in labels]
-
-
-def _image_files(dataset, indices: Sequence[int]) -> dict:
-    """``{"image_files": [...]}``: the file of each image where the data set reads files (a
-    folder of photos, ImageNet), else nothing."""
-    samples = getattr(dataset, "samples", None)
-    return {"image_files": [str(samples[i][0]) for i in indices]} if samples else {}
 
 
 def _check_fmaps(deconv: Projector, layers: list[str], fmaps: Sequence[int],
@@ -172,76 +124,6 @@ def _pick_live_maps(t, count: int, seed: int, layer: str) -> list[int]:
     return sorted(picked + dead[: max(0, count - len(picked))])
 
 
-def _boxes(deconv: Projector, requests: list[Request], size: int) -> list[tuple]:
-    """The receptive field of each request's activation (batched per layer where the
-    deconvnet can: the graph one needs a forward / backward pass per position)."""
-    if not isinstance(deconv, GraphDeconvnet):
-        return [deconv.receptive_field(r.layer, *r.position, size) for r in requests]
-    boxes: dict[int, tuple] = {}
-    for layer in dict.fromkeys(r.layer for r in requests):
-        idx = [j for j, r in enumerate(requests) if r.layer == layer]
-        for j, box in zip(idx, deconv.receptive_fields(layer, [requests[j].position for j in idx],
-                                                       size)):
-            boxes[j] = box
-    return [boxes[j] for j in range(len(requests))]
-
-
-def _project_crops(loaded: Loaded, images: torch.Tensor, requests: list[Request],
-                   cfg: VisualizeConfig, desc: str, deconv: Optional[Projector] = None
-                   ) -> list[tuple[np.ndarray, tuple]]:
-    """Project the requests and cut each projection to its activation's receptive field."""
-    deconv = loaded.deconv if deconv is None else deconv
-    out: list[tuple[np.ndarray, tuple]] = []
-    chunk = max(1, cfg.batch_size)
-    boxes = _boxes(deconv, requests, loaded.input_size)
-    bar = tqdm(range(0, len(requests), chunk), desc=desc, disable=not cfg.progress, leave=False)
-    for s in bar:
-        part = requests[s:s + chunk]
-        proj = deconv.project(images, part, batch_size=chunk).cpu()
-        for box, p in zip(boxes[s:s + chunk], proj):
-            box = _reached(p, box)
-            y0, x0, y1, x1 = box
-            out.append((p[:, y0:y1, x0:x1].numpy(), box))
-    return out
-
-
-def _reached(proj: torch.Tensor, box: tuple) -> tuple:
-    """The part of receptive-field ``box`` (y0, x0, y1, x1) that projection ``proj`` (3, H, W)
-    reaches: the bounding box of its non-zero pixels there, or ``box`` if it is all zero. A
-    projection is exactly zero where this image's switches route nothing (no biases on the way
-    down), so e.g. a conv1 activation after its 3x3 max-pool reaches only the 7x7 of the one
-    conv position its switch chose. Cutting projection and patch at this box aligns them."""
-    y0, x0, y1, x1 = box
-    hit = proj[:, y0:y1, x0:x1].abs().amax(0) > 0
-    if not hit.any():
-        return box
-    ys, xs = hit.any(1).nonzero().flatten(), hit.any(0).nonzero().flatten()
-    return (y0 + int(ys[0]), x0 + int(xs[0]), y0 + int(ys[-1]) + 1, x0 + int(xs[-1]) + 1)
-
-
-def _shard_batches(dataset, n: int, rank: int, world: int, loaded: Loaded, cfg: VisualizeConfig,
-                   device, unreadable: UnreadableFiles):
-    """This rank's share of the first ``n`` images (every ``world``-th from ``rank``), in
-    batches ``(images, global indices)``; in-memory data is sliced as a view, not copied;
-    unreadable files of a file-backed data set are skipped (recorded in ``unreadable``)."""
-    pre = loaded.preprocess()
-    mine = torch.arange(rank, n, world)
-    if hasattr(dataset, "images"):
-        sl = slice(rank, n, world)
-        src = InMemoryBatches(dataset.images[sl], dataset.labels[sl], cfg.batch_size, pre,
-                              shuffle=False, device=device)
-        start = 0
-        for x, _ in src:
-            yield x, mine[start:start + x.shape[0]]
-            start += x.shape[0]
-        return
-    from zfnet_cli.data.images import read_batches
-
-    for x, _, idx in read_batches(dataset, cfg.batch_size, unreadable, sampler=mine.tolist(),
-                                  workers=loaded.data.workers):
-        yield pre(x.to(device)), torch.as_tensor(idx)
-
-
 # ---------------------------------------------------------------- Fig 2
 
 def run_top9(cfg: VisualizeConfig, run_dir: Path, device, dist_info: Dist | None = None) -> dict:
@@ -252,9 +134,7 @@ def run_top9(cfg: VisualizeConfig, run_dir: Path, device, dist_info: Dist | None
 def top9_figures(cfg: VisualizeConfig, loaded: Loaded, run_dir: Path, device,
                  dist_info: Dist | None = None) -> dict:
     """Fig 2 for a loaded model (any model the deconvnet covers): scan, project, draw."""
-    asked = [f"conv{n}" if str(n).isdigit() else str(n) for n in cfg.layers]
-    deconv = deconvnet_for(loaded.model, asked or None)
-    layers = layer_names(deconv, cfg.layers, loaded.input_size)
+    deconv, layers = choose_layers(loaded.model, cfg.layers, loaded.input_size)
     _check_fmaps(deconv, layers, cfg.fmaps, loaded.input_size)
     dataset = load_split(loaded.data, cfg.split, progress=cfg.progress)
     unreadable = UnreadableFiles(len(dataset), getattr(loaded.data, "max_broken", 0.01), cfg.split)
@@ -262,8 +142,8 @@ def top9_figures(cfg: VisualizeConfig, loaded: Loaded, run_dir: Path, device,
     rank, world = (dist_info.rank, dist_info.world_size) if dist_info else (0, 1)
     top = None
     if rank < scanned:  # a rank with no image contributes nothing
-        top = scan_top9(deconv, _shard_batches(dataset, scanned, rank, world, loaded, cfg, device,
-                                               unreadable),
+        top = scan_top9(deconv, scan_batches(dataset, loaded, scanned, cfg.batch_size, device,
+                                             unreadable, rank=rank, world=world),
                         layers, k=cfg.k, batches_carry_indices=True, progress=cfg.progress)
     top = gather_top9(top, cfg.k)
     if rank != 0:
@@ -273,27 +153,18 @@ def top9_figures(cfg: VisualizeConfig, loaded: Loaded, run_dir: Path, device,
     for layer in layers:
         t = top[layer]
         maps = list(cfg.fmaps) or _pick_live_maps(t, cfg.maps_per_layer, cfg.seed, layer)
-        wanted = sorted({int(i) for m in maps for i in t.images[m]})
-        local = {g: j for j, g in enumerate(wanted)}
-        inputs, crops = _images(dataset, wanted, loaded)
-        requests = [Request(local[int(t.images[m, j])], layer, m, tuple(t.positions[m, j].tolist()))
-                    for m in maps for j in range(t.images.shape[1])]
-        projected = _project_crops(loaded, inputs, requests, cfg, f"project {layer}", deconv)
-        blocks, it = [], iter(projected)
-        for m in maps:
-            cells, boxes = [], []
-            for j in range(t.images.shape[1]):
-                proj, (y0, x0, y1, x1) = next(it)
-                patch = crops[local[int(t.images[m, j])]][:, y0:y1, x0:x1].numpy()
-                cells.append((viz.projection_to_image(proj, viz.FIGURE_GAIN),
-                              patch.transpose(1, 2, 0)))
-                boxes.append([y0, x0, y1, x1])
+        blocks = []
+        for m, tiles in top9_tiles(deconv, loaded, dataset, t, layer, maps,
+                                   batch_size=cfg.batch_size, progress=cfg.progress):
+            cells = [(viz.projection_to_image(proj, viz.FIGURE_GAIN), patch)
+                     for proj, patch, _ in tiles]
             blocks.append((f"{layer} map {m}", cells))
+            images = t.images[m].tolist()
             index.setdefault(layer, {})[str(m)] = {
-                "images": t.images[m].tolist(), **_image_files(dataset, t.images[m].tolist()),
-                "image_classes": _image_classes(dataset, t.images[m].tolist()),
+                "images": images, **image_files(dataset, images),
+                "image_classes": image_classes(dataset, images),
                 "positions": t.positions[m].tolist(),
-                "values": t.values[m].tolist(), "receptive_fields": boxes}
+                "values": t.values[m].tolist(), "receptive_fields": [list(b) for *_, b in tiles]}
         path = run_dir / "figures" / f"fig2_{layer}.png"
         viz.top9_figure(blocks, path, cell=cfg.cell, title=f"Fig 2: {layer}, top-{cfg.k} "
                         f"activations over {scanned} {cfg.split} images (projection | image patch)")
@@ -311,19 +182,8 @@ def top9_figures(cfg: VisualizeConfig, loaded: Loaded, run_dir: Path, device,
 
 # ---------------------------------------------------------------- Fig 4
 
-def _kept_checkpoints(spec: str, output_root: str) -> tuple[Path, list[tuple[int, Path]]]:
-    """A training run folder and its kept epoch checkpoints, oldest first."""
-    path = checkpoint.resolve(spec, output_root, "train")
-    run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    kept = sorted((int(p.stem.split("_")[1]), p) for p in (run / "checkpoints").glob("epoch_*.pt"))
-    if not kept:
-        raise checkpoint.CheckpointError(f"no kept epoch checkpoints (epoch_*.pt) in {run / 'checkpoints'}: "
-                                         "train with keep_epochs=[...] to get them")
-    return run, kept
-
-
 def run_evolution(cfg: VisualizeConfig, run_dir: Path, device) -> dict:
-    train_run, kept = _kept_checkpoints(cfg.checkpoint, cfg.output_root)
+    train_run, kept = checkpoint.kept_checkpoints(cfg.checkpoint, cfg.output_root)
     first = load_trained(str(kept[0][1]), cfg.output_root, device, cfg.data)
     layers = layer_names(first.deconv, cfg.layers)
     _check_fmaps(first.deconv, layers, cfg.fmaps)
@@ -338,11 +198,13 @@ def run_evolution(cfg: VisualizeConfig, run_dir: Path, device) -> dict:
                         batches_carry_indices=True, progress=cfg.progress)
         wanted = sorted({int(top[l].images[m, 0]) for l in layers for m in maps[l]})
         local = {g: j for j, g in enumerate(wanted)}
-        inputs, _ = _images(dataset, wanted, loaded)
+        inputs, _ = images_and_crops(dataset, wanted, loaded)
         requests = [Request(local[int(top[l].images[m, 0])], l, m, tuple(top[l].positions[m, 0].tolist()))
                     for l in layers for m in maps[l]]
         column = [viz.projection_to_image(p, viz.FIGURE_GAIN) for p, _ in
-                  _project_crops(loaded, inputs, requests, cfg, f"project epoch {epoch}")]
+                  project_crops(loaded.deconv, inputs, requests, loaded.input_size,
+                                batch_size=cfg.batch_size, desc=f"project epoch {epoch}",
+                                progress=cfg.progress)]
         columns.append(column)
         record[str(epoch)] = {f"{l}/{m}": {"image": int(top[l].images[m, 0]),
                                            "position": top[l].positions[m, 0].tolist(),
@@ -408,11 +270,13 @@ def _filters_panel(cfg: VisualizeConfig, spec: str, device):
     maps = list(range(min(cfg.layer2_maps, num_maps(loaded.deconv, layer2))))
     wanted = sorted({int(top.images[m, 0]) for m in maps})
     local = {g: j for j, g in enumerate(wanted)}
-    inputs, _ = _images(dataset, wanted, loaded)
+    inputs, _ = images_and_crops(dataset, wanted, loaded)
     requests = [Request(local[int(top.images[m, 0])], layer2, m, tuple(top.positions[m, 0].tolist()))
                 for m in maps]
     projections = viz.image_grid([viz.projection_to_image(p, viz.FIGURE_GAIN) for p, _ in
-                                  _project_crops(loaded, inputs, requests, cfg, f"project {layer2}")],
+                                  project_crops(loaded.deconv, inputs, requests,
+                                                loaded.input_size, batch_size=cfg.batch_size,
+                                                desc=f"project {layer2}", progress=cfg.progress)],
                                  cfg.cell, max(1, math.ceil(math.sqrt(len(maps)))))
     conv = loaded.state["model_cfg"]
     name = f"{conv['name']} conv1 {conv['kernels'][0]}x{conv['kernels'][0]}/{conv['strides'][0]}"

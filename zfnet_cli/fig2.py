@@ -1,0 +1,293 @@
+"""Fig 2's pieces, shared by ``zfnet visualize`` and ``zfnet explore``: the layers asked for,
+an image set in batches for the streaming top-9 scan, and each top-k record projected and cut,
+beside its image patch, at its activation's receptive field.
+
+On any model the deconvnet covers: plain stacks through the paper's explicit switch deconvnet,
+any other network through :class:`~zfnet_cli.deconv_graph.GraphDeconvnet`
+(:func:`~zfnet_cli.deconv_graph.deconvnet_for` picks). Layers by any name of
+:mod:`zfnet_cli.layers` (``conv3``, ``3`` for ``conv3``, ``layer3.1``, ``features.6``).
+
+The cut: each projection and its image patch are cropped to the part of the activation's
+receptive field the projection reaches (its non-zero pixels, through the image's own switches;
+:func:`reached`), so projection and patch align (paper Fig 2 shows them side by side).
+
+No I/O beyond reading the images of a data set; figures and pages are drawn by the callers.
+"""
+from __future__ import annotations
+
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from zfnet_cli.data.images import UnreadableFiles
+from zfnet_cli.deconv import Request
+from zfnet_cli.deconv_graph import GraphDeconvnet, Projector, deconvnet_for
+from zfnet_cli.engine import InMemoryBatches
+from zfnet_cli.layers import describe_layers, resolve_layer
+from zfnet_cli.top9 import TopK
+
+__all__ = ["choose_layers", "layer_names", "layer_shapes", "scan_batches", "images_and_crops",
+           "image_classes", "image_files", "receptive_fields", "project_crops", "reached",
+           "top9_tiles"]
+
+
+# ---------------------------------------------------------------- layers
+
+def _as_name(asked) -> str:
+    """A bare number ``3`` is the paper's ``conv3``; anything else is a layer name as it is."""
+    return f"conv{asked}" if str(asked).isdigit() else str(asked)
+
+
+def layer_names(deconv: Projector, names: Sequence, input_size: int = 224) -> list[str]:
+    """The requested layers as names, each checked on ``deconv``; all its default layers
+    (``deconv.layers``) when none is asked for.
+
+    Args:
+        deconv (Projector): the deconvnet the layers are read and projected through.
+        names (sequence of str or int): layer names; a bare number ``3`` means ``conv3``.
+        input_size (int, optional): side of the model's input (the graph deconvnet finds a
+            layer's shape by a forward pass). Default: 224.
+
+    Returns:
+        list[str]: the layer names, in the order asked.
+
+    Raises:
+        ValueError: one line naming the unknown layer and what the model has instead.
+    """
+    if not names:
+        return list(deconv.layers)
+    out = [_as_name(n) for n in names]
+    for name, asked in zip(out, names):
+        try:
+            deconv.num_maps(name, input_size)
+        except ValueError as err:
+            if str(asked).isdigit():
+                raise ValueError(f"--layer {asked} is not a conv layer of this model (no "
+                                 f"conv{asked}); its layers include {', '.join(deconv.layers)} "
+                                 f"(any module name works too: `zfnet layers` lists them)"
+                                 ) from None
+            raise err
+    return out
+
+
+def choose_layers(model: nn.Module, names: Sequence, input_size: int = 224
+                  ) -> tuple[Projector, list[str]]:
+    """The deconvnet for ``model`` and the layers asked for (see :func:`layer_names`): the
+    explicit switch deconvnet where the model is a plain stack holding every layer asked for,
+    else the graph deconvnet. Default layers: every conv stage of a plain stack, the blocks
+    (:func:`~zfnet_cli.layers.block_names`) of any other network.
+
+    Args:
+        model (nn.Module): any model.
+        names (sequence of str or int): layer names (``conv3``, ``3``, ``layer3.1``); empty:
+            the default layers.
+        input_size (int, optional): side of the model's input. Default: 224.
+
+    Returns:
+        tuple[Projector, list[str]]: the deconvnet and the layer names.
+
+    Example:
+        >>> import torchvision
+        >>> deconv, layers = choose_layers(torchvision.models.resnet18(), ["layer4"], 64)
+        >>> type(deconv).__name__, layers
+        ('GraphDeconvnet', ['layer4'])
+    """
+    asked = [_as_name(n) for n in names]
+    deconv = deconvnet_for(model, asked or None)
+    return deconv, layer_names(deconv, names, input_size)
+
+
+def layer_shapes(model: nn.Module, layers: Sequence[str], input_size: int,
+                 in_channels: int = 3) -> dict[str, tuple[int, ...]]:
+    """Output shape ``(C, h, w)`` (or ``(C,)``) of each layer for one image, from one forward
+    pass (:func:`~zfnet_cli.layers.describe_layers`).
+
+    Raises:
+        ValueError: a layer that did not run in the forward pass.
+    """
+    shapes = {i.module_name: i.shape for i in describe_layers(model, (in_channels, input_size,
+                                                                      input_size))}
+    out = {}
+    for layer in layers:
+        shape = shapes.get(resolve_layer(model, layer).module_name, ())
+        if not shape:
+            raise ValueError(f"layer {layer!r} gives no tensor output in the forward pass: "
+                             f"choose another (`zfnet layers` lists them with their shapes)")
+        out[layer] = tuple(shape)
+    return out
+
+
+# ---------------------------------------------------------------- images
+
+def scan_batches(dataset, loaded, n: int, batch_size: int, device,
+                 unreadable: Optional[UnreadableFiles] = None, *, rank: int = 0, world: int = 1
+                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The first ``n`` images of ``dataset`` as preprocessed batches ``(images, global
+    indices)`` for :func:`~zfnet_cli.top9.scan_top9` (``batches_carry_indices=True``); under
+    ``torchrun`` this rank's share (every ``world``-th image from ``rank``).
+
+    In-memory data is sliced as a view, not copied; unreadable files of a file-backed data set
+    are skipped (recorded in ``unreadable``; ``None``: the data config's ``max_broken``), so the
+    indices are carried, not counted.
+
+    Args:
+        dataset: an in-memory data set (``.images``, ``.labels``) or one that reads files.
+        loaded (Loaded): the model, for its preprocessing and data config.
+        n (int): scan the first ``n`` images.
+        batch_size (int): images per batch.
+        device: where the batches go.
+        unreadable (UnreadableFiles, optional): where skipped files are recorded.
+        rank, world (int, optional): this rank and the number of ranks. Default: 0, 1.
+
+    Yields:
+        tuple[Tensor, Tensor]: (B, 3, S, S) preprocessed images, (B,) their indices.
+    """
+    pre = loaded.preprocess()
+    mine = torch.arange(rank, n, world)
+    if hasattr(dataset, "images"):
+        sl = slice(rank, n, world)
+        src = InMemoryBatches(dataset.images[sl], dataset.labels[sl], batch_size, pre,
+                              shuffle=False, device=device)
+        start = 0
+        for x, _ in src:
+            yield x, mine[start:start + x.shape[0]]
+            start += x.shape[0]
+        return
+    from zfnet_cli.data.images import read_batches
+
+    if unreadable is None:
+        unreadable = UnreadableFiles(len(dataset), getattr(loaded.data, "max_broken", 0.01))
+    for x, _, idx in read_batches(dataset, batch_size, unreadable, sampler=mine.tolist(),
+                                  workers=loaded.data.workers):
+        yield pre(x.to(device)), torch.as_tensor(idx)
+
+
+def images_and_crops(dataset, indices: Sequence[int], loaded) -> tuple[torch.Tensor, torch.Tensor]:
+    """(model input float, displayable uint8 centre crop) for the given data-set indices."""
+    raw = torch.stack([dataset[i][0] for i in indices])  # (N, 3, S, S) uint8
+    c, s = loaded.input_size, raw.shape[-1]
+    top = (s - c) // 2
+    crop = raw[:, :, top:top + c, top:top + c]
+    return loaded.preprocess()(raw), crop
+
+
+def image_classes(dataset, indices: Sequence[int]) -> list[str]:
+    """The true class of each data-set image, by its human name where the data set has one
+    (``class_names``: ImageNet's wnid -> name), else its class id."""
+    names = list(getattr(dataset, "class_names", None) or dataset.classes)
+    if hasattr(dataset, "labels"):
+        labels = [int(dataset.labels[i]) for i in indices]
+    elif hasattr(dataset, "samples"):  # file-based: the label without decoding the image
+        labels = [int(dataset.samples[i][1]) for i in indices]
+    else:
+        labels = [int(dataset[i][1]) for i in indices]
+    return [names[y] for y in labels]
+
+
+def image_files(dataset, indices: Sequence[int]) -> dict:
+    """``{"image_files": [...]}``: the file of each image where the data set reads files (a
+    folder of photos, ImageNet), else nothing."""
+    samples = getattr(dataset, "samples", None)
+    return {"image_files": [str(samples[i][0]) for i in indices]} if samples else {}
+
+
+# ---------------------------------------------------------------- projections, cut
+
+def receptive_fields(deconv: Projector, requests: Sequence[Request], size: int) -> list[tuple]:
+    """The receptive field ``(y0, x0, y1, x1)`` of each request's activation (batched per
+    layer where the deconvnet can: the graph one needs a forward / backward pass per
+    position)."""
+    if not isinstance(deconv, GraphDeconvnet):
+        return [deconv.receptive_field(r.layer, *r.position, size) for r in requests]
+    boxes: dict[int, tuple] = {}
+    for layer in dict.fromkeys(r.layer for r in requests):
+        idx = [j for j, r in enumerate(requests) if r.layer == layer]
+        for j, box in zip(idx, deconv.receptive_fields(layer, [requests[j].position for j in idx],
+                                                       size)):
+            boxes[j] = box
+    return [boxes[j] for j in range(len(requests))]
+
+
+def project_crops(deconv: Projector, images: torch.Tensor, requests: Sequence[Request],
+                  input_size: int, *, batch_size: int = 64, desc: str = "project",
+                  progress: bool = False) -> list[tuple[np.ndarray, tuple]]:
+    """Project the requests (``deconv.project``, ``batch_size`` at a time) and cut each
+    projection at the part of its activation's receptive field it reaches (:func:`reached`).
+
+    Returns:
+        list[tuple[ndarray, tuple]]: per request, the cut projection (3, h, w) float and its
+        box ``(y0, x0, y1, x1)`` in the model's input.
+    """
+    out: list[tuple[np.ndarray, tuple]] = []
+    chunk = max(1, batch_size)
+    boxes = receptive_fields(deconv, requests, input_size)
+    bar = tqdm(range(0, len(requests), chunk), desc=desc, disable=not progress, leave=False)
+    for s in bar:
+        part = requests[s:s + chunk]
+        proj = deconv.project(images, part, batch_size=chunk).cpu()
+        for box, p in zip(boxes[s:s + chunk], proj):
+            y0, x0, y1, x1 = box = reached(p, box)
+            out.append((p[:, y0:y1, x0:x1].numpy(), box))
+    return out
+
+
+def reached(proj: torch.Tensor, box: tuple) -> tuple:
+    """The part of receptive-field ``box`` (y0, x0, y1, x1) that projection ``proj`` (3, H, W)
+    reaches: the bounding box of its non-zero pixels there, or ``box`` if it is all zero. A
+    projection is exactly zero where this image's switches route nothing (no biases on the way
+    down), so e.g. a conv1 activation after its 3x3 max-pool reaches only the 7x7 of the one
+    conv position its switch chose. Cutting projection and patch at this box aligns them."""
+    y0, x0, y1, x1 = box
+    hit = proj[:, y0:y1, x0:x1].abs().amax(0) > 0
+    if not hit.any():
+        return box
+    ys, xs = hit.any(1).nonzero().flatten(), hit.any(0).nonzero().flatten()
+    return (y0 + int(ys[0]), x0 + int(xs[0]), y0 + int(ys[-1]) + 1, x0 + int(xs[-1]) + 1)
+
+
+def top9_tiles(deconv: Projector, loaded, dataset, top: TopK, layer: str, units: Sequence[int],
+               *, batch_size: int = 64, progress: bool = False
+               ) -> Iterator[tuple[int, list[tuple[np.ndarray, np.ndarray, tuple]]]]:
+    """Fig 2's pairs for the feature maps ``units`` of ``layer``: each of their top-k records
+    projected with its own image's switches and cut, beside its image patch, at the same box.
+
+    Units go in chunks of about ``4 x batch_size`` projections, so memory stays bounded (the
+    chunk's images and projections) however many units are asked for.
+
+    Args:
+        deconv (Projector): the deconvnet (:func:`choose_layers`).
+        loaded (Loaded): the model, for its preprocessing and input size.
+        dataset: the data set ``top`` was scanned over.
+        top (TopK): :func:`~zfnet_cli.top9.scan_top9`'s result for ``layer``.
+        layer (str): the layer name.
+        units (sequence of int): the feature maps, in the order wanted.
+        batch_size (int, optional): projections per deconvnet pass. Default: 64.
+        progress (bool, optional): show the projection progress bar. Default: ``False``.
+
+    Yields:
+        tuple[int, list]: per unit, in order, the unit and its k ``(projection (3, h, w) float,
+        patch (h, w, 3) uint8, box (y0, x0, y1, x1))``, strongest first.
+    """
+    units = list(units)
+    step = max(1, (4 * batch_size) // max(1, top.images.shape[1]))
+    for a in range(0, len(units), step):
+        chunk = units[a:a + step]
+        wanted = sorted({int(i) for m in chunk for i in top.images[m]})
+        local = {g: j for j, g in enumerate(wanted)}
+        inputs, crops = images_and_crops(dataset, wanted, loaded)
+        requests = [Request(local[int(top.images[m, j])], layer, m,
+                            tuple(top.positions[m, j].tolist()))
+                    for m in chunk for j in range(top.images.shape[1])]
+        projected = iter(project_crops(deconv, inputs, requests, loaded.input_size,
+                                       batch_size=batch_size, desc=f"project {layer}",
+                                       progress=progress))
+        for m in chunk:
+            tiles = []
+            for g in top.images[m].tolist():
+                proj, (y0, x0, y1, x1) = next(projected)
+                patch = crops[local[g]][:, y0:y1, x0:x1].permute(1, 2, 0).numpy()
+                tiles.append((proj, patch, (y0, x0, y1, x1)))
+            yield m, tiles
