@@ -7,6 +7,18 @@ import torch
 torch.set_num_threads(1)
 
 
+def one_error_line(res, *words, code=1):
+    """The one ``error:`` line of a CliRunner result that failed with ``code`` and no
+    traceback; each of ``words`` must be in it."""
+    assert res.exit_code == code, res.output
+    assert "Traceback" not in res.output, res.output
+    errors = [line for line in res.output.splitlines() if "error:" in line]
+    assert len(errors) == 1, res.output
+    for w in words:
+        assert w in errors[0], errors[0]
+    return errors[0]
+
+
 @pytest.fixture
 def smoke(tmp_path):
     """Overrides that put a smoke run's outputs and cache under tmp_path."""

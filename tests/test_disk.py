@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from zfnet_cli import checkpoint, files
 from zfnet_cli.cli import app
 from zfnet_cli.files import WriteError, write_atomic
+from conftest import one_error_line
 
 
 def _disk_full_for(monkeypatch, needle):
@@ -25,16 +26,6 @@ def _disk_full_for(monkeypatch, needle):
     monkeypatch.setattr(files, "_write", write)
 
 
-def _one_line(res, *words):
-    assert res.exit_code == 1, res.output
-    assert "Traceback" not in res.output, res.output
-    errors = [line for line in res.output.splitlines() if "error:" in line]
-    assert len(errors) == 1, res.output
-    for w in words:
-        assert w in errors[0], errors[0]
-    return errors[0]
-
-
 def test_full_disk_during_a_checkpoint_save_leaves_nothing_and_says_so(tmp_path, monkeypatch):
     path = checkpoint.save({"w": torch.ones(3)}, tmp_path / "ckpt" / "last.pt")
     _disk_full_for(monkeypatch, ".last.pt.tmp")
@@ -45,15 +36,15 @@ def test_full_disk_during_a_checkpoint_save_leaves_nothing_and_says_so(tmp_path,
     torch.testing.assert_close(checkpoint.load(path)["w"], torch.ones(3))  # the old one intact
 
 
-def test_full_disk_while_training_is_one_line(smoke, monkeypatch):
+def test_full_disk_while_training_isone_error_line(smoke, monkeypatch):
     _disk_full_for(monkeypatch, ".last.pt.tmp")
-    line = _one_line(CliRunner().invoke(app, ["train", *smoke]), "disk full", "last.pt")
+    line = one_error_line(CliRunner().invoke(app, ["train", *smoke]), "disk full", "last.pt")
     assert "output_root" in line
     run = next((Path(smoke[1].split("=", 1)[1]) / "train").glob("20*"))
     assert not [p for p in run.rglob("*") if ".tmp" in p.name]
 
 
-def test_read_only_output_root_is_one_line(smoke, tmp_path, monkeypatch):
+def test_read_only_output_root_isone_error_line(smoke, tmp_path, monkeypatch):
     ro = tmp_path / "ro"
     real = Path.mkdir
 
@@ -62,17 +53,17 @@ def test_read_only_output_root_is_one_line(smoke, tmp_path, monkeypatch):
             raise OSError(errno.EROFS, "Read-only file system", str(self))
         return real(self, *a, **kw)
     monkeypatch.setattr(Path, "mkdir", mkdir)
-    _one_line(CliRunner().invoke(app, ["train", *smoke, f"output_root={ro}"]), "read-only")
-    _one_line(CliRunner().invoke(app, ["occlude", f"output_root={ro}"]), "read-only")
+    one_error_line(CliRunner().invoke(app, ["train", *smoke, f"output_root={ro}"]), "read-only")
+    one_error_line(CliRunner().invoke(app, ["occlude", f"output_root={ro}"]), "read-only")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a chmod 555 folder anyway")
-def test_chmod_read_only_output_root_is_one_line(smoke, tmp_path):
+def test_chmod_read_only_output_root_isone_error_line(smoke, tmp_path):
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o555)
     try:
-        _one_line(CliRunner().invoke(app, ["train", *smoke, f"output_root={ro}"]), "permission")
+        one_error_line(CliRunner().invoke(app, ["train", *smoke, f"output_root={ro}"]), "permission")
     finally:
         ro.chmod(0o755)
 

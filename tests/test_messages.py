@@ -10,16 +10,7 @@ from typer.testing import CliRunner
 
 from zfnet_cli import checkpoint
 from zfnet_cli.cli import app
-
-
-def _one_line(res, *words, code=1):
-    assert res.exit_code == code, res.output
-    assert "Traceback" not in res.output, res.output
-    errors = [line for line in res.output.splitlines() if "error:" in line]
-    assert len(errors) == 1, res.output
-    for w in words:
-        assert w in errors[0], errors[0]
-    return errors[0]
+from conftest import one_error_line
 
 
 def test_a_one_class_tree_is_refused(smoke, tmp_path):
@@ -30,7 +21,7 @@ def test_a_one_class_tree_is_refused(smoke, tmp_path):
             Image.new("RGB", (80, 80), (i * 40, 0, 0)).save(root / split / "n01440764" / f"{i}.JPEG")
     res = CliRunner().invoke(app, ["train", *smoke, "data=imagenet", f"data.root={root}",
                                    "data.image_size=72", "data.crop=64", "data.workers=0"])
-    _one_line(res, "1 class", "n01440764")
+    one_error_line(res, "1 class", "n01440764")
 
 
 def test_latest_is_the_newest_finished_run(smoke_model, tmp_path):
@@ -52,7 +43,7 @@ def test_latest_is_the_newest_finished_run(smoke_model, tmp_path):
 
 
 def test_resume_latest_without_runs_speaks_of_resume(smoke):
-    line = _one_line(CliRunner().invoke(app, ["train", *smoke, "resume=latest"]), "resume=")
+    line = one_error_line(CliRunner().invoke(app, ["train", *smoke, "resume=latest"]), "resume=")
     assert "checkpoint=" not in line
 
 
