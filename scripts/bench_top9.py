@@ -27,6 +27,17 @@ from zfnet_cli.model import ZFNet
 from zfnet_cli.top9 import scan_top9
 
 
+def _alternate(runs: dict, repeats: int) -> tuple[dict, dict]:
+    """Each run's rate in ``repeats`` rounds that alternate them (inference and scan warmed up
+    once first), so a change of machine load touches them all alike; and the medians."""
+    runs["inference"](), runs["scan"]()  # warm-up
+    rates: dict = {k: [] for k in runs}
+    for _ in range(repeats):
+        for k, run in runs.items():
+            rates[k].append(run())
+    return rates, {k: statistics.median(v) for k, v in rates.items()}
+
+
 def bench(model_name: str = "small", n_images: int = 512, batch: int = 64, repeats: int = 3,
           projections: int = 64, size: int | None = None, device: str = "cpu",
           classes: int = 10) -> dict:
@@ -70,13 +81,7 @@ def bench(model_name: str = "small", n_images: int = 512, batch: int = 64, repea
         sync()
         return projections / (time.perf_counter() - t)
 
-    inference(), scan()  # warm-up
-    res = {"inference": [], "scan": [], "project": []}
-    for _ in range(repeats):
-        res["inference"].append(inference())
-        res["scan"].append(scan())
-        res["project"].append(project())
-    med = {k: statistics.median(v) for k, v in res.items()}
+    res, med = _alternate({"inference": inference, "scan": scan, "project": project}, repeats)
     return {"benchmark": "top-9 scan (all 5 layers) vs plain inference; deconv projections",
             "model": model_name, "image_size": size, "images": n_images, "batch": batch,
             "device": str(device), "classes": classes,
@@ -115,13 +120,7 @@ def bench_any(arch: str = "resnet18", n_images: int = 128, batch: int = 32, repe
         deconv.project(batches[0], reqs, batch_size=batch)
         return projections / (time.perf_counter() - t)
 
-    inference(), scan()  # warm-up
-    res = {"inference": [], "scan": [], "project": []}
-    for _ in range(repeats):
-        res["inference"].append(inference())
-        res["scan"].append(scan())
-        res["project"].append(project())
-    med = {k: statistics.median(v) for k, v in res.items()}
+    res, med = _alternate({"inference": inference, "scan": scan, "project": project}, repeats)
     return {"benchmark": f"top-9 scan over the {len(deconv.layers)} blocks of {arch} vs plain "
                          f"inference; graph-deconvnet projections",
             "model": arch, "layers": deconv.layers, "image_size": size, "images": n_images,
