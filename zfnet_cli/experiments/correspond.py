@@ -2,8 +2,9 @@
 (see :mod:`zfnet_cli.correspondence` for the measure and its normalisation).
 
 N images of one class with named parts: the embedded faces (their ``right_eye``, ``left_eye``,
-``nose`` boxes; named as seen from the face, like the paper's dogs), or a user's images with a
-parts file. In each draw every image gets a mean-grey square over the same part, or over a
+``nose`` boxes; named as seen from the face, like the paper's dogs) of ``split`` (``val``, the
+default, or ``test``, on which the claims are read: issue 15), or a user's images with a parts
+file. In each draw every image gets a mean-grey square over the same part, or over a
 random spot of the same size (inside the object's box when it is known, else anywhere), and
 Delta is computed at layers 5 and 7. Table 1's mean ± std is over ``draws`` draws; for the parts
 the draws jitter the square's centre by up to ``jitter`` pixels (the paper gives no protocol for
@@ -47,6 +48,7 @@ class CorrespondConfig(ModelSource):  # + arch, weights, trust_pickle, preproces
     images: list[str] = field(default_factory=list)  # files (needs parts_file); empty: embedded faces
     parts_file: Optional[str] = None
     n_images: int = bounded(5, min=2)  # the paper's 5 dog images
+    split: str = bounded("val", choices=("val", "test"))  # the embedded faces: val to tune, test for claims
     parts: list[str] = field(default_factory=lambda: ["right_eye", "left_eye", "nose"])
     mask_size: Optional[int] = bounded(None, min=1)  # square side in px (UNSTATED); None: input side // 6
     draws: int = bounded(10, min=1)  # random draws per row of Table 1
@@ -115,18 +117,19 @@ def _inputs(cfg: CorrespondConfig, loaded, size: int):
         return (torch.stack(imgs), {p: np.stack(v) for p, v in parts.items()}, None, names)
     from zfnet_cli.data.embedded import PART_CLASS
 
-    val = load_split(loaded.data, "val", progress=cfg.progress)
-    if PART_CLASS not in val.classes:
+    data = load_split(loaded.data, cfg.split, progress=cfg.progress)
+    if PART_CLASS not in data.classes:
         raise ValueError(f"the model's data has no '{PART_CLASS}' class with part boxes")
-    idx = (val.labels == val.classes.index(PART_CLASS)).nonzero().flatten()[: cfg.n_images].tolist()
+    idx = (data.labels == data.classes.index(PART_CLASS)).nonzero().flatten()[: cfg.n_images].tolist()
     if len(idx) < 2:
-        raise ValueError(f"need at least 2 '{PART_CLASS}' images, found {len(idx)}")
-    bad = [p for p in cfg.parts if p not in val.parts]
+        raise ValueError(f"need at least 2 '{PART_CLASS}' images in the {cfg.split} split, "
+                         f"found {len(idx)}")
+    bad = [p for p in cfg.parts if p not in data.parts]
     if bad:
-        raise ValueError(f"unknown part '{bad[0]}'; parts: {', '.join(val.parts)}")
-    parts = {p: val.parts[p][idx].double().numpy() for p in cfg.parts}
-    return (val.images[idx], parts, val.boxes[idx].double().numpy(),
-            [f"{loaded.data.name}:val/{i}" for i in idx])
+        raise ValueError(f"unknown part '{bad[0]}'; parts: {', '.join(data.parts)}")
+    parts = {p: data.parts[p][idx].double().numpy() for p in cfg.parts}
+    return (data.images[idx], parts, data.boxes[idx].double().numpy(),
+            [f"{loaded.data.name}:{cfg.split}/{i}" for i in idx])
 
 
 @torch.no_grad()
@@ -175,8 +178,10 @@ def run(cfg: CorrespondConfig, run_dir: str | Path, *, dist_info: Dist | None = 
             cells += [f"{table[r][l]['mean']:.3f} ± {table[r][l]['std']:.3f}",
                       f"{p[0]:.3f} ± {p[1]:.3f}" if p else "—"]
         md.append("| " + " | ".join(cells) + " |")
+    source = "files" if cfg.images else f"the {cfg.split} split"
     md_text = ("Table 1: Delta = mean over image pairs i != j of the fraction of feature signs where "
-               f"eps_i and eps_j differ; {n} images, {cfg.draws} draws, {size}px squares.\n\n"
+               f"eps_i and eps_j differ; {n} images ({source}), {cfg.draws} draws, {size}px "
+               "squares.\n\n"
                + "\n".join(md) + "\n\n"
                "Scales differ: our Delta is normalised to [0, 1] (divided by the N(N-1) ordered "
                "pairs and the feature length D); the paper does not say how its Delta is "
@@ -187,7 +192,8 @@ def run(cfg: CorrespondConfig, run_dir: str | Path, *, dist_info: Dist | None = 
     path = run_dir / "figures" / "fig8_masks.png"
     viz.masks_figure(crops.permute(0, 2, 3, 1).numpy(), first_boxes, path,
                      title="Fig 8: the squares occluded in each image (first draw)")
-    metrics = {"checkpoint": str(loaded.source), "images": names, "mask_size": size,
+    metrics = {"checkpoint": str(loaded.source), "split": cfg.split, "images": names,
+               "mask_size": size,
                "draws": cfg.draws, "jitter": cfg.jitter, "layers": cfg.layers, "table": table,
                "paper": PAPER_TABLE1, "normalisation": "pairs N(N-1) and feature length D",
                "figures": [str(path.relative_to(run_dir))], "table_markdown": "table1.md"}

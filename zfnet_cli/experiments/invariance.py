@@ -1,8 +1,9 @@
 """``zfnet invariance``: Fig 5, how features and the output change under vertical translation,
 scaling and rotation (see :mod:`zfnet_cli.invariance`).
 
-For N images (default 5 embedded validation images of different classes, or files), each
-transform and amount: the relative Euclidean distance between the original's and the
+For N images (default 5 embedded images of different classes from ``split``: ``val``, the
+default, or ``test``, on which the claims are read (issue 15); or files), each transform and
+amount: the relative Euclidean distance between the original's and the
 transformed image's features at layer 1 and layer 7, and P(true class).
 
 ``method=image`` transforms the whole image, as the paper did (uncovered pixels take the data
@@ -38,6 +39,7 @@ class InvarianceConfig(ModelSource):  # + arch, weights, trust_pickle, preproces
     images: list[str] = field(default_factory=list)  # files; empty: embedded validation images
     labels: list[str] = field(default_factory=list)  # true class per file (index or name); empty: predicted
     n_images: int = bounded(5, min=1)  # the paper's 5
+    split: str = bounded("val", choices=("val", "test"))  # the data set's images: val to tune, test for claims
     method: str = bounded("image", choices=("image", "render"))  # "image" (whole image, the paper's) or "render" (embedded only)
     layers: list[str] = field(default_factory=lambda: ["conv1", "fc7"])  # Fig 5's layer 1 and 7
     steps_translate: int = bounded(13, min=1)
@@ -50,10 +52,10 @@ class InvarianceConfig(ModelSource):  # + arch, weights, trust_pickle, preproces
     progress: bool = True
 
 
-def _pick_val(val, n: int) -> list[int]:
-    """The first validation image of each of the first n classes (different objects, as Fig 5)."""
+def _pick_val(data, n: int) -> list[int]:
+    """The first image of each of the first n classes of a split (different objects, as Fig 5)."""
     picked, seen = [], set()
-    labels = val.labels.tolist() if hasattr(val, "labels") else val.targets  # in memory / files
+    labels = data.labels.tolist() if hasattr(data, "labels") else data.targets  # in memory / files
     for i, label in enumerate(labels):
         if label not in seen:
             picked.append(i)
@@ -89,13 +91,13 @@ def run(cfg: InvarianceConfig, run_dir: str | Path, *, dist_info: Dist | None = 
         if cfg.method == "render":
             raise ValueError("method=render re-draws embedded scenes; use method=image for files")
     else:
-        val = load_split(loaded.data, "val", progress=cfg.progress)
-        for i in _pick_val(val, cfg.n_images):
-            image, label = val[i]  # uint8 (3, S, S): in memory or decoded from its file
-            scene = (val.classes[int(label)], int(val.seeds[i])) if hasattr(val, "seeds") else None
+        data = load_split(loaded.data, cfg.split, progress=cfg.progress)
+        for i in _pick_val(data, cfg.n_images):
+            image, label = data[i]  # uint8 (3, S, S): in memory or decoded from its file
+            scene = (data.classes[int(label)], int(data.seeds[i])) if hasattr(data, "seeds") else None
             if cfg.method == "render" and scene is None:
                 raise ValueError("method=render needs the embedded data")
-            items.append((f"{loaded.data.name}:val/{i}", image, int(label), scene))
+            items.append((f"{loaded.data.name}:{cfg.split}/{i}", image, int(label), scene))
 
     steps = {"translate": cfg.steps_translate, "scale": cfg.steps_scale, "rotate": cfg.steps_rotate}
     result: dict[str, dict] = {}
@@ -133,7 +135,9 @@ def run(cfg: InvarianceConfig, run_dir: str | Path, *, dist_info: Dist | None = 
     viz.invariance_figure(result, examples, names, cfg.layers, path,
                           title=f"Fig 5: invariance ({cfg.method} transforms); distances are "
                                 "||f(x) - f(x')|| / ||f(x)||")
-    metrics = {"checkpoint": str(loaded.source), "method": cfg.method, "layers": cfg.layers,
+    # split: where the images came from (files given: unused, recorded all the same)
+    metrics = {"checkpoint": str(loaded.source), "split": cfg.split, "method": cfg.method,
+               "layers": cfg.layers,
                "images": [{"image": n, "true_class": classes[lab], "true_class_name": class_names[lab]}
                           for n, _, lab, _ in items],
                "transforms": result, "distance": "relative Euclidean, ||f(x)-f(x')|| / ||f(x)||",

@@ -9,18 +9,20 @@ per position, (e) the most probable label per position, and (f) the fall in p(co
 at each pixel over the image.
 
 Images are files, folders of photos (flat, or one sub-folder per class:
-:class:`~zfnet_cli.data.images.PhotoFolder`) or, with neither, a few validation images of the
-model's data. A photo is occluded over the region the model sees: resized to short side
-``image_size`` and cut to the centre ``input_size`` square (torchvision's weights: 256 then
-224, the centred square of 0.875 x the short side); ``region`` in ``occlusion.json`` and the npz
-gives it in the photo's pixels. Labels: none (the predicted class; in a class-per-folder tree,
-the folder's name where it names a class of the model), one for every image, or one per image.
+:class:`~zfnet_cli.data.images.PhotoFolder`) or, with neither, a few images of the model's
+data from ``split`` (``val``, the default, or ``test``). A photo is occluded over the region
+the model sees: resized to short side ``image_size`` and cut to the centre ``input_size``
+square (torchvision's weights: 256 then 224, the centred square of 0.875 x the short side);
+``region`` in ``occlusion.json`` and the npz gives it in the photo's pixels. Labels: none (the
+predicted class; in a class-per-folder tree, the folder's name where it names a class of the
+model), one for every image, or one per image.
 
 ``localise=true`` also checks that the maps mean something, on the embedded data whose objects
-have known boxes: over ``localise_images`` validation images, the fraction for which the
-occluder position where p(true class) drops most is centred inside the object's box, beside
-``chance_inside``: the mean share of occluder positions centred inside the box (what a map that
-picked its worst position at random would score).
+have known boxes: over ``localise_images`` images of ``split`` (tune on val, read the claims on
+test: issue 15), the fraction for which the occluder position where p(true class) drops most
+is centred inside the object's box, beside ``chance_inside``: the mean share of occluder
+positions centred inside the box (what a map that picked its worst position at random would
+score). ``metrics.json`` records the ``split`` read.
 
 Classes are shown by their human names where the model has them (ImageNet: wnid -> name, from
 the checkpoint, the data root's ``meta.bin`` / devkit, or torchvision's list for foreign weights
@@ -62,7 +64,9 @@ class OccludeConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
     size: Optional[int] = bounded(None, min=1)  # occluder side in px (UNSTATED); None: input side // 4
     stride: Optional[int] = bounded(None, min=1)  # step in px; None: size // 4
     layer: Optional[str] = None  # module or paper name; None: "layer 5" / last map before pooling
-    default_images: int = bounded(4, min=1)  # validation images used when no files are given
+    default_images: int = bounded(4, min=1)  # data-set images used when no files are given
+    # the split those images and the localisation check read: tune on val, read claims on test
+    split: str = bounded("val", choices=("val", "test"))
     data: Optional[DataConfig] = None  # None: the data the checkpoint was trained on
     localise: bool = False  # also run the localisation check on the embedded data
     localise_images: int = bounded(100, min=1)
@@ -231,28 +235,28 @@ def assign_labels(inputs: list[_Input], cfg: OccludeConfig, classes: list[str],
 
 
 def localisation(loaded: Loaded, cfg: OccludeConfig, device) -> dict:
-    """Over ``cfg.localise_images`` embedded validation images: is the occluder position where
-    p(true class) drops most centred inside the object's box?"""
+    """Over ``cfg.localise_images`` embedded images of ``cfg.split``: is the occluder position
+    where p(true class) drops most centred inside the object's box?"""
     if loaded.data.name != "embedded":
         raise ValueError("localise=true needs the embedded data (its images carry object boxes)")
-    val = load_split(loaded.data, "val", progress=cfg.progress)
-    n = min(cfg.localise_images, len(val))
+    data = load_split(loaded.data, cfg.split, progress=cfg.progress)
+    n = min(cfg.localise_images, len(data))
     # spread the sample over the classes: every (len/n)-th image
-    idx = torch.linspace(0, len(val) - 1, n).round().long().tolist()
+    idx = torch.linspace(0, len(data) - 1, n).round().long().tolist()
     size, stride = _geometry(cfg, loaded.input_size)
     pre = loaded.preprocess()
     fill = loaded.fill()
-    offset = (val.images.shape[-1] - loaded.input_size) / 2
+    offset = (data.images.shape[-1] - loaded.input_size) / 2
     hits, chance, records = 0, 0.0, []
     for i in tqdm(idx, desc="localise", disable=not cfg.progress):
-        x = pre(val.images[i:i + 1].to(device))[0]
-        label = int(val.labels[i])
+        x = pre(data.images[i:i + 1].to(device))[0]
+        label = int(data.labels[i])
         maps = occlude(loaded.model, x, size=size, stride=stride, fill=fill.to(device),
                        target=label, layer=cfg.layer, batch_size=cfg.batch_size,
                        **_method(cfg))
         worst = int(maps.log_p_target.flatten().argmin())  # log: no ties where p underflows
         cy, cx = maps.centers().view(-1, 2)[worst].tolist()
-        x0, y0, x1, y1 = (val.boxes[i] - offset).tolist()
+        x0, y0, x1, y1 = (data.boxes[i] - offset).tolist()
         inside = x0 <= cx + 0.5 <= x1 and y0 <= cy + 0.5 <= y1  # pixel centre, continuous coords
         hits += inside
         # chance: the share of all occluder positions centred inside the box, i.e. the hit rate
@@ -261,11 +265,11 @@ def localisation(loaded: Loaded, cfg: OccludeConfig, device) -> dict:
         share = float(((c[:, 1] >= x0) & (c[:, 1] <= x1) & (c[:, 0] >= y0) & (c[:, 0] <= y1))
                       .double().mean())
         chance += share
-        records.append({"index": i, "class": val.classes[label], "worst_centre": [cy, cx],
+        records.append({"index": i, "class": data.classes[label], "worst_centre": [cy, cx],
                         "box": [x0, y0, x1, y1], "inside": bool(inside), "chance": share,
                         "p_drop": maps.clean_p_target - float(maps.p_target.min())})
-    return {"images": n, "inside": hits, "fraction_inside": hits / max(n, 1), "goal": ">= 0.9",
-            "chance_inside": chance / max(n, 1),
+    return {"split": cfg.split, "images": n, "inside": hits, "fraction_inside": hits / max(n, 1),
+            "goal": ">= 0.9", "chance_inside": chance / max(n, 1),
             "size": size, "stride": stride, "per_image": records}
 
 
@@ -285,12 +289,14 @@ def run(cfg: OccludeConfig, run_dir: str | Path, *, dist_info: Dist | None = Non
 
     failed: list[str] = []
     if not cfg.images:
-        val = load_split(loaded.data, "val", progress=cfg.progress)
-        idx = torch.linspace(0, len(val) - 1, min(cfg.default_images, len(val))).round().long()
+        data = load_split(loaded.data, cfg.split, progress=cfg.progress)
+        n = min(cfg.default_images, len(data))
+        idx = torch.linspace(0, len(data) - 1, n).round().long()
         for i in idx.tolist():
-            image, label = val[i]  # in-memory (embedded) or file-based (ImageNet) alike
-            inputs.append(_Input(f"{loaded.data.name}:val/{i}", raw=image,
-                                 label=loaded.label_of(val, int(label)), label_from="data set"))
+            image, label = data[i]  # in-memory (embedded) or file-based (ImageNet) alike
+            inputs.append(_Input(f"{loaded.data.name}:{cfg.split}/{i}", raw=image,
+                                 label=loaded.label_of(data, int(label)),
+                                 label_from="data set"))
     assign_labels(inputs, cfg, classes, names)
     results, notes = [], []
     for item in tqdm(inputs, desc="images", disable=not cfg.progress):
@@ -323,8 +329,9 @@ def run(cfg: OccludeConfig, run_dir: str | Path, *, dist_info: Dist | None = Non
         raise ImageError(failed[0] if len(failed) == 1 else
                          f"none of the {len(failed)} images could be used: " + "; ".join(failed))
 
-    metrics = {"checkpoint": str(loaded.source), "size": size, "stride": stride,
-               "images": results, "failed": failed, "notes": notes}
+    # split: where the default images and the localisation check came from (files: unused)
+    metrics = {"checkpoint": str(loaded.source), "split": cfg.split, "size": size,
+               "stride": stride, "images": results, "failed": failed, "notes": notes}
     if cfg.localise:
         loc = localisation(loaded, cfg, device)
         write_atomic(run_dir / "localisation.json", json.dumps(loc, indent=1) + "\n")
