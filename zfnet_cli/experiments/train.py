@@ -8,6 +8,12 @@ the paper trains on). Metrics report top-1 / top-5 accuracy and error (the paper
 error). ``eval_only=true checkpoint=RUN`` evaluates a trained model on the val split with 1 crop
 (and 10 with ``eval_crops=10``) and writes ``metrics.json``, without training or checkpoints.
 
+Test split. Every choice is tuned on the val split; ``eval_test=true`` scores the final model
+once more, after the last epoch, on the test split (the same evaluation and crops as the last
+val pass), into ``metrics.json``'s ``final`` as ``test_loss``, ``test_top1``, ``test_top5`` and
+their errors: the numbers the claims are read from (issue 15). A data set without a test split
+(the ImageNet layout) is refused before training starts.
+
 Speed options, all off by default because on a CPU none of them helps (see the README and
 ``scripts/bench_gpu.py`` for measurements):
 
@@ -86,6 +92,7 @@ class TrainConfig:
     eval_batch_size: int = bounded(256, min=1)
     eval_crops: int = bounded(1, choices=(1, 10))  # 1: centre crop; 10: 4 corners + centre, each mirrored, softmax averaged
     eval_only: bool = False  # evaluate `checkpoint` on the val split, no training, no checkpoints
+    eval_test: bool = False  # after the last epoch also score the final model on the test split
     checkpoint: Optional[str] = None  # eval_only: a checkpoint file, a train run folder, "latest"
     # Speed (module docstring); all off by default: on a CPU none of them helps.
     amp: str = bounded("none", choices=AMP_MODES)  # "bf16": autocast to bfloat16 (CUDA or CPU); loss and weights stay float32
@@ -107,6 +114,9 @@ def _check_options(cfg: TrainConfig) -> None:
     if cfg.checkpoint and not cfg.eval_only:
         raise ValueError("checkpoint= names the model that eval_only=true evaluates; to continue "
                          "training from it use resume=")
+    if cfg.eval_only and cfg.eval_test:
+        raise ValueError("eval_test=true scores the test split after training; eval_only=true "
+                         "scores the val split only: drop one of them")
     if cfg.eval_only and cfg.resume:
         raise ValueError("eval_only=true evaluates checkpoint=, it does not resume: use "
                          "checkpoint= instead of resume=")
@@ -183,6 +193,8 @@ def run(cfg: TrainConfig, run_dir: str | Path, *, dist_info: Dist | None = None,
 
     train_set = load_split(cfg.data, "train", progress=show)
     val_set = load_split(cfg.data, "val", progress=show)
+    # Loaded now, not after training: a data set without a test split fails before any epoch.
+    test_set = load_split(cfg.data, "test", progress=show) if cfg.eval_test else None
     classes = list(train_set.classes)
     num_classes = cfg.model.num_classes or len(classes)
     if num_classes < 2:
@@ -204,7 +216,8 @@ def run(cfg: TrainConfig, run_dir: str | Path, *, dist_info: Dist | None = None,
                          "the model must be built for the crop it is fed")
     # Unreadable files of each split: skipped, counted and named, fatal past data.max_broken.
     unreadable = {split: UnreadableFiles(len(ds), cfg.data.max_broken, split)
-                  for split, ds in (("train", train_set), ("val", val_set))}
+                  for split, ds in (("train", train_set), ("val", val_set), ("test", test_set))
+                  if ds is not None}
     mean = state["mean"] if state else mean_image(cfg.data, train_set, progress=show,
                                                   unreadable=unreadable["train"])
 
@@ -286,6 +299,22 @@ def run(cfg: TrainConfig, run_dir: str | Path, *, dist_info: Dist | None = None,
             # epoch behind last.pt (whose history has the row), never ahead of it.
             append_text(run_dir / "metrics.jsonl", json.dumps(row) + "\n")
 
+    final = dict(history[-1]) if history else {}
+    if test_set is not None:
+        # The final model (not best.pt) with the final val pass's crops; every rank takes part.
+        test = evaluate(model, _batches(test_set, cfg, pre_eval, train=False, epoch=cfg.epochs,
+                                        d=d, workers=cfg.data.workers,
+                                        unreadable=unreadable["test"]),
+                        device=d.device, progress=show, desc="test", amp=cfg.amp,
+                        channels_last=cfg.channels_last)
+        final.update({"test_loss": test["loss"], "test_top1": test["top1"],
+                      "test_top5": test["top5"], "test_top1_err": test["top1_err"],
+                      "test_top5_err": test["top5_err"], "test_images": test["images"],
+                      "test_crops": cfg.eval_crops})
+        if d.main:
+            print(f"zfnet train: final model on the {cfg.data.name} test split ({test['images']} "
+                  f"images, {cfg.eval_crops} crop(s)): top-1 error {test['top1_err']:.2f}%, "
+                  f"top-5 error {test['top5_err']:.2f}%")
     # A fingerprint of the weights on every rank: DDP keeps them identical, this shows it.
     mine = weights_sha1(model)
     fingerprints = [mine]
@@ -297,7 +326,6 @@ def run(cfg: TrainConfig, run_dir: str | Path, *, dist_info: Dist | None = None,
             torch.distributed.all_gather_object(files, bad.files)
             for f in files:
                 bad.merge(f)
-    final = dict(history[-1]) if history else {}
     best_top1 = max((h["val_top1"] for h in history), default=None)
     metrics = {"epochs": len(history), "final": final, "best_val_top1": best_top1,
                "best_val_top1_err": None if best_top1 is None else 100 - best_top1,
