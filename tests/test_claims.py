@@ -232,3 +232,90 @@ def test_claims_over_two_seeds_of_real_runs(tmp_path):
     locs = [json.loads((run / "metrics.json").read_text())["localisation"]["fraction_inside"]
             for run in run_folders(root / "occlude")]
     assert measured["fig7_localisation"].a.values == pytest.approx(locs)
+
+
+# ---------------------------------------------------------------- which split (issue 15)
+
+SPLIT_READ = ("fig7_localisation", "table1_layer5", "table1_layer7", "fig5_translate", "fig5_scale")
+
+
+def _test_split_runs(good: Path, root: Path, older: bool = True, seeds=None) -> None:
+    """Copy the occlude, correspond and invariance runs of ``good`` into ``root`` as test-split
+    runs on the same checkpoints, dated before (``older``) or after ``root``'s own."""
+    for command in ("occlude", "correspond", "invariance"):
+        for run in run_folders(good / command):
+            k = int(run.name[-2:]) - 1
+            if seeds is not None and k not in seeds:
+                continue
+            m = json.loads((run / "metrics.json").read_text())
+            m["checkpoint"] = m["checkpoint"].replace(str(good), str(root))  # the same model
+            day = "2025-12-31" if older else "2026-01-02"
+            _write(root / command / f"{day}_00-00-{k + 1:02d}", {**m, "split": "test"})
+
+
+def test_the_claims_follow_the_test_split_runs(tmp_path):
+    """Per checkpoint a val run (newer, the claim does not hold on it) and a test run (older,
+    it holds): the rows read the test run and say so."""
+    good = make_root(tmp_path / "good", seeds=3, good=True)
+    root = make_root(tmp_path / "root", seeds=3, good=False)  # no split key: val runs
+    before = {r.key: r for r in evaluate(root)}
+    for key in SPLIT_READ:
+        assert before[key].verdict == "does not hold" and before[key].split == "val"
+        assert before[key].source.endswith("(val split)")
+    _test_split_runs(good, root, older=True)
+    after = {r.key: r for r in evaluate(root)}
+    expected = {r.key: r for r in evaluate(good)}
+    for key in SPLIT_READ:
+        r = after[key]
+        assert r.verdict == "holds" and r.split == "test", (key, r.verdict, r.detail)
+        assert r.source.endswith("(test split)")
+        assert r.a.values == expected[key].a.values and r.b.values == expected[key].b.values
+        assert all("2025-12-31" in run for run in r.runs)
+    # the other rows are not read from these commands: unchanged
+    assert after["table7_depth (" + TARGET + ")"].split == ""
+
+
+def test_a_val_run_is_read_where_a_checkpoint_has_no_test_run(tmp_path):
+    good = make_root(tmp_path / "good", seeds=3, good=True)
+    root = make_root(tmp_path / "root", seeds=3, good=False)
+    _test_split_runs(good, root, older=False, seeds={0})  # seed 0 only, newer
+    (c,) = claims.fig7_localisation(root)
+    assert c.n == 3 and c.split == "test+val"
+    assert c.source.endswith("(test split: 1, val split: 2)")
+    assert c.a.values[2] == pytest.approx(0.80 - 0.01 * 0.80)  # seed 0 of the good root, read last
+    # and the newest of two test runs on one checkpoint wins over an older test run
+    m = json.loads((root / "occlude" / "2026-01-02_00-00-01" / "metrics.json").read_text())
+    m["localisation"]["fraction_inside"] = 0.55
+    _write(root / "occlude" / "2026-01-03_00-00-00", m)
+    _write(root / "occlude" / "2026-01-04_00-00-00",  # a newer val run does not displace it
+           {**m, "split": "val", "localisation": {**m["localisation"], "fraction_inside": 0.01}})
+    (c,) = claims.fig7_localisation(root)
+    assert c.a.values[2] == 0.55
+
+
+def _add_test_top1(root: Path, err: dict[str, float], skip: str | None = None) -> None:
+    for folder in sorted((root / "ablate").glob("*/variants/*")):
+        if folder.name == skip:
+            continue
+        m = json.loads((folder / "metrics.json").read_text())
+        name = folder.name.split("_seed")[0]
+        m["final"]["test_top1"] = 100 - err[name] - 0.1 * m["seed"]
+        (folder / "metrics.json").write_text(json.dumps(m))
+
+
+def test_table3_reads_test_top1_when_every_replicate_has_it(tmp_path):
+    root = make_root(tmp_path, seeds=3, good=False)  # on val: no Table 3 claim holds
+    assert {c.verdict for c in claims.table3(root)} == {"does not hold"}
+    err = {"alexnet": 66.0, "zfnet": 60.0, "alexnet_no_conv34": 70.0, "alexnet_no_conv34_fc67": 90.0}
+    _add_test_top1(root, err, skip="zfnet_seed2")  # one replicate without: still val
+    zf, worst = claims.table3(root)
+    assert zf.split == "val" and "final.val_top1" in zf.source and zf.verdict == "does not hold"
+    _add_test_top1(root, err)
+    zf, worst = claims.table3(root)
+    assert zf.split == worst.split == "test" and zf.verdict == worst.verdict == "holds"
+    assert "final.test_top1" in zf.source and zf.source.endswith("(test split)")
+    assert zf.measure.startswith("A = test top-1 error")
+    # by hand: error = 100 - test_top1 = err + 0.1 * seed
+    assert zf.a.values == pytest.approx([66.0, 66.1, 66.2])
+    assert zf.b.values == pytest.approx([60.0, 60.1, 60.2])
+    assert worst.b.label == "next worst (alexnet_no_conv34)"

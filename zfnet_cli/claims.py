@@ -4,9 +4,10 @@ output root, with our value, its spread over seeds, the paper's value and a verd
 Every claim is written as "A > B" for two measured quantities (e.g. A = the random squares'
 Delta, B = the parts' Delta at layer 5: "parts below random"). Each *replicate* is one trained
 model, i.e. one seed: several ``zfnet occlude`` runs on the same checkpoint count once (the
-newest), and an ablation variant counts once per seed. A replicate gives one value of A and one
-of B (a run's own mean over its folds, draws or images); over the replicates each side is
-summarised as mean ± std (sample std, ddof = 1) and n.
+newest, a test-split run before any val-split one: see "Which split" below), and an ablation
+variant counts once per seed. A replicate gives one value of A and one of B (a run's own mean
+over its folds, draws or images); over the replicates each side is summarised as mean ± std
+(sample std, ddof = 1) and n.
 
 **The rule.** A claim *holds* when ``mean(A) - mean(B) > std(A) + std(B)`` with at least two
 replicates on each side: the two intervals mean ± std, as the table prints them, do not touch.
@@ -43,11 +44,20 @@ Fig 6                   ``visualize`` (mode filters): ``metrics.json``
                         ``models.<name>.{kernel,stride,renorm,dead,filters,dominance,
                         spectral_energy.mid}``
 Table 3                 ``ablate``: ``variants/<name>[_seed<S>]/metrics.json``
-                        ``final.val_top1``, ``seed``
+                        ``final.test_top1`` where every variant replicate has it
+                        (``zfnet train eval_test=true``), else ``final.val_top1``; ``seed``
 Table 7                 ``transfer``: ``metrics.json`` ``per_layer[].{classifier,layer,mean}``
 Tables 4/5, Fig 9       ``transfer``: ``metrics.json`` ``rows[].{shots,pretrained_mean,
                         scratch_mean}``
 ======================  ======================================================================
+
+**Which split.** Choices are tuned on the validation split and the claims are read on the test
+split (issue 15). For Fig 7, Table 1 and Fig 5 a run's ``metrics.json`` ``split`` says which
+split its images came from (``zfnet occlude|correspond|invariance split=test``; runs without
+the key read val): per checkpoint a test-split run is preferred over any val-split run, and
+only where a checkpoint has none is its val run read. Each row says which split it was read on
+(``split``, and at the end of ``source``: "(test split)", "(val split)" or the mix); so does
+Table 3's.
 
 Example:
     >>> from zfnet_cli.claims import evaluate
@@ -121,6 +131,7 @@ class Claim:
     fmt: str = ".3f"
     runs: list[str] = field(default_factory=list)  # the run folders the values came from
     note: str = ""  # why it is not measured, or what the values mean
+    split: str = ""  # the data split the values were read on: "test", "val", a mix, "" (n/a)
     verdict: str = UNMEASURED
     detail: str = ""
     difference: Optional[float] = None  # mean(A) - mean(B)
@@ -201,20 +212,46 @@ def _read(path: Path) -> Optional[dict]:
         return None
 
 
+def split_of(m: dict) -> str:
+    """The data split a run's images came from: its ``split``; runs that predate the key
+    read the validation split."""
+    return str(m.get("split") or "val")
+
+
 def replicates(root: str | Path, command: str,
                key: Callable[[dict], object] = lambda m: m.get("checkpoint"),
-               keep: Callable[[dict], bool] = lambda m: True) -> list[tuple[Path, dict]]:
+               keep: Callable[[dict], bool] = lambda m: True,
+               prefer_test: bool = False) -> list[tuple[Path, dict]]:
     """The finished runs of ``command`` under ``root`` (a readable ``metrics.json``) that
     ``keep`` accepts, one per ``key(metrics)`` (the newest; by default one per checkpoint, so a
-    rerun on the same model is not a second seed), oldest first."""
+    rerun on the same model is not a second seed), oldest first. With ``prefer_test`` a run on
+    the test split (:func:`split_of`) is kept over any val-split run of the same key, however
+    new: the claims are read on test, val is for tuning (issue 15)."""
     newest: dict = {}
     for run in run_folders(Path(root) / command):
         m = _read(run / "metrics.json")
         if m is not None and keep(m):
             k = key(m)
+            if (prefer_test and k in newest and split_of(newest[k][1]) == "test"
+                    and split_of(m) != "test"):
+                continue
             newest.pop(k, None)  # re-insert: the dict's order is the newest run's order
             newest[k] = (run, m)
     return list(newest.values())
+
+
+def _mark_split(claim: Claim, runs: Sequence[tuple[Path, dict]]) -> Claim:
+    """Say on ``claim`` which split the runs it read (``claim.runs``) looked at: ``split`` and
+    a tail on ``source``, "(test split)", "(val split)" or "(test split: 2, val split: 1)"."""
+    of = {str(r): split_of(m) for r, m in runs}
+    used = [of[r] for r in claim.runs if r in of]
+    if not used:
+        return claim
+    counts = {s: used.count(s) for s in sorted(set(used), key=lambda s: (s != "test", s))}
+    claim.split = "+".join(counts)
+    claim.source += (f" ({next(iter(counts))} split)" if len(counts) == 1 else
+                     " (" + ", ".join(f"{s} split: {n}" for s, n in counts.items()) + ")")
+    return claim
 
 
 _SEED_SUFFIX = re.compile(r"_seed\d+$")
@@ -267,14 +304,16 @@ def fig7_localisation(root) -> list[Claim]:
               "qualitative (Fig 7 examples: the probability drops when the object is covered)",
               Side("on object", []), Side("chance", []), fmt=".2f",
               note="no `zfnet occlude localise=true` run (with chance_inside) under the root")
-    runs = replicates(root, "occlude", keep=lambda m: bool(m.get("localisation")))
-    return [_fill(c, ((r, m["localisation"].get("fraction_inside"),
-                       m["localisation"].get("chance_inside")) for r, m in runs))]
+    runs = replicates(root, "occlude", keep=lambda m: bool(m.get("localisation")),
+                      prefer_test=True)
+    return [_mark_split(_fill(c, ((r, m["localisation"].get("fraction_inside"),
+                                   m["localisation"].get("chance_inside")) for r, m in runs)),
+                        runs)]
 
 
 def table1(root) -> list[Claim]:
     out = []
-    runs = replicates(root, "correspond")
+    runs = replicates(root, "correspond", prefer_test=True)
     paper = {"conv5": "parts 0.067-0.079 (mean 0.072) vs random 0.107",
              "fc7": "parts 0.068-0.069 (mean 0.069) vs random 0.073"}
     for layer, n in (("conv5", 5), ("fc7", 7)):
@@ -293,14 +332,15 @@ def table1(root) -> list[Claim]:
             rnd = t.get("random", {}).get(layer, {}).get("mean")
             return rnd, (_mean(parts) if len(parts) == len(TABLE1_PARTS) else None)
 
-        out.append(_fill(c, ((r, *values(m)) for r, m in runs)))
+        out.append(_mark_split(_fill(c, ((r, *values(m)) for r, m in runs)), runs))
     return out
 
 
 def fig5(root) -> list[Claim]:
     out = []
     # the paper's protocol only (the whole image transformed), not method=render's re-drawn scenes
-    runs = replicates(root, "invariance", keep=lambda m: m.get("method", "image") == "image")
+    runs = replicates(root, "invariance", keep=lambda m: m.get("method", "image") == "image",
+                      prefer_test=True)
     for kind, words in (("translate", "small vertical translations"), ("scale", "small scalings")):
         c = Claim(f"fig5_{kind}", "Fig 5",
                   f"Invariance: layer 7 changes less than layer 1 under {words}",
@@ -327,7 +367,7 @@ def fig5(root) -> list[Claim]:
                    for l in ("conv1", "fc7")}
             return per["conv1"], per["fc7"]
 
-        out.append(_fill(c, ((r, *values(m)) for r, m in runs)))
+        out.append(_mark_split(_fill(c, ((r, *values(m)) for r, m in runs)), runs))
     return out
 
 
@@ -384,37 +424,44 @@ def fig6(root) -> list[Claim]:
             _fill(dom_c, pick("norenorm", "zfnet", lambda s: s.get("dominance")))]
 
 
-def _val_err(m: dict) -> float:
-    return 100.0 - m["final"]["val_top1"]
-
-
 def table3(root) -> list[Claim]:
     variants = ablation_replicates(root)
-    src = "ablate/*/variants/<name>[_seed<S>]/metrics.json: final.val_top1 (error = 100 - it), seed"
+    # the test split's top-1 (train eval_test=true) only when every replicate has it: errors
+    # from two splits must not be compared with each other
+    every = [m for runs in variants.values() for _, m in runs]
+    split = "test" if every and all("test_top1" in m["final"] for m in every) else "val"
+
+    def err(m: dict) -> float:
+        return 100.0 - m["final"][f"{split}_top1"]
+
+    src = (f"ablate/*/variants/<name>[_seed<S>]/metrics.json: final.{split}_top1 (error = 100 - "
+           "it), seed" + (f" ({split} split)" if every else ""))
     zf = Claim("table3_zfnet_vs_alexnet", "Table 3",
                "ZFNet is at least as good as the AlexNet replica (the paper: better)",
-               "A = val top-1 error of the AlexNet replica > B = ZFNet's",
+               f"A = {split} top-1 error of the AlexNet replica > B = ZFNet's",
                src, "40.5 vs 38.4", Side("AlexNet", []), Side("ZFNet", []), fmt=".1f",
                note="the ablation has no alexnet and zfnet variants")
     for name, side in (("alexnet", zf.a), ("zfnet", zf.b)):
         for folder, m in variants.get(name, []):
-            side.values.append(_val_err(m))
+            side.values.append(err(m))
             zf.runs.append(str(folder))
     worst = Claim("table3_no_conv34_fc67_worst", "Table 3",
                   "Removing layers 3, 4, 6 and 7 hurts most",
-                  "A = val top-1 error without conv3, conv4, fc6, fc7 > B = the next-worst "
+                  f"A = {split} top-1 error without conv3, conv4, fc6, fc7 > B = the next-worst "
                   "variant's (highest mean error among the others)",
                   src, "71.3 vs 45.4 (- layers 3,4)", Side("- layers 3,4,6,7", []),
                   Side("next worst", []), fmt=".1f",
                   note="the ablation has no alexnet_no_conv34_fc67 variant or nothing to compare")
     target = variants.get("alexnet_no_conv34_fc67", [])
-    others = {n: [_val_err(m) for _, m in v] for n, v in variants.items()
+    others = {n: [err(m) for _, m in v] for n, v in variants.items()
               if n != "alexnet_no_conv34_fc67" and v}
     if target and others:
         runner_up = max(others, key=lambda n: _mean(others[n]))
-        worst.a.values = [_val_err(m) for _, m in target]
+        worst.a.values = [err(m) for _, m in target]
         worst.b = Side(f"next worst ({runner_up})", others[runner_up])
         worst.runs = [str(f) for f, _ in target] + [str(f) for f, _ in variants[runner_up]]
+    for c in (zf, worst):
+        c.split = split if every else ""
     return [judge(zf), judge(worst)]
 
 

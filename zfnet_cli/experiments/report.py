@@ -137,7 +137,9 @@ def _claims(w: _Writer, root: Path) -> dict:
                          ("verdict", lambda r: cell(f"**{r['verdict']}**")),
                          ("why", lambda r: cell(r["detail"]))],
                 notes=[f"Rule: {claims.RULE} A replicate is one trained model (one seed): "
-                       "several runs on one checkpoint count once, the newest. Runs read: every "
+                       "several runs on one checkpoint count once, the newest (a test-split "
+                       "run before any val-split one; 'read from' names the split). Runs read: "
+                       "every "
                        f"finished run under `{root}`."])
     w.lines += ["", "## Claims", ""]
     w.table(w.folder / "claims.md")
