@@ -38,7 +38,7 @@ def test_occlude_reads_the_split_it_is_given(smoke_model):
 def test_invariance_reads_the_split_it_is_given(smoke_model):
     root, _ = smoke_model
     val, _ = _run("invariance", root)
-    test, _ = _run("invariance", root, "split=test")
+    test, _ = _run("invariance", root, "--split", "test")  # the typed option
     assert val["split"] == "val" and test["split"] == "test"
     assert all(e["image"].startswith("embedded:val/") for e in val["images"])
     assert all(e["image"].startswith("embedded:test/") for e in test["images"])

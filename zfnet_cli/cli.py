@@ -54,6 +54,8 @@ def _source(arch: Optional[str], trust_pickle: Optional[bool], weights: Optional
     return {"arch": arch, "trust_pickle": trust_pickle,
             "weights": _quote(weights) if weights else None}
 DEVICE = typer.Option(None, help="auto (CUDA when present), cpu, cuda, cuda:1.")
+SPLIT = typer.Option(None, help="The split of the model's data its images come from: val "
+                     "(default; for tuning) or test (where the claims are read).")
 
 
 def _fail(command: str, message: str, code: int) -> None:
@@ -149,6 +151,8 @@ def train(
                                              "train run folder or 'latest'."),
     eval_crops: Optional[int] = typer.Option(None, help="Validation views: 1 (centre crop) or 10 "
                                              "(4 corners + centre, each mirrored, softmax averaged)."),
+    eval_test: Optional[bool] = typer.Option(None, "--eval-test", help="After the last epoch "
+                                             "also score the final model on the test split."),
     amp: Optional[str] = typer.Option(None, help="none or bf16 (autocast; helps on GPUs with bf16 "
                                       "tensor cores, not on CPUs)."),
     channels_last: Optional[bool] = typer.Option(None, "--channels-last", help="NHWC memory "
@@ -164,7 +168,8 @@ def train(
              "epochs": epochs, "batch_size": batch_size, "optim.lr": lr, "device": device,
              "seed": seed, "resume": resume, "eval_only": eval_only,
              "checkpoint": _quote(checkpoint) if checkpoint else None, "eval_crops": eval_crops,
-             "amp": amp, "channels_last": channels_last, "compile": compile_model}
+             "eval_test": eval_test, "amp": amp, "channels_last": channels_last,
+             "compile": compile_model}
     ovr = _overrides(typed, overrides)
     from zfnet_cli.experiments import train as experiment_train
 
@@ -308,13 +313,14 @@ def explore(
              "  zfnet occlude photos/ --checkpoint resnet18.pth   # a folder of photos, any model\n\n"
              "  zfnet occlude a.jpg b.jpg --label cat --label dog --layer layer3\n\n"
              "  zfnet occlude photo.jpg --label face --size 32 --stride 4\n\n"
-             "  zfnet occlude localise=true                # + the localisation check (embedded data)")
+             "  zfnet occlude localise=true                # + the localisation check (embedded data)\n\n"
+             "  zfnet occlude --split test localise=true   # the same on the test split (the claims)")
 def occlude(
     args: Optional[List[str]] = typer.Argument(
         None, metavar="[IMAGE|DIR]... [KEY=VALUE]...",
         help="Image files (JPEG, PNG, GIF, WebP, BMP, TIFF; any mode) and folders of photos "
-             "(flat, or one sub-folder per class). None: a few validation images of the model's "
-             "data. Then Hydra overrides, e.g. localise=true."),
+             "(flat, or one sub-folder per class). None: a few images of the model's data "
+             "(--split). Then Hydra overrides, e.g. localise=true."),
     label: Optional[List[str]] = typer.Option(
         None, help="The correct class, as an index or a class name: once for every image, or "
         "repeated, one per image in order. Default: the class predicted on the whole image (in "
@@ -326,6 +332,7 @@ def occlude(
     size: Optional[int] = typer.Option(None, help="Occluder side in pixels (default: "
                                        "input side / 4; the paper does not say)."),
     stride: Optional[int] = typer.Option(None, help="Occluder step in pixels (default: size / 4)."),
+    split: Optional[str] = SPLIT,
     checkpoint: Optional[str] = CHECKPOINT,
     arch: Optional[str] = ARCH,
     trust_pickle: Optional[bool] = TRUST_PICKLE,
@@ -338,7 +345,7 @@ def occlude(
     """
     images, overrides = _files_and_overrides(args)
     typed = {"labels": _hydra_list(label), "layer": _quote(layer) if layer else None,
-             "size": size, "stride": stride,
+             "size": size, "stride": stride, "split": split,
              "checkpoint": _quote(checkpoint) if checkpoint else None,
              **_source(arch, trust_pickle, weights), "device": device,
              "images": _hydra_list(images)}
@@ -356,16 +363,18 @@ def occlude(
 @app.command(epilog="Examples:\n\n"
              "  zfnet invariance                           # 5 embedded validation images\n\n"
              "  zfnet invariance method=render             # re-draw the object, background fixed\n\n"
+             "  zfnet invariance --split test              # test-split images (the claims)\n\n"
              "  zfnet invariance a.jpg b.jpg --label 3 --label 7")
 def invariance(
     args: Optional[List[str]] = typer.Argument(
         None, metavar="[IMAGE]... [KEY=VALUE]...",
-        help="Image files (default: validation images of the model's data), then overrides."),
+        help="Image files (default: images of the model's data, --split), then overrides."),
     label: Optional[List[str]] = typer.Option(None, help="True class of each file (index or "
                                               "name), in order; repeat. Default: the prediction."),
     n_images: Optional[int] = typer.Option(None, help="Validation images used (paper: 5)."),
     method: Optional[str] = typer.Option(None, help="image: transform the whole image (paper); "
                                          "render: re-draw the embedded object."),
+    split: Optional[str] = SPLIT,
     checkpoint: Optional[str] = CHECKPOINT,
     arch: Optional[str] = ARCH,
     trust_pickle: Optional[bool] = TRUST_PICKLE,
@@ -378,7 +387,7 @@ def invariance(
     """
     files, overrides = _files_and_overrides(args)
     typed = {"images": _hydra_list(files), "labels": _hydra_list(label),
-             "n_images": n_images, "method": method,
+             "n_images": n_images, "method": method, "split": split,
              "checkpoint": _quote(checkpoint) if checkpoint else None, **_source(arch, trust_pickle, weights), "device": device}
     from zfnet_cli.experiments import invariance as experiment_invariance
 
@@ -388,6 +397,7 @@ def invariance(
 @app.command(epilog="Examples:\n\n"
              "  zfnet correspond                           # embedded faces: eyes, nose, random\n\n"
              "  zfnet correspond draws=50 mask_size=24\n\n"
+             "  zfnet correspond --split test              # test-split faces (the claims)\n\n"
              "  zfnet correspond d1.jpg d2.jpg d3.jpg --parts-file parts.json")
 def correspond(
     args: Optional[List[str]] = typer.Argument(
@@ -397,6 +407,7 @@ def correspond(
                                               "CSV image,part,x0,y0,x1,y1."),
     draws: Optional[int] = typer.Option(None, help="Draws per Table 1 row (mean ± std)."),
     mask_size: Optional[int] = typer.Option(None, help="Side of the occluding square (px)."),
+    split: Optional[str] = SPLIT,
     checkpoint: Optional[str] = CHECKPOINT,
     arch: Optional[str] = ARCH,
     trust_pickle: Optional[bool] = TRUST_PICKLE,
@@ -410,7 +421,8 @@ def correspond(
     files, overrides = _files_and_overrides(args)
     typed = {"images": _hydra_list(files),
              "parts_file": _quote(str(parts_file)) if parts_file else None, "draws": draws,
-             "mask_size": mask_size, "checkpoint": _quote(checkpoint) if checkpoint else None,
+             "mask_size": mask_size, "split": split,
+             "checkpoint": _quote(checkpoint) if checkpoint else None,
              **_source(arch, trust_pickle, weights), "device": device}
     from zfnet_cli.experiments import correspond as experiment_correspond
 
