@@ -306,7 +306,8 @@ def _add_test_top1(root: Path, err: dict[str, float], skip: str | None = None) -
 def test_table3_reads_test_top1_when_every_replicate_has_it(tmp_path):
     root = make_root(tmp_path, seeds=3, good=False)  # on val: no Table 3 claim holds
     assert {c.verdict for c in claims.table3(root)} == {"does not hold"}
-    err = {"alexnet": 66.0, "zfnet": 60.0, "alexnet_no_conv34": 70.0, "alexnet_no_conv34_fc67": 90.0}
+    err = {"alexnet": 66.0, "zfnet": 60.0, "alexnet_no_conv34": 70.0,
+           "alexnet_no_conv34_fc67": 90.0}
     _add_test_top1(root, err, skip="zfnet_seed2")  # one replicate without: still val
     zf, worst = claims.table3(root)
     assert zf.split == "val" and "final.val_top1" in zf.source and zf.verdict == "does not hold"

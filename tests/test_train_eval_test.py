@@ -57,7 +57,8 @@ def test_no_test_split_fails_before_training(smoke, tmp_path):
         for c, wnid in enumerate(["n01440764", "n01443537"]):
             (root / split / wnid).mkdir(parents=True)
             for i in range(3):
-                Image.new("RGB", (72, 72), (40 * i, 90 * c, 0)).save(root / split / wnid / f"{i}.JPEG")
+                Image.new("RGB", (72, 72), (40 * i, 90 * c, 0)).save(
+                    root / split / wnid / f"{i}.JPEG")
     res = CliRunner().invoke(app, ["train", *smoke, "--eval-test", "data=imagenet",
                                    f"data.root={root}", "data.image_size=72", "data.crop=64",
                                    "data.workers=0", "batch_size=2"])

@@ -48,7 +48,8 @@ class CorrespondConfig(ModelSource):  # + arch, weights, trust_pickle, preproces
     images: list[str] = field(default_factory=list)  # files (needs parts_file); empty: embedded faces
     parts_file: Optional[str] = None
     n_images: int = bounded(5, min=2)  # the paper's 5 dog images
-    split: str = bounded("val", choices=("val", "test"))  # the embedded faces: val to tune, test for claims
+    # the split of the embedded faces: val to tune, test to read the claims on (issue 15)
+    split: str = bounded("val", choices=("val", "test"))
     parts: list[str] = field(default_factory=lambda: ["right_eye", "left_eye", "nose"])
     mask_size: Optional[int] = bounded(None, min=1)  # square side in px (UNSTATED); None: input side // 6
     draws: int = bounded(10, min=1)  # random draws per row of Table 1

@@ -39,7 +39,8 @@ class InvarianceConfig(ModelSource):  # + arch, weights, trust_pickle, preproces
     images: list[str] = field(default_factory=list)  # files; empty: embedded validation images
     labels: list[str] = field(default_factory=list)  # true class per file (index or name); empty: predicted
     n_images: int = bounded(5, min=1)  # the paper's 5
-    split: str = bounded("val", choices=("val", "test"))  # the data set's images: val to tune, test for claims
+    # the split of the data set's images: val to tune, test to read the claims on (issue 15)
+    split: str = bounded("val", choices=("val", "test"))
     method: str = bounded("image", choices=("image", "render"))  # "image" (whole image, the paper's) or "render" (embedded only)
     layers: list[str] = field(default_factory=lambda: ["conv1", "fc7"])  # Fig 5's layer 1 and 7
     steps_translate: int = bounded(13, min=1)
