@@ -3,8 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from zfnet_cli.data.embedded import (ALL_CLASSES, DEFAULT_HELD_OUT, PART_CLASS, PARTS,
-                                     EmbeddedData, load_embedded, render_scene, scene_seeds)
+from zfnet_cli.data.embedded import (ALL_CLASSES, BODIES, COMPOSED_CLASSES, COMPOSED_HELD_OUT,
+                                     COMPOSED_PARTS, DEFAULT_HELD_OUT, OBJECT_CLASSES,
+                                     PART_CLASS, PARTS, TEXTURES, EmbeddedData, load_embedded,
+                                     render_scene, scene_seeds)
 
 SIZE = 48  # tiny images: these tests must run in seconds on 2 CPU cores
 
@@ -31,6 +33,38 @@ def test_class_list():
     assert PART_CLASS in ALL_CLASSES and PART_CLASS not in DEFAULT_HELD_OUT
     assert {"left_eye", "right_eye", "nose"} <= set(PARTS)
     assert set(DEFAULT_HELD_OUT) < set(ALL_CLASSES)
+
+
+def test_composed_classes_share_factors_with_pretraining_but_not_combinations():
+    assert len(COMPOSED_CLASSES) == len(BODIES) * len(COMPOSED_PARTS) * len(TEXTURES) == 90
+    assert ALL_CLASSES[:len(OBJECT_CLASSES)] == OBJECT_CLASSES  # old classes keep their seeds
+    pre = [c.split("-") for c in COMPOSED_CLASSES if c not in COMPOSED_HELD_OUT]
+    assert len(COMPOSED_HELD_OUT) == 15 and len(pre) == 75
+    for held in COMPOSED_HELD_OUT:
+        body, part, texture = held.split("-")
+        # each factor appears in pretraining, in other classes
+        assert any(b == body for b, _, _ in pre) and any(p == part for _, p, _ in pre)
+        assert any(t == texture for _, _, t in pre)
+    # every body, part and texture is somewhere in the held-out set too
+    held = [c.split("-") for c in COMPOSED_HELD_OUT]
+    for k, names in enumerate((BODIES, COMPOSED_PARTS, TEXTURES)):
+        assert {h[k] for h in held} == set(names)
+
+
+def test_rich_class_set():
+    pre = _load(per_class=1, class_set="rich", image_size=32)
+    held = _load(per_class=1, class_set="rich", use="heldout", image_size=32)
+    assert len(pre.classes) == 85 and len(held.classes) == 20
+    assert not set(pre.classes) & set(held.classes) and PART_CLASS in pre.classes
+    assert set(held.classes) == set(DEFAULT_HELD_OUT) | set(COMPOSED_HELD_OUT)
+    # an object class draws the same scene in both sets (its seed keys on ALL_CLASSES' index)
+    obj = _load(per_class=1, classes=["car"], image_size=32)
+    assert torch.equal(obj.images[0], pre.images[pre.classes.index("car")])
+    # the texture is drawn: plain, striped and dotted versions of one body and part differ
+    # inside the body (same scene seed, so only the texture can change the pixels there)
+    imgs = {t: render_scene(f"block-legs-{t}", 5, 64)[0] for t in TEXTURES}
+    assert not np.array_equal(imgs["plain"], imgs["stripes"])
+    assert not np.array_equal(imgs["plain"], imgs["dots"])
 
 
 def test_render_scene_is_deterministic_and_seed_dependent():
@@ -75,7 +109,7 @@ def test_worker_count_does_not_change_the_data():
 
 def test_splits_never_share_scene_seeds():
     seeds = {s: set(_load(s, use="all").seeds.tolist()) for s in ("train", "val", "test")}
-    assert all(len(v) == 2 * len(ALL_CLASSES) for v in seeds.values())  # no repeats inside
+    assert all(len(v) == 2 * len(OBJECT_CLASSES) for v in seeds.values())  # no repeats inside
     assert not seeds["train"] & seeds["val"]
     assert not seeds["train"] & seeds["test"]
     assert not seeds["val"] & seeds["test"]
@@ -95,16 +129,16 @@ def test_hold_out_and_label_mapping():
     pre = _load(per_class=1)
     held = _load(per_class=1, use="heldout")
     every = _load(per_class=1, use="all")
-    assert pre.classes == [c for c in ALL_CLASSES if c not in DEFAULT_HELD_OUT]
-    assert held.classes == [c for c in ALL_CLASSES if c in DEFAULT_HELD_OUT]
-    assert every.classes == list(ALL_CLASSES)
+    assert pre.classes == [c for c in OBJECT_CLASSES if c not in DEFAULT_HELD_OUT]
+    assert held.classes == [c for c in OBJECT_CLASSES if c in DEFAULT_HELD_OUT]
+    assert every.classes == list(OBJECT_CLASSES)
     assert pre.labels.tolist() == list(range(len(pre.classes)))
     assert held.labels.tolist() == list(range(len(DEFAULT_HELD_OUT)))
     # the same scene under two label sets: "cup" is label 0 when held out, 10 in "all"
     cup_all = every.classes.index("cup")
     assert torch.equal(held.images[held.classes.index("cup")], every.images[cup_all])
     custom = _load(per_class=1, held_out=["face", "car"])
-    assert custom.classes[:2] == ["house", "tree"] and len(custom) == len(ALL_CLASSES) - 2
+    assert custom.classes[:2] == ["house", "tree"] and len(custom) == len(OBJECT_CLASSES) - 2
     explicit = _load(per_class=3, classes=["star", "face"])
     assert explicit.classes == ["star", "face"]
     assert explicit.labels.tolist() == [0, 0, 0, 1, 1, 1]
@@ -113,7 +147,7 @@ def test_hold_out_and_label_mapping():
 
 @pytest.mark.parametrize("kw", [dict(split="training"), dict(classes=["face", "dog"]),
                                 dict(use="everything"), dict(held_out=["cat"]),
-                                dict(per_class=0)])
+                                dict(per_class=0), dict(class_set="everything")])
 def test_bad_arguments_raise(kw):
     split = kw.pop("split", "train")
     with pytest.raises(ValueError, match="valid|must"):

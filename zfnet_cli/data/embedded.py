@@ -72,7 +72,7 @@ from tqdm import tqdm
 # Bump whenever a change alters any generated pixel or box: it is part of the cache key.
 GENERATOR_VERSION = 6
 
-ALL_CLASSES: tuple[str, ...] = (
+OBJECT_CLASSES: tuple[str, ...] = (
     "face", "car", "house", "tree", "flower", "fish", "star", "ring", "arrow", "bird",
     "cup", "umbrella", "key", "boat", "lamp",
 )
@@ -433,13 +433,156 @@ _SHAPES: dict[str, Callable[[np.random.Generator], list[_Prim]]] = {
     "fish": _fish, "star": _star, "ring": _ring, "arrow": _arrow, "bird": _bird, "cup": _cup,
     "umbrella": _umbrella, "key": _key, "boat": _boat, "lamp": _lamp,
 }
-assert tuple(_SHAPES) == ALL_CLASSES
+assert tuple(_SHAPES) == OBJECT_CLASSES
 
 # Base rotation range in degrees (uniform in [-a, a]); objects have an upright pose as in
 # photographs, except the rotationally symmetric ones.
 _MAX_ANGLE = {"face": 12.0, "star": 180.0, "ring": 180.0}
 _DEFAULT_MAX_ANGLE = 15.0
 _NO_MIRROR = {"face"}  # a mirrored face would swap which eye is which
+
+
+# --------------------------------------------------------------------------------------------
+# Composed classes (class_set="rich"): a body outline, an attached part and a surface texture.
+# Each factor is drawn alike in every class that has it, so a held-out class shares its body,
+# part and texture with pretraining classes but is itself never seen there (issue 15: upper
+# layers become general when many classes share parts; ten hand-drawn classes are too few).
+# --------------------------------------------------------------------------------------------
+
+def _regular(k: int, r: float, a0: float = -math.pi / 2) -> np.ndarray:
+    a = a0 + np.arange(k) * 2 * math.pi / k
+    return np.stack([r * np.cos(a), r * np.sin(a)], 1)
+
+
+def _stadium(hw: float, hh: float) -> np.ndarray:
+    """A rectangle with round ends: half-width hw (ends included), half-height hh."""
+    right = _ellipse(hw - hh, 0.0, hh, hh, 12, -math.pi / 2, math.pi / 2)
+    left = _ellipse(-(hw - hh), 0.0, hh, hh, 12, math.pi / 2, 3 * math.pi / 2)
+    return np.concatenate([right, left])
+
+
+# Every body is a convex polygon about the origin, roughly within [-0.7, 0.7].
+_BODIES: dict[str, Callable[[np.random.Generator], np.ndarray]] = {
+    "disc": lambda rng: _ellipse(0.0, 0.0, 0.62, 0.62 * rng.uniform(0.85, 1.0), 32),
+    "block": lambda rng: _rect(-0.62, -0.42, 0.62, 0.42) * (1.0, rng.uniform(0.9, 1.25)),
+    "wedge": lambda rng: np.array([[-0.68, 0.5], [0.68, 0.5], [0.0, -0.62 * rng.uniform(0.9, 1.1)]]),
+    "hexagon": lambda rng: _regular(6, 0.64, 0.0) * (1.0, rng.uniform(0.85, 1.0)),
+    "diamond": lambda rng: np.array([[0.0, -0.7], [0.56, 0.0], [0.0, 0.7], [-0.56, 0.0]])
+    * (rng.uniform(0.9, 1.1), 1.0),
+    "bar": lambda rng: _stadium(0.72, 0.3 * rng.uniform(0.9, 1.15)),
+}
+COMPOSED_PARTS: tuple[str, ...] = ("legs", "handle", "spikes", "antenna", "fins")
+TEXTURES: tuple[str, ...] = ("plain", "stripes", "dots")
+BODIES: tuple[str, ...] = tuple(_BODIES)
+
+
+def _crossings(poly: np.ndarray, value: float, axis: int) -> tuple[float, float]:
+    """Where the line ``coordinate[axis] == value`` crosses a convex polygon's outline: the
+    (lowest, highest) other coordinate; the nearest vertex's if the line misses."""
+    hits = []
+    for p, q in zip(poly, np.roll(poly, -1, 0)):
+        lo, hi = sorted((p[axis], q[axis]))
+        if lo <= value <= hi and hi > lo:
+            t = (value - p[axis]) / (q[axis] - p[axis])
+            hits.append(p[1 - axis] + t * (q[1 - axis] - p[1 - axis]))
+    if not hits:
+        v = poly[np.argmin(np.abs(poly[:, axis] - value)), 1 - axis]
+        return float(v), float(v)
+    return float(min(hits)), float(max(hits))
+
+
+def _inside(poly: np.ndarray, x: float, y: float, margin: float) -> bool:
+    """Whether (x, y) lies inside a convex polygon at least ``margin`` from its outline."""
+    y0, y1 = _crossings(poly, x, 0)
+    x0, x1 = _crossings(poly, y, 1)
+    return y0 + margin <= y <= y1 - margin and x0 + margin <= x <= x1 - margin
+
+
+def _part(rng, name: str, body: np.ndarray, color) -> list[_Prim]:
+    (x0, y0), (x1, y1) = body.min(0), body.max(0)
+    w = x1 - x0
+    if name == "legs":
+        out = []
+        for s in (-1.0, 1.0):
+            x = s * w * rng.uniform(0.18, 0.26)
+            top = _crossings(body, x, 0)[1] - 0.05
+            foot = top + rng.uniform(0.35, 0.45)
+            out += [_L([[x, top], [x, foot]], 0.1, color),
+                    _P(_rect(x - 0.1, foot - 0.04, x + 0.1, foot + 0.05), color)]
+        return out
+    if name == "handle":
+        r = rng.uniform(0.22, 0.3)
+        right = _crossings(body, 0.0, 1)[1]
+        return [_L(_ellipse(right - 0.04, 0.0, r, r * 1.1, 16, -math.pi / 2, math.pi / 2), 0.1,
+                   color)]
+    if name == "spikes":
+        out, h = [], rng.uniform(0.26, 0.36)
+        for x in np.array([-0.3, 0.0, 0.3]) * w:
+            top = _crossings(body, x, 0)[0] + 0.04
+            out.append(_P([[x - 0.12, top], [x + 0.12, top], [x, top - h]], color))
+        return out
+    if name == "antenna":
+        top = _crossings(body, 0.0, 0)[0] + 0.03
+        tip = top - rng.uniform(0.35, 0.45)
+        return [_L([[0.0, top], [0.0, tip]], 0.06, color),
+                _P(_ellipse(0.0, tip, 0.11, 0.11, 14), color)]
+    # fins: a swept triangle on each side
+    out, sweep = [], rng.uniform(0.25, 0.4)
+    for s in (-1.0, 1.0):
+        edge = _crossings(body, 0.0, 1)[1 if s > 0 else 0] - s * 0.04
+        out.append(_P([[edge, -0.16], [edge + s * 0.34, 0.12 + sweep], [edge, 0.2]], color))
+    return out
+
+
+def _texture(rng, name: str, body: np.ndarray, color) -> list[_Prim]:
+    (_, y0), (_, y1) = body.min(0), body.max(0)
+    h, out = y1 - y0, []
+    if name == "stripes":  # three bands across the body, each following its outline
+        for c in np.linspace(y0 + 0.28 * h, y1 - 0.28 * h, 3):
+            b0, b1 = c - 0.055 * h, c + 0.055 * h
+            l0, r0 = _crossings(body, b0, 1)
+            l1, r1 = _crossings(body, b1, 1)
+            out.append(_P([[l0 + 0.07, b0], [r0 - 0.07, b0], [r1 - 0.07, b1], [l1 + 0.07, b1]],
+                          color))
+    elif name == "dots":  # a grid of spots, those that fit inside
+        r = rng.uniform(0.065, 0.085)
+        for y in np.linspace(-0.3, 0.3, 3) + (y0 + y1) / 2:
+            for x in np.linspace(-0.3, 0.3, 3):
+                if _inside(body, x, y, r + 0.04):
+                    out.append(_P(_ellipse(x, y, r, r, 12), color))
+    return out
+
+
+def _composed(body: str, part: str, texture: str):
+    def draw(rng) -> list[_Prim]:
+        outline = _BODIES[body](rng)
+        c = _color(rng)
+        part_color = c if rng.random() < 0.5 else _color(rng)
+        mark = _shade(c, 0.45) if _luminance(c) > 110 else _shade(c, 1.8)
+        # the part first: it sits behind the body, whose outline then covers the joint
+        return (_part(rng, part, outline, part_color) + [_P(outline, c)]
+                + _texture(rng, texture, outline, mark))
+    return draw
+
+
+COMPOSED_CLASSES: tuple[str, ...] = tuple(f"{b}-{p}-{t}" for b in BODIES for p in COMPOSED_PARTS
+                                          for t in TEXTURES)
+# Held out: the 15 combinations with (body + part + texture) % 6 == 0 (indices in the tuples
+# above): one body per (part, texture) pair, so every body, part and texture is still seen in
+# pretraining, in other combinations.
+COMPOSED_HELD_OUT: tuple[str, ...] = tuple(
+    f"{b}-{p}-{t}" for i, b in enumerate(BODIES) for j, p in enumerate(COMPOSED_PARTS)
+    for k, t in enumerate(TEXTURES) if (i + j + k) % len(BODIES) == 0)
+
+_SHAPES.update({name: _composed(*name.split("-")) for name in COMPOSED_CLASSES})
+# Every class the generator draws; a class's index here keys its scene seeds, so new classes
+# go at the end.
+ALL_CLASSES: tuple[str, ...] = OBJECT_CLASSES + COMPOSED_CLASSES
+# data.class_set: "objects" the 15 hand-drawn classes (the demo's task), "rich" those and the
+# 90 composed ones (85 pretraining classes, 20 held out).
+CLASS_SETS: dict[str, tuple[str, ...]] = {"objects": OBJECT_CLASSES, "rich": ALL_CLASSES}
+SET_HELD_OUT: dict[str, tuple[str, ...]] = {"objects": DEFAULT_HELD_OUT,
+                                            "rich": DEFAULT_HELD_OUT + COMPOSED_HELD_OUT}
 
 
 def _bounds(prims: list[_Prim]) -> np.ndarray:
@@ -696,9 +839,15 @@ def _check_split(split: str) -> None:
 
 
 def resolve_classes(classes: Sequence[str] | None = None,
-                    held_out: Sequence[str] = DEFAULT_HELD_OUT, use: str = "pretrain") -> list[str]:
-    """Class names in label order: ``classes`` as given if not None, else by ``use``:
-    "pretrain" all but ``held_out``, "heldout" only those, "all" every class (ALL_CLASSES order)."""
+                    held_out: Sequence[str] | None = None, use: str = "pretrain",
+                    class_set: str = "objects") -> list[str]:
+    """Class names in label order: ``classes`` as given if not None, else by ``use`` within
+    ``class_set`` (:data:`CLASS_SETS`): "pretrain" all but ``held_out``, "heldout" only those,
+    "all" every class of the set (in :data:`ALL_CLASSES` order). ``held_out`` None: the set's
+    own (:data:`SET_HELD_OUT`)."""
+    if class_set not in CLASS_SETS:
+        raise ValueError(f"unknown class set {class_set!r}; valid: {', '.join(CLASS_SETS)}")
+    held_out = SET_HELD_OUT[class_set] if held_out is None else held_out
     for name in held_out:
         _check_class(name)
     if classes is not None:
@@ -708,12 +857,13 @@ def resolve_classes(classes: Sequence[str] | None = None,
         if len(set(classes)) != len(classes) or not classes:
             raise ValueError(f"classes must be non-empty and without repeats, got {classes}")
         return classes
+    universe = CLASS_SETS[class_set]
     if use == "pretrain":
-        return [c for c in ALL_CLASSES if c not in held_out]
+        return [c for c in universe if c not in held_out]
     if use == "heldout":
-        return [c for c in ALL_CLASSES if c in held_out]
+        return [c for c in universe if c in held_out]
     if use == "all":
-        return list(ALL_CLASSES)
+        return list(universe)
     raise ValueError(f"unknown use {use!r}; valid: {', '.join(USES)}")
 
 
@@ -733,7 +883,7 @@ def _cache_path(cache_dir: Path, split: str, class_name: str, size: int, count: 
     # "pretrain", "heldout" and "all" share their files.
     params = dict(version=GENERATOR_VERSION, supersample=SUPERSAMPLE, split=split,
                   class_name=class_name, image_size=size, count=count, seed=seed,
-                  classes=ALL_CLASSES, parts=PARTS)
+                  class_index=ALL_CLASSES.index(class_name), parts=PARTS)
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
     return cache_dir / f"embedded-{split}-{class_name}-{size}px-n{count}-s{seed}-{digest}.npz"
 
@@ -782,8 +932,9 @@ def _render_many(tasks: list[tuple[str, int, int]], workers: int, desc: str, pro
 
 
 def load_embedded(split: str, *, image_size: int = DEFAULT_IMAGE_SIZE, per_class: int | None = None,
-                  classes: Sequence[str] | None = None, held_out: Sequence[str] = DEFAULT_HELD_OUT,
-                  use: str = "pretrain", seed: int = 0, cache_dir: str | Path | None = None,
+                  classes: Sequence[str] | None = None, held_out: Sequence[str] | None = None,
+                  use: str = "pretrain", class_set: str = "objects", seed: int = 0,
+                  cache_dir: str | Path | None = None,
                   workers: int | None = None, progress: bool = True) -> EmbeddedData:
     """Render (or read from the cache) one split of the embedded data set.
 
@@ -793,9 +944,12 @@ def load_embedded(split: str, *, image_size: int = DEFAULT_IMAGE_SIZE, per_class
         per_class: images per class; default ``DEFAULT_PER_CLASS[split]`` (800 / 150 / 100).
             A larger count keeps the smaller count's images as its first ones.
         classes: explicit class names in label order; overrides ``held_out`` and ``use``.
-        held_out: classes kept out of pretraining (default :data:`DEFAULT_HELD_OUT`).
+        held_out: classes kept out of pretraining; None: the class set's
+            (:data:`SET_HELD_OUT`; :data:`DEFAULT_HELD_OUT` for "objects").
         use: "pretrain" (classes not held out), "heldout" (only those) or "all"; labels
             0..K-1 follow ``ALL_CLASSES`` order.
+        class_set: "objects" (the 15 hand-drawn classes) or "rich" (those and the 90
+            composed ones), see :data:`CLASS_SETS`.
         seed: data set seed (>= 0); every scene seed derives from it.
         cache_dir: folder for ``.npz`` caches, one per (split, class, size, count, seed,
             generator version); None: no caching.
@@ -810,7 +964,7 @@ def load_embedded(split: str, *, image_size: int = DEFAULT_IMAGE_SIZE, per_class
     (20, torch.Size([3, 64, 64]), 'face')
     """
     _check_split(split)
-    names = resolve_classes(classes, held_out, use)
+    names = resolve_classes(classes, held_out, use, class_set)
     count = DEFAULT_PER_CLASS[split] if per_class is None else int(per_class)
     if count < 1:
         raise ValueError(f"per_class must be >= 1, got {per_class}")

@@ -41,7 +41,10 @@ class DataConfig:
     train_per_class: int = bounded(800, min=1)
     val_per_class: int = bounded(150, min=1)
     test_per_class: int = bounded(100, min=1)
-    held_out: Optional[list[str]] = None  # None: the generator's DEFAULT_HELD_OUT (transfer target)
+    held_out: Optional[list[str]] = None  # None: the class set's held-out classes (transfer target)
+    # "objects": the 15 hand-drawn classes; "rich": those and 90 composed ones (body x part x
+    # texture), 85 pretraining and 20 held-out classes (zfnet_cli/data/embedded.py)
+    class_set: str = bounded("objects", choices=("objects", "rich"))
     use: str = bounded("pretrain", choices=("pretrain", "heldout", "all"))  # "pretrain" (all but held_out), "heldout" or "all"
     seed: int = 0  # the generator's seed (separate from the training seed)
 
@@ -62,13 +65,13 @@ def load_split(cfg: DataConfig, split: str, *, progress: bool = True):
     if split not in SPLITS:
         raise ValueError(f"unknown split '{split}'; expected one of {SPLITS}")
     if cfg.name == "embedded":
-        from zfnet_cli.data.embedded import DEFAULT_HELD_OUT, load_embedded
+        from zfnet_cli.data.embedded import load_embedded
 
         per_class = {"train": cfg.train_per_class, "val": cfg.val_per_class,
                      "test": cfg.test_per_class}[split]
-        held_out = DEFAULT_HELD_OUT if cfg.held_out is None else cfg.held_out
         return load_embedded(split, image_size=cfg.image_size, per_class=per_class,
-                             held_out=held_out, use=cfg.use, seed=cfg.seed,
+                             held_out=cfg.held_out, use=cfg.use, class_set=cfg.class_set,
+                             seed=cfg.seed,
                              cache_dir=cfg.cache_dir, workers=loader_workers(cfg.workers),
                              progress=progress)
     if cfg.name == "imagenet":

@@ -136,7 +136,7 @@ class Target:
 
 
 def _embedded(cfg: TransferConfig, loaded: Loaded, split: str, per_class: int) -> Target:
-    from zfnet_cli.data.embedded import DEFAULT_HELD_OUT, load_embedded
+    from zfnet_cli.data.embedded import load_embedded
 
     data = loaded.data
     if data.name != "embedded":
@@ -145,9 +145,9 @@ def _embedded(cfg: TransferConfig, loaded: Loaded, split: str, per_class: int) -
     if data.use != "pretrain":
         raise ValueError(f"the model was trained with data.use={data.use}, so it has seen the "
                          "held-out classes; transfer needs a model pretrained without them")
-    held_out = DEFAULT_HELD_OUT if data.held_out is None else data.held_out
-    ds = load_embedded(split, image_size=data.image_size, per_class=per_class, held_out=held_out,
-                       use="heldout", seed=data.seed, cache_dir=data.cache_dir,
+    ds = load_embedded(split, image_size=data.image_size, per_class=per_class,
+                       held_out=data.held_out, use="heldout", class_set=data.class_set,
+                       seed=data.seed, cache_dir=data.cache_dir,
                        workers=data.workers, progress=cfg.progress)
     return Target(f"embedded held-out ({split})", ds, list(ds.classes), ds.labels.clone())
 
