@@ -34,7 +34,7 @@ def test_overrides_are_typed():
     ("epoch=3", "unknown config key 'epoch' (did you mean: epochs"),
     ("optim.lr=fast", "bad value 'fast' for 'optim.lr': expected float"),
     ("model=resnet", "unknown config choice 'model/resnet'; available: alexnet, small, small_alexnet, tiny, zfnet"),
-    ("experiment=huge", "unknown config choice 'experiment/huge'; available: alexnet, smoke, zfnet"),
+    ("experiment=huge", "unknown config choice 'experiment/huge'; available: alexnet, paper_small, smoke, zfnet"),
 ])
 def test_bad_overrides_are_one_line(override, message):
     with pytest.raises(ConfigError) as err:
