@@ -171,9 +171,11 @@ paper: $(STAMP)
 # renormalisation, norenorm/seed<S>), and the runs the claims table reads (Figs 5, 6, 7, Table 1,
 # transfer) on each seed's ZFNet. Claims are read on the test split (split=test, eval_test=true);
 # the budget was tuned on val. SMALL_TRAIN: `zfnet train` overrides for every training (e.g. a
-# quick pass: SMALL_TRAIN="epochs=1 data.train_per_class=20"); PAPER_ARGS: more `zfnet ablate` args.
+# quick pass: SMALL_TRAIN="epochs=1 data.train_per_class=20"); SMALL_TRANSFER: `zfnet transfer`
+# overrides (e.g. experiment=smoke); PAPER_ARGS: more `zfnet ablate` args.
 SEEDS ?= 3
 SMALL_TRAIN ?=
+SMALL_TRANSFER ?=
 define seed_runs
 	for s in $$(seq 1 $$(($(SEEDS) - 1))); do \
 	z=$${Z}_seed$$s; \
@@ -181,7 +183,7 @@ define seed_runs
 	$(ZFNET) invariance checkpoint=$$z output_root=$(1) split=test; \
 	$(ZFNET) occlude localise=true checkpoint=$$z output_root=$(1) split=test; \
 	$(ZFNET) correspond checkpoint=$$z output_root=$(1) split=test; \
-	$(ZFNET) transfer checkpoint=$$z output_root=$(1); \
+	$(ZFNET) transfer checkpoint=$$z output_root=$(1) $(SMALL_TRANSFER); \
 	done;
 endef
 
@@ -194,8 +196,8 @@ paper-small: $(STAMP)
 	ln -sfn $$(readlink -f $(PAPER_SMALL_ROOT)/norenorm/train/latest) $(PAPER_SMALL_ROOT)/norenorm/seed$$s; \
 	done
 	$(call paper_figures,$(PAPER_SMALL_ROOT),$$(readlink -f $(PAPER_SMALL_ROOT)/ablate/latest),\
-	$(ZFNET) transfer checkpoint=$$Z output_root=$(PAPER_SMALL_ROOT); \
-	$(ZFNET) transfer task=multilabel checkpoint=$$Z output_root=$(PAPER_SMALL_ROOT); \
+	$(ZFNET) transfer checkpoint=$$Z output_root=$(PAPER_SMALL_ROOT) $(SMALL_TRANSFER); \
+	$(ZFNET) transfer task=multilabel checkpoint=$$Z output_root=$(PAPER_SMALL_ROOT) $(SMALL_TRANSFER); \
 	$(call seed_runs,$(PAPER_SMALL_ROOT)),localise=true,,split=test,$(PAPER_SMALL_ROOT)/norenorm/seed0)
 
 test: $(STAMP)

@@ -24,7 +24,8 @@ def test_paper_small_with_two_seeds_at_a_smoke_budget(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     res = subprocess.run(
         ["make", "-s", "-C", str(REPO), "paper-small", "SEEDS=2", f"PAPER_SMALL_ROOT={root}",
-         f"SMALL_TRAIN={train}", "PAPER_ARGS=presets.zfnet=tiny presets.alexnet=tiny"],
+         f"SMALL_TRAIN={train}", "SMALL_TRANSFER=experiment=smoke",
+         "PAPER_ARGS=presets.zfnet=tiny presets.alexnet=tiny"],
         capture_output=True, text=True, env=env, timeout=1800)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
 
