@@ -84,6 +84,7 @@ demo: $(STAMP)
 	$(ZFNET) correspond
 	$(ZFNET) ablate -e demo
 	$(ZFNET) transfer
+	@echo "make demo: every number above is a single run (one seed, THREADS=$(THREADS)); make paper-small gives mean ± std over 3 seeds"
 	$(ZFNET) explore  # its last line: the explorer's index.html, to open in a browser
 
 trained: $(STAMP)
