@@ -111,3 +111,27 @@ def test_metrics_rows_never_run_ahead_of_the_checkpoint(smoke, monkeypatch):
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     state = checkpoint.load(run / "checkpoints" / "last.pt")
     assert state["epoch"] == 1 and [r["epoch"] for r in rows] == [1]
+
+
+def test_figures_go_through_the_atomic_writer(tmp_path, monkeypatch):
+    """A full disk while a figure (matplotlib or PIL) replaces an earlier one: one line, the
+    earlier figure intact, no temporary file left."""
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from zfnet_cli import viz
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    png = viz.save_png(fig, tmp_path / "figs" / "curve.png")
+    grid = viz._save(Image.new("RGB", (8, 8), (200, 0, 0)), tmp_path / "figs" / "grid.png")
+    before = {p.name: p.read_bytes() for p in (png, grid)}
+    assert all(b.startswith(b"\x89PNG") for b in before.values())
+    _disk_full_for(monkeypatch, ".tmp-")
+    with pytest.raises(WriteError, match="disk full") as err:
+        viz.save_png(fig, png)
+    assert "\n" not in str(err.value)
+    with pytest.raises(WriteError, match="disk full"):
+        viz._save(Image.new("RGB", (8, 8), (0, 0, 200)), grid)
+    plt.close(fig)
+    assert {p.name: p.read_bytes() for p in sorted(png.parent.iterdir())} == before

@@ -523,8 +523,5 @@ def plot_fig7(maps: OcclusionMaps, image, *, classes: Optional[Sequence[str]] = 
         maps.top_label.numpy(), names, maps.centers().numpy(), overlay=drop.numpy(),
         title=title, fmap=f"{maps.layer} map {maps.fmap}", target=names[maps.target])
     if path is not None:
-        from pathlib import Path
-
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
+        viz.save_png(fig, path)
     return fig

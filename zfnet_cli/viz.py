@@ -19,15 +19,22 @@ if "matplotlib.pyplot" not in sys.modules and not os.environ.get("MPLBACKEND"):
     matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from zfnet_cli.files import write_atomic  # noqa: E402
+
+
+def save_png(fig, path, dpi: int = 100) -> Path:
+    """Write ``fig`` to ``path`` as a PNG through the atomic writer: a reader sees the old
+    figure or the whole new one, and a full disk is one :class:`~zfnet_cli.files.WriteError`
+    line with nothing left behind."""
+    return write_atomic(path, lambda f: fig.savefig(f, dpi=dpi, format="png"))
+
 
 def _save_figure(fig, path, title: str = "", dpi: int = 100, fontsize: int | None = 10) -> Path:
     """Title, tight layout, write the PNG (making its folder), close the figure."""
     if title:
         fig.suptitle(title, fontsize=fontsize)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    path = save_png(fig, path, dpi=dpi)
     plt.close(fig)
     return path
 
@@ -139,10 +146,9 @@ def _canvas(width: int, height: int, title: str, pad: int = 6):
 
 
 def _save(canvas, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
-    return path
+    """A PIL image to ``path`` (format from the suffix) through the atomic writer."""
+    fmt = Image.registered_extensions().get(Path(path).suffix.lower(), "PNG")
+    return write_atomic(path, lambda f: canvas.save(f, format=fmt))
 
 
 def top9_figure(blocks: Sequence[tuple[str, Sequence[tuple]]], path, *, cell: int = 48,
@@ -284,10 +290,7 @@ def occlusion_figure(image, occluder: tuple[int, int, int], fmap_total, projecti
     """:func:`occlusion_row` written to ``path`` (PNG)."""
     fig = occlusion_row(image, occluder, fmap_total, projection, p_target, top_label, classes,
                         centres, **kwargs)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path
+    return save_png(fig, path)
 
 
 def invariance_figure(result: dict, examples: dict, names: Sequence[str], layers: Sequence[str],

@@ -57,7 +57,6 @@ import json
 import math
 import multiprocessing
 import os
-import tempfile
 import zipfile
 from collections import namedtuple
 from dataclasses import dataclass
@@ -68,6 +67,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 from tqdm import tqdm
+
+from zfnet_cli.files import write_atomic
 
 # Bump whenever a change alters any generated pixel or box: it is part of the cache key.
 GENERATOR_VERSION = 6
@@ -900,16 +901,8 @@ def _read_cache(path: Path, count: int, size: int):
 
 
 def _write_cache(path: Path, images, boxes, parts) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, images=images, boxes=boxes, parts=parts)
-        os.replace(tmp, path)  # atomic: readers see the old file or the whole new one
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    # atomic: readers see the old file or the whole new one
+    write_atomic(path, lambda f: np.savez(f, images=images, boxes=boxes, parts=parts))
 
 
 def _render_many(tasks: list[tuple[str, int, int]], workers: int, desc: str, progress: bool):

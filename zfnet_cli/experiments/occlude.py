@@ -164,8 +164,8 @@ def _panels(loaded: Loaded, item: _Input, x: torch.Tensor, maps: OcclusionMaps,
 def _save_maps(path: Path, maps: OcclusionMaps, region: dict) -> None:
     """One image's maps: at grid resolution, at the input's pixels, and where they are."""
     full = maps.resampled()
-    np.savez_compressed(
-        path, positions=maps.positions.numpy(), boxes=maps.boxes().numpy(),
+    write_atomic(path, lambda f: np.savez_compressed(
+        f, positions=maps.positions.numpy(), boxes=maps.boxes().numpy(),
         grid=np.array(maps.grid), size=maps.size, stride=maps.stride,
         image_size=np.array(maps.image_size), layer=np.array(maps.layer or ""),
         module_name=np.array(maps.module_name), target=maps.target,
@@ -174,7 +174,7 @@ def _save_maps(path: Path, maps: OcclusionMaps, region: dict) -> None:
         log_p_target=maps.log_p_target.numpy(), top_label=maps.top_label.numpy(),
         **{f"{k}_input": v.numpy() for k, v in full.items()},
         clean_probs=maps.clean_probs.numpy(), clean_p_target=maps.clean_p_target,
-        region=np.array(region["region"]), photo_size=np.array(region["photo_size"]))
+        region=np.array(region["region"]), photo_size=np.array(region["photo_size"])))
 
 
 def _summary(maps: OcclusionMaps, classes: list[str], names: list[str]) -> dict:
