@@ -61,7 +61,8 @@ def block(root: Path, wall: str | None = None, machine: str = "") -> str:
 
 def replace_block(readme: str, new: str) -> str:
     """``readme`` with the text between the markers replaced by ``new``."""
-    if readme.count(BEGIN) != 1 or readme.count(END) != 1 or readme.index(BEGIN) > readme.index(END):
+    if (readme.count(BEGIN) != 1 or readme.count(END) != 1
+            or readme.index(BEGIN) > readme.index(END)):
         raise ValueError(f"README needs exactly one {BEGIN} ... {END} block")
     head, rest = readme.split(BEGIN)
     _, tail = rest.split(END)
@@ -71,7 +72,8 @@ def replace_block(readme: str, new: str) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("root", type=Path, help="the make paper-small output root")
-    ap.add_argument("--readme", type=Path, default=Path(__file__).resolve().parents[1] / "README.md")
+    ap.add_argument("--readme", type=Path,
+                    default=Path(__file__).resolve().parents[1] / "README.md")
     ap.add_argument("--wall", help="how long the whole target took, as measured (e.g. '2 h 5 min')")
     ap.add_argument("--machine", default="", help="the machine, in words")
     args = ap.parse_args(argv)

@@ -14,11 +14,13 @@ from test_claims import make_root
 from zfnet_cli.experiments import report
 
 REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("readme_claims", REPO / "scripts" / "readme_claims.py")
+spec = importlib.util.spec_from_file_location("readme_claims",
+                                              REPO / "scripts" / "readme_claims.py")
 readme_claims = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(readme_claims)
 
-README = "# Title\n\nbefore\n<!-- paper-small:begin -->\nold numbers\n<!-- paper-small:end -->\nafter\n"
+README = ("# Title\n\nbefore\n<!-- paper-small:begin -->\nold numbers\n"
+          "<!-- paper-small:end -->\nafter\n")
 
 
 def _run_root(tmp_path: Path) -> Path:

@@ -5,7 +5,7 @@ invariance, transfer) needs a trained network and labelled images; this set lets
 on a 2-core CPU in minutes, deterministically, with ground-truth object and part boxes that
 ImageNet lacks.
 
-What a sample is. One object of one of :data:`ALL_CLASSES` (15 classes that differ by shape and
+What a sample is. One object of one of :data:`OBJECT_CLASSES` (15 classes that differ by shape and
 structure: a car has wheels under a body, a lamp a shade over a pole, a key a holed bow and
 teeth), drawn with PIL polygons and strokes at ``SUPERSAMPLE`` times the final resolution and
 box-filtered down (antialiasing). What varies from scene to scene, all drawn from the scene seed:
@@ -28,6 +28,12 @@ variation, not through invisible objects. The difficulty knobs (``OBJECT_SIZE``,
 ``DISTRACTORS``, ``DISTRACTOR_RADIUS``, background probabilities) were tuned with
 ``scripts/tune_embedded.py``: the small CPU ZFNet reaches about 93-95% val top-1 on the
 pretrain classes at 96 px in 7-8 epochs (~4 min on 2 cores), and about 20-25% after one.
+
+The rich set (``class_set="rich"``) adds :data:`COMPOSED_CLASSES`: 90 classes named
+``body-part-texture`` (:data:`BODIES` x :data:`COMPOSED_PARTS` x :data:`TEXTURES`), each factor
+drawn alike wherever it appears, at random colours, in the same scenes; :data:`COMPOSED_HELD_OUT`
+keeps 15 of them (and the objects' 5) out of pretraining, each sharing its body, part and texture
+with pretraining classes. :data:`ALL_CLASSES` is every class the generator draws (objects first).
 
 Conventions.
 
@@ -466,7 +472,8 @@ def _stadium(hw: float, hh: float) -> np.ndarray:
 _BODIES: dict[str, Callable[[np.random.Generator], np.ndarray]] = {
     "disc": lambda rng: _ellipse(0.0, 0.0, 0.62, 0.62 * rng.uniform(0.85, 1.0), 32),
     "block": lambda rng: _rect(-0.62, -0.42, 0.62, 0.42) * (1.0, rng.uniform(0.9, 1.25)),
-    "wedge": lambda rng: np.array([[-0.68, 0.5], [0.68, 0.5], [0.0, -0.62 * rng.uniform(0.9, 1.1)]]),
+    "wedge": lambda rng: np.array([[-0.68, 0.5], [0.68, 0.5],
+                                   [0.0, -0.62 * rng.uniform(0.9, 1.1)]]),
     "hexagon": lambda rng: _regular(6, 0.64, 0.0) * (1.0, rng.uniform(0.85, 1.0)),
     "diamond": lambda rng: np.array([[0.0, -0.7], [0.56, 0.0], [0.0, 0.7], [-0.56, 0.0]])
     * (rng.uniform(0.9, 1.1), 1.0),
