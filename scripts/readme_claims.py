@@ -18,7 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from pathlib import Path
+
+from zfnet_cli.checkpoint import run_folders
 
 BEGIN, END = "<!-- paper-small:begin -->", "<!-- paper-small:end -->"
 
@@ -31,8 +34,7 @@ def block(root: Path, wall: str | None = None, machine: str = "") -> str:
     """The markdown that goes between the markers, from the run under ``root``."""
     report = (root / "report" / "latest").resolve()
     claims = json.loads((report / "claims.json").read_text())
-    ablations = sorted(p for p in (root / "ablate").iterdir() if (p / "table3.md").is_file()
-                       and not p.is_symlink())
+    ablations = [p for p in run_folders(root / "ablate") if (p / "table3.md").is_file()]
     if not ablations:
         raise FileNotFoundError(f"no finished ablation (table3.md) under {root / 'ablate'}")
     ablation = ablations[-1]
@@ -50,9 +52,7 @@ def block(root: Path, wall: str | None = None, machine: str = "") -> str:
     for c in claims:
         lines.append(f"| {_cell(c['where'])} | {_cell(c['claim'])} | {_cell(c['ours'])} | "
                      f"{_cell(c['paper'])} | **{_cell(c['verdict'])}** |")
-    counts = {}
-    for c in claims:
-        counts[c["verdict"]] = counts.get(c["verdict"], 0) + 1
+    counts = Counter(c["verdict"] for c in claims)
     lines += ["", "Verdicts: " + ", ".join(f"{n} {k}" for k, n in counts.items()) + ".", "",
               "Table 3 of that run (error in %, mean ± std over seeds, n):", "",
               (ablation / "table3.md").read_text().strip()]
