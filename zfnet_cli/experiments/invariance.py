@@ -53,7 +53,7 @@ class InvarianceConfig(ModelSource):  # + arch, weights, trust_pickle, preproces
     progress: bool = True
 
 
-def _pick_val(data, n: int) -> list[int]:
+def _first_of_each_class(data, n: int) -> list[int]:
     """The first image of each of the first n classes of a split (different objects, as Fig 5)."""
     picked, seen = [], set()
     labels = data.labels.tolist() if hasattr(data, "labels") else data.targets  # in memory / files
@@ -93,7 +93,7 @@ def run(cfg: InvarianceConfig, run_dir: str | Path, *, dist_info: Dist | None = 
             raise ValueError("method=render re-draws embedded scenes; use method=image for files")
     else:
         data = load_split(loaded.data, cfg.split, progress=cfg.progress)
-        for i in _pick_val(data, cfg.n_images):
+        for i in _first_of_each_class(data, cfg.n_images):
             image, label = data[i]  # uint8 (3, S, S): in memory or decoded from its file
             scene = (data.classes[int(label)], int(data.seeds[i])) if hasattr(data, "seeds") else None
             if cfg.method == "render" and scene is None:
