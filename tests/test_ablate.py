@@ -142,3 +142,37 @@ def test_ablate_seeds_below_one_is_one_line(tmp_path):
     assert res.exit_code == 2 and res.output.count("\n") == 1
     assert "seeds=0 is out of bounds: must be >= 1" in res.output
     assert not list((tmp_path / "out" / "ablate").glob("2*"))  # the empty run folder is removed
+
+
+def _final(val: float, test: float | None) -> dict:
+    final = {"train_top1": 50.0, "val_top1": val, "val_top5": 90.0}
+    if test is not None:
+        final.update(test_top1=test, test_top5=95.0)
+    return {"final": final, "parameters": 10, "epochs": 1}
+
+
+def test_table3_has_test_columns_when_the_variants_were_scored_on_test(tmp_path):
+    """Variants trained with eval_test=true get test top-1/top-5 error columns (mean ± std over
+    seeds, no paper value: the paper gives none per variant); a variant without a test score
+    on every seed shows "-" there, and a table without any test score has no such column."""
+    from zfnet_cli.experiments.ablate import table_rows, write_table
+
+    for folder, m in (("zfnet", _final(60.0, 62.0)), ("zfnet_seed1", _final(70.0, 66.0)),
+                      ("alexnet", _final(40.0, None))):
+        (tmp_path / "variants" / folder).mkdir(parents=True)
+        (tmp_path / "variants" / folder / "metrics.json").write_text(json.dumps(m))
+    rows = table_rows(tmp_path)
+    by = {r["variant"]: r for r in rows}
+    assert by["zfnet"]["test_top1_err_values"] == pytest.approx([38.0, 34.0])
+    assert by["zfnet"]["test_top1_err"] == pytest.approx(36.0)
+    assert by["zfnet"]["test_top1_err_std"] == pytest.approx(8 ** 0.5)  # ddof 1
+    assert "test_top1_err" not in by["alexnet"]
+    write_table(rows, tmp_path, plot=False)
+    lines = (tmp_path / "table3.md").read_text().splitlines()
+    assert "| test top-1 | test top-5 |" in lines[2]
+    zf = next(l for l in lines if l.startswith("| ZFNet |"))
+    assert "| 35.0 ± 7.1 (38.4) | 10.0 ± 0.0 (16.5) | 36.0 ± 2.8 | 5.0 ± 0.0 | 2 |" in zf
+    alex = next(l for l in lines if l.startswith("| AlexNet replica |"))
+    assert alex.endswith("| - | - | 1 |")
+    write_table([by["alexnet"]], tmp_path, plot=False)
+    assert "test top-1" not in (tmp_path / "table3.md").read_text()

@@ -116,6 +116,7 @@ def variant_overrides(variant: Variant, presets: dict[str, str],
 
 
 _ERRORS = ("train_top1_err", "val_top1_err", "val_top5_err")  # Table 3's columns, in %
+_TEST_ERRORS = ("test_top1_err", "test_top5_err")  # with train eval_test=true, every seed
 
 
 def seed_folder(name: str, seed: int, first_seed: int) -> str:
@@ -146,7 +147,8 @@ def _row(name: str, runs: list[dict]) -> dict:
     from zfnet_cli.transfer import fold_summary
 
     v = VARIANTS[name]
-    per_seed = {key: [100.0 - m["final"][key.removesuffix("_err")] for m in runs] for key in _ERRORS}
+    keys = _ERRORS + (_TEST_ERRORS if all("test_top1" in m["final"] for m in runs) else ())
+    per_seed = {key: [100.0 - m["final"][key.removesuffix("_err")] for m in runs] for key in keys}
     row = {"variant": name, "label": v.label, "parameters": runs[0]["parameters"],
            "epochs": runs[0]["epochs"], "seeds": len(runs),
            "seed_values": [m.get("seed") for m in runs]}
@@ -159,25 +161,40 @@ def _row(name: str, runs: list[dict]) -> dict:
     return row
 
 
+def table_rows(run_dir: Path) -> list[dict]:
+    """Table 3's rows from every finished variant in the ablation folder ``run_dir``, in the
+    table's order, each over its finished seeds (:func:`_row`)."""
+    return [_row(n, runs) for n, runs in finished_variants(Path(run_dir)).items()]
+
+
 def write_table(rows: list[dict], run_dir: Path, *, plot: bool = True) -> None:
     """``table3.md`` / ``.csv`` / ``.json`` and ``figures/table3.png`` from the finished rows."""
     from zfnet_cli.tables import ablation_figure, write_table as write
 
     def err(key: str):
         def cell(r):
+            if key not in r:
+                return "-"
             std = r.get(f"{key}_std")
-            return f"{r[key]:.1f}{f' ± {std:.1f}' if std is not None else ''} ({r['paper_' + key]})"
+            paper = r.get("paper_" + key)
+            return (f"{r[key]:.1f}{f' ± {std:.1f}' if std is not None else ''}"
+                    + (f" ({paper})" if paper is not None else ""))
         return cell
 
+    # test columns when some variant was scored on the test split (train eval_test=true)
+    test = [("test top-1", err("test_top1_err")), ("test top-5", err("test_top5_err"))] \
+        if any("test_top1_err" in r for r in rows) else []
     write(rows, run_dir, "table3",
           title="Table 3: architecture ablation (error %, ours (paper))",
           columns=[("variant", lambda r: r["label"]),
                    ("parameters", lambda r: f"{r['parameters']:,}"),
                    ("train top-1", err("train_top1_err")), ("val top-1", err("val_top1_err")),
-                   ("val top-5", err("val_top5_err")), ("seeds", lambda r: str(r.get("seeds", 1)))],
+                   ("val top-5", err("val_top5_err")), *test,
+                   ("seeds", lambda r: str(r.get("seeds", 1)))],
           notes=["Train top-1 error is the running error over the last epoch's training batches "
-                 "(dropout and augmentation on); val errors are after the last epoch, centre "
-                 "crop. The paper's numbers are ZFNet-size models on ImageNet.",
+                 "(dropout and augmentation on); val and test errors are after the last epoch, "
+                 "centre crop. The paper's numbers are ZFNet-size models on ImageNet (val; it "
+                 "gives no test error per variant).",
                  "With several seeds each error is the mean ± std (sample std) over them; "
                  "seeds = n. A row with n = 1 is a single run."])
     if plot and rows:
@@ -258,7 +275,7 @@ def run(cfg: AblateConfig, run_dir: str | Path, *, compose_train: Callable[[list
         if d.main:
             # every finished variant in the folder, in Table 3's order: processes that train
             # different variants into one folder (one per GPU) converge on the whole table
-            rows = [_row(n, runs) for n, runs in finished_variants(run_dir).items()]
+            rows = table_rows(run_dir)
             write_table(rows, run_dir, plot=cfg.plot)
     metrics = {"variants": names, "trained": trained, "skipped": skipped, "rows": rows}
     if d.main:
