@@ -1,13 +1,21 @@
-"""Put one `make paper-small` run's claims table and Table 3 into README.md.
+"""Put one `make paper-small` run's numbers into README.md: the claims table, Table 3 and the
+"ours" column of the figure-by-figure table.
 
 The README's small-scale numbers come from one run, named with its date, commit, thread count
-and library versions, never typed by hand: this script rewrites the block between
-``<!-- paper-small:begin -->`` and ``<!-- paper-small:end -->`` from the run's files:
+and library versions, never typed by hand. This script rewrites two marked blocks from the
+run's files:
 
-* ``ROOT/report/latest/claims.json`` (written by ``zfnet report``, the last step of the target):
-  one row per claim with our mean ± std over seeds, n, the paper's value and the verdict;
-* the newest ``ROOT/ablate/*/table3.md`` (mean ± std over seeds per variant) and its first
-  variant's ``run.json`` (commit, start time, versions, torch threads).
+* ``<!-- paper-small:begin -->`` ... ``<!-- paper-small:end -->``: the run's provenance (the
+  first ablation variant's ``run.json``: commit, start time, versions, torch threads), the claims
+  table of ``ROOT/report/latest/claims.json`` (written by ``zfnet report``, the last step of the
+  target) and Table 3, rendered from the newest ablation's variants by ``zfnet ablate``'s own
+  table code (mean ± std over seeds, with the test columns where the variants were scored on
+  test);
+* ``<!-- paper-small-figures:begin -->`` ... ``<!-- paper-small-figures:end -->``: the table
+  that maps every figure and table of the paper to its command, with the paper's number and
+  ours. The commands and the paper's numbers are fixed text (:data:`FIGURES`); each "ours" cell
+  is read from the run (the claims rows, the ablation, the transfer and visualize runs), except
+  the rows that ``make paper-small`` does not run, whose cell says where its number comes from.
 
 Usage::
 
@@ -18,55 +26,266 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
+from typing import Callable, NamedTuple
 
+from zfnet_cli import claims as claims_mod
 from zfnet_cli.checkpoint import run_folders
+from zfnet_cli.experiments import ablate
+from zfnet_cli.transfer import fold_summary
 
 BEGIN, END = "<!-- paper-small:begin -->", "<!-- paper-small:end -->"
+FIG_BEGIN, FIG_END = "<!-- paper-small-figures:begin -->", "<!-- paper-small-figures:end -->"
 
 
 def _cell(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def block(root: Path, wall: str | None = None, machine: str = "") -> str:
-    """The markdown that goes between the markers, from the run under ``root``."""
+def _ms(values: list[float], fmt: str = ".1f") -> str:
+    """``"mean ± std"`` (sample std) of ``values``; the value alone when there is one."""
+    s = fold_summary(values)
+    return (f"{s['mean']:{fmt}} ± {s['std']:{fmt}}" if len(values) > 1
+            else f"{s['mean']:{fmt}}")
+
+
+class Run(NamedTuple):
+    """The files of one ``make paper-small`` output root that the README reads."""
+
+    root: Path
+    report: Path  # ROOT/report/latest, resolved
+    claims: dict[str, dict]  # claims.json rows by key
+    ablation: Path  # the newest finished ablation folder
+    rows: dict[str, dict]  # Table 3 rows by variant name (ablate.table_rows)
+    variants: dict[str, list[dict]]  # each variant's metrics.json per seed
+
+
+def load(root: Path) -> Run:
     report = (root / "report" / "latest").resolve()
-    claims = json.loads((report / "claims.json").read_text())
+    claims = {c["key"]: c for c in json.loads((report / "claims.json").read_text())}
     ablations = [p for p in run_folders(root / "ablate") if (p / "table3.md").is_file()]
     if not ablations:
         raise FileNotFoundError(f"no finished ablation (table3.md) under {root / 'ablate'}")
     ablation = ablations[-1]
-    first = sorted((ablation / "variants").glob("*/run.json"))[0]
-    run = json.loads(first.read_text())
-    v = run["versions"]
-    lines = [f"From one `make paper-small` run: commit `{run['git_revision'][:7]}`, started "
-             f"{run['started']} UTC, torch {v['torch']}, torchvision {v['torchvision']}, "
-             f"numpy {v['numpy']}, {run['torch_threads']} torch threads, {v['platform']}"
+    rows = {r["variant"]: r for r in ablate.table_rows(ablation)}
+    return Run(root, report, claims, ablation, rows, ablate.finished_variants(ablation))
+
+
+def table3_markdown(run: Run) -> str:
+    """Table 3 of the run, as ``zfnet ablate`` renders it (title line dropped)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ablate.write_table(list(run.rows.values()), Path(tmp), plot=False)
+        lines = (Path(tmp) / "table3.md").read_text().strip().splitlines()
+    return "\n".join(lines[2:] if lines and lines[0].startswith("# ") else lines)
+
+
+def block(root: Path, wall: str | None = None, machine: str = "", run: Run | None = None) -> str:
+    """The markdown that goes between the claims markers, from the run under ``root``."""
+    run = run or load(root)
+    first = sorted((run.ablation / "variants").glob("*/run.json"))[0]
+    meta = json.loads(first.read_text())
+    v = meta["versions"]
+    lines = [f"From one `make paper-small` run: commit `{meta['git_revision'][:7]}`, started "
+             f"{meta['started']} UTC, torch {v['torch']}, torchvision {v['torchvision']}, "
+             f"numpy {v['numpy']}, {meta['torch_threads']} torch threads, {v['platform']}"
              + (f", {machine}" if machine else "")
              + (f"; the whole target took {wall}" if wall else "") + ". Report: "
-             f"`{report}`.", "",
+             f"`{run.report}`.", "",
              "| figure / table | claim | ours (mean ± std over seeds, n) | paper | verdict |",
              "|---|---|---|---|---|"]
-    for c in claims:
+    for c in run.claims.values():
         lines.append(f"| {_cell(c['where'])} | {_cell(c['claim'])} | {_cell(c['ours'])} | "
                      f"{_cell(c['paper'])} | **{_cell(c['verdict'])}** |")
-    counts = Counter(c["verdict"] for c in claims)
+    counts = Counter(c["verdict"] for c in run.claims.values())
     lines += ["", "Verdicts: " + ", ".join(f"{n} {k}" for k, n in counts.items()) + ".", "",
-              "Table 3 of that run (error in %, mean ± std over seeds, n):", "",
-              (ablation / "table3.md").read_text().strip()]
+              "Table 3 of that run (error in %, mean ± std over seeds; the paper's in brackets):",
+              "", table3_markdown(run)]
     return "\n".join(lines)
 
 
-def replace_block(readme: str, new: str) -> str:
-    """``readme`` with the text between the markers replaced by ``new``."""
-    if (readme.count(BEGIN) != 1 or readme.count(END) != 1
-            or readme.index(BEGIN) > readme.index(END)):
-        raise ValueError(f"README needs exactly one {BEGIN} ... {END} block")
-    head, rest = readme.split(BEGIN)
-    _, tail = rest.split(END)
-    return f"{head}{BEGIN}\n{new}\n{END}{tail}"
+# ---------------------------------------------------------------- the figure table
+
+def _claim(run: Run, prefix: str) -> str:
+    """A claim row (the first whose key starts with ``prefix``) as "ours: verdict"."""
+    c = next((c for k, c in run.claims.items() if k.startswith(prefix)), None)
+    if c is None or not c.get("n"):
+        return "not measured"
+    split = f", {c['split']} split" if c.get("split") else ""
+    return f"{c['ours'].removesuffix(')')}{split}): {c['verdict']}"
+
+
+def _error(run: Run, name: str, key: str) -> str:
+    r = run.rows.get(name)
+    if r is None or key not in r:
+        return "-"
+    return f"{_ms(r[f'{key}_values'])}"
+
+
+def _seeds(run: Run, name: str) -> int:
+    return len(run.variants.get(name, []))
+
+
+def _newest(run: Run, command: str, keep: Callable[[dict], bool]) -> list[dict]:
+    """The metrics of the runs of ``command`` that ``keep`` accepts, one per checkpoint."""
+    return [m for _, m in claims_mod.replicates(run.root, command, keep=keep)]
+
+
+def ours_recipe(run: Run) -> str:
+    zf = run.variants.get("zfnet", [])
+    if not zf:
+        return "not measured"
+    secs = [m["train_seconds"] for m in zf if m.get("train_seconds") is not None]
+    return (f"small ZFNet, 85 classes, {zf[0]['epochs']} epochs: test top-1 error "
+            f"{_error(run, 'zfnet', 'test_top1_err')}% (n={len(zf)})"
+            + (f", {_ms([s / 60 for s in secs])} min per training" if secs else ""))
+
+
+def ours_table2(run: Run) -> str:
+    parts = [f"{label} {_error(run, name, 'val_top1_err')} / {_error(run, name, 'val_top5_err')}"
+             f" (n={_seeds(run, name)})"
+             for name, label in (("zfnet", "ZFNet"), ("alexnet", "AlexNet replica"))
+             if name in run.rows]
+    crops = [(m.get("checkpoint", ""), m["val"]["10crop"]) for m in
+             _newest(run, "train", lambda m: bool(m.get("eval_only")) and "10crop" in m.get("val", {}))]
+    crops_text = "; ".join(f"{'ZFNet' if '/zfnet/' in ck else 'AlexNet replica'} "
+                           f"{e['top1_err']:.1f} / {e['top5_err']:.1f}"
+                           for ck, e in crops if "/zfnet/" in ck or "/alexnet/" in ck)
+    if not parts:
+        return "not measured"
+    return ("rich embedded set, val top-1 / top-5 error, centre crop: " + "; ".join(parts)
+            + (f"; 10 crops, seed 0 only: {crops_text}" if crops_text else ""))
+
+
+def ours_fig4(run: Run) -> str:
+    runs = _newest(run, "visualize", lambda m: m.get("mode") == "evolution")
+    return (f"kept epochs {', '.join(map(str, runs[-1]['epochs']))} of seed 0's ZFNet"
+            if runs else "not measured")
+
+
+def ours_table1(run: Run) -> str:
+    return f"layer 5: {_claim(run, 'table1_layer5')}; layer 7: {_claim(run, 'table1_layer7')}"
+
+
+def ours_fig5(run: Run) -> str:
+    return (f"small translations: {_claim(run, 'fig5_translate')}; small scalings: "
+            f"{_claim(run, 'fig5_scale')}")
+
+
+def ours_fig6(run: Run) -> str:
+    return (f"dead filters: {_claim(run, 'fig6_dead_filters')}; mid-frequency energy: "
+            f"{_claim(run, 'fig6_mid_frequency')}; largest / median filter RMS: "
+            f"{_claim(run, 'fig6_renorm')}")
+
+
+def ours_table3(run: Run) -> str:
+    names = (("zfnet", "ZFNet"), ("alexnet", "AlexNet replica"),
+             ("alexnet_no_conv34_fc67", "- layers 3,4,6,7"))
+    parts = [f"{label} {_error(run, n, 'test_top1_err')} (n={_seeds(run, n)})"
+             for n, label in names if n in run.rows]
+    return ("test top-1 error: " + ", ".join(parts) + " (all 12 variants in the claims "
+            "section)") if parts else "not measured"
+
+
+def ours_transfer(run: Run) -> str:
+    return (f"{_claim(run, 'transfer_few_shots')}; {_claim(run, 'transfer_many_shots')}; "
+            f"gain few vs many: {_claim(run, 'fig9_gain')}")
+
+
+def ours_table6(run: Run) -> str:
+    runs = _newest(run, "transfer", lambda m: m.get("task") == "multilabel" and "mean_ap" in m)
+    if not runs:
+        return "not measured"
+    aps = [m["mean_ap"] for m in runs]
+    return (f"multi-label on the held-out classes: mean AP {_ms(aps)} (n={len(aps)}"
+            + (", single run" if len(aps) == 1 else "") + ")")
+
+
+def ours_table7(run: Run) -> str:
+    runs = _newest(run, "transfer", lambda m: m.get("task") == "fewshot" and m.get("per_layer"))
+    per: dict[str, list[float]] = {}
+    for m in runs:
+        for r in m["per_layer"]:
+            if r.get("classifier") == "hinge":
+                per.setdefault(r["layer"], []).append(r["mean"])
+    if not per:
+        return "not measured"
+    curve = ", ".join(f"{layer} {_ms(v)}" for layer, v in per.items())
+    return f"SVM accuracy by layer: {curve} (n={len(runs)}); {_claim(run, 'table7_depth')}"
+
+
+def _not_run(text: str) -> Callable[[Run], str]:
+    return lambda run: f"not in this run: {text}"
+
+
+# (paper, command, paper's number, status, ours). Only the last column is read from the run.
+FIGURES: tuple[tuple[str, str, str, str, Callable[[Run], str]], ...] = (
+    ("Fig 3, model", "`zfnet train experiment=zfnet data.root=...`", "62.4M parameters",
+     "available", _not_run("62,357,608 parameters at full size (tests/test_model.py)")),
+    ("§3, training recipe", "`zfnet train experiment=zfnet data.root=...`",
+     "70 epochs, 12 days on a GTX580", "available", ours_recipe),
+    ("Table 2, ImageNet val error", "`zfnet train --eval-only --checkpoint RUN --eval-crops 10` "
+     "(in `make paper`)", "38.4 / 16.5 top-1 / top-5 error", "available: 1 and 10 crops",
+     ours_table2),
+    ("Fig 2, top-9 projections", "`make fig2` (`zfnet visualize --all`)", "qualitative",
+     "available", lambda run: "every layer of seed 0's ZFNet, in the report"),
+    ("Fig 2 / Fig 7 on your own model", "`zfnet visualize --layer layer3.1 --fmap 42 "
+     "checkpoint=resnet18.pth` (`--all`: every block); `zfnet occlude photo.jpg "
+     "checkpoint=resnet18.pth` (`project_fmap(model, image, layer, fmap)` from Python)",
+     "- (the paper has ZFNet only)", "available: resnet, VGG-BN, DenseNet, MobileNetV3, "
+     "EfficientNet, ConvNeXt tested",
+     _not_run("torchvision resnet18 with random weights, below")),
+    ("Fig 2 for every unit, browsable", "`make explore` (`zfnet explore`; the end of "
+     "`make demo`)", "- (the paper shows a random few)", "available",
+     _not_run("`make demo`'s model: 352 units of layers 1-5, 6,336 tiles, 44 MB at 64 px")),
+    ("Fig 4, feature evolution", "`make fig4` (`zfnet visualize --evolution`)", "qualitative",
+     "available", ours_fig4),
+    ("Fig 5, invariance", "`make fig5` (`zfnet invariance`)",
+     "qualitative: layer 1 sensitive, layer 7 stable", "available", ours_fig5),
+    ("Fig 6, first layer against AlexNet's", "`make fig6`",
+     "qualitative: dead and high-frequency 11x11/4 filters; one filter dominates without "
+     "renormalisation", "available", ours_fig6),
+    ("Fig 7, occlusion", "`make fig7` (`zfnet occlude localise=true`)",
+     "qualitative: the probability drops when the object is covered", "available",
+     lambda run: f"share of images whose worst occluder is on the object against chance: "
+                 f"{_claim(run, 'fig7_localisation')}"),
+    ("Fig 8, Table 1, correspondence", "`make table1` (`zfnet correspond`)",
+     "Delta, layer 5: parts 0.067-0.079, random 0.107; layer 7: 0.068-0.069, random 0.073",
+     "available", ours_table1),
+    ("Table 3, ablation", "`make table3` (`zfnet ablate`; `DATA=` for ImageNet)",
+     "val top-1 error: ZFNet 38.4, AlexNet 40.5, - layers 3,4,6,7 71.3", "available",
+     ours_table3),
+    ("Tables 4, 5, Fig 9, transfer", "`make table4`, `make table5`, `make fig9` "
+     "(`zfnet transfer`; `CALTECH101=`, `CALTECH256=`)",
+     "Caltech-101 86.5 ± 0.5 at 30/class (scratch 46.5); Caltech-256 74.2 at 60 (scratch 38.8)",
+     "available", ours_transfer),
+    ("Table 6, PASCAL VOC", "`make table6` (`zfnet transfer -e voc`; `VOC=`)",
+     "79.0 mean AP (test server)", "available, on VOC val", ours_table6),
+    ("Table 7, features per layer", "`make table7` (`zfnet transfer --no-scratch`)",
+     "SVM rises from 44.8 (layer 1) to 86.2 (5) on Caltech-101", "available", ours_table7),
+)
+
+
+def figure_table(root: Path, run: Run | None = None) -> str:
+    """The markdown that goes between the figure-table markers, from the run under ``root``."""
+    run = run or load(root)
+    lines = ["| paper | command | paper's number | ours (`make paper-small`, mean ± std over "
+             "seeds, n) | status |", "|---|---|---|---|---|"]
+    for paper, command, number, status, ours in FIGURES:
+        lines.append(f"| {paper} | {command} | {_cell(number)} | {_cell(ours(run))} | "
+                     f"{_cell(status)} |")
+    return "\n".join(lines)
+
+
+def replace_block(readme: str, new: str, begin: str = BEGIN, end: str = END) -> str:
+    """``readme`` with the text between the markers ``begin`` and ``end`` replaced by ``new``."""
+    if (readme.count(begin) != 1 or readme.count(end) != 1
+            or readme.index(begin) > readme.index(end)):
+        raise ValueError(f"README needs exactly one {begin} ... {end} block")
+    head, rest = readme.split(begin)
+    _, tail = rest.split(end)
+    return f"{head}{begin}\n{new}\n{end}{tail}"
 
 
 def main(argv=None) -> int:
@@ -78,7 +297,10 @@ def main(argv=None) -> int:
     ap.add_argument("--machine", default="", help="the machine, in words")
     args = ap.parse_args(argv)
     try:
-        text = replace_block(args.readme.read_text(), block(args.root, args.wall, args.machine))
+        run = load(args.root)
+        text = replace_block(args.readme.read_text(),
+                             block(args.root, args.wall, args.machine, run))
+        text = replace_block(text, figure_table(args.root, run), FIG_BEGIN, FIG_END)
     except (OSError, ValueError, KeyError, IndexError) as err:
         print(f"readme_claims: {err}", file=sys.stderr)
         return 2

@@ -1,16 +1,17 @@
-"""scripts/readme_claims.py: the README's small-scale block is rewritten from one run's report
-(claims.json) and ablation (table3.md, run.json), with the run's provenance; bad input is one
-line and leaves the README as it was."""
+"""scripts/readme_claims.py: the README's small-scale blocks (claims and Table 3; the figure
+table's "ours" column) are rewritten from one run's report (claims.json), ablation and runs,
+with the run's provenance; bad input is one line and leaves the README as it was."""
 from __future__ import annotations
 
 import importlib.util
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
-from test_claims import make_root
+from test_claims import _write, make_root
 from zfnet_cli.experiments import report
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,18 +21,38 @@ readme_claims = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(readme_claims)
 
 README = ("# Title\n\nbefore\n<!-- paper-small:begin -->\nold numbers\n"
-          "<!-- paper-small:end -->\nafter\n")
+          "<!-- paper-small:end -->\nbetween\n<!-- paper-small-figures:begin -->\nold table\n"
+          "<!-- paper-small-figures:end -->\nafter\n")
 
 
-def _run_root(tmp_path: Path) -> Path:
+def _run_root(tmp_path: Path, transfer: bool = True) -> Path:
+    """make_root's hand-made run (3 seeds, every claim holding), with what the README reads
+    beyond the claims: the variants' test scores and training times, a finished ablation
+    (table3.md), an evolution run, a 10-crop evaluation, a multi-label transfer; then its
+    report. ``transfer=False``: no transfer runs at all."""
     root = make_root(tmp_path / "root", seeds=3, good=True)
+    if not transfer:
+        shutil.rmtree(root / "transfer")
     ablation = next((root / "ablate").iterdir())
-    (ablation / "table3.md").write_text("# Table 3\n\n| variant | val top-1 error |\n|---|---|\n"
-                                        "| ZFNet | 40.0 ± 1.0 (n=3) |\n")
+    for metrics in (ablation / "variants").glob("*/metrics.json"):
+        m = json.loads(metrics.read_text())
+        m["final"].update(test_top1=m["final"]["val_top1"] - 2.0, test_top5=98.0)
+        m["train_seconds"] = 120.0 + 6.0 * m["seed"]
+        metrics.write_text(json.dumps(m))
+    (ablation / "table3.md").write_text("# Table 3 (as the ablation left it)\n")
     (ablation / "variants" / "zfnet" / "run.json").write_text(json.dumps({
         "git_revision": "abcdef1234567", "started": "2026-11-30T08:10:38", "torch_threads": 2,
         "versions": {"torch": "2.14.1", "torchvision": "0.29.1", "numpy": "2.4.6",
                      "platform": "Linux-x86_64"}}))
+    zf = ablation / "variants" / "zfnet"
+    _write(root / "visualize" / "2026-01-01_00-01-00",
+           {"mode": "evolution", "epochs": [1, 2, 4], "checkpoint": str(zf)}, {"mode": "evolution"})
+    _write(root / "train" / "2026-01-01_00-01-00",
+           {"eval_only": True, "checkpoint": f"{zf}/checkpoints/last.pt",
+            "val": {"10crop": {"top1_err": 33.3, "top5_err": 4.4}}})
+    if transfer:
+        _write(root / "transfer" / "2026-01-01_00-01-00",
+               {"task": "multilabel", "mean_ap": 55.5, "checkpoint": str(zf)}, {"task": "multilabel"})
     folder = root / "report" / "2026-11-30_10-00-00"
     folder.mkdir(parents=True)
     report.run(report.ReportConfig(root=str(root)), folder)
@@ -39,23 +60,56 @@ def _run_root(tmp_path: Path) -> Path:
     return root
 
 
-def test_the_block_is_rewritten_from_the_run(tmp_path):
+def test_the_blocks_are_rewritten_from_the_run(tmp_path):
     root = _run_root(tmp_path)
     readme = tmp_path / "README.md"
     readme.write_text(README)
     assert readme_claims.main([str(root), "--readme", str(readme), "--wall", "2 h 1 min"]) == 0
     text = readme.read_text()
     assert text.startswith("# Title\n\nbefore\n<!-- paper-small:begin -->\n")
-    assert text.endswith("<!-- paper-small:end -->\nafter\n") and "old numbers" not in text
+    assert "<!-- paper-small:end -->\nbetween\n<!-- paper-small-figures:begin -->\n" in text
+    assert text.endswith("<!-- paper-small-figures:end -->\nafter\n")
+    assert "old numbers" not in text and "old table" not in text
+    claims_block = text.split("<!-- paper-small:end -->")[0]
+    figures = text.split("<!-- paper-small-figures:begin -->")[1]
     assert "commit `abcdef1`, started 2026-11-30T08:10:38 UTC" in text and "2 h 1 min" in text
     claims = json.loads((root / "report" / "latest" / "claims.json").read_text())
-    rows = [l for l in text.splitlines() if l.startswith("| ") and "**" in l]
+    rows = [l for l in claims_block.splitlines() if l.startswith("| ") and "**" in l]
     assert len(rows) == len(claims) and all("| **holds** |" in r for r in rows)
     assert f"Verdicts: {len(claims)} holds." in text
-    assert "| ZFNet | 40.0 ± 1.0 (n=3) |" in text
-    # a second run of the script gives the same README (the block is replaced, not appended)
+    # Table 3 rendered from the variants, with the test columns: ZFNet's val errors are
+    # 60.6, 60.0, 59.4 (make_root), its test errors 2 points higher
+    zf = next(l for l in claims_block.splitlines() if l.startswith("| ZFNet |"))
+    assert "| 60.0 ± 0.6 (38.4) |" in zf and "| 62.0 ± 0.6 | 2.0 ± 0.0 | 3 |" in zf
+    assert "as the ablation left it" not in text
+    # the figure table: one row per entry, the "ours" cells read from the runs
+    table = [l for l in figures.splitlines() if l.startswith("| ") and "---" not in l]
+    assert len(table) == 1 + len(readme_claims.FIGURES)
+    cell = {l.split(" | ")[0][2:]: l.split(" | ")[3] for l in table[1:]}
+    assert cell["Fig 7, occlusion"].endswith(
+        "on object 0.80 ± 0.01 vs chance 0.45 ± 0.00 (n=3, val split): holds")
+    assert cell["Table 3, ablation"].startswith("test top-1 error: ZFNet 62.0 ± 0.6 (n=3), "
+                                                "AlexNet replica ")
+    assert "conv2 60.0 ± 0.6" in cell["Table 7, features per layer"]
+    assert "fc7 80.0 ± 0.8 (n=3)" in cell["Table 7, features per layer"]
+    assert cell["Table 6, PASCAL VOC"] == "multi-label on the held-out classes: mean AP 55.5 (n=1, single run)"
+    assert "test top-1 error 62.0 ± 0.6% (n=3), 2.1 ± 0.1 min per training" in cell["§3, training recipe"]
+    assert "10 crops, seed 0 only: ZFNet 33.3 / 4.4" in cell["Table 2, ImageNet val error"]
+    assert cell["Fig 4, feature evolution"] == "kept epochs 1, 2, 4 of seed 0's ZFNet"
+    assert cell["Fig 3, model"].startswith("not in this run: ")
+    # a second run of the script gives the same README (the blocks are replaced, not appended)
     assert readme_claims.main([str(root), "--readme", str(readme), "--wall", "2 h 1 min"]) == 0
     assert readme.read_text() == text
+
+
+def test_missing_runs_say_not_measured(tmp_path):
+    root = _run_root(tmp_path, transfer=False)
+    table = readme_claims.figure_table(root)
+    cell = {l.split(" | ")[0][2:]: l.split(" | ")[3] for l in table.splitlines()[2:]}
+    assert cell["Table 7, features per layer"] == "not measured"
+    assert cell["Table 6, PASCAL VOC"] == "not measured"
+    assert cell["Tables 4, 5, Fig 9, transfer"] == (
+        "not measured; not measured; gain few vs many: not measured")
 
 
 @pytest.mark.parametrize("readme_text", [README, "no markers here\n"])
