@@ -225,6 +225,9 @@ def test_claims_over_two_seeds_of_real_runs(tmp_path):
     measured = {k: r for k, r in rows.items() if r.verdict != "not measured"}
     assert set(rows) - set(measured) == {"fig6_renorm", "table3_no_conv34_fc67_worst"}
     for r in measured.values():
+        if r.key.startswith(("transfer_", "fig9_")):  # both runs repeat one scratch computation
+            assert r.verdict == "single run" and "one computation repeated" in r.detail, r.key
+            continue
         assert r.n == 2 and r.verdict in ("holds", "does not hold"), (r.key, r.verdict, r.detail)
     errs = [100 - json.loads((variants / f / "metrics.json").read_text())["final"]["val_top1"]
             for f in ("zfnet", "zfnet_seed1")]
@@ -320,3 +323,36 @@ def test_table3_reads_test_top1_when_every_replicate_has_it(tmp_path):
     assert zf.a.values == pytest.approx([66.0, 66.1, 66.2])
     assert zf.b.values == pytest.approx([60.0, 60.1, 60.2])
     assert worst.b.label == "next worst (alexnet_no_conv34)"
+
+
+def _set_scratch(root: Path, accuracies) -> None:
+    """Give every transfer run of ``root`` scratch results: ``accuracies(k)`` per run k (folds)."""
+    for k, run in enumerate(sorted((root / "transfer").iterdir())):
+        m = json.loads((run / "metrics.json").read_text())
+        for row in m["rows"]:
+            accs = accuracies(k, row["shots"])
+            row.update(scratch_accuracies=accs, scratch_mean=sum(accs) / len(accs))
+        (run / "metrics.json").write_text(json.dumps(m))
+
+
+def test_a_scratch_side_repeated_over_the_seeds_counts_once(tmp_path):
+    """The transfer runs on three pretraining seeds with identical scratch folds (zfnet transfer
+    seeds its scratch nets by fold, not by the pretrained model): the scratch side is one
+    replicate, so pretrained-vs-scratch is a single run (n = 3 / 1) and so is the gain, however
+    large the difference; with scratch results that differ between the runs the rows hold."""
+    root = make_root(tmp_path / "same", seeds=3, good=True)
+    _set_scratch(root, lambda k, shots: [10.0, 12.0] if shots == 1 else [50.0, 52.0])
+    rows = {r.key.split(" (")[0]: r for r in evaluate(root)}
+    few, many, gain = (rows[k] for k in ("transfer_few_shots", "transfer_many_shots", "fig9_gain"))
+    for c in (few, many):
+        assert c.verdict == "single run" and (c.a.n, c.b.n) == (3, 1)
+        assert "one computation repeated" in c.detail
+    assert few.b.values == [11.0] and few.difference == pytest.approx(50.0 - 11.0)
+    assert "n=3 / 1" in few.ours
+    assert gain.verdict == "single run" and "one computation repeated" in gain.detail
+    assert rows["table7_depth"].verdict == "holds"  # no scratch there: unaffected
+    root = make_root(tmp_path / "seeded", seeds=3, good=True)
+    _set_scratch(root, lambda k, shots: [10.0 + k, 12.0] if shots == 1 else [50.0 + k, 52.0])
+    rows = {r.key.split(" (")[0]: r for r in evaluate(root)}
+    assert [rows[k].verdict for k in ("transfer_few_shots", "transfer_many_shots")] == ["holds"] * 2
+    assert rows["transfer_few_shots"].b.n == 3

@@ -7,7 +7,10 @@ model, i.e. one seed: several ``zfnet occlude`` runs on the same checkpoint coun
 newest, a test-split run before any val-split one: see "Which split" below), and an ablation
 variant counts once per seed. A replicate gives one value of A and one of B (a run's own mean
 over its folds, draws or images); over the replicates each side is summarised as mean ± std
-(sample std, ddof = 1) and n.
+(sample std, ddof = 1) and n. A side that several runs compute identically is one replicate:
+``zfnet transfer``'s from-scratch nets are seeded by the folds, not by the pretrained model, so
+the transfer runs on N pretraining seeds repeat one scratch computation, which counts once (the
+Tables 4/5 and Fig 9 rows then say "single run" and why).
 
 **The rule.** A claim *holds* when ``mean(A) - mean(B) > std(A) + std(B)`` with at least two
 replicates on each side: the two intervals mean ± std, as the table prints them, do not touch.
@@ -474,6 +477,22 @@ def _fewshot_runs(root) -> dict[str, list[tuple[Path, dict]]]:
     return by_target
 
 
+SCRATCH_REPEATED = ("the scratch side is one computation repeated: its nets do not depend on "
+                    "the pretrained model (fold k trains from seed + k on the same images), so "
+                    "its identical results over the transfer runs count as one replicate, and a "
+                    "verdict needs a spread over scratch seeds that these runs do not have")
+
+
+def _scratch_repeated(runs: Sequence[tuple[Path, dict]]) -> bool:
+    """Whether several transfer runs' from-scratch results are one computation repeated (every
+    fold's scratch accuracy identical in every run): the scratch nets of ``zfnet transfer`` are
+    seeded by the folds, not by the pretrained model, so the transfer runs of one task on N
+    pretraining seeds repeat the same scratch trainings, which must not count as N seeds."""
+    folds = {tuple(tuple(row.get("scratch_accuracies") or ()) for row in m.get("rows", []))
+             for _, m in runs}
+    return len(runs) > 1 and len(folds) == 1 and any(any(f) for f in folds)
+
+
 def table7(root) -> list[Claim]:
     out = []
     targets = _fewshot_runs(root) or {"": []}
@@ -507,6 +526,7 @@ def transfer(root) -> list[Claim]:
         shots = sorted({row["shots"] for _, m in scratch_runs for row in m["rows"]})
         few, many = (shots[0], shots[-1]) if shots else (None, None)
         note = "no `zfnet transfer` run with the scratch rows under the root"
+        repeated = _scratch_repeated(scratch_runs)
 
         def at(m, n):
             row = next((r for r in m.get("rows", []) if r.get("shots") == n), None)
@@ -527,7 +547,12 @@ def transfer(root) -> list[Claim]:
                       "class (each run: mean over its folds)",
                       src, paper, Side("pretrained", []), Side("scratch", []), fmt=".1f",
                       note=note)
-            rows.append(_fill(c, ((r, *at(m, n)) for r, m in scratch_runs) if n else ()))
+            c = _fill(c, ((r, *at(m, n)) for r, m in scratch_runs) if n else ())
+            if repeated and c.b.n > 1:  # one computation, counted once
+                c.b.values = c.b.values[:1]
+                judge(c)
+                c.detail += f"; {SCRATCH_REPEATED}"
+            rows.append(c)
         gain = Claim(f"fig9_gain{suffix}", "Fig 9",
                      "Pretraining helps most when there are few training images",
                      f"A = pretrained - scratch at {few} images per class > B = the same at "
@@ -543,8 +568,11 @@ def transfer(root) -> list[Claim]:
                 return None, None
             return p0 - s0, p1 - s1
 
-        rows.append(_fill(gain, ((r, *gains(m)) for r, m in scratch_runs)
-                          if len(shots) > 1 else ()))
+        gain = _fill(gain, ((r, *gains(m)) for r, m in scratch_runs) if len(shots) > 1 else ())
+        if repeated and gain.difference is not None:  # the gains vary with the pretrained side only
+            gain.verdict, gain.spread = SINGLE, None
+            gain.detail = f"difference {gain.difference:+{gain.fmt}}; {SCRATCH_REPEATED}"
+        rows.append(gain)
         out += rows
     return out
 
