@@ -65,7 +65,7 @@ help:
 	@echo "make table7     Table 7: an SVM and a softmax per layer (CALTECH101=, CALTECH256=)"
 	@echo "                without a root, each transfer table runs on the embedded held-out classes"
 	@echo "make paper DATA=/imagenet [CALTECH101=..] [CALTECH256=..] [VOC=..]   everything, on all GPUs, + report"
-	@echo "make paper-small  everything on the rich embedded set and the CPU, 3 seeds, + report (about 3 h)"
+	@echo "make paper-small  everything on the rich embedded set and the CPU, 3 seeds, + report (about 2 h 25 min)"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
