@@ -114,3 +114,17 @@ def test_transfer_errors_are_one_line(smoke_model, tmp_path):
     assert res.exit_code == 1 and "unknown classifier 'svm'" in res.output
     assert not (tmp_path / "out" / "transfer").exists() or not any(
         p for p in (tmp_path / "out" / "transfer").iterdir() if p.name != "latest")
+
+
+def test_scratch_seed_moves_with_the_pretraining_seed():
+    """Fold seed + 1000 x the pretrained model's training seed: seed 0 keeps the fold's seed,
+    another pretraining seed gets other scratch nets on the same folds; a model without a
+    training seed (foreign weights) counts as seed 0."""
+    from types import SimpleNamespace
+
+    from zfnet_cli.experiments.transfer import scratch_seed
+
+    assert scratch_seed(3, SimpleNamespace(state={"config": {"seed": 0}})) == 3
+    assert scratch_seed(3, SimpleNamespace(state={"config": {"seed": 2}})) == 2003
+    assert scratch_seed(4, SimpleNamespace(state={"config": {"data": {}}})) == 4
+    assert scratch_seed(4, SimpleNamespace(state={})) == 4

@@ -8,9 +8,9 @@ newest, a test-split run before any val-split one: see "Which split" below), and
 variant counts once per seed. A replicate gives one value of A and one of B (a run's own mean
 over its folds, draws or images); over the replicates each side is summarised as mean ± std
 (sample std, ddof = 1) and n. A side that several runs compute identically is one replicate:
-``zfnet transfer``'s from-scratch nets are seeded by the folds, not by the pretrained model, so
-the transfer runs on N pretraining seeds repeat one scratch computation, which counts once (the
-Tables 4/5 and Fig 9 rows then say "single run" and why).
+``zfnet transfer`` runs whose from-scratch nets started from the same seeds (``scratch_seeds``;
+runs made before that key, when the seeds were the folds' alone) repeat one scratch
+computation, which counts once (the Tables 4/5 and Fig 9 rows then say "single run" and why).
 
 **The rule.** A claim *holds* when ``mean(A) - mean(B) > std(A) + std(B)`` with at least two
 replicates on each side: the two intervals mean ± std, as the table prints them, do not touch.
@@ -477,20 +477,20 @@ def _fewshot_runs(root) -> dict[str, list[tuple[Path, dict]]]:
     return by_target
 
 
-SCRATCH_REPEATED = ("the scratch side is one computation repeated: its nets do not depend on "
-                    "the pretrained model (fold k trains from seed + k on the same images), so "
-                    "its identical results over the transfer runs count as one replicate, and a "
-                    "verdict needs a spread over scratch seeds that these runs do not have")
+SCRATCH_REPEATED = ("the scratch side is one computation repeated: the transfer runs trained "
+                    "their scratch nets from the same seeds on the same images (runs made before "
+                    "the seeds moved with the pretraining seed), so they count as one "
+                    "replicate, and a verdict needs a spread over scratch seeds these runs lack")
 
 
 def _scratch_repeated(runs: Sequence[tuple[Path, dict]]) -> bool:
-    """Whether several transfer runs' from-scratch results are one computation repeated (every
-    fold's scratch accuracy identical in every run): the scratch nets of ``zfnet transfer`` are
-    seeded by the folds, not by the pretrained model, so the transfer runs of one task on N
-    pretraining seeds repeat the same scratch trainings, which must not count as N seeds."""
-    folds = {tuple(tuple(row.get("scratch_accuracies") or ()) for row in m.get("rows", []))
-             for _, m in runs}
-    return len(runs) > 1 and len(folds) == 1 and any(any(f) for f in folds)
+    """Whether several transfer runs' from-scratch results are one computation repeated: the
+    runs' ``scratch_seeds`` (the fold nets' seeds, :func:`zfnet_cli.experiments.transfer.
+    scratch_seed`) are all the same. Runs without the key predate it, when the scratch nets were
+    seeded by the folds alone, so the transfer runs on N pretraining seeds repeated one scratch
+    computation, which must not count as N seeds."""
+    seeds = {tuple(m["scratch_seeds"]) if m.get("scratch_seeds") else None for _, m in runs}
+    return len(runs) > 1 and len(seeds) == 1
 
 
 def table7(root) -> list[Claim]:

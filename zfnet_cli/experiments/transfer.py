@@ -17,12 +17,14 @@ Two tasks, on a target data set the model was not trained on:
   Files: ``transfer.md/.csv/.json`` (pretrained against scratch, the paper's beside),
   ``table7.md/.csv/.json``, ``figures/fig9.png`` (accuracy against images per class),
   ``figures/table7.png``.
-  Seeds: ``seed`` draws the folds (fold k uses seed + k for its training / test images and
-  for its from-scratch net's initial weights, data order and dropout); the pretrained model is
-  fixed. The 5 folds already sample what a transfer seed changes, so there is no ``seeds=``
-  option here: the spread a pretraining seed adds comes from one transfer run per pretrained
-  model (e.g. ``variants/zfnet`` and ``variants/zfnet_seed<S>`` of ``zfnet ablate seeds=N``),
-  which ``zfnet report`` gathers into its claims (:mod:`zfnet_cli.claims`).
+  Seeds: ``seed`` draws the folds (fold k uses seed + k for its training / test images); the
+  from-scratch net of fold k starts from seed + k + 1000 x the pretrained model's own training
+  seed (:func:`scratch_seed`: initial weights, data order, dropout), so each pretraining seed
+  also gets its own scratch nets on the same folds. The 5 folds already sample what a transfer
+  seed changes, so there is no ``seeds=`` option here: the spread over seeds comes from one
+  transfer run per pretrained model (e.g. ``variants/zfnet`` and ``variants/zfnet_seed<S>`` of
+  ``zfnet ablate seeds=N``), which ``zfnet report`` gathers into its claims
+  (:mod:`zfnet_cli.claims`).
 * ``multilabel`` (PASCAL VOC 2012, Table 6): a new 20-way softmax on frozen fc7 trained on
   ``train``, average precision per class on ``val`` (the paper's test server is not reachable),
   ``table6.md/.csv/.json``. On the embedded data the same protocol runs on the held-out classes
@@ -247,6 +249,19 @@ def features_of(target: Target, loaded: Loaded, layers: Sequence[str], cfg: Tran
 
 # ---------------------------------------------------------------- from scratch
 
+SCRATCH_SEED_STRIDE = 1000  # scratch seeds of one pretraining seed: fold seeds + this x it
+
+
+def scratch_seed(fold_seed: int, loaded: Loaded) -> int:
+    """The seed of a fold's from-scratch net: the fold's seed, moved by the pretrained model's
+    own training seed (``config.seed`` in our checkpoints; 0 for others). So the transfer runs
+    on the N seeds of ``zfnet ablate seeds=N`` train N different scratch nets per fold, and the
+    scratch side gets a spread over seeds as the pretrained side does (issue 15), while the
+    folds' images stay the same (a paired comparison). Pretraining seed 0 keeps the fold seed."""
+    pretrain = int((loaded.state.get("config") or {}).get("seed") or 0)
+    return fold_seed + SCRATCH_SEED_STRIDE * pretrain
+
+
 def train_scratch(images: torch.Tensor, labels: torch.Tensor, test_images: torch.Tensor,
                   test_labels: torch.Tensor, num_classes: int, loaded: Loaded,
                   cfg: TransferConfig, seed: int, device: torch.device) -> float:
@@ -326,6 +341,7 @@ def run_fewshot(cfg: TransferConfig, loaded: Loaded, run_dir: Path, device: torc
 
     paper = PAPER_FEWSHOT.get(cfg.target, {})
     rows = []
+    scratch_seeds = [scratch_seed(cfg.seed + k, loaded) for k in range(cfg.folds)]
     work = [(s, k) for s in cfg.shots for k in range(cfg.folds)]
     bar = tqdm(total=len(work), desc="folds", disable=not cfg.progress, leave=False)
     for shots in cfg.shots:
@@ -341,7 +357,7 @@ def run_fewshot(cfg: TransferConfig, loaded: Loaded, run_dir: Path, device: torc
                 tr_t, te_t = torch.as_tensor(tr), torch.as_tensor(te)
                 accs.append(train_scratch(images[tr_t], target.targets[tr_t], images[te_t],
                                           target.targets[te_t], num_classes, loaded, cfg,
-                                          cfg.seed + k, device))
+                                          scratch_seeds[k], device))
                 bar.update(1)
             s = fold_summary(accs)
             row.update(scratch_mean=s["mean"], scratch_std=s["std"], scratch_accuracies=accs)
@@ -368,6 +384,7 @@ def run_fewshot(cfg: TransferConfig, loaded: Loaded, run_dir: Path, device: torc
     _report_unreadable([target], run_dir)
     return {"task": "fewshot", "target": target.name, "classes": num_classes,
             "images": len(target.targets), "layer": cfg.layer, "rows": rows,
+            "scratch_seeds": scratch_seeds if scratch else None,
             "unreadable": target.unreadable.summary(),
             "per_layer": per_layer, "feature_seconds": feature_seconds,
             "seconds": time.perf_counter() - t0}
