@@ -34,21 +34,18 @@ from typing import Callable, NamedTuple
 from zfnet_cli import claims as claims_mod
 from zfnet_cli.checkpoint import run_folders
 from zfnet_cli.experiments import ablate
+from zfnet_cli.experiments.report import eval_only_rows
+from zfnet_cli.tables import md_cell, mean_std
 from zfnet_cli.transfer import fold_summary
 
 BEGIN, END = "<!-- paper-small:begin -->", "<!-- paper-small:end -->"
 FIG_BEGIN, FIG_END = "<!-- paper-small-figures:begin -->", "<!-- paper-small-figures:end -->"
 
 
-def _cell(text) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def _ms(values: list[float], fmt: str = ".1f") -> str:
+def _ms(values: list[float]) -> str:
     """``"mean ± std"`` (sample std) of ``values``; the value alone when there is one."""
     s = fold_summary(values)
-    return (f"{s['mean']:{fmt}} ± {s['std']:{fmt}}" if len(values) > 1
-            else f"{s['mean']:{fmt}}")
+    return mean_std(s["mean"], s["std"] if len(values) > 1 else None)
 
 
 class Run(NamedTuple):
@@ -103,8 +100,8 @@ def block(root: Path, wall: str | None = None, machine: str = "", run: Run | Non
              "| figure / table | claim | ours (mean ± std over seeds, n) | paper | verdict |",
              "|---|---|---|---|---|"]
     for c in run.claims.values():
-        lines.append(f"| {_cell(c['where'])} | {_cell(c['claim'])} | {_cell(c['ours'])} | "
-                     f"{_cell(c['paper'])} | **{_cell(c['verdict'])}** |")
+        lines.append(f"| {md_cell(c['where'])} | {md_cell(c['claim'])} | {md_cell(c['ours'])} | "
+                     f"{md_cell(c['paper'])} | **{md_cell(c['verdict'])}** |")
     counts = Counter(c["verdict"] for c in run.claims.values())
     lines += ["", "Verdicts: " + ", ".join(f"{n} {k}" for k, n in counts.items()) + ".", "",
               "Table 3 of that run (error in %, mean ± std over seeds; the paper's in brackets):",
@@ -127,7 +124,7 @@ def _error(run: Run, name: str, key: str) -> str:
     r = run.rows.get(name)
     if r is None or key not in r:
         return "-"
-    return f"{_ms(r[f'{key}_values'])}"
+    return _ms(r[f"{key}_values"])
 
 
 def _seeds(run: Run, name: str) -> int:
@@ -145,8 +142,8 @@ def ours_recipe(run: Run) -> str:
         return "not measured"
     # no training time here: a run's own timings vary with whatever shares the machine (the
     # target's whole time heads the claims block; speeds come from make bench)
-    return (f"small ZFNet, 85 classes, {zf[0]['epochs']} epochs: test top-1 error "
-            f"{_error(run, 'zfnet', 'test_top1_err')}% (n={len(zf)})")
+    return (f"small ZFNet, {zf[0]['num_classes']} classes, {zf[0]['epochs']} epochs: test "
+            f"top-1 error {_error(run, 'zfnet', 'test_top1_err')}% (n={len(zf)})")
 
 
 def ours_table2(run: Run) -> str:
@@ -154,11 +151,12 @@ def ours_table2(run: Run) -> str:
              f" (n={_seeds(run, name)})"
              for name, label in (("zfnet", "ZFNet"), ("alexnet", "AlexNet replica"))
              if name in run.rows]
-    crops = [(m.get("checkpoint", ""), m["val"]["10crop"]) for m in
-             _newest(run, "train", lambda m: bool(m.get("eval_only")) and "10crop" in m.get("val", {}))]
-    crops_text = "; ".join(f"{'ZFNet' if '/zfnet/' in ck else 'AlexNet replica'} "
-                           f"{e['top1_err']:.1f} / {e['top5_err']:.1f}"
-                           for ck, e in crops if "/zfnet/" in ck or "/alexnet/" in ck)
+    # the newest 10-crop evaluation of each of the two
+    crops = {name: (t1, t5) for name, n, t1, t5 in eval_only_rows(run.root)
+             if n == "10crop" and name in ("zfnet", "alexnet")}
+    crops_text = "; ".join(f"{label} {crops[name][0]:.1f} / {crops[name][1]:.1f}"
+                           for name, label in (("zfnet", "ZFNet"), ("alexnet", "AlexNet replica"))
+                           if name in crops)
     if not parts:
         return "not measured"
     return ("rich embedded set, val top-1 / top-5 error, centre crop: " + "; ".join(parts)
@@ -280,8 +278,8 @@ def figure_table(root: Path, run: Run | None = None) -> str:
     lines = ["| paper | command | paper's number | ours (`make paper-small`, mean ± std over "
              "seeds, n) | status |", "|---|---|---|---|---|"]
     for paper, command, number, status, ours in FIGURES:
-        lines.append(f"| {paper} | {command} | {_cell(number)} | {_cell(ours(run))} | "
-                     f"{_cell(status)} |")
+        lines.append(f"| {paper} | {command} | {md_cell(number)} | {md_cell(ours(run))} | "
+                     f"{md_cell(status)} |")
     return "\n".join(lines)
 
 

@@ -98,7 +98,7 @@ def make_root(root: Path, seeds: int, good: bool) -> Path:
                 "alexnet_no_conv34_fc67": 90.0 - k * 0.3}
         for name, err in errs.items():
             _write(abl / "variants" / (name if k == 0 else f"{name}_seed{k}"),
-                   {"seed": k, "parameters": 1000, "epochs": 4,
+                   {"seed": k, "parameters": 1000, "epochs": 4, "num_classes": 85,
                     "final": {"val_top1": 100 - err, "val_top5": 99.0, "train_top1": 50.0}})
     return root
 

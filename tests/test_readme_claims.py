@@ -92,7 +92,8 @@ def test_the_blocks_are_rewritten_from_the_run(tmp_path):
     assert "conv2 60.0 ± 0.6" in cell["Table 7, features per layer"]
     assert "fc7 80.0 ± 0.8 (n=3)" in cell["Table 7, features per layer"]
     assert cell["Table 6, PASCAL VOC"] == "multi-label on the held-out classes: mean AP 55.5 (n=1, single run)"
-    assert cell["§3, training recipe"].endswith("test top-1 error 62.0 ± 0.6% (n=3)")
+    assert cell["§3, training recipe"] == (
+        "small ZFNet, 85 classes, 4 epochs: test top-1 error 62.0 ± 0.6% (n=3)")
     assert "10 crops, seed 0 only: ZFNet 33.3 / 4.4" in cell["Table 2, ImageNet val error"]
     assert cell["Fig 4, feature evolution"] == "kept epochs 1, 2, 4 of seed 0's ZFNet"
     assert cell["Fig 3, model"].startswith("not in this run: ")

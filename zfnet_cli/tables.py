@@ -39,6 +39,11 @@ def write_table(rows: Sequence[dict], folder: str | Path, name: str, *, title: s
     return path
 
 
+def md_cell(text) -> str:
+    """``text`` as one markdown table cell: pipes escaped, line breaks as spaces."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
 def mean_std(mean: Optional[float], std: Optional[float]) -> str:
     """``"83.8 ± 0.5"``, or ``"-"`` when there is no value."""
     if mean is None:

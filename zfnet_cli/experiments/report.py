@@ -83,6 +83,22 @@ class _Writer:
             self.lines += ["", f"![{png.stem}](figures/{dest})"]
 
 
+def eval_only_rows(root: Path) -> list[tuple[str, str, float, float]]:
+    """``(model, crops, val top-1 error, val top-5 error)`` of every evaluation-only run under
+    ``root`` (``zfnet train eval_only=true``), oldest first; ``model`` is ``zfnet`` or
+    ``alexnet`` for an ablation's variant folder of that name, else the checkpoint's path, and
+    ``crops`` the key of ``metrics.json`` ``val`` (``1crop``, ``10crop``)."""
+    rows = []
+    for run in _runs(root, "train"):
+        m = json.loads((run / "metrics.json").read_text())
+        if not m.get("eval_only"):
+            continue
+        source = str(m.get("checkpoint", ""))
+        name = "zfnet" if "/zfnet/" in source else "alexnet" if "/alexnet/" in source else source
+        rows += [(name, crops, e["top1_err"], e["top5_err"]) for crops, e in m["val"].items()]
+    return rows
+
+
 def _table2(w: _Writer, root: Path) -> None:
     """Table 2 from the ablation's ZFNet and AlexNet variants (centre crop) and any
     evaluation-only runs on them (10 crops)."""
@@ -94,15 +110,8 @@ def _table2(w: _Writer, root: Path) -> None:
                 final = json.loads(m.read_text())["final"]
                 rows.append((name, "centre crop, after training", 100 - final["val_top1"],
                              100 - final["val_top5"]))
-    for run in _runs(root, "train"):
-        m = json.loads((run / "metrics.json").read_text())
-        if not m.get("eval_only"):  # written by `zfnet train eval_only=true`
-            continue
-        source = str(m.get("checkpoint", ""))
-        name = "zfnet" if "/zfnet/" in source else "alexnet" if "/alexnet/" in source else source
-        for crops, e in m["val"].items():
-            rows.append((name, f"{crops[:-4]} crop{'s' if crops != '1crop' else ''}, "
-                         "evaluation run", e["top1_err"], e["top5_err"]))
+    rows += [(name, f"{crops[:-4]} crop{'s' if crops != '1crop' else ''}, evaluation run", t1, t5)
+             for name, crops, t1, t5 in eval_only_rows(root)]
     w.section("Table 2: validation error (one net)", root if rows else None)
     if rows:
         w.lines += ["", "| model | evaluation | val top-1 error | val top-5 error | paper |",
@@ -119,13 +128,9 @@ def _claims(w: _Writer, root: Path) -> dict:
     ``claims.md``, ``claims.csv`` and ``claims.json`` beside ``report.md``. Returns the count
     of each verdict."""
     from zfnet_cli import claims
-    from zfnet_cli.tables import write_table
+    from zfnet_cli.tables import md_cell as cell, write_table
 
     judged = claims.evaluate(root)
-
-    def cell(text: str) -> str:  # a markdown table cell: no pipes, no line breaks
-        return str(text).replace("|", "\\|").replace("\n", " ")
-
     write_table([c.as_row() for c in judged], w.folder, "claims",
                 title="Claims: which of the paper's claims hold here",
                 columns=[("figure / table", lambda r: cell(r["where"])),
