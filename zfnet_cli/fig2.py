@@ -73,11 +73,13 @@ def layer_names(deconv: Projector, names: Sequence, input_size: int = 224) -> li
     return out
 
 
-def choose_layers(model: nn.Module, names: Sequence, input_size: int = 224
-                  ) -> tuple[Projector, list[str]]:
-    """The deconvnet for ``model`` and the layers asked for (see :func:`layer_names`): the
-    explicit switch deconvnet where the model is a plain stack holding every layer asked for,
-    else the graph deconvnet. Default layers: every conv stage of a plain stack, the blocks
+def choose_layers(model: nn.Module, names: Sequence, input_size: int = 224,
+                  rule: Optional[str] = None) -> tuple[Projector, list[str]]:
+    """The projector for ``model`` under ``rule`` and the layers asked for (see
+    :func:`layer_names`): the explicit switch deconvnet where the rule is the deconvnet and the
+    model is a plain stack holding every layer asked for, else the graph deconvnet with the
+    rule (:func:`~zfnet_cli.deconv_graph.deconvnet_for`; default rule:
+    :func:`~zfnet_cli.deconv_graph.default_rule`). Default layers: every conv stage of a plain stack, the blocks
     (:func:`~zfnet_cli.layers.block_names`) of any other network.
 
     Args:
@@ -85,9 +87,11 @@ def choose_layers(model: nn.Module, names: Sequence, input_size: int = 224
         names (sequence of str or int): layer names (``conv3``, ``3``, ``layer3.1``); empty:
             the default layers.
         input_size (int, optional): side of the model's input. Default: 224.
+        rule (str, optional): ``deconvnet``, ``guided`` or ``gradient``. Default: the model's
+            default rule.
 
     Returns:
-        tuple[Projector, list[str]]: the deconvnet and the layer names.
+        tuple[Projector, list[str]]: the projector and the layer names.
 
     Example:
         >>> import torchvision
@@ -96,7 +100,7 @@ def choose_layers(model: nn.Module, names: Sequence, input_size: int = 224
         ('GraphDeconvnet', ['layer4'])
     """
     asked = [_as_name(n) for n in names]
-    deconv = deconvnet_for(model, asked or None)
+    deconv = deconvnet_for(model, asked or None, rule)
     return deconv, layer_names(deconv, names, input_size)
 
 
@@ -249,8 +253,9 @@ def reached(proj: torch.Tensor, box: tuple) -> tuple:
 
 
 def top9_tiles(deconv: Projector, loaded, dataset, top: TopK, layer: str, units: Sequence[int],
-               *, batch_size: int = 64, progress: bool = False
-               ) -> Iterator[tuple[int, list[tuple[np.ndarray, np.ndarray, tuple]]]]:
+               *, batch_size: int = 64, progress: bool = False, similarity: bool = False
+               ) -> Iterator[tuple[int, list[tuple[np.ndarray, np.ndarray, tuple]],
+                                   Optional[float]]]:
     """Fig 2's pairs for the feature maps ``units`` of ``layer``: each of their top-k records
     projected with its own image's switches and cut, beside its image patch, at the same box.
 
@@ -266,11 +271,17 @@ def top9_tiles(deconv: Projector, loaded, dataset, top: TopK, layer: str, units:
         units (sequence of int): the feature maps, in the order wanted.
         batch_size (int, optional): projections per deconvnet pass. Default: 64.
         progress (bool, optional): show the projection progress bar. Default: ``False``.
+        similarity (bool, optional): also send each shown seed down through the next shown
+            image and give the mean correlation with its own projection, in the same box
+            (:mod:`zfnet_cli.sanity`; one more projection per tile). Default: ``False``.
 
     Yields:
-        tuple[int, list]: per unit, in order, the unit and its k ``(projection (3, h, w) float,
-        patch (h, w, 3) uint8, box (y0, x0, y1, x1))``, strongest first.
+        tuple[int, list, float or None]: per unit, in order, the unit, its k ``(projection
+        (3, h, w) float, patch (h, w, 3) uint8, box (y0, x0, y1, x1))``, strongest first, and
+        its image similarity (``None`` when not asked or fewer than two images).
     """
+    from zfnet_cli.sanity import cross_requests, window_correlation
+
     units = list(units)
     step = max(1, (4 * batch_size) // max(1, top.images.shape[1]))
     for a in range(0, len(units), step):
@@ -278,16 +289,26 @@ def top9_tiles(deconv: Projector, loaded, dataset, top: TopK, layer: str, units:
         wanted = sorted({int(i) for m in chunk for i in top.images[m]})
         local = {g: j for j, g in enumerate(wanted)}
         inputs, crops = images_and_crops(dataset, wanted, loaded)
+        k = top.images.shape[1]
         requests = [Request(local[int(top.images[m, j])], layer, m,
-                            tuple(top.positions[m, j].tolist()))
-                    for m in chunk for j in range(top.images.shape[1])]
+                            tuple(top.positions[m, j].tolist()), float(top.values[m, j]))
+                    for m in chunk for j in range(k)]
         projected = iter(project_crops(deconv, inputs, requests, loaded.input_size,
                                        batch_size=batch_size, desc=f"project {layer}",
                                        progress=progress))
+        crossed = {}
+        if similarity:
+            cross = {m: cross_requests(requests[i * k:(i + 1) * k]) for i, m in enumerate(chunk)}
+            flat = [r for m in chunk if cross[m] for r in cross[m]]
+            out = iter(deconv.project(inputs, flat, batch_size=batch_size).cpu()) if flat else None
+            crossed = {m: [next(out) for _ in range(k)] for m in chunk if cross[m]}
         for m in chunk:
-            tiles = []
-            for g in top.images[m].tolist():
+            tiles, scores = [], []
+            for j, g in enumerate(top.images[m].tolist()):
                 proj, (y0, x0, y1, x1) = next(projected)
                 patch = crops[local[g]][:, y0:y1, x0:x1].permute(1, 2, 0).numpy()
                 tiles.append((proj, patch, (y0, x0, y1, x1)))
-            yield m, tiles
+                if m in crossed:  # the other image's projection, cut at the same box
+                    scores.append(window_correlation(proj, crossed[m][j][:, y0:y1, x0:x1]))
+            scores = [s for s in scores if s is not None]
+            yield m, tiles, (sum(scores) / len(scores) if scores else None)
