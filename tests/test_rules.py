@@ -288,3 +288,17 @@ def test_bad_rule_is_one_error_line(lite0_cli):
 
     res = CliRunner().invoke(app, ["visualize", "--rule", "lrp", *lite0_cli])
     one_error_line(res, "rule", "deconvnet", code=res.exit_code or 1)
+
+
+def test_deep_layer_tiles_are_cut_where_the_projection_concentrates():
+    from zfnet_cli.fig2 import concentrated
+
+    proj = torch.zeros(3, 64, 64)
+    proj[:, 10:14, 40:46] = 1.0  # all the projection's mass in one small spot
+    whole = (0, 0, 64, 64)
+    y0, x0, y1, x1 = concentrated(proj, whole)
+    assert (y0, x0, y1, x1) != whole
+    assert y0 <= 10 and y1 >= 14 and x0 <= 40 and x1 >= 46  # the spot is inside ...
+    assert (y1 - y0) * (x1 - x0) < 0.1 * 64 * 64  # ... and the cut is small
+    small = (8, 8, 40, 40)  # a receptive field that covers a minority of the image: kept
+    assert concentrated(proj, small) == small

@@ -31,6 +31,7 @@ from zfnet_cli.top9 import TopK
 
 __all__ = ["choose_layers", "layer_names", "layer_shapes", "scan_batches", "images_and_crops",
            "image_classes", "image_files", "receptive_fields", "project_crops", "reached",
+           "concentrated",
            "top9_tiles"]
 
 
@@ -217,24 +218,26 @@ def receptive_fields(deconv: Projector, requests: Sequence[Request], size: int) 
 
 def project_crops(deconv: Projector, images: torch.Tensor, requests: Sequence[Request],
                   input_size: int, *, batch_size: int = 64, desc: str = "project",
-                  progress: bool = False) -> list[tuple[np.ndarray, tuple]]:
+                  progress: bool = False) -> list[tuple[np.ndarray, tuple, tuple]]:
     """Project the requests (``deconv.project``, ``batch_size`` at a time) and cut each
-    projection at the part of its activation's receptive field it reaches (:func:`reached`).
+    projection at the part of its activation's receptive field it reaches (:func:`reached`),
+    or, where that field covers most of the image, where it concentrates
+    (:func:`concentrated`).
 
     Returns:
-        list[tuple[ndarray, tuple]]: per request, the cut projection (3, h, w) float and its
-        box ``(y0, x0, y1, x1)`` in the model's input.
+        list[tuple[ndarray, tuple, tuple]]: per request, the cut projection (3, h, w) float, its
+        box ``(y0, x0, y1, x1)`` in the model's input, and the whole receptive field.
     """
-    out: list[tuple[np.ndarray, tuple]] = []
+    out: list[tuple[np.ndarray, tuple, tuple]] = []
     chunk = max(1, batch_size)
     boxes = receptive_fields(deconv, requests, input_size)
     bar = tqdm(range(0, len(requests), chunk), desc=desc, disable=not progress, leave=False)
     for s in bar:
         part = requests[s:s + chunk]
         proj = deconv.project(images, part, batch_size=chunk).cpu()
-        for box, p in zip(boxes[s:s + chunk], proj):
-            y0, x0, y1, x1 = box = reached(p, box)
-            out.append((p[:, y0:y1, x0:x1].numpy(), box))
+        for rf, p in zip(boxes[s:s + chunk], proj):
+            y0, x0, y1, x1 = box = concentrated(p, reached(p, rf))
+            out.append((p[:, y0:y1, x0:x1].numpy(), box, tuple(rf)))
     return out
 
 
@@ -248,6 +251,34 @@ def reached(proj: torch.Tensor, box: tuple) -> tuple:
     hit = proj[:, y0:y1, x0:x1].abs().amax(0) > 0
     if not hit.any():
         return box
+    ys, xs = hit.any(1).nonzero().flatten(), hit.any(0).nonzero().flatten()
+    return (y0 + int(ys[0]), x0 + int(xs[0]), y0 + int(ys[-1]) + 1, x0 + int(xs[-1]) + 1)
+
+
+# A tile whose receptive field covers more than this share of the image is cut where its
+# projection concentrates: the bounding box of the pixels where |projection| (summed over
+# colours, box-blurred over 1/16 of the image side) reaches this share of its maximum. (Deep
+# layers see the whole image, so the patch beside a projection would be the whole photo.)
+CONCENTRATE_OVER = 0.5
+CONCENTRATE_LEVEL = 0.1
+
+
+def concentrated(proj: torch.Tensor, box: tuple) -> tuple:
+    """Where a projection (3, H, W) concentrates inside ``box`` (y0, x0, y1, x1), for a box
+    that covers more than :data:`CONCENTRATE_OVER` of the image (else ``box`` as it is): the
+    bounding box of the pixels whose blurred ``|projection|`` is at least
+    :data:`CONCENTRATE_LEVEL` of its maximum (the rule is the module constants' comment)."""
+    y0, x0, y1, x1 = box
+    h, w = proj.shape[-2:]
+    if (y1 - y0) * (x1 - x0) <= CONCENTRATE_OVER * h * w:
+        return box
+    k = max(3, (max(h, w) // 16) | 1)  # odd
+    mass = proj[:, y0:y1, x0:x1].abs().sum(0)[None, None].float()
+    mass = torch.nn.functional.avg_pool2d(mass, k, 1, k // 2, count_include_pad=False)[0, 0]
+    top = mass.max()
+    if top <= 0:
+        return box
+    hit = mass >= CONCENTRATE_LEVEL * top
     ys, xs = hit.any(1).nonzero().flatten(), hit.any(0).nonzero().flatten()
     return (y0 + int(ys[0]), x0 + int(xs[0]), y0 + int(ys[-1]) + 1, x0 + int(xs[-1]) + 1)
 
@@ -277,7 +308,8 @@ def top9_tiles(deconv: Projector, loaded, dataset, top: TopK, layer: str, units:
 
     Yields:
         tuple[int, list, float or None]: per unit, in order, the unit, its k ``(projection
-        (3, h, w) float, patch (h, w, 3) uint8, box (y0, x0, y1, x1))``, strongest first, and
+        (3, h, w) float, patch (h, w, 3) uint8, box (y0, x0, y1, x1), receptive field (y0, x0,
+        y1, x1))``, strongest first (the box is where both are cut: :func:`project_crops`), and
         its image similarity (``None`` when not asked or fewer than two images).
     """
     from zfnet_cli.sanity import cross_requests, window_correlation
@@ -305,9 +337,9 @@ def top9_tiles(deconv: Projector, loaded, dataset, top: TopK, layer: str, units:
         for m in chunk:
             tiles, scores = [], []
             for j, g in enumerate(top.images[m].tolist()):
-                proj, (y0, x0, y1, x1) = next(projected)
+                proj, (y0, x0, y1, x1), rf = next(projected)
                 patch = crops[local[g]][:, y0:y1, x0:x1].permute(1, 2, 0).numpy()
-                tiles.append((proj, patch, (y0, x0, y1, x1)))
+                tiles.append((proj, patch, (y0, x0, y1, x1), rf))
                 if m in crossed:  # the other image's projection, cut at the same box
                     scores.append(window_correlation(proj, crossed[m][j][:, y0:y1, x0:x1]))
             scores = [s for s in scores if s is not None]

@@ -44,6 +44,8 @@ class UnitRecord:
         boxes: (y0, x0, y1, x1) the receptive-field box each tile was cut at, input pixels.
         similarity: the unit's image similarity (:mod:`zfnet_cli.sanity`: the same seed through
             other shown images, mean correlation; near 1: a template), or ``None``.
+        fields: the whole receptive field of each activation (y0, x0, y1, x1) where the tile
+            was cut at a smaller box (deep layers: where the projection concentrates).
     """
 
     values: Sequence[float]
@@ -52,6 +54,7 @@ class UnitRecord:
     positions: Sequence[Sequence[int]]
     boxes: Sequence[Sequence[int]]
     similarity: Optional[float] = None
+    fields: Optional[Sequence[Sequence[int]]] = None
 
 
 @dataclass
@@ -136,6 +139,7 @@ class ExplorerSite:
             "positions": [list(map(int, p)) for p in record.positions],
             "boxes": [list(map(int, b)) for b in record.boxes],
             "similarity": None if record.similarity is None else round(record.similarity, 4),
+            "fields": [list(map(int, b)) for b in (record.fields or record.boxes)],
             "proj": [self._save(layer, f"{unit}_p{j}", p) for j, p in enumerate(projections)],
             "patch": [self._save(layer, f"{unit}_i{j}", q) for j, q in enumerate(patches)]}
 

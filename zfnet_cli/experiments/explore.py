@@ -116,10 +116,11 @@ def _top9_units(site: ExplorerSite, sub: Subject, dataset, cfg: ExploreConfig, d
             imgs = t.images[m].tolist()
             record = UnitRecord(t.values[m].tolist(), _image_names(dataset, imgs, cfg.split),
                                 image_classes(dataset, imgs), t.positions[m].tolist(),
-                                [list(box) for *_, box in tiles], similar)
+                                [list(box) for _, _, box, _ in tiles], similar,
+                                [list(rf) for *_, rf in tiles])
             site.add_unit(layer, m, record,
-                          [viz.projection_to_image(p, viz.FIGURE_GAIN) for p, _, _ in tiles],
-                          [patch for _, patch, _ in tiles])
+                          [viz.projection_to_image(p, viz.FIGURE_GAIN) for p, *_ in tiles],
+                          [patch for _, patch, *_ in tiles])
     return scanned - len(unreadable)
 
 

@@ -169,7 +169,7 @@ def top9_figures(cfg: VisualizeConfig, loaded: Loaded, run_dir: Path, device,
                                             batch_size=cfg.batch_size, progress=cfg.progress,
                                             similarity=cfg.similarity):
             cells = [(viz.projection_to_image(proj, viz.FIGURE_GAIN), patch)
-                     for proj, patch, _ in tiles]
+                     for proj, patch, *_ in tiles]
             flag = "" if similar is None else (f", sim {similar:.2f}" + (
                 " TEMPLATE?" if similar > sanity.TEMPLATE_SIMILARITY else ""))
             blocks.append((f"{layer} map {m}{flag}", cells))
@@ -179,7 +179,8 @@ def top9_figures(cfg: VisualizeConfig, loaded: Loaded, run_dir: Path, device,
                 "images": images, **image_files(dataset, images),
                 "image_classes": image_classes(dataset, images),
                 "positions": t.positions[m].tolist(),
-                "values": t.values[m].tolist(), "receptive_fields": [list(b) for *_, b in tiles],
+                "values": t.values[m].tolist(), "receptive_fields": [list(rf) for *_, rf in tiles],
+                "crops": [list(box) for _, _, box, _ in tiles],
                 "image_similarity": similar}
         mean = sum(scores) / len(scores) if scores else None
         note = sanity.template_note(rule.name, layer, conditioning, mean)
@@ -227,7 +228,7 @@ def run_evolution(cfg: VisualizeConfig, run_dir: Path, device) -> dict:
         inputs, _ = images_and_crops(dataset, wanted, loaded)
         requests = [Request(local[int(top[l].images[m, 0])], l, m, tuple(top[l].positions[m, 0].tolist()))
                     for l in layers for m in maps[l]]
-        column = [viz.projection_to_image(p, viz.FIGURE_GAIN) for p, _ in
+        column = [viz.projection_to_image(p, viz.FIGURE_GAIN) for p, *_ in
                   project_crops(deconv, inputs, requests, loaded.input_size,
                                 batch_size=cfg.batch_size, desc=f"project epoch {epoch}",
                                 progress=cfg.progress)]
@@ -301,7 +302,7 @@ def _filters_panel(cfg: VisualizeConfig, spec: str, device):
     inputs, _ = images_and_crops(dataset, wanted, loaded)
     requests = [Request(local[int(top.images[m, 0])], layer2, m, tuple(top.positions[m, 0].tolist()))
                 for m in maps]
-    projections = viz.image_grid([viz.projection_to_image(p, viz.FIGURE_GAIN) for p, _ in
+    projections = viz.image_grid([viz.projection_to_image(p, viz.FIGURE_GAIN) for p, *_ in
                                   project_crops(loaded.deconv, inputs, requests,
                                                 loaded.input_size, batch_size=cfg.batch_size,
                                                 desc=f"project {layer2}", progress=cfg.progress)],

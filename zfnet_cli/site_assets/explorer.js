@@ -71,13 +71,14 @@
       el("figure", {}, tiles(u.proj, "proj", false, alts), el("figcaption", { text: "projections" })),
       el("figure", {}, tiles(u.patch, "patch", false, alts), el("figcaption", { text: "image patches" }))));
     const head = el("tr", {}, ...["#", "image", "class", "activation", "position (y, x)",
-                                  "patch box (y0, x0, y1, x1)"].map((h) => el("th", { text: h })));
+                                  "patch box (y0, x0, y1, x1)", "receptive field"].map((h) => el("th", { text: h })));
     const table = el("table", { class: "records" }, head);
     u.values.forEach((v, j) => {
       table.appendChild(el("tr", {},
         el("td", { text: String(j + 1) }), el("td", { class: "image", text: u.images[j] }),
         el("td", { class: "class", text: u.classes[j] }), el("td", { class: "value", text: fmt(v) }),
-        el("td", { text: u.positions[j].join(", ") }), el("td", { text: u.boxes[j].join(", ") })));
+        el("td", { text: u.positions[j].join(", ") }), el("td", { text: u.boxes[j].join(", ") }),
+        el("td", { text: (u.fields ? u.fields[j] : u.boxes[j]).join(", ") })));
     });
     box.appendChild(table);
     box.appendChild(el("p", { class: "note", text: `${u.distinct} distinct class` +
