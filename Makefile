@@ -212,6 +212,7 @@ bench: $(STAMP)
 	set -e; out=$$($(BIN)/python -c "from pathlib import Path; from zfnet_cli.config import new_run_dir; print(new_run_dir(Path('outputs'), 'bench'))"); \
 	$(BIN)/python scripts/bench_train.py --out $$out; \
 	$(BIN)/python scripts/bench_top9.py --out $$out; \
+	$(BIN)/python scripts/bench_projections.py --out $$out; \
 	$(BIN)/python scripts/bench_occlusion.py --out $$out; \
 	$(BIN)/python scripts/bench_incremental.py --out $$out; \
 	$(BIN)/python scripts/bench_loader.py --out $$out; \

@@ -251,23 +251,44 @@ class _Rectify(torch.autograd.Function):
     derivative at this forward input (every caught nonlinearity is pointwise)."""
 
     @staticmethod
-    def forward(ctx, x, op, mask):
+    def forward(ctx, x, op, mask, slope=None):
         ctx.mask = mask
         if not mask:
+            return op(x.clone())
+        if slope is not None:  # a clipping rectifier: where f' = 0, from the input; no extra pass
+            ctx.save_for_backward(slope(x))
             return op(x.clone())
         with torch.enable_grad():  # forward runs under no_grad: take f'(x) here, once
             xx = x.detach().clone().requires_grad_(True)
             y = op(xx.clone())
-            (slope,) = torch.autograd.grad(y, xx, torch.ones_like(y))
-        ctx.save_for_backward(slope)
+            (d,) = torch.autograd.grad(y, xx, torch.ones_like(y))
+        ctx.save_for_backward(d)
         return y.detach()
 
     @staticmethod
     def backward(ctx, grad):
         if ctx.mask:
             (slope,) = ctx.saved_tensors
-            return F.relu(grad * slope), None, None
-        return F.relu(grad), None, None
+            if slope.dtype == torch.bool:  # a clipping rectifier: zero where f' is zero
+                return F.relu(grad).masked_fill_(slope, 0.0), None, None, None
+            return F.relu(grad * slope), None, None, None
+        return F.relu(grad), None, None, None
+
+
+def _clip_slope(func, name: str, args, kwargs):
+    """For the rectifiers that clip (``relu``, ``relu6``, ``hardtanh``, the ``nn.ReLU6``
+    form), a function of the input giving where their derivative is zero (as autograd defines
+    it: 0 at the kinks); ``None`` for the others (their derivative is taken by autograd)."""
+    base = name.rstrip("_")
+    if base == "relu":
+        return lambda x: x <= 0
+    if base in ("relu6", "hardtanh"):
+        b = _bind(func, args, kwargs)
+        lo, hi = ((0.0, 6.0) if base == "relu6" else
+                  (b.get("min_val", args[1] if len(args) > 1 else -1.0),
+                   b.get("max_val", args[2] if len(args) > 2 else 1.0)))
+        return lambda x: (x <= lo) | (x >= hi)
+    return None
 
 
 class _PassThrough(torch.autograd.Function):
@@ -376,7 +397,8 @@ class _Rules(TorchFunctionMode):
             return x  # every path active: the nonlinearity is the identity
         inplace = name.endswith("_") or bool(_bind(func, args, kwargs).get("inplace", False))
         y = _Rectify.apply(x, lambda t: func(t, *rest, **kwargs),
-                           self.rule.rectifier == "signal_and_mask")
+                           self.rule.rectifier == "signal_and_mask",
+                           _clip_slope(func, name, args, kwargs))
         if inplace:  # the caller may rely on x itself being changed
             x.copy_(y)
             return x
