@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 import warnings
 from dataclasses import dataclass
@@ -127,13 +128,15 @@ def _decoding(path: Path, max_pixels: int):
     becomes one :class:`ImageError` line naming the file (a damaged file can reach almost any
     line of a decoder: a TIFF whose strip-offset tag became a rational raises ``TypeError``,
     others ``struct.error``, ``IndexError``, ``KeyError``, ``ZeroDivisionError``...); the
-    decoder's warnings are collected and end as at most one :class:`DamagedImageWarning`."""
+    decoder's warnings, and what the caller appends to the yielded list (libtiff's messages,
+    :func:`_c_messages`), end as at most one :class:`DamagedImageWarning`."""
     heard: list[warnings.WarningMessage] = []
+    notes: list[str] = []
     try:
         with _pil_pixel_limit(), warnings.catch_warnings(record=True) as heard:
             warnings.simplefilter("always")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            yield
+            yield notes
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -145,12 +148,37 @@ def _decoding(path: Path, max_pixels: int):
         raise _error(path, "corrupt image: decoding it needs more memory than there is") from None
     except Exception as err:  # noqa: BLE001 - whatever a damaged file makes PIL raise
         raise _error(path, _reason(err)) from None
-    damage = [str(w.message).splitlines()[0] for w in heard if str(w.message)]
+    damage = [str(w.message).splitlines()[0] for w in heard if str(w.message)] + notes
     if damage and str(path) not in _WARNED:  # once per file, however often it is opened
         _WARNED.add(str(path))
         more = f"; {len(damage) - 1} more such" if len(damage) > 1 else ""
         warnings.warn(DamagedImageWarning(f"{path}: damaged file, decoded anyway "
                                           f"({damage[0]}{more})"), stacklevel=3)
+
+
+@contextlib.contextmanager
+def _c_messages(notes: list[str], active: bool = True):
+    """Catch what C code writes to the process's stderr (file descriptor 2) while the block
+    runs, as lines appended to ``notes``: libtiff prints its complaints about damaged tags
+    there itself ("TIFFFetchNormalTag: ...", "MissingRequired: ..."), bypassing Python. Other
+    threads' stderr output in that moment is caught too, so it is kept short (one decode)."""
+    if not active:
+        yield
+        return
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            notes += [line.strip() for line in caught.read(64 << 10).decode("utf-8", "replace")
+                      .splitlines() if line.strip()]
 
 
 def _reason(err: Exception) -> str:
@@ -188,15 +216,16 @@ def read_image(path: str | Path, *, max_pixels: int = MAX_PIXELS,
         raise _error(path, "is a folder, not an image")
     if path.stat().st_size == 0:
         raise _error(path, "empty file (0 bytes), not an image")
-    with _decoding(path, max_pixels):
+    with _decoding(path, max_pixels) as notes:
         with Image.open(path) as im:
             w, h = im.size
             if w * h > max_pixels:
                 raise _error(path, f"{w}x{h} = {w * h} pixels is above the limit of "
                                    f"{max_pixels} (max_pixels)")
-            im.seek(0)  # first frame of an animation
-            im.load()
-            im = ImageOps.exif_transpose(im)
+            with _c_messages(notes, active=im.format == "TIFF"):  # libtiff decodes these
+                im.seek(0)  # first frame of an animation
+                im.load()
+                im = ImageOps.exif_transpose(im)
             return _to_rgb(im, background)
 
 
