@@ -311,6 +311,7 @@ def checkpoints_setup(work: Path) -> dict:
     from zfnet_cli.config import compose
     from zfnet_cli.model import ZFNet
 
+    warnings.simplefilter("ignore")  # torch's deprecation notes while making the seeds
     torch.manual_seed(0)
     cfg = compose("train", ["experiment=smoke"])
     model = ZFNet(cfg.model, num_classes=10)
@@ -495,13 +496,16 @@ def train_check(ctx: dict, saved: dict, number: int, work: Path):
     case.mkdir()
     try:
         root = _tree_build(ctx, saved, case)
-        common = ["experiment=smoke", "data=imagenet", f"data.root={root}", "data.image_size=40",
-                  "data.crop=32", "model=tiny", "model.input_size=32", "epochs=1", "batch_size=4",
+        common = ["experiment=smoke", "data=imagenet", f"data.root={root}", "data.image_size=72",
+                  "data.crop=64", "model=tiny", "epochs=1", "batch_size=4",
                   "data.workers=2", f"output_root={case / 'out'}", "progress=false"]
         code, out = _run(["train", *common, f"data.max_broken={saved['max_broken']}"], 240, case)
         wrong = _command_output_ok(code, out)
         if wrong:
             return "escape", f"zfnet train: {wrong}: {out[-400:]}"
+        latest = case / "out" / "train" / "latest"
+        if code == 1 and latest.exists() and not (latest / "error.txt").is_file():
+            return "escape", "a failed run left a run folder without error.txt as latest"
         return ("accepted" if code == 0 else "refused"), ""
     finally:
         shutil.rmtree(case, ignore_errors=True)
