@@ -440,6 +440,11 @@ class UnreadableFiles:
     def add(self, path: str, reason: str) -> None:
         """Record one unreadable file; raise once there are more than :attr:`allowed`."""
         self.files.setdefault(str(path), str(reason))
+        self.check()
+
+    def check(self) -> None:
+        """Raise :class:`TooManyUnreadable` when more files are recorded than :attr:`allowed`
+        (after :meth:`merge`, which does not check)."""
         if len(self.files) <= self.allowed:
             return
         first, why = next(iter(self.files.items()))
