@@ -13,7 +13,8 @@ from typing import Callable, List, Optional
 
 import typer
 
-from zfnet_cli.config import ConfigError, compose, discard_run_dir, make_run_dir, merge_overrides
+# Nothing here imports torch, hydra or an experiment at module level: `zfnet --help` and each
+# command's --help answer at once, and a command imports what it needs when it runs.
 
 app = typer.Typer(
     name="zfnet",
@@ -31,9 +32,13 @@ def _root() -> None:
     """Keeps `zfnet` a group of subcommands (Typer would collapse a single one)."""
 
 
-OVERRIDES = typer.Argument(None, metavar="[KEY=VALUE]...",
-                           help="Hydra overrides of any config value, e.g. optim.lr=0.05 "
-                                "model.channels=[48,128,192,192,128] data=imagenet.")
+def _overrides_argument(example: str) -> typer.models.ArgumentInfo:
+    """The KEY=VALUE argument of a command, with an example that fits that command."""
+    return typer.Argument(None, metavar="[KEY=VALUE]...",
+                          help=f"Hydra overrides of any config value (see configs/), e.g. {example}.")
+
+
+OVERRIDES = _overrides_argument("optim.lr=0.05 model.channels=[48,128,192,192,128] data=imagenet")
 
 
 CHECKPOINT = typer.Option(None, help="The model: a checkpoint file, a train run folder or 'latest' "
@@ -77,6 +82,7 @@ def _execute(command: str, overrides: list[str], runner: Callable, *,
     """Compose, set up DDP when under torchrun, make the run folder (or continue in the one
     ``existing_dir(cfg)`` names), run, report."""
     debug = bool(os.environ.get("ZFNET_DEBUG"))
+    from zfnet_cli.config import ConfigError, compose, discard_run_dir, make_run_dir, merge_overrides
     from zfnet_cli.engine import cleanup_distributed, setup_distributed
 
     run_dir = None
@@ -186,6 +192,8 @@ def train(
 def _overrides(typed: dict, extra: Optional[List[str]]) -> list[str]:
     """Typed options (``None``: not given) as ``key=value`` overrides, then the user's own
     KEY=VALUE arguments, a later one of the same key winning."""
+    from zfnet_cli.config import merge_overrides
+
     return merge_overrides([], [f"{k}={v}" for k, v in typed.items() if v is not None]
                            + list(extra or []))
 
@@ -274,10 +282,12 @@ def visualize(
              "  zfnet explore                              # every unit of layers 1-5, newest model\n\n"
              "  zfnet explore --layer 1 --layer 2 max_images=2000\n\n"
              "  zfnet explore --checkpoint resnet18.pth data=folder data.root=photos/   # any model\n\n"
-             "  zfnet explore --layer layer3.1 --checkpoint resnet18.pth data=folder data.root=photos/\n\n"
+             "  zfnet explore --layer layer4 max_units=64 --checkpoint resnet18.pth data=folder data.root=photos/   # a first look\n\n"
              "  zfnet explore checkpoint=outputs/train/RUN data=imagenet data.root=DIR split=val")
 def explore(
-    overrides: Optional[List[str]] = OVERRIDES,
+    overrides: Optional[List[str]] = _overrides_argument(
+        "max_units=64 (the first 64 units of each layer, for a first look) max_images=2000 "
+        "data=folder data.root=photos/"),
     layer: Optional[List[str]] = typer.Option(None, help="Layer(s) to explore: a paper name or "
                                               "number (conv3 or 3) or any module name (layer3.1, "
                                               "features.6; `zfnet layers` lists them); repeat for "
@@ -436,7 +446,7 @@ def correspond(
              "  zfnet ablate --resume latest                # continue an interrupted ablation\n\n"
              "  zfnet ablate --list")
 def ablate(
-    overrides: Optional[List[str]] = OVERRIDES,
+    overrides: Optional[List[str]] = _overrides_argument("seeds=3 presets.zfnet=zfnet (training overrides go to -t)"),
     variant: Optional[List[str]] = typer.Option(None, "--variant", "-v", help="A Table 3 variant "
                                                 "to train; repeat for several. Default: all."),
     train_override: Optional[List[str]] = typer.Option(
@@ -491,7 +501,7 @@ def ablate(
              "  zfnet transfer -e voc --root /data          # Table 6\n\n"
              "  zfnet transfer --shots 5 --shots 10 --no-scratch checkpoint=outputs/train/RUN")
 def transfer(
-    overrides: Optional[List[str]] = OVERRIDES,
+    overrides: Optional[List[str]] = _overrides_argument("folds=2 shots=[5,10] scratch_epochs=10"),
     experiment: Optional[str] = typer.Option(None, "--experiment", "-e", help="Preset: caltech101 "
                                              "(Table 4), caltech256 (Table 5, Fig 9), voc (Table 6), smoke."),
     target: Optional[str] = typer.Option(None, help="embedded (held-out classes), caltech101, "
@@ -533,7 +543,7 @@ def transfer(
 def prepare(
     dataset: str = typer.Argument(..., help="The source layout; imagenet: ROOT/{train,val}/<wnid>/*.JPEG."),
     root: Path = typer.Argument(..., help="The data set's folder."),
-    overrides: Optional[List[str]] = OVERRIDES,
+    overrides: Optional[List[str]] = _overrides_argument("workers=8 shard_size=2048"),
     out: Optional[Path] = typer.Option(None, help="The pack folder (default: "
                                        "outputs/packed/<dataset>_<image-size>)."),
     workers: Optional[int] = typer.Option(None, help="Decoding processes (0: every core)."),
@@ -561,7 +571,7 @@ def prepare(
 def report(
     root: Optional[Path] = typer.Argument(None, help="The output root whose runs are reported "
                                           "(default: outputs)."),
-    overrides: Optional[List[str]] = OVERRIDES,
+    overrides: Optional[List[str]] = _overrides_argument("output_root=outputs/paper"),
 ) -> None:
     """One markdown report (report.md, figures copied beside it) of a whole reproduction: the newest finished run of each figure and table, the paper's numbers beside ours."""
     typed = {"root": _quote(str(root)) if root else None}
@@ -579,7 +589,9 @@ def report(
              "  zfnet layers --checkpoint mynets.small:build --weights small.pth\n\n"
              "  zfnet layers --checkpoint model.ts preprocess.input_size=160")
 def layers(
-    overrides: Optional[List[str]] = OVERRIDES,
+    overrides: Optional[List[str]] = _overrides_argument(
+        "preprocess.input_size=160 (the input side of a model that does not say it) "
+        "device=cpu"),
     checkpoint: Optional[str] = CHECKPOINT,
     arch: Optional[str] = ARCH,
     trust_pickle: Optional[bool] = TRUST_PICKLE,
@@ -592,6 +604,7 @@ def layers(
     typed = {"checkpoint": _quote(checkpoint) if checkpoint else None,
              **_source(arch, trust_pickle, weights)}
     debug = bool(os.environ.get("ZFNET_DEBUG"))
+    from zfnet_cli.config import ConfigError, compose
     from zfnet_cli.experiments import layers as experiment_layers
 
     try:
