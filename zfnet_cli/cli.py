@@ -597,9 +597,9 @@ def layers(
     trust_pickle: Optional[bool] = TRUST_PICKLE,
     weights: Optional[str] = WEIGHTS,
 ) -> None:
-    """List a model's selectable layers: paper name (conv1..conv5, fc6, fc7 on plain stacks), module name, type and output shape for one image at the model's input size.
+    """List a model's selectable layers: paper name (conv1..conv5, fc6, fc7 on plain stacks), module name, type, what reads it by default and output shape for one image at the model's input size.
 
-    Any name in the first two columns is what --layer and layer= take in the other commands. Prints to stdout; writes no run folder.
+    Any name in the first two columns is what --layer and layer= take in the other commands (a number N means convN). "default of": --all marks the layers `visualize --all` and `explore` show when no --layer is given (the blocks the forward pass calls), "occlude (b)" the layer of occlusion's panel (b). Prints to stdout; writes no run folder.
     """
     typed = {"checkpoint": _quote(checkpoint) if checkpoint else None,
              **_source(arch, trust_pickle, weights)}
@@ -609,7 +609,7 @@ def layers(
 
     try:
         cfg = compose("layers", _overrides(typed, overrides))
-        loaded, rows = experiment_layers.run(cfg)
+        loaded, rows, uses = experiment_layers.run(cfg)
     except ConfigError as err:
         if debug:
             raise
@@ -618,7 +618,7 @@ def layers(
         if debug:
             raise
         _fail("layers", str(err), 1)
-    typer.echo(experiment_layers.table(loaded, rows))
+    typer.echo(experiment_layers.table(loaded, rows, uses))
 
 
 def main() -> None:
