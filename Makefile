@@ -219,7 +219,7 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_gpu.py $$(nvidia-smi -L >/dev/null 2>&1 || echo --quick) --out $$out; \
 	echo "benchmarks written to $$out"
 
-# The GPU check (issue 16, scripts/device_check.sh): CUDA tests, then the GPU benchmarks, into one
+# The GPU check (scripts/device_check.sh): CUDA tests, then the GPU benchmarks, into one
 # folder. On a machine without internet (the device tool's GPU box) run the script itself:
 # bash scripts/device_check.sh (it installs the wheels in .whl/; see its header).
 GPU_CHECK_ARGS ?=
