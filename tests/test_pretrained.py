@@ -172,12 +172,20 @@ def test_unknown_weights_are_one_line_errors(tmp_path):
         message = str(e.value)
         assert "\n" not in message and message.startswith(f"{tmp_path / name}: ")
         if name == "vgg11_bn.pth":  # the right keys, (1,)-shaped: the nearest is named
-            assert "fits no torchvision architecture; nearest is vgg11_bn (shapes differ: " \
-                "features.0.weight [64, 3, 3, 3] here vs [1] in the file" in message
+            assert "fits no torchvision architecture: it looks like torchvision's vgg11_bn but " \
+                "holds other shapes: features.0.weight [1] in the file vs [64, 3, 3, 3] in " \
+                "vgg11_bn" in message
         elif name == "resnet.pth":  # too few keys to be any family's
             assert "looks like no torchvision architecture" in message and "module:factory" in message
         else:
             assert "not a state dict (Tensor); accepted: our zfnet train checkpoints" in message
+    # a near miss that lost the key its family is recognised by: still named, with that key
+    alex = torchvision.models.alexnet().state_dict()
+    del alex["features.0.weight"]
+    torch.save(alex, tmp_path / "mine.pth")
+    with pytest.raises(CheckpointError) as e:
+        load_trained(str(tmp_path / "mine.pth"), "unused", CPU)
+    assert "looks like torchvision's alexnet but lacks features.0.weight;" in str(e.value)
     (tmp_path / "junk.pth").write_bytes(b"not a torch file")
     with pytest.raises(CheckpointError, match="is not a checkpoint: a text file") as e:
         load_trained(str(tmp_path / "junk.pth"), "unused", CPU)

@@ -109,9 +109,10 @@ def test_arch_named_and_errors_name_the_nearest(files, tmp_path):
         read_model(tmp_path / "damaged.pth")
     message = str(e.value)
     assert "\n" not in message
-    assert "fits no torchvision architecture; nearest is resnet18 (missing fc.bias; unexpected " \
-        "layer4.1.extra.weight; shapes differ: layer1.0.conv1.weight [64, 64, 3, 3] here vs " \
-        "[64, 64, 1, 1] in the file, fc.weight [1000, 512] here vs [10, 512] in the file)" in message
+    assert "fits no torchvision architecture: it looks like torchvision's resnet18 but lacks " \
+        "fc.bias; also has layer4.1.extra.weight; holds other shapes: layer1.0.conv1.weight " \
+        "[64, 64, 1, 1] in the file vs [64, 64, 3, 3] in resnet18, fc.weight [10, 512] in the " \
+        "file vs [1000, 512] in resnet18;" in message
 
 
 def test_torchscript_occlusion_only(files, tmp_path):
