@@ -67,3 +67,14 @@ def test_explore_without_layer_runs_on_a_module_list_model(trial):
     run = (tmp_path / "out" / "explore" / "latest").resolve()
     assert (run / "site" / "index.html").is_file()
     assert sorted(json.loads((run / "metrics.json").read_text())["layers"]) == sorted(BLOCKS)
+
+
+def test_a_factory_without_weights_says_its_own_weights_are_used(trial):
+    _, common = trial
+    args = ["layers", "--checkpoint", "lite_nets:build", "preprocess.input_size=64"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    notes = [line for line in res.output.splitlines() if line.startswith("zfnet layers: note:")]
+    assert notes == ["zfnet layers: note: checkpoint=lite_nets:build without weights=: the model "
+                     "keeps the weights build() gives it (random unless it loads some); "
+                     "weights=FILE (--weights) loads a state dict into it"]

@@ -274,7 +274,9 @@ def test_layers_command_on_each_source(files, factory_module, tmp_path):
 
     code, out = _layers("--checkpoint", "user_nets_zf:build")
     assert code == 0, out
-    rows = [line.split() for line in out.splitlines()[2:]]
+    note, *table = out.splitlines()  # no weights=: one line says the factory's own are used
+    assert note.startswith("zfnet layers: note: checkpoint=user_nets_zf:build without weights=")
+    rows = [line.split() for line in table[2:]]
     assert rows[0] == ["0", "Conv2d", "--all", "4x222x222"] and rows[-1] == ["7", "Linear", "4"]
 
     torch.save(net, tmp_path / "whole.pt")

@@ -43,6 +43,12 @@ class CheckpointError(ValueError):
     """No checkpoint where one was expected, or one that does not fit."""
 
 
+class SourceNote(UserWarning):
+    """What a user could not know from the command line about the model that was loaded (a
+    factory's own weights used, none loaded from a file): a warning from Python, one
+    ``zfnet <command>: note: ...`` line from the CLI."""
+
+
 def save(state: dict, path: str | Path) -> Path:
     """Write ``state`` to ``path`` atomically (:func:`zfnet_cli.files.write_atomic`): a
     temporary file in the same folder, then rename, so a crash never leaves a half-written
@@ -397,6 +403,12 @@ def read_model(spec: str | Path | nn.Module, *, arch: Optional[str] = None,
         model = _factory(str(spec))
         if weights is not None:
             _load_weights(model, weights, str(spec))
+        else:
+            factory = str(spec).split(":")[1]
+            warnings.warn(SourceNote(f"checkpoint={spec} without weights=: the model keeps "
+                                     f"the weights {factory}() gives it (random unless it "
+                                     f"loads some); weights=FILE (--weights) loads a state "
+                                     f"dict into it"), stacklevel=2)
         return _module_state(model, str(spec), "factory"), model.eval()
     if weights is not None:
         raise CheckpointError(f"weights={weights} goes with checkpoint=package.module:factory; "

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, List, Optional
 
@@ -68,6 +70,25 @@ def _fail(command: str, message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
+@contextmanager
+def _notes(command: str):
+    """Print what the loaders say a user could not know (``SourceNote``: a factory's own
+    weights used) as one ``zfnet <command>: note:`` line each, while the context is open."""
+    from zfnet_cli.checkpoint import SourceNote
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", SourceNote)
+        show = warnings.showwarning
+
+        def note(message, category, *args, **kwargs):
+            if issubclass(category, SourceNote):
+                typer.echo(f"zfnet {command}: note: {message}", err=True)
+            else:
+                show(message, category, *args, **kwargs)
+        warnings.showwarning = note
+        yield
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     from zfnet_cli.checkpoint import CheckpointError
     from zfnet_cli.files import WriteError
@@ -93,7 +114,8 @@ def _execute(command: str, overrides: list[str], runner: Callable, *,
             cfg = compose(command, overrides)
         d = setup_distributed(getattr(cfg, "device", "auto"))
         run_dir = make_run_dir(command, cfg, existing=existing_dir(cfg) if existing_dir else None)
-        metrics = runner(cfg, run_dir, dist_info=d, overrides=overrides)
+        with _notes(command):
+            metrics = runner(cfg, run_dir, dist_info=d, overrides=overrides)
     except ConfigError as err:
         if debug:
             raise
@@ -609,7 +631,8 @@ def layers(
 
     try:
         cfg = compose("layers", _overrides(typed, overrides))
-        loaded, rows, uses = experiment_layers.run(cfg)
+        with _notes("layers"):
+            loaded, rows, uses = experiment_layers.run(cfg)
     except ConfigError as err:
         if debug:
             raise
