@@ -320,19 +320,7 @@ def test_eval_only_on_a_torchvision_state_dict_matches_torchvision(tmp_path):
     net = torchvision.models.alexnet(weights=None, num_classes=3).eval()
     path = tmp_path / "alexnet_3.pth"
     torch.save(net.state_dict(), path)
-    rng = np.random.default_rng(2)
-    files = []
-    for label, wnid in enumerate(["n01", "n02", "n03"]):
-        for j in range(2):
-            f = tmp_path / "data" / "val" / wnid / f"{j}.JPEG"
-            f.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(rng.integers(0, 256, (240, 300, 3), dtype=np.uint8)).save(f)
-            files.append((f, label))
-    (tmp_path / "data" / "train").mkdir()
-    for wnid in ("n01", "n02", "n03"):
-        (tmp_path / "data" / "train" / wnid).mkdir()
-        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(
-            tmp_path / "data" / "train" / wnid / "x.JPEG")
+    files = _val_tree(tmp_path)
     res = runner.invoke(app, ["train", "--eval-only", "--checkpoint", str(path), "data=imagenet",
                               f"data.root={tmp_path / 'data'}", f"output_root={tmp_path / 'out'}",
                               "progress=false", "data.workers=0"])
@@ -346,3 +334,53 @@ def test_eval_only_on_a_torchvision_state_dict_matches_torchvision(tmp_path):
     logits = _logits(net, x)
     assert got["loss"] == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-3)
     assert got["top1"] == pytest.approx(100 * (logits.argmax(1) == y).float().mean().item())
+
+
+def test_eval_only_takes_the_model_source_keys_of_the_other_commands(tmp_path, monkeypatch):
+    """`zfnet train --eval-only` reads a model as every other command does: arch= for a state
+    dict whose name says nothing, preprocess.* for its input, a factory with --weights."""
+    from torchvision import transforms as T
+
+    torch.manual_seed(4)
+    net = torchvision.models.resnet18(weights=None, num_classes=3).eval()
+    path = tmp_path / "weights.pth"
+    torch.save(net.state_dict(), path)
+    (tmp_path / "eval_nets.py").write_text("import torchvision\n\ndef build():\n"
+                                           "    return torchvision.models.resnet18(num_classes=3)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    files = _val_tree(tmp_path)
+    common = ["data=imagenet", f"data.root={tmp_path / 'data'}", "progress=false",
+              "data.workers=0", "preprocess.input_size=64", "preprocess.std=[0.5,0.5,0.5]"]
+    tv = T.Compose([T.Resize(73), T.CenterCrop(64), T.ToTensor(),  # 73 = round(64 / 0.875)
+                    T.Normalize((0.485, 0.456, 0.406), (0.5, 0.5, 0.5))])
+    x = torch.stack([tv(Image.open(f).convert("RGB")) for f, _ in files])
+    y = torch.tensor([label for _, label in files])
+    want = F.cross_entropy(_logits(net, x), y).item()
+    for name, source in {"arch": ["--checkpoint", str(path), "--arch", "resnet18"],
+                         "factory": ["--checkpoint", "eval_nets:build", "--weights", str(path)]
+                         }.items():
+        out = tmp_path / name
+        res = runner.invoke(app, ["train", "--eval-only", *source, *common, f"output_root={out}"])
+        assert res.exit_code == 0, (name, res.output)
+        got = json.loads((out / "train" / "latest" / "metrics.json").read_text())["val"]["1crop"]
+        assert got["loss"] == pytest.approx(want, rel=1e-3), name
+    res = runner.invoke(app, ["train", "arch=resnet18", f"output_root={tmp_path / 'no'}"])
+    assert res.exit_code == 1 and "arch say(s) how eval_only=true reads checkpoint=" in res.output
+
+
+def _val_tree(tmp_path):
+    """An ImageNet-style tree of 3 classes, 2 val photos each (and one train photo each)."""
+    rng = np.random.default_rng(2)
+    files = []
+    for label, wnid in enumerate(["n01", "n02", "n03"]):
+        for j in range(2):
+            f = tmp_path / "data" / "val" / wnid / f"{j}.JPEG"
+            f.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (240, 300, 3), dtype=np.uint8)).save(f)
+            files.append((f, label))
+    (tmp_path / "data" / "train").mkdir()
+    for wnid in ("n01", "n02", "n03"):
+        (tmp_path / "data" / "train" / wnid).mkdir()
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(
+            tmp_path / "data" / "train" / wnid / "x.JPEG")
+    return files

@@ -655,13 +655,18 @@ def load_model(spec: str | Path | nn.Module = "latest", *, arch: Optional[str] =
     known = {f.name for f in fields(DataConfig)}
     data_cfg = for_model(data, DataConfig(**{k: v for k, v in state["config"]["data"].items()
                                              if k in known}))
-    _override_preprocessing(state, data_cfg, preprocess or Preprocess())
+    apply_preprocess(state, data_cfg, preprocess or Preprocess())
     _name_classes(state, data_cfg)
     return Loaded(state, model, data_cfg, state["mean"], state["model_cfg"]["input_size"], path)
 
 
-def _override_preprocessing(state: dict, data: DataConfig, pre: Preprocess) -> None:
-    """Apply ``preprocess.*`` overrides to the state and data config (in place)."""
+def apply_preprocess(state: dict, data: DataConfig, pre: Preprocess) -> None:
+    """Apply ``preprocess.*`` overrides to a model's state and data config (in place).
+
+    Raises:
+        ValueError: a mean or std without 3 values, a std <= 0, an input larger than the
+            resized image.
+    """
     for key, values in (("mean", pre.mean), ("std", pre.std)):
         if values is not None and (len(values) != 3 or (key == "std" and min(values) <= 0)):
             raise ValueError(f"preprocess.{key} needs 3 values (R, G, B of 0..1 pixels"

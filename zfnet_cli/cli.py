@@ -174,9 +174,12 @@ def train(
         "overrides are reapplied, then the ones given now."),
     eval_only: Optional[bool] = typer.Option(None, "--eval-only", help="Only evaluate --checkpoint "
                                              "on the val split (top-1/top-5 error), no training."),
-    checkpoint: Optional[str] = typer.Option(None, help="With --eval-only: a checkpoint file "
-                                             "(ours, torchvision alexnet/vgg, pytorchcv zfnet), a "
-                                             "train run folder or 'latest'."),
+    checkpoint: Optional[str] = typer.Option(None, help="With --eval-only: the model, from any "
+                                             "source the other commands take (a checkpoint file "
+                                             "or train run folder, 'latest', a torchvision state "
+                                             "dict, TorchScript, package.module:factory, ...; "
+                                             "with --arch, --weights, --trust-pickle, "
+                                             "preprocess.KEY=VALUE)."),
     eval_crops: Optional[int] = typer.Option(None, help="Validation views: 1 (centre crop) or 10 "
                                              "(4 corners + centre, each mirrored, softmax averaged)."),
     eval_test: Optional[bool] = typer.Option(None, "--eval-test", help="After the last epoch "
@@ -187,6 +190,11 @@ def train(
                                                  "layout for the convs (GPU)."),
     compile_model: Optional[bool] = typer.Option(None, "--compile", help="torch.compile the "
                                                  "model (pays off on long GPU runs)."),
+    arch: Optional[str] = typer.Option(None, help="With --eval-only: the torchvision "
+                                       "architecture of a state dict --checkpoint (resnet18, ...); "
+                                       "default: recognised from its keys and shapes."),
+    trust_pickle: Optional[bool] = TRUST_PICKLE,
+    weights: Optional[str] = WEIGHTS,
 ) -> None:
     """Train ZFNet (paper §3): SGD with momentum, dropout, filter renormalisation.
 
@@ -197,7 +205,7 @@ def train(
              "seed": seed, "resume": resume, "eval_only": eval_only,
              "checkpoint": _quote(checkpoint) if checkpoint else None, "eval_crops": eval_crops,
              "eval_test": eval_test, "amp": amp, "channels_last": channels_last,
-             "compile": compile_model}
+             "compile": compile_model, **_source(arch, trust_pickle, weights)}
     ovr = _overrides(typed, overrides)
     from zfnet_cli.experiments import train as experiment_train
 
