@@ -211,6 +211,7 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -c "import captum" 2>/dev/null || $(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
 	set -e; out=$$($(BIN)/python -c "from pathlib import Path; from zfnet_cli.config import new_run_dir; print(new_run_dir(Path('outputs'), 'bench'))"); \
+	$(BIN)/python scripts/bench_start.py --out $$out; \
 	$(BIN)/python scripts/bench_train.py --out $$out; \
 	$(BIN)/python scripts/bench_top9.py --out $$out; \
 	$(BIN)/python scripts/bench_occlusion.py --out $$out; \
