@@ -211,6 +211,7 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -c "import captum" 2>/dev/null || $(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
 	set -e; out=$$($(BIN)/python -c "from pathlib import Path; from zfnet_cli.config import new_run_dir; print(new_run_dir(Path('outputs'), 'bench'))"); \
+	$(BIN)/python scripts/bench_start.py --out $$out; \
 	$(BIN)/python scripts/bench_train.py --out $$out; \
 	$(BIN)/python scripts/bench_top9.py --out $$out; \
 	$(BIN)/python scripts/bench_occlusion.py --out $$out; \
@@ -237,7 +238,7 @@ fuzz: $(STAMP)
 	--checkpoints $(FUZZ_CHECKPOINTS) --prepare $(FUZZ_COMMANDS) --train $(FUZZ_COMMANDS) \
 	--seed $(FUZZ_SEED) --first $(FUZZ_FIRST) --out $$out
 
-# The GPU check (issue 16, scripts/device_check.sh): CUDA tests, then the GPU benchmarks, into one
+# The GPU check (scripts/device_check.sh): CUDA tests, then the GPU benchmarks, into one
 # folder. On a machine without internet (the device tool's GPU box) run the script itself:
 # bash scripts/device_check.sh (it installs the wheels in .whl/; see its header).
 GPU_CHECK_ARGS ?=

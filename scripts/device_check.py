@@ -243,7 +243,7 @@ def _headline(tests, train, top9, occlusion, dry_run: bool) -> list[dict]:
 def summary(work: Path, out: Path, meta: dict) -> dict:
     dry_run = meta.get("dry_run") == "1"
     bench = work / "bench"
-    result = {"check": "scripts/device_check.sh (issue 16)", **{k: v for k, v in meta.items() if k != "dry_run"},
+    result = {"check": "scripts/device_check.sh", **{k: v for k, v in meta.items() if k != "dry_run"},
               "dry_run": dry_run, "env": _read_json(work / "env.json"), "stages": _stages(work),
               "tests": _tests(work), "data": _data(work),
               "train": _read_json(bench / "bench_gpu.json"), "top9": _read_json(bench / "bench_gpu_top9.json"),

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The GPU check of issue 16 in one command: install what the machine lacks, run the CUDA tests,
-# then the GPU benchmarks, and write device_check.json, device_check.md and device_check.log
-# into one folder. Sized for one H200 (16 cores) in about 7 minutes; `--dry-run` runs the same
+# The GPU check in one command: install what the machine lacks, run the CUDA tests, then the
+# GPU benchmarks, and write device_check.json, device_check.md and device_check.log into one
+# folder. Sized for one H100 or H200 (16 cores, the same 989 TFLOP/s dense bf16 peak) in about
+# 7 minutes, so that a 15-minute lease leaves room for one rerun; `--dry-run` runs the same
 # stages at tiny sizes on the CPU in seconds (tests/test_device_check.py runs it in `make test`).
 #
 #   bash scripts/device_check.sh                  # results in $OUT, else outputs/device_check/<date_time>
@@ -40,7 +41,7 @@
 set -u -o pipefail
 
 usage() {
-    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
     cat <<'EOF'
 
 Options:

