@@ -227,13 +227,13 @@ def _schema_keys(schema, prefix: str = "") -> list[tuple[str, object]]:
 
 
 def overrides_setup(work: Path) -> dict:
-    from zfnet_cli.config import CONFIG_DIR, SCHEMAS
+    from zfnet_cli.config import COMMANDS, CONFIG_DIR, schema
 
     groups = {p.name: sorted(q.stem for q in p.glob("*.yaml"))
               for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name != "experiment"}
     experiments = {c: sorted(q.stem for q in (CONFIG_DIR / "experiment" / c).glob("*.yaml"))
-                   for c in SCHEMAS if (CONFIG_DIR / "experiment" / c).is_dir()}
-    return {"commands": sorted(SCHEMAS), "keys": {c: _schema_keys(s) for c, s in SCHEMAS.items()},
+                   for c in COMMANDS if (CONFIG_DIR / "experiment" / c).is_dir()}
+    return {"commands": sorted(COMMANDS), "keys": {c: _schema_keys(schema(c)) for c in COMMANDS},
             "groups": groups, "experiments": experiments}
 
 
@@ -603,6 +603,11 @@ def run_target(target: str, seed: int, numbers: list[int], out: Path, limit: flo
 
     for module in PRELOAD.get(target, []):
         importlib.import_module(module)
+    if target == "overrides":  # every command's schema module
+        from zfnet_cli.config import COMMANDS, schema
+
+        for command in COMMANDS:
+            schema(command)
     ctx = mp.get_context("fork")
     counts = {"cases": 0, "refused": 0, "accepted": 0, "escapes": 0}
     escapes = []
