@@ -216,6 +216,7 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_top9.py --out $$out; \
 	$(BIN)/python scripts/bench_occlusion.py --out $$out; \
 	$(BIN)/python scripts/bench_incremental.py --out $$out; \
+	$(BIN)/python scripts/bench_incremental.py --out $$out --budgets 32 64 128 256 --cases zfnet-56 zfnet-28; \
 	$(BIN)/python scripts/bench_loader.py --out $$out; \
 	$(BIN)/python scripts/bench_gpu.py $$(nvidia-smi -L >/dev/null 2>&1 || echo --quick) --out $$out; \
 	echo "benchmarks written to $$out"
