@@ -36,6 +36,7 @@ from torch import nn
 
 from zfnet_cli.data.sources import DataConfig, for_model
 from zfnet_cli.files import write_atomic
+from zfnet_cli.layers import SCRIPTED
 from zfnet_cli.model import ModelConfig, ZFNet
 
 
@@ -517,9 +518,7 @@ class Loaded:
         if self._deconv is None:
             if self.kind == "torchscript":
                 raise ValueError(f"{self.source} is a TorchScript model: it supports occlusion "
-                                 f"only, no deconvnet; for the deconvnet load its state dict "
-                                 f"(checkpoint=FILE arch=NAME) or its code "
-                                 f"(checkpoint=module:factory weights=FILE)")
+                                 f"only, no deconvnet: {SCRIPTED}")
             from zfnet_cli.deconv_graph import deconvnet_for
 
             self._deconv = deconvnet_for(self.model)

@@ -50,6 +50,7 @@ from zfnet_cli.data.images import (MAX_PIXELS, ImageError, PhotoFolder, load_ima
 from zfnet_cli.data.sources import DataConfig, load_split
 from zfnet_cli.deconv_graph import project_fmap
 from zfnet_cli.engine import Dist, pick_device
+from zfnet_cli.layers import SCRIPTED
 from zfnet_cli.occlusion import OcclusionMaps, occlude
 from zfnet_cli import viz
 from zfnet_cli.files import write_atomic
@@ -116,8 +117,7 @@ def _projection(loaded: Loaded, x: torch.Tensor, maps: OcclusionMaps
     """Panel (c), the deconv projection of the strongest map, as an image; or ``None`` and why
     not where no deconvnet applies to the model (or to that layer)."""
     if maps.layer is None:
-        return None, ("a TorchScript model's layers cannot be read (load the model from its "
-                      "state dict for them)")
+        return None, SCRIPTED
     try:
         loaded.deconv  # a TorchScript model: its one-line reason
         # the explicit deconvnet where the layer is in a plain stack, else the graph one
