@@ -33,7 +33,7 @@ from zfnet_cli import viz
 from zfnet_cli.bounds import DEVICE, bounded
 from zfnet_cli.checkpoint import CheckpointError, Loaded, ModelSource, kept_checkpoints, load_trained
 from zfnet_cli.data.images import UnreadableFiles
-from zfnet_cli.data.sources import DataConfig, load_split
+from zfnet_cli.data.sources import DataConfig, image_set, load_split
 from zfnet_cli.deconv_graph import Projector
 from zfnet_cli.engine import Dist, pick_device
 from zfnet_cli.files import write_atomic
@@ -156,13 +156,15 @@ def run(cfg: ExploreConfig, run_dir: str | Path, *, dist_info: Dist | None = Non
     site = ExplorerSite(run_dir / "site", f"{name} explorer", cell=cfg.cell)
     scanned = _top9_units(site, sub, dataset, cfg, device)
     epochs = _evolution(site, sub, cfg, device) if cfg.evolution else []
-    index = site.finish({"checkpoint": sub.loaded.source, "image set": f"{sub.loaded.data.name} "
-                         f"{cfg.split} split", "images scanned": scanned, "top-k": cfg.k,
+    scanned_set = image_set(sub.loaded.data, cfg.split)  # a folder of photos is not "val"
+    index = site.finish({"checkpoint": sub.loaded.source, "image set": scanned_set["text"],
+                         "images scanned": scanned, "top-k": cfg.k,
                          "kept epochs (evolution)": ", ".join(map(str, epochs)) or "none",
                          "evolution image set": cfg.evolution_split if epochs else "-",
                          "tiles": "projection / 2 x its largest |value|, zero = grey; "
                                   "each cut at its activation's receptive field"})
-    metrics = {"index": str(index), "checkpoint": str(sub.loaded.source), "split": cfg.split,
+    metrics = {"index": str(index), "checkpoint": str(sub.loaded.source),
+               "split": scanned_set["split"], "folder": scanned_set["folder"],
                "layers": {l: sub.shapes[l][0] for l in sub.layers},
                "units_explored": {l: len(site.layers[l].units) for l in sub.layers},
                "images_scanned": scanned, "deconvnet": type(sub.deconv).__name__,

@@ -318,7 +318,9 @@ def run(cfg: OccludeConfig, run_dir: str | Path, *, dist_info: Dist | None = Non
                               region["region_text"])
         if why and not notes:
             which = "panels (b) and (c)" if maps.layer is None else "panel (c), the deconv projection"
-            notes.append(f"Fig 7 without {which}: {why}")
+            default = (f" ({maps.layer} is panel (b)'s default layer, no --layer given; "
+                       f"--layer NAME reads another)" if cfg.layer is None and maps.layer else "")
+            notes.append(f"Fig 7 without {which}: {why}{default}")
         _save_maps(run_dir / f"maps_{k:02d}.npz", maps, region)
         results.append({"image": item.name, **_summary(maps, classes, names), **panels,
                         "label_from": item.label_from, "folder_class": item.folder_class,
