@@ -284,8 +284,11 @@ def _is_torchscript(path: Path) -> bool:
     """A TorchScript archive (``torch.jit.save``): a zip file holding compiled ``code/``."""
     if not zipfile.is_zipfile(path):
         return False
-    with zipfile.ZipFile(path) as z:
-        return any("/code/" in n or n.endswith("constants.pkl") for n in z.namelist())
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any("/code/" in n or n.endswith("constants.pkl") for n in z.namelist())
+    except (zipfile.BadZipFile, UnicodeDecodeError, ValueError, OSError):
+        return False  # a damaged archive: torch.load names it as such
 
 
 def _read_file(path: Path, trust_pickle: bool):

@@ -32,6 +32,29 @@ app = typer.Typer(
 @app.callback()
 def _root() -> None:
     """Keeps `zfnet` a group of subcommands (Typer would collapse a single one)."""
+    _one_line_warnings()
+
+
+def _one_line_warnings() -> None:
+    """A damaged image file that still decoded is one ``zfnet: warning:`` line on stderr (the
+    file and what is wrong), not Python's two-line warning format; other warnings are shown as
+    before. DataLoader workers and prepare's decoding processes fork from here and inherit it."""
+    import warnings
+
+    from zfnet_cli.data.images import DamagedImageWarning
+
+    shown = warnings.showwarning
+    if getattr(shown, "zfnet_one_line", False):
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, DamagedImageWarning):
+            print(f"zfnet: warning: {message}", file=file or sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    show.zfnet_one_line = True
+    warnings.showwarning = show
 
 
 def _overrides_argument(example: str) -> typer.models.ArgumentInfo:

@@ -68,7 +68,7 @@ def _flat_keys(node: Any, prefix: str = "") -> list[str]:
     return keys
 
 
-def _one_line(command: str, err: Exception) -> str:
+def _one_line(command: str, err: Exception, overrides: Sequence[str] = ()) -> str:
     """Turn a Hydra/OmegaConf error into one line that names the key and close matches."""
     msgs = []
     e: BaseException | None = err
@@ -91,6 +91,15 @@ def _one_line(command: str, err: Exception) -> str:
             choice = "experiment/" + choice.split("/", 2)[2]
             opts = sorted(p.stem for p in (CONFIG_DIR / "experiment" / command).glob("*.yaml"))
         return f"unknown config choice '{choice}'" + (f"; available: {', '.join(opts)}" if opts else "")
+    if "Config group override must be a string" in text:  # model=1.5, optim=null
+        groups = {p.name for p in CONFIG_DIR.iterdir() if p.is_dir()}
+        bad = next((o for o in overrides if o.split("=", 1)[0].lstrip("+~") in groups), "")
+        group = bad.split("=", 1)[0].lstrip("+~")
+        where = CONFIG_DIR / group / command if group == "experiment" else CONFIG_DIR / group
+        shown = bad.replace(f"experiment={command}/", "experiment=", 1)
+        names = ", ".join(sorted(p.stem for p in where.glob("*.yaml")))
+        return (f"'{shown}': {group or 'a config group'} takes the name of one of its configs"
+                + (f" ({names})" if names else "") + ", not a number, null or a boolean")
     m = re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+)", text)
     if m:
         k = re.search(r"full_key: (\S+)", text) or re.search(r"override (\S+?)=", text)
@@ -117,8 +126,9 @@ def compose(command: str, overrides: Sequence[str] = ()) -> Any:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             cfg = _hydra_compose(config_name=command, overrides=list(overrides))
         cfg = OmegaConf.to_object(cfg)
-    except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(_one_line(command, err)) from None
+    except (HydraException, OmegaConfBaseException, ValueError) as err:
+        # Hydra raises a plain ValueError for some bad overrides (a group set to a number)
+        raise ConfigError(_one_line(command, err, overrides)) from None
     except AssertionError as err:  # OmegaConf: a key set under a null node (e.g. data=null)
         if "Unexpected type for root" not in str(err):
             raise

@@ -54,7 +54,8 @@ from zfnet_cli.data.images import UnreadableFiles
 from zfnet_cli.data.sources import DataConfig, load_split, mean_image
 from zfnet_cli.data.transforms import BatchPreprocess
 from zfnet_cli.engine import (AMP_MODES, Dist, InMemoryBatches, LoaderBatches, compile_model,
-                              epoch_generator, evaluate, pick_device, train_one_epoch)
+                              epoch_generator, evaluate, pick_device, sum_unreadable,
+                              train_one_epoch)
 from zfnet_cli.files import append_text, remove_stale_temporaries, write_atomic
 from zfnet_cli.model import ModelConfig, ZFNet, count_parameters
 
@@ -279,6 +280,8 @@ def run(cfg: TrainConfig, run_dir: str | Path, *, dist_info: Dist | None = None,
         val = evaluate(model, _batches(val_set, cfg, pre_eval, train=False, epoch=epoch, d=d,
                                        workers=cfg.data.workers, unreadable=unreadable["val"]),
                        device=d.device, progress=show, amp=cfg.amp, channels_last=cfg.channels_last)
+        for split in ("train", "val"):  # the epoch's count and threshold over every rank's share
+            sum_unreadable(unreadable[split], d)
         row = {"epoch": epoch, "lr": lr, **row, "val_loss": val["loss"], "val_top1": val["top1"],
                "val_top5": val["top5"], "val_top1_err": val["top1_err"],
                "val_top5_err": val["top5_err"], "val_crops": cfg.eval_crops,
@@ -328,10 +331,7 @@ def run(cfg: TrainConfig, run_dir: str | Path, *, dist_info: Dist | None = None,
         fingerprints = [None] * d.world_size
         torch.distributed.all_gather_object(fingerprints, mine)
         for bad in unreadable.values():  # each rank read (and skipped) its own share
-            files = [None] * d.world_size
-            torch.distributed.all_gather_object(files, bad.files)
-            for f in files:
-                bad.merge(f)
+            sum_unreadable(bad, d)
     best_top1 = max((h["val_top1"] for h in history), default=None)
     metrics = {"epochs": len(history), "final": final, "best_val_top1": best_top1,
                "best_val_top1_err": None if best_top1 is None else 100 - best_top1,
