@@ -72,7 +72,7 @@ def test_run_folders_are_versioned_and_never_reused(tmp_path):
 
 
 def test_a_failed_run_leaves_no_folder_and_latest_unchanged(tmp_path):
-    from zfnet_cli.config import discard_run_dir
+    from zfnet_cli.runs import discard_run_dir
 
     cfg = compose("train", [f"output_root={tmp_path}"])
     good = make_run_dir("train", cfg, argv=["x"], now=dt.datetime(2026, 1, 1))
@@ -87,8 +87,7 @@ def test_a_failed_run_leaves_no_folder_and_latest_unchanged(tmp_path):
 def test_run_folders_in_creation_order_and_latest_after_a_discarded_run(tmp_path):
     """`_10` is newer than `_9` (a name sort would say otherwise): `latest` after a discarded
     run, `checkpoint=latest` and the report all take run folders in this order."""
-    from zfnet_cli.checkpoint import run_folders
-    from zfnet_cli.config import discard_run_dir
+    from zfnet_cli.runs import discard_run_dir, run_folders
 
     names = ["2026-11-22_10-00-00", "2026-11-22_10-00-00_9", "2026-11-22_10-00-00_10"]
     for n in names:

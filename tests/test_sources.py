@@ -13,7 +13,8 @@ from torch import nn
 from typer.testing import CliRunner
 
 from zfnet_cli import pretrained
-from zfnet_cli.checkpoint import CheckpointError, Preprocess, load_model, read_model
+from zfnet_cli.checkpoint import CheckpointError
+from zfnet_cli.loading import Preprocess, load_model, read_model
 from zfnet_cli.cli import app
 from zfnet_cli.layers import read_layers
 from zfnet_cli.model import ModelConfig, ZFNet

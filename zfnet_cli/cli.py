@@ -39,15 +39,14 @@ def _one_line_warnings() -> None:
     """A damaged image file that still decoded is one ``zfnet: warning:`` line on stderr (the
     file and what is wrong), not Python's two-line warning format; other warnings are shown as
     before. DataLoader workers and prepare's decoding processes fork from here and inherit it."""
-    import warnings
-
-    from zfnet_cli.data.images import DamagedImageWarning
-
     shown = warnings.showwarning
     if getattr(shown, "zfnet_one_line", False):
         return
 
     def show(message, category, filename, lineno, file=None, line=None):
+        # imported here, not above: `zfnet --help` and a command's start load no torch
+        from zfnet_cli.data.images import DamagedImageWarning
+
         if issubclass(category, DamagedImageWarning):
             print(f"zfnet: warning: {message}", file=file or sys.stderr)
         else:
@@ -80,7 +79,7 @@ WEIGHTS = typer.Option(None, help="A state dict file loaded into the model of "
 
 
 def _source(arch: Optional[str], trust_pickle: Optional[bool], weights: Optional[str]) -> dict:
-    """The model-source options as overrides (see zfnet_cli.checkpoint.ModelSource)."""
+    """The model-source options as overrides (see zfnet_cli.loading.ModelSource)."""
     return {"arch": arch, "trust_pickle": trust_pickle,
             "weights": _quote(weights) if weights else None}
 DEVICE = typer.Option(None, help="auto (CUDA when present), cpu, cuda, cuda:1.")
@@ -97,7 +96,7 @@ def _fail(command: str, message: str, code: int) -> None:
 def _notes(command: str):
     """Print what the loaders say a user could not know (``SourceNote``: a factory's own
     weights used) as one ``zfnet <command>: note:`` line each, while the context is open."""
-    from zfnet_cli.checkpoint import SourceNote
+    from zfnet_cli.loading import SourceNote
 
     with warnings.catch_warnings():
         warnings.simplefilter("always", SourceNote)
@@ -126,7 +125,8 @@ def _execute(command: str, overrides: list[str], runner: Callable, *,
     """Compose, set up DDP when under torchrun, make the run folder (or continue in the one
     ``existing_dir(cfg)`` names), run, report."""
     debug = bool(os.environ.get("ZFNET_DEBUG"))
-    from zfnet_cli.config import ConfigError, compose, discard_run_dir, make_run_dir, merge_overrides
+    from zfnet_cli.config import ConfigError, compose, make_run_dir, merge_overrides
+    from zfnet_cli.runs import discard_run_dir
     from zfnet_cli.engine import cleanup_distributed, setup_distributed
 
     run_dir = None
@@ -233,9 +233,9 @@ def train(
     from zfnet_cli.experiments import train as experiment_train
 
     def saved_overrides(cfg) -> list[str]:
-        from zfnet_cli import checkpoint
+        from zfnet_cli import checkpoint, runs
 
-        state = checkpoint.load(checkpoint.resolve(cfg.resume, cfg.output_root, finished=False,
+        state = checkpoint.load(runs.resolve(cfg.resume, cfg.output_root, finished=False,
                                                    key="resume"))
         return [o for o in state.get("overrides", []) if not o.startswith("resume=")]
 

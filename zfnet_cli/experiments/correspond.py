@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from zfnet_cli import viz
-from zfnet_cli.checkpoint import ModelSource, load_trained
+from zfnet_cli.loading import ModelSource, load_trained
 from zfnet_cli.layers import read_layers
 from zfnet_cli.correspondence import occlude_regions, sign_consistency, square_mask
 from zfnet_cli.bounds import DEVICE, bounded

@@ -31,7 +31,9 @@ from tqdm import tqdm
 
 from zfnet_cli import viz
 from zfnet_cli.bounds import DEVICE, bounded
-from zfnet_cli.checkpoint import CheckpointError, Loaded, ModelSource, kept_checkpoints, load_trained
+from zfnet_cli.checkpoint import CheckpointError
+from zfnet_cli.loading import Loaded, ModelSource, load_trained
+from zfnet_cli.runs import kept_checkpoints
 from zfnet_cli.data.images import UnreadableFiles
 from zfnet_cli.data.sources import DataConfig, image_set, load_split
 from zfnet_cli.deconv_graph import Projector
@@ -73,7 +75,7 @@ class Subject:
 
 def open_subject(spec: str, cfg: ExploreConfig, device) -> Subject:
     """Load ``spec`` (a checkpoint, run folder, ``latest``, or any model a user brings: see
-    :class:`~zfnet_cli.checkpoint.ModelSource`), pick ``cfg.layers`` by any layer name
+    :class:`~zfnet_cli.loading.ModelSource`), pick ``cfg.layers`` by any layer name
     (default: every conv stage of a plain stack, the blocks of any other network) and measure
     each layer's output shape with one forward pass of a blank image."""
     loaded = load_trained(spec, cfg.output_root, device, cfg.data, source=cfg)

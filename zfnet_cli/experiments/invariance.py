@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from zfnet_cli import viz
 from zfnet_cli.bounds import DEVICE, bounded
-from zfnet_cli.checkpoint import ModelSource, load_trained, resolve_label
+from zfnet_cli.loading import ModelSource, load_trained, resolve_label
 from zfnet_cli.data.images import MAX_PIXELS, load_image
 from zfnet_cli.data.sources import DataConfig, load_split
 from zfnet_cli.engine import Dist, pick_device

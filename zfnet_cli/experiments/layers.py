@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from zfnet_cli.bounds import DEVICE, bounded
-from zfnet_cli.checkpoint import Loaded, ModelSource, load_trained
+from zfnet_cli.loading import Loaded, ModelSource, load_trained
 from zfnet_cli.engine import pick_device
 from zfnet_cli.layers import (SCRIPTED, LayerInfo, block_names, default_layer, describe_layers,
                               resolve_layer)

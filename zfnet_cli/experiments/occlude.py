@@ -44,7 +44,7 @@ import torch
 from tqdm import tqdm
 
 from zfnet_cli.bounds import DEVICE, bounded
-from zfnet_cli.checkpoint import Loaded, ModelSource, load_trained, resolve_label
+from zfnet_cli.loading import Loaded, ModelSource, load_trained, resolve_label
 from zfnet_cli.data.images import (MAX_PIXELS, ImageError, PhotoFolder, load_image, seen_region,
                                    upright_size)
 from zfnet_cli.data.sources import DataConfig, load_split

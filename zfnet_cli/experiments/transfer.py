@@ -44,7 +44,7 @@ import torch
 from tqdm import tqdm
 
 from zfnet_cli.bounds import DEVICE, bounded
-from zfnet_cli.checkpoint import Loaded, ModelSource, load_trained
+from zfnet_cli.loading import Loaded, ModelSource, load_trained
 from zfnet_cli.data.caltech import few_shot_split
 from zfnet_cli.data.images import UnreadableFiles, read_batches
 from zfnet_cli.data.transforms import BatchPreprocess

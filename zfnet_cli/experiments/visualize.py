@@ -37,9 +37,9 @@ from typing import Optional, Sequence
 import torch
 from tqdm import tqdm
 
-from zfnet_cli import checkpoint
+from zfnet_cli import runs
 from zfnet_cli.bounds import DEVICE, bounded
-from zfnet_cli.checkpoint import Loaded, ModelSource, load_trained
+from zfnet_cli.loading import Loaded, ModelSource, load_trained
 from zfnet_cli.data.images import UnreadableFiles
 from zfnet_cli.data.sources import DataConfig, load_split
 from zfnet_cli.deconv import Deconvnet, Request
@@ -183,7 +183,7 @@ def top9_figures(cfg: VisualizeConfig, loaded: Loaded, run_dir: Path, device,
 # ---------------------------------------------------------------- Fig 4
 
 def run_evolution(cfg: VisualizeConfig, run_dir: Path, device) -> dict:
-    train_run, kept = checkpoint.kept_checkpoints(cfg.checkpoint, cfg.output_root)
+    train_run, kept = runs.kept_checkpoints(cfg.checkpoint, cfg.output_root)
     first = load_trained(str(kept[0][1]), cfg.output_root, device, cfg.data)
     layers = layer_names(first.deconv, cfg.layers)
     _check_fmaps(first.deconv, layers, cfg.fmaps)
