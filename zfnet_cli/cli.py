@@ -39,15 +39,17 @@ def _one_line_warnings() -> None:
     """A damaged image file that still decoded is one ``zfnet: warning:`` line on stderr (the
     file and what is wrong), not Python's two-line warning format; other warnings are shown as
     before. DataLoader workers and prepare's decoding processes fork from here and inherit it."""
+    import warnings
+
     shown = warnings.showwarning
     if getattr(shown, "zfnet_one_line", False):
         return
 
     def show(message, category, filename, lineno, file=None, line=None):
-        # imported here, not above: `zfnet --help` and a command's start load no torch
-        from zfnet_cli.data.images import DamagedImageWarning
-
-        if issubclass(category, DamagedImageWarning):
+        # Looked up when a warning is shown, not imported here: the images module loads torch,
+        # which a command's --help must not wait for; until it is loaded nothing can warn of it.
+        images = sys.modules.get("zfnet_cli.data.images")
+        if images is not None and issubclass(category, images.DamagedImageWarning):
             print(f"zfnet: warning: {message}", file=file or sys.stderr)
         else:
             shown(message, category, filename, lineno, file, line)
