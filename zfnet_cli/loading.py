@@ -57,8 +57,8 @@ class Preprocess:
 
 @dataclass
 class ModelSource:
-    """Config keys, besides ``checkpoint``, that say how to read the model a command looks
-    inside (every such command's config has them).
+    """Config keys that say which model a command looks inside and how to read it (every such
+    command's config has them).
 
     ``checkpoint`` takes: one of our checkpoints (a ``.pt`` file, a ``zfnet train`` run folder,
     ``latest``); a state dict file of any torchvision classifier, also wrapped as
@@ -70,6 +70,7 @@ class ModelSource:
     loaded into it).
     """
 
+    checkpoint: str = "latest"  # the model (see above); "latest": the newest finished train run
     arch: Optional[str] = None  # torchvision architecture of a state dict; None: recognised
     weights: Optional[str] = None  # state dict file for checkpoint=module:factory
     trust_pickle: bool = False  # allow a whole pickled model (runs code from the file)

@@ -45,8 +45,7 @@ from zfnet_cli.top9 import scan_top9
 
 
 @dataclass
-class ExploreConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
-    checkpoint: str = "latest"  # a checkpoint file, a train run folder, or the newest train run
+class ExploreConfig(ModelSource):  # + checkpoint, arch, weights, trust_pickle, preprocess
     data: Optional[DataConfig] = None  # None: the data the checkpoint was trained on
     split: str = "val"  # the image set scanned (Fig 2: the validation set)
     layers: list[str] = field(default_factory=list)  # conv3 (or 3), layer3.1, ...; empty: all

@@ -17,8 +17,7 @@ from zfnet_cli.layers import (SCRIPTED, LayerInfo, block_names, default_layer, d
 
 
 @dataclass
-class LayersConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
-    checkpoint: str = "latest"  # any model source (see ModelSource); default: newest train run
+class LayersConfig(ModelSource):  # + checkpoint, arch, weights, trust_pickle, preprocess
     device: str = bounded("cpu", **DEVICE)  # one forward pass: the CPU is enough
     output_root: str = "outputs"  # where checkpoint=latest looks
 

@@ -53,8 +53,7 @@ from zfnet_cli.files import write_atomic
 
 
 @dataclass
-class VisualizeConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
-    checkpoint: str = "latest"  # a checkpoint file, a train run folder, or the newest train run
+class VisualizeConfig(ModelSource):  # + checkpoint, arch, weights, trust_pickle, preprocess
     data: Optional[DataConfig] = None  # None: the data the checkpoint was trained on
     split: str = "val"  # Fig 2 scans the validation set
     mode: str = "top9"  # top9 (Fig 2) | evolution (Fig 4) | filters (Fig 6)
