@@ -672,6 +672,34 @@ def layers(
     typer.echo(experiment_layers.table(loaded, rows, uses))
 
 
+@app.command("config", epilog="Examples:\n\n"
+             "  zfnet config train                          # the defaults of `zfnet train`\n\n"
+             "  zfnet config train experiment=zfnet         # the paper's recipe, composed\n\n"
+             "  zfnet config occlude size=32 stride=8")
+def config_(
+    command: str = typer.Argument(..., help="The command whose config to print (train, "
+                                  "visualize, occlude, ...)."),
+    overrides: Optional[List[str]] = _overrides_argument("experiment=zfnet optim.lr=0.02"),
+) -> None:
+    """Print the config a command composes (configs/<command>.yaml over its typed schema, then the overrides), as YAML; runs nothing.
+
+    The YAML files under configs/ hold only what differs from each schema's defaults; this shows every key with its value.
+    """
+    debug = bool(os.environ.get("ZFNET_DEBUG"))
+    from zfnet_cli.config import COMMANDS, ConfigError, compose, to_yaml
+
+    if command not in COMMANDS:
+        _fail("config", f"unknown command {command!r}; commands with a config: "
+              f"{', '.join(COMMANDS)}", 2)
+    try:
+        cfg = compose(command, _overrides({}, overrides))
+    except ConfigError as err:
+        if debug:
+            raise
+        _fail("config", str(err), 2)
+    typer.echo(to_yaml(cfg).rstrip())
+
+
 def main() -> None:
     app(prog_name="zfnet")
 
