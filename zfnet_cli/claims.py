@@ -75,7 +75,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
-from zfnet_cli.checkpoint import run_folders
+from zfnet_cli.runs import run_folders
 from zfnet_cli.transfer import fold_summary
 
 HOLDS, FAILS, SINGLE, UNMEASURED = "holds", "does not hold", "single run", "not measured"

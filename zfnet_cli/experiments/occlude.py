@@ -44,20 +44,20 @@ import torch
 from tqdm import tqdm
 
 from zfnet_cli.bounds import DEVICE, bounded
-from zfnet_cli.checkpoint import Loaded, ModelSource, load_trained, resolve_label
+from zfnet_cli.loading import Loaded, ModelSource, load_trained, resolve_label
 from zfnet_cli.data.images import (MAX_PIXELS, ImageError, PhotoFolder, load_image, seen_region,
                                    upright_size)
 from zfnet_cli.data.sources import DataConfig, load_split
 from zfnet_cli.deconv_graph import project_fmap
 from zfnet_cli.engine import Dist, pick_device
+from zfnet_cli.layers import SCRIPTED
 from zfnet_cli.occlusion import OcclusionMaps, occlude
 from zfnet_cli import viz
 from zfnet_cli.files import write_atomic
 
 
 @dataclass
-class OccludeConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
-    checkpoint: str = "latest"  # a checkpoint file, a train run folder, or the newest train run
+class OccludeConfig(ModelSource):  # + checkpoint, arch, weights, trust_pickle, preprocess
     images: list[str] = field(default_factory=list)  # image files and photo folders; empty: val images
     label: Optional[str] = None  # the correct class of every image (index or name)
     labels: list[str] = field(default_factory=list)  # one per image, in order (or one for all)
@@ -116,8 +116,7 @@ def _projection(loaded: Loaded, x: torch.Tensor, maps: OcclusionMaps
     """Panel (c), the deconv projection of the strongest map, as an image; or ``None`` and why
     not where no deconvnet applies to the model (or to that layer)."""
     if maps.layer is None:
-        return None, ("a TorchScript model's layers cannot be read (load the model from its "
-                      "state dict for them)")
+        return None, SCRIPTED
     try:
         loaded.deconv  # a TorchScript model: its one-line reason
         # the explicit deconvnet where the layer is in a plain stack, else the graph one
@@ -318,7 +317,9 @@ def run(cfg: OccludeConfig, run_dir: str | Path, *, dist_info: Dist | None = Non
                               region["region_text"])
         if why and not notes:
             which = "panels (b) and (c)" if maps.layer is None else "panel (c), the deconv projection"
-            notes.append(f"Fig 7 without {which}: {why}")
+            default = (f" ({maps.layer} is panel (b)'s default layer, no --layer given; "
+                       f"--layer NAME reads another)" if cfg.layer is None and maps.layer else "")
+            notes.append(f"Fig 7 without {which}: {why}{default}")
         _save_maps(run_dir / f"maps_{k:02d}.npz", maps, region)
         results.append({"image": item.name, **_summary(maps, classes, names), **panels,
                         "label_from": item.label_from, "folder_class": item.folder_class,
