@@ -39,7 +39,7 @@ THREADS ?= 2
 demo paper-small claims-real trained fig2 explore fig4 fig5 fig6 fig7 fig9 table1 table3 table4 \
 	table5 table6 table7: export OMP_NUM_THREADS = $(THREADS)
 
-.PHONY: setup demo test test-slow bench gpu-check trained fig2 explore fig4 fig5 fig6 fig7 fig9 table1 table3 \
+.PHONY: setup demo test test-slow bench fuzz gpu-check trained fig2 explore fig4 fig5 fig6 fig7 fig9 table1 table3 \
 	table4 table5 table6 table7 paper paper-small claims-real help
 
 help:
@@ -47,6 +47,7 @@ help:
 	@echo "make test       run the test suite (CPU, a few minutes)"
 	@echo "make test-slow  also the long tests"
 	@echo "make bench      benchmarks, written to outputs/bench/<date_time>/"
+	@echo "make fuzz       hostile input at length (1M mutated images, 100k override sets, ...): outputs/fuzz/<date_time>/"
 	@echo "make gpu-check  CUDA tests + GPU benchmarks into outputs/device_check/<date_time>/ (a 7-minute budget on a GPU;"
 	@echo "                GPU_CHECK_ARGS=--dry-run: tiny sizes on the CPU)"
 	@echo "make setup      only create .venv and install the package"
@@ -248,6 +249,7 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -c "import captum" 2>/dev/null || $(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
 	set -e; out=$$($(BIN)/python -c "from pathlib import Path; from zfnet_cli.config import new_run_dir; print(new_run_dir(Path('outputs'), 'bench'))"); \
+	$(BIN)/python scripts/bench_start.py --out $$out; \
 	$(BIN)/python scripts/bench_train.py --out $$out; \
 	$(BIN)/python scripts/bench_top9.py --out $$out; \
 	$(BIN)/python scripts/bench_occlusion.py --out $$out; \
@@ -255,6 +257,23 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_loader.py --out $$out; \
 	$(BIN)/python scripts/bench_gpu.py $$(nvidia-smi -L >/dev/null 2>&1 || echo --quick) --out $$out; \
 	echo "benchmarks written to $$out"
+
+# Hostile input at length (scripts/fuzz.py; `make test` runs a short seeded part): mutated image
+# files through load_image, override sets through every command's config, damaged checkpoints
+# through load_model, mutated trees through `zfnet prepare` and `zfnet train` with loader
+# workers. One core; the report (counts, rate, seed, escapes with their inputs) goes to
+# outputs/fuzz/<date_time>/report.json. FUZZ_FIRST: number of the first case (a second part).
+FUZZ_IMAGES      ?= 1000000
+FUZZ_OVERRIDES   ?= 100000
+FUZZ_CHECKPOINTS ?= 10000
+FUZZ_COMMANDS    ?= 20
+FUZZ_SEED        ?= 0
+FUZZ_FIRST       ?= 0
+fuzz: $(STAMP)
+	set -e; out=$$($(BIN)/python -c "from pathlib import Path; from zfnet_cli.config import new_run_dir; print(new_run_dir(Path('outputs'), 'fuzz'))"); \
+	OMP_NUM_THREADS=1 $(BIN)/python scripts/fuzz.py --images $(FUZZ_IMAGES) --overrides $(FUZZ_OVERRIDES) \
+	--checkpoints $(FUZZ_CHECKPOINTS) --prepare $(FUZZ_COMMANDS) --train $(FUZZ_COMMANDS) \
+	--seed $(FUZZ_SEED) --first $(FUZZ_FIRST) --out $$out
 
 # The GPU check (scripts/device_check.sh): CUDA tests, then the GPU benchmarks, into one
 # folder. On a machine without internet (the device tool's GPU box) run the script itself:

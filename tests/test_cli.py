@@ -57,3 +57,43 @@ def test_train_smoke_through_the_cli(smoke, tmp_path):
     assert f"results in {run}" in res.output
     assert "seed: 3" in (run / "config.yaml").read_text()
     assert json.loads((run / "metrics.json").read_text())["epochs"] == 1
+
+
+def test_help_imports_no_torch_nor_an_experiment():
+    """`zfnet --help` and each command's --help answer without importing torch, hydra or an
+    experiment (they cost seconds; a question about the options should not)."""
+    import subprocess
+    import sys
+
+    from zfnet_cli.config import COMMANDS
+
+    probe = ("import sys\nfrom zfnet_cli import cli\nfor argv in {argvs!r}:\n"
+             "    sys.argv = ['zfnet', *argv]\n    try:\n        cli.main()\n"
+             "    except SystemExit:\n        pass\n"
+             "heavy = [m for m in sys.modules if m in ('torch', 'hydra', 'omegaconf', 'numpy')"
+             " or m.startswith('zfnet_cli.experiments')]\nprint('HEAVY', heavy)")
+    argvs = [["--help"]] + [[c, "--help"] for c in COMMANDS]
+    out = subprocess.run([sys.executable, "-c", probe.format(argvs=argvs)], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("Examples:") == len(COMMANDS)  # every command's help was printed
+    assert out.stdout.strip().splitlines()[-1] == "HEAVY []"
+
+
+def test_each_commands_override_example_composes():
+    """The KEY=VALUE example in each command's --help is made of that command's own keys."""
+    import re
+
+    import typer.main
+
+    from zfnet_cli.config import COMMANDS, compose
+
+    group = typer.main.get_command(app)
+    for name in COMMANDS:
+        arg = next((p for p in group.commands[name].params if p.name == "overrides"), None)
+        if arg is None:  # the command's positional arguments are files, examples in its epilog
+            continue
+        example = re.search(r"e\.g\. (.*)\.$", arg.help).group(1)
+        keys = [w for w in re.sub(r"\([^)]*\)", "", example).split() if "=" in w]
+        assert keys, (name, arg.help)
+        compose(name, keys)

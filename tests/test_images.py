@@ -156,3 +156,64 @@ def test_seen_region_is_what_load_image_keeps(tmp_path):
     assert abs(float(first) / px - (x0 + 0.5 * (x1 - x0) / crop)) < 1.5
     assert abs(float(last) / px - (x1 - 0.5 * (x1 - x0) / crop)) < 1.5
     assert y0 == pytest.approx(h * (1 - crop / size) / 2) and y1 == pytest.approx(h - y0)
+
+
+# --- damaged files found by fuzzing (scripts/fuzz.py) -------------------------------------------
+
+def _tiff(path, retag):
+    """A small valid TIFF (8x8 RGB, 72 dpi) whose first IFD entries are rewritten by
+    ``retag(tag) -> (type or None, count or None)``: the damage the fuzzer's byte flips made."""
+    import io
+    import struct
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (8, 8, 3), np.uint8)).save(
+        buf, "TIFF", dpi=(72, 72))
+    data = bytearray(buf.getvalue())
+    ifd = struct.unpack("<I", data[4:8])[0]
+    for k in range(struct.unpack("<H", data[ifd:ifd + 2])[0]):
+        entry = ifd + 2 + 12 * k
+        tag = struct.unpack("<H", data[entry:entry + 2])[0]
+        typ, count = retag(tag)
+        if typ is not None:
+            data[entry + 2:entry + 4] = struct.pack("<H", typ)
+        if count is not None:
+            data[entry + 4:entry + 8] = struct.pack("<I", count)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def rational_strip_offsets(path):
+    """StripOffsets (273) of type RATIONAL (5) instead of LONG: PIL raised TypeError
+    ('IFDRational' object cannot be interpreted as an integer) out of load_image."""
+    return _tiff(path, lambda tag: (5, None) if tag == 273 else (None, None))
+
+
+def damaged_resolution_tags(path):
+    """XResolution / YResolution (282, 283) claiming 2 values: PIL decodes the pixels and
+    warns once per tag ('Metadata Warning, tag 282 had too many entries')."""
+    return _tiff(path, lambda tag: (None, 2) if tag in (282, 283) else (None, None))
+
+
+def test_a_tiff_whose_strip_offsets_became_a_rational_is_one_line(tmp_path):
+    path = rational_strip_offsets(tmp_path / "rational.tif")
+    with pytest.raises(ImageError) as err:
+        load_image(path, 16)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: corrupt image (TypeError") and "\n" not in msg
+
+
+def test_a_damaged_file_that_decodes_warns_once_naming_it(tmp_path):
+    import warnings
+
+    from zfnet_cli.data.images import DamagedImageWarning
+
+    path = damaged_resolution_tags(tmp_path / "tags.tif")
+    with warnings.catch_warnings(record=True) as heard:
+        warnings.simplefilter("always")
+        x = load_image(path, 8)
+    assert x.shape == (3, 8, 8)
+    assert [w.category for w in heard] == [DamagedImageWarning]  # not one per damaged tag
+    text = str(heard[0].message)
+    assert text.startswith(f"{path}: damaged file, decoded anyway (Metadata Warning, tag 282")
+    assert "1 more such" in text and "\n" not in text

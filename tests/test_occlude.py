@@ -264,3 +264,19 @@ def test_incremental_and_full_methods_give_the_same_maps(smoke_model):
     assert np.array_equal(inc["top_label"], full["top_label"])
     np.testing.assert_allclose(inc["fmap_total"], full["fmap_total"], rtol=1e-5)
     np.testing.assert_allclose(inc["p_target"], full["p_target"], rtol=1e-5, atol=1e-7)
+
+
+def test_damaged_tiffs_are_one_line_each(smoke_model, tmp_path):
+    from test_images import damaged_resolution_tags, rational_strip_offsets
+
+    root, _ = smoke_model
+    bad = rational_strip_offsets(tmp_path / "rational.tif")
+    odd = damaged_resolution_tags(tmp_path / "tags.tif")
+    res, _ = _occ(root, str(bad), str(odd), "progress=false")
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    errors = [line for line in res.output.splitlines() if "error:" in line]
+    assert errors == [f"zfnet occlude: error: {bad}: corrupt image (TypeError: 'IFDRational' "
+                      "object cannot be interpreted as an integer)"]
+    warned = [line for line in res.output.splitlines() if "warning" in line.lower()]
+    assert warned == [f"zfnet: warning: {odd}: damaged file, decoded anyway (Metadata Warning, "
+                      "tag 282 had too many entries: 2, expected 1; 1 more such)"], res.output

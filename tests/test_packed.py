@@ -68,7 +68,7 @@ def pack(tmp_path_factory):
     root = _tree(tmp / "imagenet")
     cfg = experiment_prepare.PrepareConfig(root=str(root), out=str(tmp / "pack"), image_size=SIZE,
                                            shard_size=SHARD, workers=2, chunk_size=2, progress=False,
-                                           output_root=str(tmp / "outputs"))
+                                           max_broken=0.2, output_root=str(tmp / "outputs"))
     run_dir = tmp / "run"
     run_dir.mkdir()
     metrics = experiment_prepare.run(cfg, run_dir)
@@ -156,7 +156,7 @@ def test_a_flipped_byte_fails_verification_and_only_that_shard_is_redone(pack, t
     with pytest.raises(PackError, match="train_00002.u8"):
         verify_pack(out, progress=False)
     assert verify_pack(out, shards=["train_00001.u8", "val_00000.u8"], progress=False) == 2
-    kw = dict(image_size=SIZE, shard_size=SHARD, workers=2, progress=False)
+    kw = dict(image_size=SIZE, shard_size=SHARD, workers=2, progress=False, max_broken=0.2)
     with pytest.raises(PackError, match="verification failed for 1 shard.*train_00002.u8"):
         prepare(root, out, **kw)
     assert not (out / "manifest.json").exists() and not (out / "train_00002.json").exists()
@@ -177,7 +177,8 @@ def test_resume_redoes_only_what_is_missing(pack, tmp_path):
     with pytest.raises(PackError, match="has not finished"):
         PackedData(out, "train")
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-    summary = prepare(root, out, image_size=SIZE, shard_size=SHARD, workers=2, progress=False)
+    summary = prepare(root, out, image_size=SIZE, shard_size=SHARD, workers=2, progress=False,
+                      max_broken=0.2)
     assert summary["splits"]["train"]["shards_written"] == 2
     assert summary["splits"]["train"]["shards_skipped"] == 3
     assert summary["splits"]["val"]["shards_written"] == 0
@@ -249,7 +250,7 @@ def test_prepare_through_the_cli_resumes_in_place(tmp_path):
     src = _tree(tmp_path / "imagenet")
     args = ["prepare", "imagenet", str(src), "--out", str(tmp_path / "pack"), "--workers", "1",
             "--image-size", str(SIZE), "--shard-size", str(SHARD),
-            f"output_root={tmp_path / 'out'}", "progress=false"]
+            f"output_root={tmp_path / 'out'}", "progress=false", "max_broken=0.2"]
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
     assert "unreadable, skipped: train/n01443537/n01443537_1_truncated.JPEG" in first.output
@@ -262,3 +263,32 @@ def test_prepare_through_the_cli_resumes_in_place(tmp_path):
     bad = CliRunner().invoke(app, ["prepare", "imagenet", str(tmp_path / "nowhere"),
                                    f"output_root={tmp_path / 'out'}"])
     assert bad.exit_code == 1 and bad.output.count("\n") == 1 and "ROOT/{train,val}" in bad.output
+
+
+def test_max_broken_stops_a_pack_that_would_leave_out_too_much(tmp_path):
+    """2 of 15 train files unreadable: above max_broken=0.1 the preparation stops with one line
+    and no manifest (no usable pack); raised to 0.2 the same command resumes and finishes, and
+    the manifest records what was left out under which threshold."""
+    from typer.testing import CliRunner
+
+    from conftest import one_error_line
+    from zfnet_cli.cli import app
+
+    src = _tree(tmp_path / "imagenet")
+    args = ["prepare", "imagenet", str(src), "--out", str(tmp_path / "pack"), "--workers", "1",
+            "--image-size", str(SIZE), "--shard-size", str(SHARD), "chunk_size=1",
+            f"output_root={tmp_path / 'out'}", "progress=false"]
+    line = one_error_line(CliRunner().invoke(app, args + ["max_broken=0.1"]),
+                          "2 of 15 train images are unreadable", "max_broken=0.1 allows (1)")
+    assert "n01443537_1_truncated.JPEG" in line
+    assert not (tmp_path / "pack" / "manifest.json").exists()
+    with pytest.raises(PackError, match="has not finished"):
+        PackedData(tmp_path / "pack", "train")
+    strict = CliRunner().invoke(app, args + ["max_broken=0"])
+    one_error_line(strict, "unreadable train image", "max_broken=0: strict")
+    ok = CliRunner().invoke(app, args + ["max_broken=0.2"])
+    assert ok.exit_code == 0, ok.output
+    train = read_manifest(tmp_path / "pack")["splits"]["train"]
+    assert train["left_out"] == 2 and train["max_broken"] == 0.2
+    assert {f["path"] for f in train["failures"]} == BAD
+    assert len(PackedData(tmp_path / "pack", "train")) == 13

@@ -172,12 +172,20 @@ def test_unknown_weights_are_one_line_errors(tmp_path):
         message = str(e.value)
         assert "\n" not in message and message.startswith(f"{tmp_path / name}: ")
         if name == "vgg11_bn.pth":  # the right keys, (1,)-shaped: the nearest is named
-            assert "fits no torchvision architecture; nearest is vgg11_bn (shapes differ: " \
-                "features.0.weight [64, 3, 3, 3] here vs [1] in the file" in message
+            assert "fits no torchvision architecture: it looks like torchvision's vgg11_bn but " \
+                "holds other shapes: features.0.weight [1] in the file vs [64, 3, 3, 3] in " \
+                "vgg11_bn" in message
         elif name == "resnet.pth":  # too few keys to be any family's
             assert "looks like no torchvision architecture" in message and "module:factory" in message
         else:
             assert "not a state dict (Tensor); accepted: our zfnet train checkpoints" in message
+    # a near miss that lost the key its family is recognised by: still named, with that key
+    alex = torchvision.models.alexnet().state_dict()
+    del alex["features.0.weight"]
+    torch.save(alex, tmp_path / "mine.pth")
+    with pytest.raises(CheckpointError) as e:
+        load_trained(str(tmp_path / "mine.pth"), "unused", CPU)
+    assert "looks like torchvision's alexnet but lacks features.0.weight;" in str(e.value)
     (tmp_path / "junk.pth").write_bytes(b"not a torch file")
     with pytest.raises(CheckpointError, match="is not a checkpoint: a text file") as e:
         load_trained(str(tmp_path / "junk.pth"), "unused", CPU)
@@ -312,19 +320,7 @@ def test_eval_only_on_a_torchvision_state_dict_matches_torchvision(tmp_path):
     net = torchvision.models.alexnet(weights=None, num_classes=3).eval()
     path = tmp_path / "alexnet_3.pth"
     torch.save(net.state_dict(), path)
-    rng = np.random.default_rng(2)
-    files = []
-    for label, wnid in enumerate(["n01", "n02", "n03"]):
-        for j in range(2):
-            f = tmp_path / "data" / "val" / wnid / f"{j}.JPEG"
-            f.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(rng.integers(0, 256, (240, 300, 3), dtype=np.uint8)).save(f)
-            files.append((f, label))
-    (tmp_path / "data" / "train").mkdir()
-    for wnid in ("n01", "n02", "n03"):
-        (tmp_path / "data" / "train" / wnid).mkdir()
-        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(
-            tmp_path / "data" / "train" / wnid / "x.JPEG")
+    files = _val_tree(tmp_path)
     res = runner.invoke(app, ["train", "--eval-only", "--checkpoint", str(path), "data=imagenet",
                               f"data.root={tmp_path / 'data'}", f"output_root={tmp_path / 'out'}",
                               "progress=false", "data.workers=0"])
@@ -338,3 +334,53 @@ def test_eval_only_on_a_torchvision_state_dict_matches_torchvision(tmp_path):
     logits = _logits(net, x)
     assert got["loss"] == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-3)
     assert got["top1"] == pytest.approx(100 * (logits.argmax(1) == y).float().mean().item())
+
+
+def test_eval_only_takes_the_model_source_keys_of_the_other_commands(tmp_path, monkeypatch):
+    """`zfnet train --eval-only` reads a model as every other command does: arch= for a state
+    dict whose name says nothing, preprocess.* for its input, a factory with --weights."""
+    from torchvision import transforms as T
+
+    torch.manual_seed(4)
+    net = torchvision.models.resnet18(weights=None, num_classes=3).eval()
+    path = tmp_path / "weights.pth"
+    torch.save(net.state_dict(), path)
+    (tmp_path / "eval_nets.py").write_text("import torchvision\n\ndef build():\n"
+                                           "    return torchvision.models.resnet18(num_classes=3)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    files = _val_tree(tmp_path)
+    common = ["data=imagenet", f"data.root={tmp_path / 'data'}", "progress=false",
+              "data.workers=0", "preprocess.input_size=64", "preprocess.std=[0.5,0.5,0.5]"]
+    tv = T.Compose([T.Resize(73), T.CenterCrop(64), T.ToTensor(),  # 73 = round(64 / 0.875)
+                    T.Normalize((0.485, 0.456, 0.406), (0.5, 0.5, 0.5))])
+    x = torch.stack([tv(Image.open(f).convert("RGB")) for f, _ in files])
+    y = torch.tensor([label for _, label in files])
+    want = F.cross_entropy(_logits(net, x), y).item()
+    for name, source in {"arch": ["--checkpoint", str(path), "--arch", "resnet18"],
+                         "factory": ["--checkpoint", "eval_nets:build", "--weights", str(path)]
+                         }.items():
+        out = tmp_path / name
+        res = runner.invoke(app, ["train", "--eval-only", *source, *common, f"output_root={out}"])
+        assert res.exit_code == 0, (name, res.output)
+        got = json.loads((out / "train" / "latest" / "metrics.json").read_text())["val"]["1crop"]
+        assert got["loss"] == pytest.approx(want, rel=1e-3), name
+    res = runner.invoke(app, ["train", "arch=resnet18", f"output_root={tmp_path / 'no'}"])
+    assert res.exit_code == 1 and "arch say(s) how eval_only=true reads checkpoint=" in res.output
+
+
+def _val_tree(tmp_path):
+    """An ImageNet-style tree of 3 classes, 2 val photos each (and one train photo each)."""
+    rng = np.random.default_rng(2)
+    files = []
+    for label, wnid in enumerate(["n01", "n02", "n03"]):
+        for j in range(2):
+            f = tmp_path / "data" / "val" / wnid / f"{j}.JPEG"
+            f.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (240, 300, 3), dtype=np.uint8)).save(f)
+            files.append((f, label))
+    (tmp_path / "data" / "train").mkdir()
+    for wnid in ("n01", "n02", "n03"):
+        (tmp_path / "data" / "train" / wnid).mkdir()
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(
+            tmp_path / "data" / "train" / wnid / "x.JPEG")
+    return files

@@ -109,9 +109,10 @@ def test_arch_named_and_errors_name_the_nearest(files, tmp_path):
         read_model(tmp_path / "damaged.pth")
     message = str(e.value)
     assert "\n" not in message
-    assert "fits no torchvision architecture; nearest is resnet18 (missing fc.bias; unexpected " \
-        "layer4.1.extra.weight; shapes differ: layer1.0.conv1.weight [64, 64, 3, 3] here vs " \
-        "[64, 64, 1, 1] in the file, fc.weight [1000, 512] here vs [10, 512] in the file)" in message
+    assert "fits no torchvision architecture: it looks like torchvision's resnet18 but lacks " \
+        "fc.bias; also has layer4.1.extra.weight; holds other shapes: layer1.0.conv1.weight " \
+        "[64, 64, 1, 1] in the file vs [64, 64, 3, 3] in resnet18, fc.weight [10, 512] in the " \
+        "file vs [1000, 512] in resnet18;" in message
 
 
 def test_torchscript_occlusion_only(files, tmp_path):
@@ -251,14 +252,18 @@ def test_layers_command_on_each_source(files, factory_module, tmp_path):
     assert out.splitlines()[0].startswith(f"torchvision_resnet18 (torchvision) from {path}: "
                                           f"input 3x64x64, 10 classes")
     rows = {line.split()[0]: line.split() for line in out.splitlines()[2:]}
-    assert rows["layer3.1"] == ["layer3.1", "BasicBlock", "256x4x4"]
+    assert rows["layer3.1"] == ["layer3.1", "BasicBlock", "--all", "256x4x4"]  # a default of Fig 2
     assert rows["fc"] == ["fc", "Linear", "10"]
     assert "runs 2x" in " ".join(rows["layer1.0.relu"])  # torchvision calls it twice
 
     torch.save({"model": torch.load(files["vgg11_bn"][0])}, tmp_path / "wrapped.pth")
     code, out = _layers("--checkpoint", str(tmp_path / "wrapped.pth"), "preprocess.input_size=64")
     assert code == 0, out
-    assert "conv8  features.28   MaxPool2d          512x2x2" in out and "fc7    classifier.4  ReLU" in out
+    rows = {next(w for w in line.split() if "." in w): line.split()
+            for line in out.splitlines()[2:] if "." in line}
+    assert rows["features.28"] == ["conv8", "features.28", "MaxPool2d", "--all,", "occlude",
+                                   "(b)", "512x2x2"]  # the paper's "layer 5": panel (b) too
+    assert rows["classifier.4"][:3] == ["fc7", "classifier.4", "ReLU"]
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -269,15 +274,17 @@ def test_layers_command_on_each_source(files, factory_module, tmp_path):
 
     code, out = _layers("--checkpoint", "user_nets_zf:build")
     assert code == 0, out
-    rows = [line.split() for line in out.splitlines()[2:]]
-    assert rows[0] == ["0", "Conv2d", "4x222x222"] and rows[-1] == ["7", "Linear", "4"]
+    note, *table = out.splitlines()  # no weights=: one line says the factory's own are used
+    assert note.startswith("zfnet layers: note: checkpoint=user_nets_zf:build without weights=")
+    rows = [line.split() for line in table[2:]]
+    assert rows[0] == ["0", "Conv2d", "--all", "4x222x222"] and rows[-1] == ["7", "Linear", "4"]
 
     torch.save(net, tmp_path / "whole.pt")
     code, out = _layers("--checkpoint", str(tmp_path / "whole.pt"), "--trust-pickle",
                         "preprocess.input_size=32")
     assert code == 0, out
     assert out.startswith("ResNet (pickle)")
-    assert ["layer4.1", "BasicBlock", "512x1x1"] in [line.split() for line in out.splitlines()]
+    assert ["layer4.1", "BasicBlock", "--all", "512x1x1"] in [line.split() for line in out.splitlines()]
 
 
 @pytest.mark.parametrize("args, error", [

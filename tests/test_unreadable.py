@@ -2,6 +2,7 @@
 over a folder, transfer over Caltech, and prepare skip, count and name them, and stop with one
 line past data.max_broken (0: strict)."""
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -158,3 +159,34 @@ def test_eval_only_skips_unreadable_val_files(trained_on_tree):
     run = (tmp / "out" / "train" / "latest").resolve()
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["unreadable"]["val"]["count"] == 1 and metrics["val"]["1crop"]["images"] == 6
+
+
+def _torchrun_train(tmp_path, root, *extra):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "zfnet_cli", *_train_args(tmp_path, root, "epochs=1", "progress=false", *extra)]
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_under_torchrun_the_unreadable_count_is_summed_over_the_ranks(tmp_path):
+    """2 gloo ranks each read their half of the train files: the threshold is checked on the
+    count over both halves, and every rank stops with the same line. It was each rank's own
+    half: 4 broken files spread over the ranks passed data.max_broken=0.1 of 22 (2 allowed),
+    once the mean image was cached (its pass reads every file on every rank)."""
+    broken = [("train", c, f"zz_bad{c}.JPEG", b"junk") for c in range(3)] + \
+        [("train", 0, "zz_bad3.JPEG", b"")]
+    root = _tree(tmp_path / "t", broken=broken)
+    first = CliRunner().invoke(app, _train_args(tmp_path, root, "epochs=1", "data.max_broken=0.25"))
+    assert first.exit_code == 0, first.output  # one process; caches the mean image
+    res = _torchrun_train(tmp_path, root, "data.max_broken=0.1")
+    assert res.returncode != 0
+    errors = {line.split("error: ", 1)[1] for line in (res.stdout + res.stderr).splitlines()
+              if "zfnet train: error:" in line}
+    assert len(errors) == 1, res.stdout + res.stderr[-3000:]
+    # 3 or 4: a file in a rank's dropped last partial batch is never read; a rank alone holds 2
+    assert re.match(r"[34] of 22 train images are unreadable, more than data.max_broken=0.1 "
+                    r"allows \(2\); first: ", next(iter(errors))), errors

@@ -43,6 +43,12 @@ class CheckpointError(ValueError):
     """No checkpoint where one was expected, or one that does not fit."""
 
 
+class SourceNote(UserWarning):
+    """What a user could not know from the command line about the model that was loaded (a
+    factory's own weights used, none loaded from a file): a warning from Python, one
+    ``zfnet <command>: note: ...`` line from the CLI."""
+
+
 def save(state: dict, path: str | Path) -> Path:
     """Write ``state`` to ``path`` atomically (:func:`zfnet_cli.files.write_atomic`): a
     temporary file in the same folder, then rename, so a crash never leaves a half-written
@@ -277,8 +283,11 @@ def _is_torchscript(path: Path) -> bool:
     """A TorchScript archive (``torch.jit.save``): a zip file holding compiled ``code/``."""
     if not zipfile.is_zipfile(path):
         return False
-    with zipfile.ZipFile(path) as z:
-        return any("/code/" in n or n.endswith("constants.pkl") for n in z.namelist())
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any("/code/" in n or n.endswith("constants.pkl") for n in z.namelist())
+    except (zipfile.BadZipFile, UnicodeDecodeError, ValueError, OSError):
+        return False  # a damaged archive: torch.load names it as such
 
 
 def _read_file(path: Path, trust_pickle: bool):
@@ -397,6 +406,12 @@ def read_model(spec: str | Path | nn.Module, *, arch: Optional[str] = None,
         model = _factory(str(spec))
         if weights is not None:
             _load_weights(model, weights, str(spec))
+        else:
+            factory = str(spec).split(":")[1]
+            warnings.warn(SourceNote(f"checkpoint={spec} without weights=: the model keeps "
+                                     f"the weights {factory}() gives it (random unless it "
+                                     f"loads some); weights=FILE (--weights) loads a state "
+                                     f"dict into it"), stacklevel=2)
         return _module_state(model, str(spec), "factory"), model.eval()
     if weights is not None:
         raise CheckpointError(f"weights={weights} goes with checkpoint=package.module:factory; "
@@ -643,13 +658,18 @@ def load_model(spec: str | Path | nn.Module = "latest", *, arch: Optional[str] =
     known = {f.name for f in fields(DataConfig)}
     data_cfg = for_model(data, DataConfig(**{k: v for k, v in state["config"]["data"].items()
                                              if k in known}))
-    _override_preprocessing(state, data_cfg, preprocess or Preprocess())
+    apply_preprocess(state, data_cfg, preprocess or Preprocess())
     _name_classes(state, data_cfg)
     return Loaded(state, model, data_cfg, state["mean"], state["model_cfg"]["input_size"], path)
 
 
-def _override_preprocessing(state: dict, data: DataConfig, pre: Preprocess) -> None:
-    """Apply ``preprocess.*`` overrides to the state and data config (in place)."""
+def apply_preprocess(state: dict, data: DataConfig, pre: Preprocess) -> None:
+    """Apply ``preprocess.*`` overrides to a model's state and data config (in place).
+
+    Raises:
+        ValueError: a mean or std without 3 values, a std <= 0, an input larger than the
+            resized image.
+    """
     for key, values in (("mean", pre.mean), ("std", pre.std)):
         if values is not None and (len(values) != 3 or (key == "std" and min(values) <= 0)):
             raise ValueError(f"preprocess.{key} needs 3 values (R, G, B of 0..1 pixels"

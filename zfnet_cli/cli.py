@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, List, Optional
 
 import typer
 
-from zfnet_cli.config import ConfigError, compose, discard_run_dir, make_run_dir, merge_overrides
+# Nothing here imports torch, hydra or an experiment at module level: `zfnet --help` and each
+# command's --help answer at once, and a command imports what it needs when it runs.
 
 app = typer.Typer(
     name="zfnet",
@@ -29,11 +32,39 @@ app = typer.Typer(
 @app.callback()
 def _root() -> None:
     """Keeps `zfnet` a group of subcommands (Typer would collapse a single one)."""
+    _one_line_warnings()
 
 
-OVERRIDES = typer.Argument(None, metavar="[KEY=VALUE]...",
-                           help="Hydra overrides of any config value, e.g. optim.lr=0.05 "
-                                "model.channels=[48,128,192,192,128] data=imagenet.")
+def _one_line_warnings() -> None:
+    """A damaged image file that still decoded is one ``zfnet: warning:`` line on stderr (the
+    file and what is wrong), not Python's two-line warning format; other warnings are shown as
+    before. DataLoader workers and prepare's decoding processes fork from here and inherit it."""
+    import warnings
+
+    shown = warnings.showwarning
+    if getattr(shown, "zfnet_one_line", False):
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        # Looked up when a warning is shown, not imported here: the images module loads torch,
+        # which a command's --help must not wait for; until it is loaded nothing can warn of it.
+        images = sys.modules.get("zfnet_cli.data.images")
+        if images is not None and issubclass(category, images.DamagedImageWarning):
+            print(f"zfnet: warning: {message}", file=file or sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    show.zfnet_one_line = True
+    warnings.showwarning = show
+
+
+def _overrides_argument(example: str) -> typer.models.ArgumentInfo:
+    """The KEY=VALUE argument of a command, with an example that fits that command."""
+    return typer.Argument(None, metavar="[KEY=VALUE]...",
+                          help=f"Hydra overrides of any config value (see configs/), e.g. {example}.")
+
+
+OVERRIDES = _overrides_argument("optim.lr=0.05 model.channels=[48,128,192,192,128] data=imagenet")
 
 
 CHECKPOINT = typer.Option(None, help="The model: a checkpoint file, a train run folder or 'latest' "
@@ -63,6 +94,25 @@ def _fail(command: str, message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
+@contextmanager
+def _notes(command: str):
+    """Print what the loaders say a user could not know (``SourceNote``: a factory's own
+    weights used) as one ``zfnet <command>: note:`` line each, while the context is open."""
+    from zfnet_cli.checkpoint import SourceNote
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", SourceNote)
+        show = warnings.showwarning
+
+        def note(message, category, *args, **kwargs):
+            if issubclass(category, SourceNote):
+                typer.echo(f"zfnet {command}: note: {message}", err=True)
+            else:
+                show(message, category, *args, **kwargs)
+        warnings.showwarning = note
+        yield
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     from zfnet_cli.checkpoint import CheckpointError
     from zfnet_cli.files import WriteError
@@ -77,6 +127,7 @@ def _execute(command: str, overrides: list[str], runner: Callable, *,
     """Compose, set up DDP when under torchrun, make the run folder (or continue in the one
     ``existing_dir(cfg)`` names), run, report."""
     debug = bool(os.environ.get("ZFNET_DEBUG"))
+    from zfnet_cli.config import ConfigError, compose, discard_run_dir, make_run_dir, merge_overrides
     from zfnet_cli.engine import cleanup_distributed, setup_distributed
 
     run_dir = None
@@ -87,7 +138,8 @@ def _execute(command: str, overrides: list[str], runner: Callable, *,
             cfg = compose(command, overrides)
         d = setup_distributed(getattr(cfg, "device", "auto"))
         run_dir = make_run_dir(command, cfg, existing=existing_dir(cfg) if existing_dir else None)
-        metrics = runner(cfg, run_dir, dist_info=d, overrides=overrides)
+        with _notes(command):
+            metrics = runner(cfg, run_dir, dist_info=d, overrides=overrides)
     except ConfigError as err:
         if debug:
             raise
@@ -146,9 +198,12 @@ def train(
         "overrides are reapplied, then the ones given now."),
     eval_only: Optional[bool] = typer.Option(None, "--eval-only", help="Only evaluate --checkpoint "
                                              "on the val split (top-1/top-5 error), no training."),
-    checkpoint: Optional[str] = typer.Option(None, help="With --eval-only: a checkpoint file "
-                                             "(ours, torchvision alexnet/vgg, pytorchcv zfnet), a "
-                                             "train run folder or 'latest'."),
+    checkpoint: Optional[str] = typer.Option(None, help="With --eval-only: the model, from any "
+                                             "source the other commands take (a checkpoint file "
+                                             "or train run folder, 'latest', a torchvision state "
+                                             "dict, TorchScript, package.module:factory, ...; "
+                                             "with --arch, --weights, --trust-pickle, "
+                                             "preprocess.KEY=VALUE)."),
     eval_crops: Optional[int] = typer.Option(None, help="Validation views: 1 (centre crop) or 10 "
                                              "(4 corners + centre, each mirrored, softmax averaged)."),
     eval_test: Optional[bool] = typer.Option(None, "--eval-test", help="After the last epoch "
@@ -159,6 +214,11 @@ def train(
                                                  "layout for the convs (GPU)."),
     compile_model: Optional[bool] = typer.Option(None, "--compile", help="torch.compile the "
                                                  "model (pays off on long GPU runs)."),
+    arch: Optional[str] = typer.Option(None, help="With --eval-only: the torchvision "
+                                       "architecture of a state dict --checkpoint (resnet18, ...); "
+                                       "default: recognised from its keys and shapes."),
+    trust_pickle: Optional[bool] = TRUST_PICKLE,
+    weights: Optional[str] = WEIGHTS,
 ) -> None:
     """Train ZFNet (paper §3): SGD with momentum, dropout, filter renormalisation.
 
@@ -169,7 +229,7 @@ def train(
              "seed": seed, "resume": resume, "eval_only": eval_only,
              "checkpoint": _quote(checkpoint) if checkpoint else None, "eval_crops": eval_crops,
              "eval_test": eval_test, "amp": amp, "channels_last": channels_last,
-             "compile": compile_model}
+             "compile": compile_model, **_source(arch, trust_pickle, weights)}
     ovr = _overrides(typed, overrides)
     from zfnet_cli.experiments import train as experiment_train
 
@@ -186,6 +246,8 @@ def train(
 def _overrides(typed: dict, extra: Optional[List[str]]) -> list[str]:
     """Typed options (``None``: not given) as ``key=value`` overrides, then the user's own
     KEY=VALUE arguments, a later one of the same key winning."""
+    from zfnet_cli.config import merge_overrides
+
     return merge_overrides([], [f"{k}={v}" for k, v in typed.items() if v is not None]
                            + list(extra or []))
 
@@ -274,10 +336,12 @@ def visualize(
              "  zfnet explore                              # every unit of layers 1-5, newest model\n\n"
              "  zfnet explore --layer 1 --layer 2 max_images=2000\n\n"
              "  zfnet explore --checkpoint resnet18.pth data=folder data.root=photos/   # any model\n\n"
-             "  zfnet explore --layer layer3.1 --checkpoint resnet18.pth data=folder data.root=photos/\n\n"
+             "  zfnet explore --layer layer4 max_units=64 --checkpoint resnet18.pth data=folder data.root=photos/   # a first look\n\n"
              "  zfnet explore checkpoint=outputs/train/RUN data=imagenet data.root=DIR split=val")
 def explore(
-    overrides: Optional[List[str]] = OVERRIDES,
+    overrides: Optional[List[str]] = _overrides_argument(
+        "max_units=64 (the first 64 units of each layer, for a first look) max_images=2000 "
+        "data=folder data.root=photos/"),
     layer: Optional[List[str]] = typer.Option(None, help="Layer(s) to explore: a paper name or "
                                               "number (conv3 or 3) or any module name (layer3.1, "
                                               "features.6; `zfnet layers` lists them); repeat for "
@@ -436,7 +500,7 @@ def correspond(
              "  zfnet ablate --resume latest                # continue an interrupted ablation\n\n"
              "  zfnet ablate --list")
 def ablate(
-    overrides: Optional[List[str]] = OVERRIDES,
+    overrides: Optional[List[str]] = _overrides_argument("seeds=3 presets.zfnet=zfnet (training overrides go to -t)"),
     variant: Optional[List[str]] = typer.Option(None, "--variant", "-v", help="A Table 3 variant "
                                                 "to train; repeat for several. Default: all."),
     train_override: Optional[List[str]] = typer.Option(
@@ -491,7 +555,7 @@ def ablate(
              "  zfnet transfer -e voc --root /data          # Table 6\n\n"
              "  zfnet transfer --shots 5 --shots 10 --no-scratch checkpoint=outputs/train/RUN")
 def transfer(
-    overrides: Optional[List[str]] = OVERRIDES,
+    overrides: Optional[List[str]] = _overrides_argument("folds=2 shots=[5,10] scratch_epochs=10"),
     experiment: Optional[str] = typer.Option(None, "--experiment", "-e", help="Preset: caltech101 "
                                              "(Table 4), caltech256 (Table 5, Fig 9), voc (Table 6), smoke."),
     target: Optional[str] = typer.Option(None, help="embedded (held-out classes), caltech101, "
@@ -533,7 +597,7 @@ def transfer(
 def prepare(
     dataset: str = typer.Argument(..., help="The source layout; imagenet: ROOT/{train,val}/<wnid>/*.JPEG."),
     root: Path = typer.Argument(..., help="The data set's folder."),
-    overrides: Optional[List[str]] = OVERRIDES,
+    overrides: Optional[List[str]] = _overrides_argument("workers=8 shard_size=2048"),
     out: Optional[Path] = typer.Option(None, help="The pack folder (default: "
                                        "outputs/packed/<dataset>_<image-size>)."),
     workers: Optional[int] = typer.Option(None, help="Decoding processes (0: every core)."),
@@ -561,7 +625,7 @@ def prepare(
 def report(
     root: Optional[Path] = typer.Argument(None, help="The output root whose runs are reported "
                                           "(default: outputs)."),
-    overrides: Optional[List[str]] = OVERRIDES,
+    overrides: Optional[List[str]] = _overrides_argument("output_root=outputs/paper"),
 ) -> None:
     """One markdown report (report.md, figures copied beside it) of a whole reproduction: the newest finished run of each figure and table, the paper's numbers beside ours."""
     typed = {"root": _quote(str(root)) if root else None}
@@ -579,24 +643,28 @@ def report(
              "  zfnet layers --checkpoint mynets.small:build --weights small.pth\n\n"
              "  zfnet layers --checkpoint model.ts preprocess.input_size=160")
 def layers(
-    overrides: Optional[List[str]] = OVERRIDES,
+    overrides: Optional[List[str]] = _overrides_argument(
+        "preprocess.input_size=160 (the input side of a model that does not say it) "
+        "device=cpu"),
     checkpoint: Optional[str] = CHECKPOINT,
     arch: Optional[str] = ARCH,
     trust_pickle: Optional[bool] = TRUST_PICKLE,
     weights: Optional[str] = WEIGHTS,
 ) -> None:
-    """List a model's selectable layers: paper name (conv1..conv5, fc6, fc7 on plain stacks), module name, type and output shape for one image at the model's input size.
+    """List a model's selectable layers: paper name (conv1..conv5, fc6, fc7 on plain stacks), module name, type, what reads it by default and output shape for one image at the model's input size.
 
-    Any name in the first two columns is what --layer and layer= take in the other commands. Prints to stdout; writes no run folder.
+    Any name in the first two columns is what --layer and layer= take in the other commands (a number N means convN). "default of": --all marks the layers `visualize --all` and `explore` show when no --layer is given (the blocks the forward pass calls), "occlude (b)" the layer of occlusion's panel (b). Prints to stdout; writes no run folder.
     """
     typed = {"checkpoint": _quote(checkpoint) if checkpoint else None,
              **_source(arch, trust_pickle, weights)}
     debug = bool(os.environ.get("ZFNET_DEBUG"))
+    from zfnet_cli.config import ConfigError, compose
     from zfnet_cli.experiments import layers as experiment_layers
 
     try:
         cfg = compose("layers", _overrides(typed, overrides))
-        loaded, rows = experiment_layers.run(cfg)
+        with _notes("layers"):
+            loaded, rows, uses = experiment_layers.run(cfg)
     except ConfigError as err:
         if debug:
             raise
@@ -605,7 +673,7 @@ def layers(
         if debug:
             raise
         _fail("layers", str(err), 1)
-    typer.echo(experiment_layers.table(loaded, rows))
+    typer.echo(experiment_layers.table(loaded, rows, uses))
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import difflib
+import importlib
 import json
 import os
 import platform
@@ -30,18 +31,6 @@ from omegaconf.errors import OmegaConfBaseException
 
 from zfnet_cli.bounds import check_bounds
 from zfnet_cli.files import WriteError, append_text, describe, write_atomic
-from zfnet_cli.experiments.ablate import AblateConfig
-from zfnet_cli.experiments.correspond import CorrespondConfig
-from zfnet_cli.experiments.explore import ExploreConfig
-from zfnet_cli.experiments.invariance import InvarianceConfig
-from zfnet_cli.experiments.layers import LayersConfig
-from zfnet_cli.experiments.occlude import OccludeConfig
-from zfnet_cli.experiments.prepare import PrepareConfig
-from zfnet_cli.experiments.report import ReportConfig
-from zfnet_cli.experiments.train import TrainConfig
-from zfnet_cli.experiments.transfer import TransferConfig
-from zfnet_cli.experiments.visualize import VisualizeConfig
-
 CONFIG_DIR = Path(os.environ.get("ZFNET_CONFIG_DIR", Path(__file__).resolve().parent.parent / "configs"))
 
 
@@ -49,16 +38,26 @@ class ConfigError(ValueError):
     """A bad override or config file; the message is one line that names the key."""
 
 
-SCHEMAS: dict[str, type] = {"train": TrainConfig, "visualize": VisualizeConfig,
-                            "occlude": OccludeConfig, "invariance": InvarianceConfig,
-                            "correspond": CorrespondConfig, "ablate": AblateConfig,
-                            "transfer": TransferConfig, "report": ReportConfig,
-                            "prepare": PrepareConfig, "layers": LayersConfig,
-                            "explore": ExploreConfig}
+# command -> the module defining its schema (imported when that command composes its config, so
+# a command loads only its own experiment and `zfnet --help` loads none)
+_SCHEMA_HOMES: dict[str, str] = {
+    "train": "train:TrainConfig", "visualize": "visualize:VisualizeConfig",
+    "occlude": "occlude:OccludeConfig", "invariance": "invariance:InvarianceConfig",
+    "correspond": "correspond:CorrespondConfig", "ablate": "ablate:AblateConfig",
+    "transfer": "transfer:TransferConfig", "report": "report:ReportConfig",
+    "prepare": "prepare:PrepareConfig", "layers": "layers:LayersConfig",
+    "explore": "explore:ExploreConfig"}
+COMMANDS = tuple(_SCHEMA_HOMES)
 
-_store = ConfigStore.instance()
-for _name, _schema in SCHEMAS.items():
-    _store.store(name=f"{_name}_schema", node=_schema)
+
+def schema(command: str) -> type:
+    """The dataclass schema of ``command``, registered in Hydra's ConfigStore on first use."""
+    if command not in _SCHEMA_HOMES:
+        raise ConfigError(f"no config schema for command '{command}'")
+    module, name = _SCHEMA_HOMES[command].split(":")
+    node = getattr(importlib.import_module(f"zfnet_cli.experiments.{module}"), name)
+    ConfigStore.instance().store(name=f"{command}_schema", node=node)
+    return node
 
 
 def _flat_keys(node: Any, prefix: str = "") -> list[str]:
@@ -69,7 +68,7 @@ def _flat_keys(node: Any, prefix: str = "") -> list[str]:
     return keys
 
 
-def _one_line(command: str, err: Exception) -> str:
+def _one_line(command: str, err: Exception, overrides: Sequence[str] = ()) -> str:
     """Turn a Hydra/OmegaConf error into one line that names the key and close matches."""
     msgs = []
     e: BaseException | None = err
@@ -77,7 +76,7 @@ def _one_line(command: str, err: Exception) -> str:
         msgs.append(str(e))
         e = e.__cause__ or e.__context__
     text = "\n".join(msgs)
-    known = _flat_keys(OmegaConf.to_container(OmegaConf.structured(SCHEMAS[command])))
+    known = _flat_keys(OmegaConf.to_container(OmegaConf.structured(schema(command))))
     m = re.search(r"Could not override '([^']+)'", text) or re.search(r"Key '([^']+)' not in", text) \
         or re.search(r"Key '([^']+)' is not in struct", text)
     if m and ("not in struct" in text or "Could not override" in text) and "converted" not in text:
@@ -92,6 +91,15 @@ def _one_line(command: str, err: Exception) -> str:
             choice = "experiment/" + choice.split("/", 2)[2]
             opts = sorted(p.stem for p in (CONFIG_DIR / "experiment" / command).glob("*.yaml"))
         return f"unknown config choice '{choice}'" + (f"; available: {', '.join(opts)}" if opts else "")
+    if "Config group override must be a string" in text:  # model=1.5, optim=null
+        groups = {p.name for p in CONFIG_DIR.iterdir() if p.is_dir()}
+        bad = next((o for o in overrides if o.split("=", 1)[0].lstrip("+~") in groups), "")
+        group = bad.split("=", 1)[0].lstrip("+~")
+        where = CONFIG_DIR / group / command if group == "experiment" else CONFIG_DIR / group
+        shown = bad.replace(f"experiment={command}/", "experiment=", 1)
+        names = ", ".join(sorted(p.stem for p in where.glob("*.yaml")))
+        return (f"'{shown}': {group or 'a config group'} takes the name of one of its configs"
+                + (f" ({names})" if names else "") + ", not a number, null or a boolean")
     m = re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+)", text)
     if m:
         k = re.search(r"full_key: (\S+)", text) or re.search(r"override (\S+?)=", text)
@@ -109,8 +117,7 @@ def compose(command: str, overrides: Sequence[str] = ()) -> Any:
             of its field's bounds or an impossible combination (:mod:`zfnet_cli.bounds`; one
             line).
     """
-    if command not in SCHEMAS:
-        raise ConfigError(f"no config schema for command '{command}'")
+    schema(command)
     # Experiments are per command (configs/experiment/<command>/NAME.yaml); users say NAME.
     overrides = [f"experiment={command}/{o.split('=', 1)[1]}"
                  if o.startswith("experiment=") and o != "experiment=null" else o for o in overrides]
@@ -119,8 +126,9 @@ def compose(command: str, overrides: Sequence[str] = ()) -> Any:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             cfg = _hydra_compose(config_name=command, overrides=list(overrides))
         cfg = OmegaConf.to_object(cfg)
-    except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(_one_line(command, err)) from None
+    except (HydraException, OmegaConfBaseException, ValueError) as err:
+        # Hydra raises a plain ValueError for some bad overrides (a group set to a number)
+        raise ConfigError(_one_line(command, err, overrides)) from None
     except AssertionError as err:  # OmegaConf: a key set under a null node (e.g. data=null)
         if "Unexpected type for root" not in str(err):
             raise

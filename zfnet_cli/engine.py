@@ -72,6 +72,22 @@ def setup_distributed(device: str = "auto") -> Dist:
     return Dist(rank, world, local, dev)
 
 
+def sum_unreadable(unreadable, d: Dist) -> None:
+    """Under DDP each rank reads (and skips) its own share of a split's files, so its
+    :class:`~zfnet_cli.data.images.UnreadableFiles` holds its share only: gather every rank's,
+    so that each holds the same list over all of them (in rank order), and apply the threshold
+    to that. Every rank calls this at the same point, so all of them stop alike (one line each,
+    the same) or go on. Nothing to do in one process."""
+    if not d.enabled:
+        return
+    shares = [None] * d.world_size
+    dist.all_gather_object(shares, unreadable.files)
+    unreadable.files = {}
+    for files in shares:
+        unreadable.merge(files)
+    unreadable.check()
+
+
 def cleanup_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

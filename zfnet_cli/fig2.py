@@ -26,7 +26,7 @@ from zfnet_cli.data.images import UnreadableFiles
 from zfnet_cli.deconv import Request
 from zfnet_cli.deconv_graph import GraphDeconvnet, Projector, deconvnet_for
 from zfnet_cli.engine import InMemoryBatches
-from zfnet_cli.layers import describe_layers, resolve_layer
+from zfnet_cli.layers import block_names, describe_layers, resolve_layer
 from zfnet_cli.top9 import TopK
 
 __all__ = ["choose_layers", "layer_names", "layer_shapes", "scan_batches", "images_and_crops",
@@ -96,8 +96,24 @@ def choose_layers(model: nn.Module, names: Sequence, input_size: int = 224
         ('GraphDeconvnet', ['layer4'])
     """
     asked = [_as_name(n) for n in names]
-    deconv = deconvnet_for(model, asked or None)
-    return deconv, layer_names(deconv, names, input_size)
+    if asked:
+        deconv = deconvnet_for(model, asked)
+        return deconv, layer_names(deconv, names, input_size)
+    # The default: the blocks the forward pass actually calls (block_names with a forward), so
+    # a container that forward only loops over (an nn.ModuleList) is never offered as a layer.
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    blocks = block_names(model, (convs[0].in_channels if convs else 3, input_size, input_size))
+    if not blocks:
+        raise ValueError(f"{type(model).__name__} has no default layers (no block holding a "
+                         f"Conv2d runs once in its forward pass with a (B, C, H, W) output): "
+                         f"pass --layer NAME (`zfnet layers` lists them)")
+    deconv = deconvnet_for(model, blocks)
+    try:
+        return deconv, layer_names(deconv, blocks, input_size)
+    except ValueError as err:
+        raise ValueError(f"the default layers ({', '.join(blocks)}; no --layer given) cannot "
+                         f"all be read: {err}; pass --layer NAME for the ones you want "
+                         f"(`zfnet layers` lists them)") from None
 
 
 def layer_shapes(model: nn.Module, layers: Sequence[str], input_size: int,

@@ -161,36 +161,60 @@ def layer_names(model: nn.Module) -> list[str]:
     return list(paper_names(model)) + [n for n, _ in model.named_modules() if n]
 
 
-def resolve_layer(model: nn.Module, name: str) -> Layer:
-    """Find the layer called ``name`` on ``model`` (see the module doc for the naming).
+def resolve_layer(model: nn.Module, name: str | int | nn.Module) -> Layer:
+    """Find the layer ``name`` on ``model`` (see the module doc for the naming).
 
-    A paper name (``conv5``, ``fc7``) is looked up first, then a qualified module name.
+    A paper name (``conv5``, ``fc7``) is looked up first, then a qualified module name; a bare
+    number ``3`` means the paper's ``conv3`` where the model has one (else the module called
+    ``3``, a child of an ``nn.Sequential``); a module of ``model`` stands for itself.
 
     Args:
         model (nn.Module): any model.
-        name (str): a paper name or a module name.
+        name (str, int or nn.Module): a paper name, a number (``3`` for ``conv3``), a module
+            name, or one of ``model``'s modules.
 
     Returns:
-        Layer: the name, the qualified name of the module whose output it is, the module.
+        Layer: the name (``conv3`` for ``3``, the module's qualified name for a module), the
+        qualified name of the module whose output it is, the module.
 
     Raises:
-        ValueError: ``name`` is neither; the message gives the closest names and says how to
-            list them all (``zfnet layers``).
+        ValueError: ``name`` is none of these; the message gives the closest names and says
+            how to list them all (``zfnet layers``).
 
     Example:
         >>> import torchvision
-        >>> resolve_layer(torchvision.models.alexnet(), "conv2").module_name
+        >>> net = torchvision.models.alexnet()
+        >>> resolve_layer(net, "conv2").module_name, resolve_layer(net, 2).module_name
+        ('features.5', 'features.5')
+        >>> resolve_layer(net, net.features[5]).name
         'features.5'
     """
     modules = dict(model.named_modules())
-    module_name = paper_names(model).get(name)
+    if isinstance(name, nn.Module):
+        found = next((n for n, m in modules.items() if m is name and n), None)
+        if found is None:
+            raise ValueError(f"the {type(name).__name__} given as a layer is not a module of "
+                             f"this {type(model).__name__} (pass one of its own modules, or "
+                             f"a name: `zfnet layers` lists them)")
+        return Layer(found, found, name)
+    name = str(name)
+    paper = paper_names(model)
+    if name.isdigit() and f"conv{name}" in paper:
+        name = f"conv{name}"
+    module_name = paper.get(name)
     if module_name is None and name in modules and name:
         module_name = name
     if module_name is None:
         names = layer_names(model)
         close = difflib.get_close_matches(name, names, n=4, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        some = list(paper_names(model)) or names[:8]
+        if name.isdigit():
+            convs = [p for p in paper if p.startswith("conv")]
+            hint = (f" (a number means conv<N>: this model's conv layers are "
+                    f"{', '.join(convs)})" if convs else
+                    " (a number means conv<N> on a plain stack; this model has no paper "
+                    "names: name a module)")
+        some = list(paper) or names[:8]
         raise ValueError(f"unknown layer {name!r}{hint} (layers of this model include "
                          f"{', '.join(some)}{', ...' if len(names) > len(some) else ''}; "
                          f"`zfnet layers` lists them all)")
@@ -248,7 +272,7 @@ def read_once(seen: list, layer: Layer | str) -> object:
                      f"no single output{instead}")
 
 
-def read_layers(model: nn.Module, x: torch.Tensor, names: Sequence[str], *,
+def read_layers(model: nn.Module, x: torch.Tensor, names: Sequence[str | int | nn.Module], *,
                 output: bool = False):
     """The outputs of the layers ``names`` for the batch ``x``, from one forward pass.
 
@@ -259,11 +283,12 @@ def read_layers(model: nn.Module, x: torch.Tensor, names: Sequence[str], *,
     Args:
         model (nn.Module): any model (its mode is left as it is: call ``eval()`` first).
         x (Tensor): the input batch, e.g. (B, 3, H, W).
-        names (sequence of str): layer names (see :func:`resolve_layer`).
+        names (sequence of str, int or nn.Module): layers (see :func:`resolve_layer`).
         output (bool): also return the model's output (the logits). Default: ``False``.
 
     Returns:
-        dict[str, Tensor]: name -> (B, ...) output of that layer, in the order of ``names``;
+        dict: each name as given (a module: its qualified name) -> (B, ...) output of that
+        layer, in the order of ``names``;
         with ``output=True``, ``(logits, that dict)``.
 
     Raises:
@@ -283,7 +308,8 @@ def read_layers(model: nn.Module, x: torch.Tensor, names: Sequence[str], *,
     with ExitStack() as stack:
         seen = {m: stack.enter_context(tap(mod, lambda t: t.clone())) for m, mod in modules.items()}
         logits = model(x)
-    out = {layer.name: read_once(seen[layer.module_name], layer) for layer in layers}
+    out = {(a.name if isinstance(asked, nn.Module) else asked):
+           read_once(seen[a.module_name], a) for asked, a in zip(names, layers)}
     return (logits, out) if output else out
 
 
@@ -344,16 +370,26 @@ def describe_layers(model: nn.Module, input_shape: Sequence[int] = (3, 224, 224)
             for n, m in named]
 
 
-def block_names(model: nn.Module) -> list[str]:
-    """The layers a figure shows by default (Fig 2 ``--all``): the paper's conv layers
-    (``conv1`` ..) on plain stacks; otherwise the network's blocks, i.e. the children of each
-    top-level ``nn.Sequential`` that hold a ``Conv2d`` (ResNet's ``layer1.0`` .. ``layer4.1``,
-    DenseNet's dense blocks and transitions, MobileNet's / EfficientNet's / ConvNeXt's
-    ``features.0`` ..), or the top-level children that hold one where there is no such
-    ``nn.Sequential``.
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+
+def block_names(model: nn.Module, input_shape: Sequence[int] | None = None) -> list[str]:
+    """The layers a figure shows by default (Fig 2 ``--all``, ``zfnet explore``): the paper's
+    conv layers (``conv1`` ..) on plain stacks; otherwise the network's blocks, i.e. the
+    children that hold a ``Conv2d`` of each top-level container (an ``nn.Sequential``, or an
+    ``nn.ModuleList`` / ``nn.ModuleDict`` that ``forward`` loops over: ResNet's ``layer1.0`` ..
+    ``layer4.1``, DenseNet's dense blocks and transitions, MobileNet's / ConvNeXt's
+    ``features.0`` .., EfficientNet-PyTorch's ``_blocks.0`` ..), or the top-level children that
+    hold one where there is no such container.
+
+    With ``input_shape``, one forward pass of a zero input (eval mode, modes restored after)
+    keeps the blocks that the forward actually calls, once each, with a 4-D output, in the
+    order they finish: a block the forward skips or calls twice cannot be read as a layer.
 
     Args:
         model (nn.Module): any model.
+        input_shape (sequence of int, optional): ``(C, H, W)`` of one input. Default: no
+            forward pass (every block found, in registration order).
 
     Returns:
         list[str]: layer names (:func:`resolve_layer` accepts each), bottom to top.
@@ -368,9 +404,14 @@ def block_names(model: nn.Module) -> list[str]:
         return paper
     has_conv = lambda m: any(isinstance(s, nn.Conv2d) for s in m.modules())  # noqa: E731
     out = [f"{name}.{child}" for name, top in model.named_children()
-           if isinstance(top, nn.Sequential)
+           if isinstance(top, _CONTAINERS)
            for child, m in top.named_children() if has_conv(m)]
-    return out or [name for name, m in model.named_children() if has_conv(m)]
+    out = out or [name for name, m in model.named_children() if has_conv(m)]
+    if input_shape is None:
+        return out
+    finished, calls = _run_once(model, input_shape)
+    order = [n for n, shape in finished if len(shape) == 4]
+    return sorted((n for n in out if calls.get(n) == 1 and n in order), key=order.index)
 
 
 @contextmanager

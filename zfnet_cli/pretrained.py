@@ -279,6 +279,14 @@ class Fit:
     missing: tuple[str, ...]
     unexpected: tuple[str, ...]
     mismatched: tuple[tuple[str, tuple, tuple], ...]
+    matched: int = 0  # keys of the architecture the state dict has, shapes aside
+
+    @property
+    def overlap(self) -> float:
+        """The share of keys the two have in common (of all keys either has): 1 for an exact
+        fit, near 1 for a near miss (a key deleted, a head replaced), near 0 for another
+        architecture."""
+        return self.matched / max(1, self.matched + len(self.missing) + len(self.unexpected))
 
     @property
     def exact(self) -> bool:
@@ -287,6 +295,21 @@ class Fit:
     @property
     def distance(self) -> int:
         return len(self.missing) + len(self.unexpected) + len(self.mismatched)
+
+    def near_miss(self, n: int = 3) -> str:
+        """What a state dict close to this architecture lacks, has besides and holds in other
+        shapes, for a one-line error: ``lacks features.0.weight``."""
+        parts = []
+        for what, items in (("lacks", self.missing), ("also has", self.unexpected)):
+            if items:
+                more = f" (+{len(items) - n} more)" if len(items) > n else ""
+                parts.append(f"{what} {', '.join(items[:n])}{more}")
+        if self.mismatched:
+            shown = ", ".join(f"{k} {list(b)} in the file vs {list(a)} in {self.arch}"
+                              for k, a, b in self.mismatched[:n])
+            more = f" (+{len(self.mismatched) - n} more)" if len(self.mismatched) > n else ""
+            parts.append(f"holds other shapes: {shown}{more}")
+        return "; ".join(parts)
 
     def differences(self, n: int = 3) -> str:
         """A few of the differences, for a one-line error."""
@@ -309,7 +332,7 @@ def _compare(arch: str, expected: Mapping, state: Mapping, num_classes: int) -> 
                        for k in expected if k in given and
                        tuple(expected[k].shape) != tuple(state[k].shape))
     return Fit(arch, num_classes, tuple(k for k in expected if k not in given),
-               tuple(k for k in state if k not in wanted), mismatched)
+               tuple(k for k in state if k not in wanted), mismatched, len(given & wanted))
 
 
 def _head_classes(fit: Fit, expected: Mapping) -> Optional[int]:
@@ -372,18 +395,26 @@ def _family_key(arch: str) -> Optional[str]:
     return None
 
 
-def _candidates(state: Mapping, hint: str) -> list[str]:
+def _candidates(state: Mapping, hint: str, loose: bool = False) -> list[str]:
     """Architectures worth comparing with ``state``, most likely first: those whose family key
     (``_FAMILY_KEYS``) the state dict has, or whose family is not listed; among them, those
     named in ``hint`` (a weights file is usually named after its architecture:
-    ``resnet18-f37072fd.pth``) first, longest name first."""
+    ``resnet18-f37072fd.pth``) first, longest name first. ``loose``: a family key with any
+    numbers (``features.3.weight`` for ``features.0.weight``), to find the nearest
+    architecture of a state dict that lost its family key."""
     keys = list(state)
-    found = {p for _, p in _FAMILY_KEYS if any(re.fullmatch(p, k) for k in keys)}
+    found = {p for _, p in _FAMILY_KEYS
+             if any(re.fullmatch(re.sub(r"\d+", r"\\d+", p) if loose else p, k) for k in keys)}
     names = [n for n in torchvision_architectures()
              if _family_key(n) is None or _family_key(n) in found]
     hint = hint.lower()
     named = sorted((n for n in names if n in hint), key=len, reverse=True)
     return named + [n for n in names if n not in named]
+
+
+# A state dict sharing at least this share of its keys with an architecture is called a near
+# miss of it (a key deleted, a layer added); below, "looks like no torchvision architecture".
+NEAR_MISS = 0.5
 
 
 def detect_architecture(state: Mapping, hint: str = "") -> Fit:
@@ -393,7 +424,9 @@ def detect_architecture(state: Mapping, hint: str = "") -> Fit:
     init) and its state dict's keys and shapes compared with ``state``'s; the classifier may
     have any number of classes. torchvision's architectures differ in their keys or shapes
     (no two of ``list_models`` have the same ones), so the first exact fit is the one.
-    Candidates are tried in the order of :func:`_candidates`.
+    Candidates are tried in the order of :func:`_candidates`; where none fits, those of the
+    families whose key the state dict has with other numbers too (a near miss that lost its
+    family key: ``features.0.weight`` deleted from an alexnet).
 
     Args:
         state (Mapping): a plain state dict (see :func:`unwrap`).
@@ -403,23 +436,26 @@ def detect_architecture(state: Mapping, hint: str = "") -> Fit:
         Fit: the exact fit (``fit.exact``).
 
     Raises:
-        UnknownWeights: nothing fits; the message names the nearest architecture and a few of
-            the keys that differ from it.
+        UnknownWeights: nothing fits; the message names the nearest architecture and the keys
+            that differ from it ("looks like torchvision's alexnet but lacks
+            features.0.weight"), or says it looks like none (fewer than half the keys shared).
     """
     tried: list[Fit] = []
-    for name in _candidates(state, hint):
+    first = _candidates(state, hint)
+    for name in first + [n for n in _candidates(state, hint, loose=True) if n not in first]:
         fit = fit_architecture(name, state)
         if fit.exact:
             return fit
         tried.append(fit)
-    if not tried:
+    near = max(tried, key=lambda f: (f.overlap, -f.distance), default=None)
+    if near is None or near.overlap < NEAR_MISS:
         raise UnknownWeights(f"the state dict (keys {', '.join(list(state)[:3])}, ...) looks "
                              f"like no torchvision architecture; if it is a model of your own, "
                              f"load it with checkpoint=module:factory weights=FILE")
-    near = min(tried, key=lambda f: f.distance)
-    raise UnknownWeights(f"the state dict fits no torchvision architecture; nearest is "
-                         f"{near.arch} ({near.differences()}); if it is a model of your own, "
-                         f"load it with checkpoint=module:factory weights=FILE")
+    raise UnknownWeights(f"the state dict fits no torchvision architecture: it looks like "
+                         f"torchvision's {near.arch} but {near.near_miss()}; name another with "
+                         f"arch=NAME, or if it is a model of your own, load it with "
+                         f"checkpoint=module:factory weights=FILE")
 
 
 def load_architecture(arch: str, state: Mapping) -> tuple[Fit, nn.Module]:

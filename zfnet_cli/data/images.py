@@ -12,7 +12,10 @@ RGB uint8 (3, S, S) tensor prepared the way the model's training data was (short
 * an image with more than ``max_pixels`` pixels is refused before it is decoded; this check
   replaces PIL's own decompression-bomb limit for the load, so ``max_pixels`` can also raise it.
 
-Every failure is an :class:`ImageError` whose message is one line naming the file.
+Every failure is an :class:`ImageError` whose message is one line naming the file, whatever
+exception the damaged file made the decoder raise; a file that decodes although parts of it are
+damaged (corrupt EXIF or TIFF tags) gives one :class:`DamagedImageWarning` naming it, in place
+of the decoder's own warnings.
 
 Unreadable files inside a data set (an ImageFolder tree, Caltech, VOC) follow one policy, used
 by training, ``zfnet visualize``, ``zfnet transfer`` and ``zfnet prepare`` alike
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 import warnings
 from dataclasses import dataclass
@@ -108,6 +112,86 @@ def resize_center_crop(img: Image.Image, size: int) -> Image.Image:
     return img.crop((left, top, left + size, top + size))
 
 
+class DamagedImageWarning(UserWarning):
+    """An image that decoded, but whose file is damaged (corrupt EXIF or TIFF tags, a bad
+    chunk the decoder stepped over): one warning per file, naming it and the first of the
+    decoder's complaints, instead of each of PIL's own warnings."""
+
+
+_WARNED: set[str] = set()  # files this process has warned about
+
+
+@contextlib.contextmanager
+def _decoding(path: Path, max_pixels: int):
+    """The policy for one file handed to PIL, in one place: PIL's pixel limit replaced by the
+    caller's ``max_pixels``; every exception PIL raises while parsing or decoding the file
+    becomes one :class:`ImageError` line naming the file (a damaged file can reach almost any
+    line of a decoder: a TIFF whose strip-offset tag became a rational raises ``TypeError``,
+    others ``struct.error``, ``IndexError``, ``KeyError``, ``ZeroDivisionError``...); the
+    decoder's warnings, and what the caller appends to the yielded list (libtiff's messages,
+    :func:`_c_messages`), end as at most one :class:`DamagedImageWarning`."""
+    heard: list[warnings.WarningMessage] = []
+    notes: list[str] = []
+    try:
+        with _pil_pixel_limit(), warnings.catch_warnings(record=True) as heard:
+            warnings.simplefilter("always")
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield notes
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise _error(path, "not an image file PIL can read") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise _error(path, f"refused as a decompression bomb ({err}); the limit is "
+                           f"max_pixels={max_pixels}") from None
+    except MemoryError:
+        raise _error(path, "corrupt image: decoding it needs more memory than there is") from None
+    except Exception as err:  # noqa: BLE001 - whatever a damaged file makes PIL raise
+        raise _error(path, _reason(err)) from None
+    damage = [str(w.message).splitlines()[0] for w in heard if str(w.message)] + notes
+    if damage and str(path) not in _WARNED:  # once per file, however often it is opened
+        _WARNED.add(str(path))
+        more = f"; {len(damage) - 1} more such" if len(damage) > 1 else ""
+        warnings.warn(DamagedImageWarning(f"{path}: damaged file, decoded anyway "
+                                          f"({damage[0]}{more})"), stacklevel=3)
+
+
+@contextlib.contextmanager
+def _c_messages(notes: list[str], active: bool = True):
+    """Catch what C code writes to the process's stderr (file descriptor 2) while the block
+    runs, as lines appended to ``notes``: libtiff prints its complaints about damaged tags
+    there itself ("TIFFFetchNormalTag: ...", "MissingRequired: ..."), bypassing Python. Other
+    threads' stderr output in that moment is caught too, so it is kept short (one decode)."""
+    if not active:
+        yield
+        return
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            notes += [line.strip() for line in caught.read(64 << 10).decode("utf-8", "replace")
+                      .splitlines() if line.strip()]
+
+
+def _reason(err: Exception) -> str:
+    """One line for an exception raised on a damaged file."""
+    first = str(err).splitlines()[0] if str(err) else ""
+    if isinstance(err, (OSError, EOFError)) or "truncated" in first:
+        return f"truncated or corrupt image ({first or type(err).__name__})"
+    if isinstance(err, (SyntaxError, ValueError)):
+        return f"unreadable image ({first or type(err).__name__})"
+    return f"corrupt image ({type(err).__name__}: {first})" if first else \
+        f"corrupt image ({type(err).__name__})"
+
+
 def read_image(path: str | Path, *, max_pixels: int = MAX_PIXELS,
                background: Sequence[int] = (128, 128, 128)) -> Image.Image:
     """An image file as an upright RGB PIL image, before any resizing (:func:`load_image`
@@ -121,6 +205,9 @@ def read_image(path: str | Path, *, max_pixels: int = MAX_PIXELS,
 
     Raises:
         ImageError: missing file, a folder, not an image, truncated or corrupt, too large.
+
+    Warns:
+        DamagedImageWarning: once, when the file decoded although parts of it are damaged.
     """
     path = Path(path)
     if not path.exists():
@@ -129,30 +216,17 @@ def read_image(path: str | Path, *, max_pixels: int = MAX_PIXELS,
         raise _error(path, "is a folder, not an image")
     if path.stat().st_size == 0:
         raise _error(path, "empty file (0 bytes), not an image")
-    try:
-        with warnings.catch_warnings(), _pil_pixel_limit():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                w, h = im.size
-                if w * h > max_pixels:
-                    raise _error(path, f"{w}x{h} = {w * h} pixels is above the limit of "
-                                       f"{max_pixels} (max_pixels)")
+    with _decoding(path, max_pixels) as notes:
+        with Image.open(path) as im:
+            w, h = im.size
+            if w * h > max_pixels:
+                raise _error(path, f"{w}x{h} = {w * h} pixels is above the limit of "
+                                   f"{max_pixels} (max_pixels)")
+            with _c_messages(notes, active=im.format == "TIFF"):  # libtiff decodes these
                 im.seek(0)  # first frame of an animation
                 im.load()
                 im = ImageOps.exif_transpose(im)
-                return _to_rgb(im, background)
-    except ImageError:
-        raise
-    except UnidentifiedImageError:
-        raise _error(path, "not an image file PIL can read") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise _error(path, f"refused as a decompression bomb ({err}); the limit is "
-                           f"max_pixels={max_pixels}") from None
-    except (OSError, SyntaxError, ValueError) as err:
-        what = "truncated or corrupt image" if "truncated" in str(err) or isinstance(err, OSError) \
-            else "unreadable image"
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise _error(path, f"{what} ({first})") from None
+            return _to_rgb(im, background)
 
 
 def load_image(path: str | Path, size: int, *, max_pixels: int = MAX_PIXELS,
@@ -269,8 +343,12 @@ class PhotoFolder(LabelledImageFiles):
 
 def upright_size(path: str | Path) -> tuple[int, int]:
     """``(width, height)`` of an image file as :func:`load_image` sees it (after its EXIF
-    orientation), read from the header without decoding."""
-    with Image.open(path) as im:
+    orientation), read from the header without decoding.
+
+    Raises:
+        ImageError: the file cannot be opened as an image (one line naming it)."""
+    path = Path(path)
+    with _decoding(path, MAX_PIXELS), Image.open(path) as im:
         w, h = im.size
         orientation = im.getexif().get(0x0112, 1)
     return (h, w) if orientation in (5, 6, 7, 8) else (w, h)  # 5-8: rotated by 90 degrees
@@ -362,6 +440,11 @@ class UnreadableFiles:
     def add(self, path: str, reason: str) -> None:
         """Record one unreadable file; raise once there are more than :attr:`allowed`."""
         self.files.setdefault(str(path), str(reason))
+        self.check()
+
+    def check(self) -> None:
+        """Raise :class:`TooManyUnreadable` when more files are recorded than :attr:`allowed`
+        (after :meth:`merge`, which does not check)."""
         if len(self.files) <= self.allowed:
             return
         first, why = next(iter(self.files.items()))

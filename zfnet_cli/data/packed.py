@@ -27,7 +27,12 @@ to RGB, transparency over mid-grey).
 filled with something that looks like data. Each is listed (path relative to the source root,
 wnid, one-line reason) in its shard's record and in the manifest, and counted in the summary; the
 labels file lists only the images written, so images and labels stay aligned. A split's count is
-therefore its number of files minus its failures, which verification checks.
+therefore its number of files minus its failures, which verification checks. The one policy for
+unreadable files (:class:`~zfnet_cli.data.images.UnreadableFiles`) bounds them: once more than
+``max_broken`` of a split's files are unreadable, preparation stops with one line and writes no
+manifest (finished shards are kept: the same command with a higher ``max_broken`` resumes), so a
+pack never silently leaves out a large share; the manifest records the threshold it was made
+under beside each split's failures.
 
 **Writing** (:func:`prepare`) runs a process pool over all cores: small chunks of images are
 decoded in parallel and written straight into their shard's temporary file (``.train_00000.u8.tmp``);
@@ -70,7 +75,7 @@ import torch
 from tqdm import tqdm
 
 from zfnet_cli.data.imagenet import DataLayoutError, ImageFolderData
-from zfnet_cli.data.images import ImageError, load_image
+from zfnet_cli.data.images import ImageError, UnreadableFiles, load_image
 from zfnet_cli.files import write_atomic
 
 FORMAT = "zfnet-packed"
@@ -258,6 +263,7 @@ def prepare(
     chunk_size: int = 16,
     verify: bool = True,
     progress: bool = True,
+    max_broken: float = 0.01,
 ) -> dict:
     """Decode an ImageFolder tree once into a pack (see the module docstring), resuming any
     earlier, interrupted run into the same ``out``.
@@ -274,6 +280,8 @@ def prepare(
         verify: re-read every shard at the end and compare its sha256 with the one recorded when
             it was written; check the counts.
         progress: tqdm bars.
+        max_broken: the fraction of a split's files that may be unreadable (left out); one more
+            stops the preparation. ``0``: strict. Default: 0.01, as ``data.max_broken``.
 
     Returns:
         A summary: per split the files listed, images packed, failures and shards (written now /
@@ -283,6 +291,7 @@ def prepare(
         DataLayoutError: ``root`` is not an ImageFolder tree (one line).
         PackError: ``out`` holds a pack of another image size or class list; verification
             failed (the shards concerned lose their records, so a second run redoes them).
+        TooManyUnreadable: more unreadable files in a split than ``max_broken`` allows.
 
     >>> prepare("/data/imagenet", "outputs/packed/imagenet_256")   # doctest: +SKIP
     """
@@ -337,11 +346,13 @@ def prepare(
     try:
         written = 0
         for split in splits:
+            unreadable = UnreadableFiles(len(sources[split].samples), max_broken, split,
+                                         key="max_broken")
             written += _write_split(pool, out, root, classes, split, plan[split], size,
-                                    chunk_size, workers, label_dtype, progress)
+                                    chunk_size, workers, label_dtype, progress, unreadable)
         t_decode = time.perf_counter() - t0
         manifest = _finish(pool, out, root, plan, classes, class_names, size, shard_size, old,
-                           verify, progress)
+                           verify, progress, max_broken)
     except KeyboardInterrupt:
         print(f"\nprepare: interrupted; the same command resumes it (finished shards in {out} are "
               "kept)", file=sys.stderr)
@@ -372,8 +383,13 @@ def prepare(
 
 def _write_split(pool: ProcessPoolExecutor, out: Path, root: Path, classes: list[str], split: str,
                  shards: list[dict], size: int, chunk_size: int, workers: int, label_dtype: str,
-                 progress: bool) -> int:
-    """Decode and write the unfinished shards of one split; returns the number of files read."""
+                 progress: bool, unreadable: UnreadableFiles) -> int:
+    """Decode and write the unfinished shards of one split; returns the number of files read.
+    Each unreadable file goes to ``unreadable`` (those of shards finished earlier first), which
+    raises past its threshold."""
+    for shard in shards:
+        for f in (shard["record"] or {}).get("failures", []):
+            unreadable.add(str(root / f["path"]), f["reason"])
     todo = [s for s in shards if s["record"] is None]
     total = sum(len(s["samples"]) for s in shards)
     skipped = total - sum(len(s["samples"]) for s in todo)
@@ -416,6 +432,8 @@ def _write_split(pool: ProcessPoolExecutor, out: Path, root: Path, classes: list
                     continue
                 bar.update(n)
                 shard["failed"] += result
+                for slot, reason in result:
+                    unreadable.add(shard["samples"][slot][0], reason)
                 shard["pending"] -= 1
                 if shard["pending"] == 0 and shard["unsubmitted"] == 0:
                     _submit_finish(pool, running, out, root, classes, shard, size, label_dtype)
@@ -439,7 +457,7 @@ def _submit_finish(pool: ProcessPoolExecutor, running: dict, out: Path, root: Pa
 
 def _finish(pool: ProcessPoolExecutor, out: Path, root: Path, plan: dict[str, list[dict]],
             classes: list[str], class_names: Optional[list[str]], size: int, shard_size: int,
-            old: Optional[dict], verify: bool, progress: bool) -> dict:
+            old: Optional[dict], verify: bool, progress: bool, max_broken: float) -> dict:
     """Verify the shards, compute the mean image, write the manifest (last)."""
     item = 3 * size * size
     splits: dict = dict(old.get("splits", {})) if old else {}
@@ -454,9 +472,11 @@ def _finish(pool: ProcessPoolExecutor, out: Path, root: Path, plan: dict[str, li
             if r["count"] != r["files"] - len(r["failures"]):
                 raise PackError(f"{out / r['file']}: {r['count']} images but {r['files']} files "
                                 f"listed and {len(r['failures'])} failures")
+        # failures: what was left out (path, label, reason), under the threshold max_broken
         splits[split] = {"files": sum(r["files"] for r in records), "count": count,
-                         "shard_size": shard_size,
-                         "shards": entries, "failures": failures}
+                         "shard_size": shard_size, "shards": entries,
+                         "left_out": len(failures), "max_broken": max_broken,
+                         "failures": failures}
 
     train = splits.get("train") if "train" in plan else None
     train_key = hashlib.sha256("".join(s["sha256"] for s in train["shards"]).encode()).hexdigest() \

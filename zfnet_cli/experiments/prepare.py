@@ -34,6 +34,9 @@ class PrepareConfig:
     workers: int = bounded(0, min=0)  # decoding processes; 0: every core
     chunk_size: int = bounded(16, min=1)  # images per task handed to a worker
     verify: bool = True  # re-read every shard at the end: sha256 and counts
+    # the fraction of a split's files that may be unreadable (left out, listed in the manifest);
+    # one more stops the preparation, as data.max_broken stops a run. 0: strict
+    max_broken: float = bounded(0.01, min=0.0, max=1.0)
     progress: bool = True
     output_root: str = "outputs"
 
@@ -59,12 +62,12 @@ def run(cfg: PrepareConfig, run_dir: str | Path, *, dist_info: Dist | None = Non
     out = pack_folder(cfg)
     summary = prepare(cfg.root, out, image_size=cfg.image_size, splits=cfg.splits,
                       shard_size=cfg.shard_size, workers=cfg.workers, chunk_size=cfg.chunk_size,
-                      verify=cfg.verify, progress=cfg.progress)
+                      verify=cfg.verify, progress=cfg.progress, max_broken=cfg.max_broken)
     run_dir = Path(run_dir)
     write_atomic(run_dir / "metrics.json", json.dumps(summary, indent=2) + "\n")
 
     # The one policy for unreadable files (zfnet_cli.data.images.UnreadableFiles): skipped,
-    # counted and named here as in training; never fatal, as the pack simply leaves them out.
+    # counted and named here as in training; past max_broken prepare() has already stopped.
     unreadable = UnreadableFiles(0, max_broken=1.0)
     unreadable.merge({f["path"]: f["reason"] for f in summary["failures"]})
     for line in unreadable.lines("zfnet prepare: ", SHOWN_FAILURES, str(run_dir / "metrics.json")):

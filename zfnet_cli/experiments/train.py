@@ -54,7 +54,8 @@ from zfnet_cli.data.images import UnreadableFiles
 from zfnet_cli.data.sources import DataConfig, load_split, mean_image
 from zfnet_cli.data.transforms import BatchPreprocess
 from zfnet_cli.engine import (AMP_MODES, Dist, InMemoryBatches, LoaderBatches, compile_model,
-                              epoch_generator, evaluate, pick_device, train_one_epoch)
+                              epoch_generator, evaluate, pick_device, sum_unreadable,
+                              train_one_epoch)
 from zfnet_cli.files import append_text, remove_stale_temporaries, write_atomic
 from zfnet_cli.model import ModelConfig, ZFNet, count_parameters
 
@@ -74,7 +75,7 @@ class OptimConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(checkpoint.ModelSource):  # + arch, weights, trust_pickle, preprocess: eval_only
     BOUNDS_FIRST = ("data",)  # model.input_size follows data.crop: name data.crop when it is bad
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -120,6 +121,12 @@ def _check_options(cfg: TrainConfig) -> None:
     if cfg.eval_only and cfg.resume:
         raise ValueError("eval_only=true evaluates checkpoint=, it does not resume: use "
                          "checkpoint= instead of resume=")
+    source = [k for k, given in (("arch", cfg.arch), ("weights", cfg.weights),
+                                 ("trust_pickle", cfg.trust_pickle),
+                                 ("preprocess", cfg.preprocess != checkpoint.Preprocess())) if given]
+    if source and not cfg.eval_only:
+        raise ValueError(f"{', '.join(source)} say(s) how eval_only=true reads checkpoint=; "
+                         f"training builds cfg.model and reads cfg.data")
 
 
 def _batches(dataset, cfg: TrainConfig, preprocess, *, train: bool, epoch: int, d: Dist,
@@ -273,6 +280,8 @@ def run(cfg: TrainConfig, run_dir: str | Path, *, dist_info: Dist | None = None,
         val = evaluate(model, _batches(val_set, cfg, pre_eval, train=False, epoch=epoch, d=d,
                                        workers=cfg.data.workers, unreadable=unreadable["val"]),
                        device=d.device, progress=show, amp=cfg.amp, channels_last=cfg.channels_last)
+        for split in ("train", "val"):  # the epoch's count and threshold over every rank's share
+            sum_unreadable(unreadable[split], d)
         row = {"epoch": epoch, "lr": lr, **row, "val_loss": val["loss"], "val_top1": val["top1"],
                "val_top5": val["top5"], "val_top1_err": val["top1_err"],
                "val_top5_err": val["top5_err"], "val_crops": cfg.eval_crops,
@@ -322,10 +331,7 @@ def run(cfg: TrainConfig, run_dir: str | Path, *, dist_info: Dist | None = None,
         fingerprints = [None] * d.world_size
         torch.distributed.all_gather_object(fingerprints, mine)
         for bad in unreadable.values():  # each rank read (and skipped) its own share
-            files = [None] * d.world_size
-            torch.distributed.all_gather_object(files, bad.files)
-            for f in files:
-                bad.merge(f)
+            sum_unreadable(bad, d)
     best_top1 = max((h["val_top1"] for h in history), default=None)
     metrics = {"epochs": len(history), "final": final, "best_val_top1": best_top1,
                "best_val_top1_err": None if best_top1 is None else 100 - best_top1,
@@ -348,12 +354,15 @@ def run(cfg: TrainConfig, run_dir: str | Path, *, dist_info: Dist | None = None,
     return metrics
 
 
-def _trained_model(path: Path, device: torch.device) -> tuple[dict, torch.nn.Module]:
-    """A checkpoint's state and its model in eval mode on ``device``: the one place eval-only
-    reads a model. Ours, or foreign pretrained weights (torchvision alexnet / vgg, pytorchcv
-    zfnet: their state carries ``mean``, ``config`` and a per-channel ``input_scale``, which
-    :func:`evaluate_only` honours)."""
-    state, model = checkpoint.read_model(path)
+def _trained_model(path: Path | str, cfg: TrainConfig, device: torch.device
+                   ) -> tuple[dict, torch.nn.Module]:
+    """A model's state and the model in eval mode on ``device``: the one place eval-only reads
+    a model, from any source the other commands take (``arch``, ``weights``, ``trust_pickle``:
+    :class:`~zfnet_cli.checkpoint.ModelSource`). Ours, or a model brought (torchvision weights,
+    pytorchcv zfnet, TorchScript, a factory: their state carries ``mean``, ``config`` and a
+    per-channel ``input_scale``, which :func:`evaluate_only` honours)."""
+    state, model = checkpoint.read_model(path, arch=cfg.arch, weights=cfg.weights,
+                                         trust_pickle=cfg.trust_pickle)
     return state, model.to(device).eval()
 
 
@@ -391,9 +400,11 @@ def evaluate_only(cfg: TrainConfig, run_dir: str | Path, *, dist_info: Dist | No
     run_dir = Path(run_dir)
     show = cfg.progress and d.main
     t0 = time.perf_counter()
-    path = _resolve(cfg.checkpoint or "latest", cfg, run_dir)
-    state, model = _trained_model(path, d.device)
+    spec = cfg.checkpoint or "latest"
+    path = spec if checkpoint.is_factory(spec) else _resolve(spec, cfg, run_dir)
+    state, model = _trained_model(path, cfg, d.device)
     data = _eval_data(cfg, state, overrides)
+    checkpoint.apply_preprocess(state, data, cfg.preprocess)  # preprocess.* overrides
     input_size, num_classes = state["model_cfg"]["input_size"], state["num_classes"]
     if data.crop != input_size:
         raise ValueError(f"data.crop={data.crop} but the checkpoint's model takes "
