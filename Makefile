@@ -252,6 +252,7 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_start.py --out $$out; \
 	$(BIN)/python scripts/bench_train.py --out $$out; \
 	$(BIN)/python scripts/bench_top9.py --out $$out; \
+	$(BIN)/python scripts/bench_projections.py --out $$out; \
 	$(BIN)/python scripts/bench_occlusion.py --out $$out; \
 	$(BIN)/python scripts/bench_incremental.py --out $$out; \
 	$(BIN)/python scripts/bench_incremental.py --out $$out --budgets 32 64 128 256 --cases zfnet-56 zfnet-28; \

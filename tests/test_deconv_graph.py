@@ -224,7 +224,7 @@ def test_equals_an_independent_implementation(name):
     net = randomise_bn(build()).eval()
     torch.manual_seed(3)
     x = torch.randn(2, 3, size, size)
-    graph = deconvnet_for(net, [layer])
+    graph = deconvnet_for(net, [layer], "deconvnet")  # the paper's rule (default: guided)
     assert isinstance(graph, GraphDeconvnet)
     module_name = graph.resolve(layer).module_name
     act = layer_output(net, module_name, x)
@@ -315,7 +315,7 @@ def test_batched_projection_equals_one_at_a_time_and_fig7_helper():
     for r, got in zip(requests, together):
         alone = GraphDeconvnet(net).project(x, [r])[0]
         torch.testing.assert_close(got, alone, rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(project_fmap(net, x[1], "layer3.1", 1, (0, 1)), together[1],
+    torch.testing.assert_close(project_fmap(net, x[1], "layer3.1", 1, (0, 1), "deconvnet"), together[1],
                                rtol=1e-4, atol=1e-6)
 
 
