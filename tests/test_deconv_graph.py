@@ -239,7 +239,10 @@ def test_equals_an_independent_implementation(name):
             attr = NeuronDeconvolution(net, module).attribute(x[img:img + 1], neuron_selector=(f, *p))
             value = act[img, f, p[0], p[1]]
             assert value > 0  # Captum seeds 1: its attribution times a positive value is ours
-            torch.testing.assert_close(got, attr[0] * value, rtol=1e-4, atol=1e-6)
+            want = attr[0] * value
+            # float rounding scales with the map: maps here reach about 7, where float32's step
+            # is about 5e-7, and two summation orders differ by a few steps at the largest pixels
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6 * max(1.0, want.abs().max().item()))
     else:
         hand = hand_built(net)
         for (img, f, p), got in zip(picks, ours):

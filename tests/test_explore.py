@@ -44,7 +44,7 @@ def site(smoke_model, tmp_path_factory):
 def test_site_holds_every_unit_with_its_top9(site, smoke_model):
     import torch
 
-    from zfnet_cli.checkpoint import load_trained
+    from zfnet_cli.loading import load_trained
     from zfnet_cli.data.sources import load_split
 
     metrics = json.loads((site / "metrics.json").read_text())
@@ -249,7 +249,7 @@ def resnet_site(tmp_path_factory):
 def test_resnet18_site_equals_brute_force_top_k(resnet_site):
     import torch
 
-    from zfnet_cli.checkpoint import load_trained
+    from zfnet_cli.loading import load_trained
     from zfnet_cli.data.sources import DataConfig, load_split
 
     tmp, run = resnet_site
@@ -299,7 +299,7 @@ def test_resnet18_site_equals_brute_force_top_k(resnet_site):
 
 
 def _source(**preprocess):
-    from zfnet_cli.checkpoint import ModelSource, Preprocess
+    from zfnet_cli.loading import ModelSource, Preprocess
 
     return ModelSource(preprocess=Preprocess(**preprocess))
 

@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _EXPORTS = {
     # models: loading any model and how it reads images
-    "load_model": "checkpoint", "Loaded": "checkpoint", "Preprocess": "checkpoint",
+    "load_model": "loading", "Loaded": "loading", "Preprocess": "loading",
     "ZFNet": "model", "ModelConfig": "model",
     # layers by name
     "Layer": "layers", "resolve_layer": "layers", "layer_names": "layers",

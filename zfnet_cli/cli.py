@@ -41,14 +41,15 @@ def _one_line_warnings() -> None:
     before. DataLoader workers and prepare's decoding processes fork from here and inherit it."""
     import warnings
 
-    from zfnet_cli.data.images import DamagedImageWarning
-
     shown = warnings.showwarning
     if getattr(shown, "zfnet_one_line", False):
         return
 
     def show(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, DamagedImageWarning):
+        # Looked up when a warning is shown, not imported here: the images module loads torch,
+        # which a command's --help must not wait for; until it is loaded nothing can warn of it.
+        images = sys.modules.get("zfnet_cli.data.images")
+        if images is not None and issubclass(category, images.DamagedImageWarning):
             print(f"zfnet: warning: {message}", file=file or sys.stderr)
         else:
             shown(message, category, filename, lineno, file, line)
@@ -79,10 +80,11 @@ WEIGHTS = typer.Option(None, help="A state dict file loaded into the model of "
                        "--checkpoint package.module:factory.")
 
 
-def _source(arch: Optional[str], trust_pickle: Optional[bool], weights: Optional[str]) -> dict:
-    """The model-source options as overrides (see zfnet_cli.checkpoint.ModelSource)."""
-    return {"arch": arch, "trust_pickle": trust_pickle,
-            "weights": _quote(weights) if weights else None}
+def _source(checkpoint: Optional[str], arch: Optional[str], trust_pickle: Optional[bool],
+            weights: Optional[str]) -> dict:
+    """The model-source options as overrides (see zfnet_cli.loading.ModelSource)."""
+    return {"checkpoint": _quote(checkpoint) if checkpoint else None, "arch": arch,
+            "trust_pickle": trust_pickle, "weights": _quote(weights) if weights else None}
 DEVICE = typer.Option(None, help="auto (CUDA when present), cpu, cuda, cuda:1.")
 RULE = typer.Option(None, help="Projection rule: deconvnet (the paper: switches, ReLU on the "
                     "signal), guided (guided backpropagation: also the forward ReLU masks) or "
@@ -101,7 +103,7 @@ def _fail(command: str, message: str, code: int) -> None:
 def _notes(command: str):
     """Print what the loaders say a user could not know (``SourceNote``: a factory's own
     weights used) as one ``zfnet <command>: note:`` line each, while the context is open."""
-    from zfnet_cli.checkpoint import SourceNote
+    from zfnet_cli.loading import SourceNote
 
     with warnings.catch_warnings():
         warnings.simplefilter("always", SourceNote)
@@ -130,7 +132,8 @@ def _execute(command: str, overrides: list[str], runner: Callable, *,
     """Compose, set up DDP when under torchrun, make the run folder (or continue in the one
     ``existing_dir(cfg)`` names), run, report."""
     debug = bool(os.environ.get("ZFNET_DEBUG"))
-    from zfnet_cli.config import ConfigError, compose, discard_run_dir, make_run_dir, merge_overrides
+    from zfnet_cli.config import ConfigError, compose, make_run_dir, merge_overrides
+    from zfnet_cli.runs import discard_run_dir
     from zfnet_cli.engine import cleanup_distributed, setup_distributed
 
     run_dir = None
@@ -230,16 +233,16 @@ def train(
     typed = {"experiment": experiment, "model": model, "data": data, "data.root": data_root,
              "epochs": epochs, "batch_size": batch_size, "optim.lr": lr, "device": device,
              "seed": seed, "resume": resume, "eval_only": eval_only,
-             "checkpoint": _quote(checkpoint) if checkpoint else None, "eval_crops": eval_crops,
+             "eval_crops": eval_crops,
              "eval_test": eval_test, "amp": amp, "channels_last": channels_last,
-             "compile": compile_model, **_source(arch, trust_pickle, weights)}
+             "compile": compile_model, **_source(checkpoint, arch, trust_pickle, weights)}
     ovr = _overrides(typed, overrides)
     from zfnet_cli.experiments import train as experiment_train
 
     def saved_overrides(cfg) -> list[str]:
-        from zfnet_cli import checkpoint
+        from zfnet_cli import checkpoint, runs
 
-        state = checkpoint.load(checkpoint.resolve(cfg.resume, cfg.output_root, finished=False,
+        state = checkpoint.load(runs.resolve(cfg.resume, cfg.output_root, finished=False,
                                                    key="resume"))
         return [o for o in state.get("overrides", []) if not o.startswith("resume=")]
 
@@ -330,9 +333,8 @@ def visualize(
         _fail("visualize", "choose one of --evolution, --filters, --cascade", 2)
     mode = ("evolution" if evolution else "filters" if (filters or compare)
             else "cascade" if cascade else None)
-    typed = {"mode": mode, "rule": rule, "checkpoint": _quote(checkpoint) if checkpoint else None,
-             **_source(arch, trust_pickle, weights), "split": split, "max_images": max_images,
-             "device": device, "seed": seed,
+    typed = {"mode": mode, "rule": rule, **_source(checkpoint, arch, trust_pickle, weights),
+             "split": split, "max_images": max_images, "device": device, "seed": seed,
              "layers": None if all_layers else _hydra_list(layer),
              "fmaps": _hydra_list(fmap, quote=False), "compare": _hydra_list(runs)}
     from zfnet_cli.experiments import visualize as experiment_visualize
@@ -370,8 +372,7 @@ def explore(
 
     The top-9 of every unit of the chosen layers over an image set, each projection beside its image patch, with the images' names, classes, activation values and positions; navigation by layer and unit, sorting by strongest activation or by distinct classes.
     """
-    typed = {"checkpoint": _quote(checkpoint) if checkpoint else None,
-             **_source(arch, trust_pickle, weights), "split": split,
+    typed = {**_source(checkpoint, arch, trust_pickle, weights), "split": split,
              "max_images": max_images, "evolution": evolution, "device": device,
              "rule": rule, "layers": _hydra_list(layer)}
     from zfnet_cli.experiments import explore as experiment_explore
@@ -420,8 +421,7 @@ def occlude(
     images, overrides = _files_and_overrides(args)
     typed = {"labels": _hydra_list(label), "layer": _quote(layer) if layer else None,
              "size": size, "stride": stride, "split": split, "rule": rule,
-             "checkpoint": _quote(checkpoint) if checkpoint else None,
-             **_source(arch, trust_pickle, weights), "device": device,
+             **_source(checkpoint, arch, trust_pickle, weights), "device": device,
              "images": _hydra_list(images)}
     from zfnet_cli.experiments import occlude as experiment_occlude
 
@@ -462,7 +462,7 @@ def invariance(
     files, overrides = _files_and_overrides(args)
     typed = {"images": _hydra_list(files), "labels": _hydra_list(label),
              "n_images": n_images, "method": method, "split": split,
-             "checkpoint": _quote(checkpoint) if checkpoint else None, **_source(arch, trust_pickle, weights), "device": device}
+             **_source(checkpoint, arch, trust_pickle, weights), "device": device}
     from zfnet_cli.experiments import invariance as experiment_invariance
 
     _execute("invariance", _overrides(typed, overrides), experiment_invariance.run)
@@ -496,8 +496,7 @@ def correspond(
     typed = {"images": _hydra_list(files),
              "parts_file": _quote(str(parts_file)) if parts_file else None, "draws": draws,
              "mask_size": mask_size, "split": split,
-             "checkpoint": _quote(checkpoint) if checkpoint else None,
-             **_source(arch, trust_pickle, weights), "device": device}
+             **_source(checkpoint, arch, trust_pickle, weights), "device": device}
     from zfnet_cli.experiments import correspond as experiment_correspond
 
     _execute("correspond", _overrides(typed, overrides), experiment_correspond.run)
@@ -593,8 +592,7 @@ def transfer(
     typed = {"experiment": experiment, "target": target,
              "root": _quote(str(root)) if root else None, "shots": _hydra_list(shots, quote=False),
              "folds": folds, "scratch": scratch, "per_layer": per_layer,
-             "checkpoint": _quote(checkpoint) if checkpoint else None,
-             **_source(arch, trust_pickle, weights), "device": device}
+             **_source(checkpoint, arch, trust_pickle, weights), "device": device}
     from zfnet_cli.experiments import transfer as experiment_transfer
 
     _execute("transfer", _overrides(typed, overrides), experiment_transfer.run)
@@ -665,8 +663,7 @@ def layers(
 
     Any name in the first two columns is what --layer and layer= take in the other commands (a number N means convN). "default of": --all marks the layers `visualize --all` and `explore` show when no --layer is given (the blocks the forward pass calls), "occlude (b)" the layer of occlusion's panel (b). Prints to stdout; writes no run folder.
     """
-    typed = {"checkpoint": _quote(checkpoint) if checkpoint else None,
-             **_source(arch, trust_pickle, weights)}
+    typed = _source(checkpoint, arch, trust_pickle, weights)
     debug = bool(os.environ.get("ZFNET_DEBUG"))
     from zfnet_cli.config import ConfigError, compose
     from zfnet_cli.experiments import layers as experiment_layers
@@ -684,6 +681,34 @@ def layers(
             raise
         _fail("layers", str(err), 1)
     typer.echo(experiment_layers.table(loaded, rows, uses))
+
+
+@app.command("config", epilog="Examples:\n\n"
+             "  zfnet config train                          # the defaults of `zfnet train`\n\n"
+             "  zfnet config train experiment=zfnet         # the paper's recipe, composed\n\n"
+             "  zfnet config occlude size=32 stride=8")
+def config_(
+    command: str = typer.Argument(..., help="The command whose config to print (train, "
+                                  "visualize, occlude, ...)."),
+    overrides: Optional[List[str]] = _overrides_argument("experiment=zfnet optim.lr=0.02"),
+) -> None:
+    """Print the config a command composes (configs/<command>.yaml over its typed schema, then the overrides), as YAML; runs nothing.
+
+    The YAML files under configs/ hold only what differs from each schema's defaults; this shows every key with its value.
+    """
+    debug = bool(os.environ.get("ZFNET_DEBUG"))
+    from zfnet_cli.config import COMMANDS, ConfigError, compose, to_yaml
+
+    if command not in COMMANDS:
+        _fail("config", f"unknown command {command!r}; commands with a config: "
+              f"{', '.join(COMMANDS)}", 2)
+    try:
+        cfg = compose(command, _overrides({}, overrides))
+    except ConfigError as err:
+        if debug:
+            raise
+        _fail("config", str(err), 2)
+    typer.echo(to_yaml(cfg).rstrip())
 
 
 def main() -> None:

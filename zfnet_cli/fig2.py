@@ -197,7 +197,11 @@ def images_and_crops(dataset, indices: Sequence[int], loaded) -> tuple[torch.Ten
 
 def image_classes(dataset, indices: Sequence[int]) -> list[str]:
     """The true class of each data-set image, by its human name where the data set has one
-    (``class_names``: ImageNet's wnid -> name), else its class id."""
+    (``class_names``: ImageNet's wnid -> name), else its class id; ``""`` for the images of a
+    flat folder of photos (:class:`~zfnet_cli.data.images.PhotoFolder` with ``tree`` false),
+    which have no class (the folder's name is not one)."""
+    if getattr(dataset, "tree", True) is False:
+        return [""] * len(indices)
     names = list(getattr(dataset, "class_names", None) or dataset.classes)
     if hasattr(dataset, "labels"):
         labels = [int(dataset.labels[i]) for i in indices]

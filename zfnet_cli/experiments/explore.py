@@ -31,9 +31,11 @@ from tqdm import tqdm
 
 from zfnet_cli import viz
 from zfnet_cli.bounds import DEVICE, bounded
-from zfnet_cli.checkpoint import CheckpointError, Loaded, ModelSource, kept_checkpoints, load_trained
+from zfnet_cli.checkpoint import CheckpointError
+from zfnet_cli.loading import Loaded, ModelSource, load_trained
+from zfnet_cli.runs import kept_checkpoints
 from zfnet_cli.data.images import UnreadableFiles
-from zfnet_cli.data.sources import DataConfig, load_split
+from zfnet_cli.data.sources import DataConfig, image_set, load_split
 from zfnet_cli import sanity
 from zfnet_cli.deconv_graph import RULES, Projector
 from zfnet_cli.engine import Dist, pick_device
@@ -44,8 +46,7 @@ from zfnet_cli.top9 import scan_top9
 
 
 @dataclass
-class ExploreConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
-    checkpoint: str = "latest"  # a checkpoint file, a train run folder, or the newest train run
+class ExploreConfig(ModelSource):  # + checkpoint, arch, weights, trust_pickle, preprocess
     data: Optional[DataConfig] = None  # None: the data the checkpoint was trained on
     split: str = "val"  # the image set scanned (Fig 2: the validation set)
     layers: list[str] = field(default_factory=list)  # conv3 (or 3), layer3.1, ...; empty: all
@@ -76,7 +77,7 @@ class Subject:
 
 def open_subject(spec: str, cfg: ExploreConfig, device) -> Subject:
     """Load ``spec`` (a checkpoint, run folder, ``latest``, or any model a user brings: see
-    :class:`~zfnet_cli.checkpoint.ModelSource`), pick ``cfg.layers`` by any layer name
+    :class:`~zfnet_cli.loading.ModelSource`), pick ``cfg.layers`` by any layer name
     (default: every conv stage of a plain stack, the blocks of any other network) and measure
     each layer's output shape with one forward pass of a blank image."""
     loaded = load_trained(spec, cfg.output_root, device, cfg.data, source=cfg)
@@ -165,8 +166,9 @@ def run(cfg: ExploreConfig, run_dir: str | Path, *, dist_info: Dist | None = Non
     site = ExplorerSite(run_dir / "site", f"{name} explorer", cell=cfg.cell)
     scanned = _top9_units(site, sub, dataset, cfg, device)
     epochs = _evolution(site, sub, cfg, device) if cfg.evolution else []
-    index = site.finish({"checkpoint": sub.loaded.source, "image set": f"{sub.loaded.data.name} "
-                         f"{cfg.split} split", "images scanned": scanned, "top-k": cfg.k,
+    scanned_set = image_set(sub.loaded.data, cfg.split)  # a folder of photos is not "val"
+    index = site.finish({"checkpoint": sub.loaded.source, "image set": scanned_set["text"],
+                         "images scanned": scanned, "top-k": cfg.k,
                          "kept epochs (evolution)": ", ".join(map(str, epochs)) or "none",
                          "evolution image set": cfg.evolution_split if epochs else "-",
                          "projection rule": RULES[sub.deconv.rule].title,
@@ -176,7 +178,8 @@ def run(cfg: ExploreConfig, run_dir: str | Path, *, dist_info: Dist | None = Non
                                              if cfg.similarity else "not computed",
                          "tiles": "projection / 2 x its largest |value|, zero = grey; "
                                   "each cut at its activation's receptive field"})
-    metrics = {"index": str(index), "checkpoint": str(sub.loaded.source), "split": cfg.split,
+    metrics = {"index": str(index), "checkpoint": str(sub.loaded.source),
+               "split": scanned_set["split"], "folder": scanned_set["folder"],
                "layers": {l: sub.shapes[l][0] for l in sub.layers},
                "units_explored": {l: len(site.layers[l].units) for l in sub.layers},
                "images_scanned": scanned, "deconvnet": type(sub.deconv).__name__,

@@ -37,9 +37,9 @@ from typing import Optional, Sequence
 import torch
 from tqdm import tqdm
 
-from zfnet_cli import checkpoint
+from zfnet_cli import runs
 from zfnet_cli.bounds import DEVICE, bounded
-from zfnet_cli.checkpoint import Loaded, ModelSource, load_trained
+from zfnet_cli.loading import Loaded, ModelSource, load_trained
 from zfnet_cli.data.images import UnreadableFiles
 from zfnet_cli.data.sources import DataConfig, load_split
 from zfnet_cli.deconv import Deconvnet, Request
@@ -54,8 +54,7 @@ from zfnet_cli.files import write_atomic
 
 
 @dataclass
-class VisualizeConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
-    checkpoint: str = "latest"  # a checkpoint file, a train run folder, or the newest train run
+class VisualizeConfig(ModelSource):  # + checkpoint, arch, weights, trust_pickle, preprocess
     data: Optional[DataConfig] = None  # None: the data the checkpoint was trained on
     split: str = "val"  # Fig 2 scans the validation set
     mode: str = "top9"  # top9 (Fig 2) | evolution (Fig 4) | filters (Fig 6) | cascade
@@ -209,7 +208,7 @@ def top9_figures(cfg: VisualizeConfig, loaded: Loaded, run_dir: Path, device,
 # ---------------------------------------------------------------- Fig 4
 
 def run_evolution(cfg: VisualizeConfig, run_dir: Path, device) -> dict:
-    train_run, kept = checkpoint.kept_checkpoints(cfg.checkpoint, cfg.output_root)
+    train_run, kept = runs.kept_checkpoints(cfg.checkpoint, cfg.output_root)
     first = load_trained(str(kept[0][1]), cfg.output_root, device, cfg.data)
     first_deconv, layers = choose_layers(first.model, cfg.layers, first.input_size, cfg.rule)
     _check_fmaps(first_deconv, layers, cfg.fmaps)
