@@ -48,6 +48,7 @@ from zfnet_cli.loading import Loaded, ModelSource, load_trained, resolve_label
 from zfnet_cli.data.images import (MAX_PIXELS, ImageError, PhotoFolder, load_image, seen_region,
                                    upright_size)
 from zfnet_cli.data.sources import DataConfig, load_split
+from zfnet_cli.data.transforms import center_crop
 from zfnet_cli.deconv_graph import project_fmap
 from zfnet_cli.engine import Dist, pick_device
 from zfnet_cli.layers import SCRIPTED
@@ -106,11 +107,6 @@ def _method(cfg: OccludeConfig) -> dict:
     return {"method": cfg.method, "memory_budget": cfg.memory_budget_mb * 2 ** 20}
 
 
-def _centre_crop(raw: torch.Tensor, c: int) -> torch.Tensor:
-    top = (raw.shape[-1] - c) // 2
-    return raw[:, top:top + c, top:top + c]
-
-
 def _projection(loaded: Loaded, x: torch.Tensor, maps: OcclusionMaps
                 ) -> tuple[Optional[np.ndarray], Optional[str]]:
     """Panel (c), the deconv projection of the strongest map, as an image; or ``None`` and why
@@ -151,7 +147,7 @@ def _panels(loaded: Loaded, item: _Input, x: torch.Tensor, maps: OcclusionMaps,
     y, xx = maps.positions[worst].tolist()
     drop = maps.clean_p_target - maps.resampled()["p_target"]  # (H, W)
     viz.occlusion_figure(
-        _centre_crop(item.raw, loaded.input_size).permute(1, 2, 0).numpy(), (y, xx, maps.size),
+        center_crop(item.raw, loaded.input_size).permute(1, 2, 0).numpy(), (y, xx, maps.size),
         None if maps.fmap_total is None else maps.fmap_total.numpy(), projection,
         maps.p_target.numpy(),
         maps.top_label.numpy(), names, maps.centers().numpy(), path, title=title,
