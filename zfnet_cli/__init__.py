@@ -45,6 +45,9 @@ _EXPORTS = {
     # the deconvnet on any network (the paper's rules through the graph), Fig 7 (c) on any model
     "GraphDeconvnet": "deconv_graph", "deconvnet_for": "deconv_graph",
     "project_fmap": "deconv_graph", "NoRuleError": "deconv_graph", "block_names": "layers",
+    # projection rules (deconvnet, guided, gradient) and the sanity numbers of a projection
+    "RULES": "deconv_graph", "default_rule": "deconv_graph",
+    "image_similarity": "sanity", "cascade": "sanity", "is_template": "sanity",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -57,9 +60,11 @@ if TYPE_CHECKING:  # what the lazy table gives, spelled out for type checkers an
     from zfnet_cli.deconv import Deconvnet as Deconvnet
     from zfnet_cli.deconv import Request as Request
     from zfnet_cli.deconv import receptive_field as receptive_field
+    from zfnet_cli.deconv_graph import RULES as RULES
     from zfnet_cli.deconv_graph import GraphDeconvnet as GraphDeconvnet
     from zfnet_cli.deconv_graph import NoRuleError as NoRuleError
     from zfnet_cli.deconv_graph import deconvnet_for as deconvnet_for
+    from zfnet_cli.deconv_graph import default_rule as default_rule
     from zfnet_cli.deconv_graph import project_fmap as project_fmap
     from zfnet_cli.incremental import IncrementalOcclusion as IncrementalOcclusion
     from zfnet_cli.incremental import NotIncremental as NotIncremental
@@ -82,6 +87,9 @@ if TYPE_CHECKING:  # what the lazy table gives, spelled out for type checkers an
     from zfnet_cli.occlusion import occluder_positions as occluder_positions
     from zfnet_cli.occlusion import plot_fig7 as plot_fig7
     from zfnet_cli.occlusion import resample as resample
+    from zfnet_cli.sanity import cascade as cascade
+    from zfnet_cli.sanity import image_similarity as image_similarity
+    from zfnet_cli.sanity import is_template as is_template
     from zfnet_cli.top9 import TopK as TopK
     from zfnet_cli.top9 import gather_top9 as gather_top9
     from zfnet_cli.top9 import scan_top9 as scan_top9

@@ -86,6 +86,10 @@ def _source(checkpoint: Optional[str], arch: Optional[str], trust_pickle: Option
     return {"checkpoint": _quote(checkpoint) if checkpoint else None, "arch": arch,
             "trust_pickle": trust_pickle, "weights": _quote(weights) if weights else None}
 DEVICE = typer.Option(None, help="auto (CUDA when present), cpu, cuda, cuda:1.")
+RULE = typer.Option(None, help="Projection rule: deconvnet (the paper: switches, ReLU on the "
+                    "signal), guided (guided backpropagation: also the forward ReLU masks) or "
+                    "gradient (the plain gradient, the reference). Default: deconvnet on the "
+                    "paper's ZFNet / AlexNet models, guided on any other network.")
 SPLIT = typer.Option(None, help="The split of the model's data its images come from: val "
                      "(default; for tuning) or test (where the claims are read).")
 
@@ -302,6 +306,10 @@ def visualize(
                                  "projections, with dead-filter and frequency numbers."),
     compare: bool = typer.Option(False, "--compare", help="With --filters: compare the training "
                                  "runs given as arguments (e.g. AlexNet 11x11/4 vs ZFNet 7x7/2)."),
+    cascade: bool = typer.Option(False, "--cascade", help="Sanity check: re-initialise the "
+                                 "weights block by block from the layer down and draw, per rule, "
+                                 "how similar each map's projection stays (Adebayo et al. 2018)."),
+    rule: Optional[str] = RULE,
     checkpoint: Optional[str] = CHECKPOINT,
     arch: Optional[str] = ARCH,
     trust_pickle: Optional[bool] = TRUST_PICKLE,
@@ -321,11 +329,12 @@ def visualize(
               "compare need --filters --compare)", 2)
     if compare and len(runs) < 2:
         _fail("visualize", "--compare needs two or more training runs", 2)
-    if sum([evolution, filters or compare]) > 1:
-        _fail("visualize", "choose one of --evolution, --filters", 2)
-    mode = "evolution" if evolution else "filters" if (filters or compare) else None
-    typed = {"mode": mode, **_source(checkpoint, arch, trust_pickle, weights), "split": split,
-             "max_images": max_images, "device": device, "seed": seed,
+    if sum([evolution, filters or compare, cascade]) > 1:
+        _fail("visualize", "choose one of --evolution, --filters, --cascade", 2)
+    mode = ("evolution" if evolution else "filters" if (filters or compare)
+            else "cascade" if cascade else None)
+    typed = {"mode": mode, "rule": rule, **_source(checkpoint, arch, trust_pickle, weights),
+             "split": split, "max_images": max_images, "device": device, "seed": seed,
              "layers": None if all_layers else _hydra_list(layer),
              "fmaps": _hydra_list(fmap, quote=False), "compare": _hydra_list(runs)}
     from zfnet_cli.experiments import visualize as experiment_visualize
@@ -356,6 +365,7 @@ def explore(
     max_images: Optional[int] = typer.Option(None, help="Scan at most this many images."),
     evolution: Optional[bool] = typer.Option(None, "--evolution/--no-evolution", help="Show each "
                                              "unit at the run's kept epochs (Fig 4; default: yes)."),
+    rule: Optional[str] = RULE,
     device: Optional[str] = DEVICE,
 ) -> None:
     """Browse Fig 2 for every unit: a static site (open site/index.html in a browser, no server).
@@ -364,7 +374,7 @@ def explore(
     """
     typed = {**_source(checkpoint, arch, trust_pickle, weights), "split": split,
              "max_images": max_images, "evolution": evolution, "device": device,
-             "layers": _hydra_list(layer)}
+             "rule": rule, "layers": _hydra_list(layer)}
     from zfnet_cli.experiments import explore as experiment_explore
 
     metrics = _execute("explore", _overrides(typed, overrides), experiment_explore.run)
@@ -396,6 +406,7 @@ def occlude(
     size: Optional[int] = typer.Option(None, help="Occluder side in pixels (default: "
                                        "input side / 4; the paper does not say)."),
     stride: Optional[int] = typer.Option(None, help="Occluder step in pixels (default: size / 4)."),
+    rule: Optional[str] = RULE,
     split: Optional[str] = SPLIT,
     checkpoint: Optional[str] = CHECKPOINT,
     arch: Optional[str] = ARCH,
@@ -409,7 +420,7 @@ def occlude(
     """
     images, overrides = _files_and_overrides(args)
     typed = {"labels": _hydra_list(label), "layer": _quote(layer) if layer else None,
-             "size": size, "stride": stride, "split": split,
+             "size": size, "stride": stride, "split": split, "rule": rule,
              **_source(checkpoint, arch, trust_pickle, weights), "device": device,
              "images": _hydra_list(images)}
     from zfnet_cli.experiments import occlude as experiment_occlude

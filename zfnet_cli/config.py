@@ -132,7 +132,7 @@ def compose(command: str, overrides: Sequence[str] = ()) -> Any:
         # Hydra raises a plain ValueError for some bad overrides (a group set to a number)
         raise ConfigError(_one_line(command, err, overrides)) from None
     except AssertionError as err:  # OmegaConf: a key set under a null node (e.g. data=null)
-        if "Unexpected type for root" not in str(err):
+        if "Unexpected type" not in str(err):  # "for root", or ": None" one level deeper
             raise
         nested = [o.split("=", 1)[0] for o in overrides if "." in o.split("=", 1)[0]]
         parents = sorted({k.split(".")[0] for k in nested})
