@@ -3,7 +3,7 @@
 
 N images of one class with named parts: the embedded faces (their ``right_eye``, ``left_eye``,
 ``nose`` boxes; named as seen from the face, like the paper's dogs) of ``split`` (``val``, the
-default, or ``test``, on which the claims are read: issue 15), or a user's images with a parts
+default, or ``test``, on which the claims are read), or a user's images with a parts
 file. In each draw every image gets a mean-grey square over the same part, or over a
 random spot of the same size (inside the object's box when it is known, else anywhere), and
 Delta is computed at layers 5 and 7. Table 1's mean ± std is over ``draws`` draws; for the parts
@@ -47,7 +47,7 @@ class CorrespondConfig(ModelSource):  # + checkpoint, arch, weights, trust_pickl
     images: list[str] = field(default_factory=list)  # files (needs parts_file); empty: embedded faces
     parts_file: Optional[str] = None
     n_images: int = bounded(5, min=2)  # the paper's 5 dog images
-    # the split of the embedded faces: val to tune, test to read the claims on (issue 15)
+    # the split of the embedded faces: val to tune, test to read the claims on
     split: str = bounded("val", choices=("val", "test"))
     parts: list[str] = field(default_factory=lambda: ["right_eye", "left_eye", "nose"])
     mask_size: Optional[int] = bounded(None, min=1)  # square side in px (UNSTATED); None: input side // 6

@@ -42,7 +42,7 @@ class InvarianceConfig(ModelSource):  # + checkpoint, arch, weights, trust_pickl
     images: list[str] = field(default_factory=list)  # files, photo folders; empty: embedded images
     labels: list[str] = field(default_factory=list)  # true class per file (index or name); empty: predicted
     n_images: int = bounded(5, min=1)  # the paper's 5
-    # the split of the data set's images: val to tune, test to read the claims on (issue 15)
+    # the split of the data set's images: val to tune, test to read the claims on
     split: str = bounded("val", choices=("val", "test"))
     method: str = bounded("image", choices=("image", "render"))  # "image" (whole image, the paper's) or "render" (embedded only)
     layers: list[str] = field(default_factory=lambda: ["conv1", "fc7"])  # Fig 5's layer 1 and 7

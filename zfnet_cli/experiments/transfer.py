@@ -279,7 +279,7 @@ def scratch_seed(fold_seed: int, loaded: Loaded) -> int:
     """The seed of a fold's from-scratch net: the fold's seed, moved by the pretrained model's
     own training seed (``config.seed`` in our checkpoints; 0 for others). So the transfer runs
     on the N seeds of ``zfnet ablate seeds=N`` train N different scratch nets per fold, and the
-    scratch side gets a spread over seeds as the pretrained side does (issue 15), while the
+    scratch side gets a spread over seeds as the pretrained side does, while the
     folds' images stay the same (a paired comparison). Pretraining seed 0 keeps the fold seed."""
     pretrain = int((loaded.state.get("config") or {}).get("seed") or 0)
     return fold_seed + SCRATCH_SEED_STRIDE * pretrain
