@@ -196,7 +196,8 @@ def _summary(maps: OcclusionMaps, classes: list[str], names: list[str]) -> dict:
             "clean_label_name": names[maps.clean_label], "min_p_target": float(maps.p_target.min()),
             "top_classes": [{"class": classes[i], "name": names[i], "p": float(p)} for p, i in
                             zip(top5.values.tolist(), top5.indices.tolist())],
-            "grid": list(maps.grid), "size": maps.size, "stride": maps.stride}
+            "grid": list(maps.grid), "size": maps.size, "stride": maps.stride,
+            "method": maps.method}
 
 
 def list_inputs(images: list[str]) -> list[_Input]:
