@@ -27,7 +27,7 @@ import torch
 
 from zfnet_cli import viz
 from zfnet_cli.loading import ModelSource, load_trained
-from zfnet_cli.layers import read_layers
+from zfnet_cli.layers import read_layers, resolve_layers
 from zfnet_cli.correspondence import occlude_regions, sign_consistency, square_mask
 from zfnet_cli.bounds import DEVICE, bounded
 from zfnet_cli.data.images import MAX_PIXELS, read_image, resize_center_crop, to_tensor
@@ -142,7 +142,8 @@ def run(cfg: CorrespondConfig, run_dir: str | Path, *, dist_info: Dist | None = 
     offset = (images.shape[-1] - c) / 2  # image pixels -> model-input pixels
     x = loaded.preprocess()(images.to(device))  # (N, 3, c, c)
     fill = loaded.fill().to(device)  # the mean-grey square in model-input units
-    clean = read_layers(loaded.model, x, cfg.layers)  # an unknown name fails with close matches
+    resolve_layers(loaded.model, cfg.layers, CorrespondConfig().layers)  # close matches; the default
+    clean = read_layers(loaded.model, x, cfg.layers)
     size = cfg.mask_size or max(1, c // 6)
     rng = np.random.default_rng(cfg.seed)
     n = x.shape[0]
