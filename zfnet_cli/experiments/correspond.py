@@ -34,12 +34,7 @@ from zfnet_cli.data.images import MAX_PIXELS, read_image, resize_center_crop, to
 from zfnet_cli.data.sources import DataConfig, load_split
 from zfnet_cli.engine import Dist, pick_device
 from zfnet_cli.files import write_atomic
-
-# Table 1 of the paper: mean ± std of Delta at layers 5 and 7
-PAPER_TABLE1 = {"right_eye": {"conv5": (0.067, 0.007), "fc7": (0.069, 0.015)},
-                "left_eye": {"conv5": (0.069, 0.007), "fc7": (0.068, 0.013)},
-                "nose": {"conv5": (0.079, 0.017), "fc7": (0.069, 0.011)},
-                "random": {"conv5": (0.107, 0.017), "fc7": (0.073, 0.014)}}
+from zfnet_cli.paper import TABLE1 as PAPER_TABLE1
 
 
 @dataclass
