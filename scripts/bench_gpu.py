@@ -9,7 +9,7 @@ option (fp32; bf16; bf16 + channels_last; bf16 + channels_last + torch.compile) 
 SGD with momentum and weight decay as in configs/optim/paper.yaml, float32 loss, filter
 renormalisation after every step). cuDNN's autotuner stays off, as in ``zfnet train``. Work per
 image is counted from the model (multiply-accumulates of every conv and linear layer, x2 for
-FLOPs, x3 for forward + backward) and compared with the 7.0 GFLOP the issue assumes; with
+FLOPs, x3 for forward + backward) and compared with the 7.0 GFLOP assumed when the GPU goal was set; with
 ``--peak-tflops`` (H100 / H200 SXM dense bf16: 989) each row reports its MFU. Data modes
 (``--data``):
 
@@ -85,7 +85,7 @@ VARIANTS = {"fp32": ("none", False, False),
             "bf16+channels_last+compile": ("bf16", True, True)}
 MODES = ("device", "loader", "workers")
 PARTS = ("train", "top9", "occlusion")
-GFLOP_ASSUMED = 7.0  # the issue's figure for one training image of ZFNet at 224 (forward + backward)
+GFLOP_ASSUMED = 7.0  # the goal's assumed work for one training image of ZFNet at 224 (forward + backward)
 GOALS = {"train": "one H100 / H200: >= 40,000 images/s for zfnet at 224 in the best setting "
                   "(about 28% of the 989 TFLOP/s bf16 peak)",
          "loader": ">= 0.9 of the on-device figure, from a pack, with 16 loader workers",

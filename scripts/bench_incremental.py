@@ -1,4 +1,4 @@
-"""Benchmark (issue 13): occluder positions/s of exact incremental occlusion
+"""Benchmark: occluder positions/s of exact incremental occlusion
 (zfnet_cli.incremental, Krypton) against our full path (``occlude(method="full")``) and
 Captum's ``Occlusion.attribute``, same model, image, window, stride and fill, on this machine.
 

@@ -19,7 +19,8 @@ horizontal flips and labels, from the paper's 256x256 centre crops (§3):
   and labels, which is all the CPU does per batch when the crop, flip and mean run on a GPU.
 
 One warm-up epoch each (files and shards then sit in the page cache for both), then full epochs
-alternating (packed, baseline, ...); medians of ``--repeats`` are compared. Goal (issue): >= 5x.
+alternating (packed, baseline, ...); medians of ``--repeats`` are compared. Goal: >= 5x over
+torchvision's pipeline.
 Writes ``bench_loader.json`` and a row in ``bench_loader.md`` into ``--out`` (default: a new
 ``outputs/bench/<date_time>``) and prints a one-line summary.
 """

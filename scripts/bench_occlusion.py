@@ -1,4 +1,4 @@
-"""Benchmark (issue 4): occlusion positions/s, batched (zfnet_cli.occlusion.occlude) against a
+"""Benchmark: occlusion positions/s, batched (zfnet_cli.occlusion.occlude) against a
 one-position-at-a-time loop, for the paper-size ZFNet at 224x224 and the small model.
 
     python scripts/bench_occlusion.py [--positions 64] [--repeats 3]

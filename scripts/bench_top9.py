@@ -1,4 +1,4 @@
-"""Benchmark (issues 3 and 11): images/s of Fig 2's top-9 scan over all five conv layers against
+"""Benchmark: images/s of Fig 2's top-9 scan over all five conv layers against
 plain inference (the model's forward) over the same images, and projections/s of the deconvnet;
 then the same on a torchvision resnet18 at 224 px (random weights): the scan over its eight
 blocks through forward taps against plain inference, and projections/s of the graph

@@ -2,7 +2,7 @@
 
 Same model (the small preset, or --model), batch, optimiser, filter renormalisation and
 in-memory data; the runs alternate (ours, bare, ours, bare, ...) and the median of each is
-compared, so machine noise hits both. Goal (issue 2): ours >= 0.95x bare.
+compared, so machine noise hits both. Goal: ours >= 0.95x bare (the engine may cost at most 5%).
 
     python scripts/bench_train.py [--steps 30] [--repeats 3] [--batch 64] [--size 128]
 

@@ -176,7 +176,7 @@ def _fmt(x, digits=0) -> str:
 
 
 def _headline(tests, train, top9, occlusion, dry_run: bool) -> list[dict]:
-    """One row per figure the issue asks for: what, value, goal, and whether it is met (None:
+    """One row per figure the GPU check reports: what, value, goal, and whether it is met (None:
     not measured, or a dry run, whose tiny CPU figures say nothing about a GPU)."""
     rows = []
 

@@ -51,3 +51,25 @@ def test_loaded_image_is_the_centre_the_model_sees_and_its_input(tmp_path):
     mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
     torch.testing.assert_close(x, (seen / 255 - mean) / std, atol=1e-5, rtol=1e-5)
+    # the same photo as a PIL image, an array, a uint8 tensor, a float tensor: the same pixels
+    as_tensor = torch.from_numpy(rgb).permute(2, 0, 1)
+    for picture in (Image.fromarray(rgb), rgb, as_tensor, as_tensor / 255.0):
+        got_seen, got_x = loaded.image(picture)
+        assert torch.equal(got_seen, seen), type(picture)
+        torch.testing.assert_close(got_x, x)
+    with pytest.raises(ValueError, match=r"an image tensor is \(3, H, W\), got \(4, 5\)"):
+        loaded.image(torch.zeros(4, 5))
+
+
+def test_type_checkers_see_every_export():
+    """The TYPE_CHECKING imports of zfnet_cli/__init__.py name the same modules as the lazy
+    table, so what a type checker sees is what `import zfnet_cli` gives."""
+    import ast
+
+    tree = ast.parse(inspect.getsource(zf))
+    block = next(n for n in tree.body if isinstance(n, ast.If)
+                 and getattr(n.test, "id", "") == "TYPE_CHECKING")
+    seen = {a.asname: node.module.removeprefix("zfnet_cli.") for node in block.body
+            for a in node.names}
+    assert seen == zf._EXPORTS
+    assert zf.CheckpointError.__module__ == "zfnet_cli.checkpoint"

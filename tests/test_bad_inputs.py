@@ -1,5 +1,5 @@
-"""Bad inputs of our own beyond issue 12's list that used to exit 0, end in a traceback or
-print a parser message: each is now one line (see the table in the issue-12 report)."""
+"""Bad inputs of our own beyond the first list of hostile inputs that used to exit 0, end in a traceback or
+print a parser message: each is now one line."""
 import pytest
 from PIL import Image
 from typer.testing import CliRunner

@@ -237,7 +237,7 @@ def test_claims_over_two_seeds_of_real_runs(tmp_path):
     assert measured["fig7_localisation"].a.values == pytest.approx(locs)
 
 
-# ---------------------------------------------------------------- which split (issue 15)
+# ---------------------------------------------------------------- which split (tune on val, read the claims on test)
 
 SPLIT_READ = ("fig7_localisation", "table1_layer5", "table1_layer7", "fig5_translate", "fig5_scale")
 

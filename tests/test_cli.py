@@ -72,11 +72,11 @@ def test_help_imports_no_torch_nor_an_experiment():
              "    except SystemExit:\n        pass\n"
              "heavy = [m for m in sys.modules if m in ('torch', 'hydra', 'omegaconf', 'numpy')"
              " or m.startswith('zfnet_cli.experiments')]\nprint('HEAVY', heavy)")
-    argvs = [["--help"]] + [[c, "--help"] for c in COMMANDS]
+    argvs = [["--help"]] + [[c, "--help"] for c in (*COMMANDS, "config")]
     out = subprocess.run([sys.executable, "-c", probe.format(argvs=argvs)], capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.count("Examples:") == len(COMMANDS)  # every command's help was printed
+    assert out.stdout.count("Examples:") == len(COMMANDS) + 1  # every command's help was printed
     assert out.stdout.strip().splitlines()[-1] == "HEAVY []"
 
 

@@ -1,4 +1,4 @@
-"""N DDP processes train as one when the train set is not a multiple of the batch (issue 12):
+"""N DDP processes train as one when the train set is not a multiple of the batch:
 both drop the last partial batch (tests/test_train.py::test_ddp_two_ranks_equal_one_process
 runs 2 gloo ranks on 70 images in batches of 16), and what cannot work is one line."""
 import pytest

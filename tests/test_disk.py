@@ -1,4 +1,4 @@
-"""Full and read-only disks, and writers killed mid-write (issue 12): one atomic writer
+"""Full and read-only disks, and writers killed mid-write: one atomic writer
 (zfnet_cli.files.write_atomic) that cleans up and says what happened in one line."""
 import errno
 import json

@@ -1,5 +1,5 @@
 """max_pixels governs PIL's decompression-bomb limit; correspond reads user images through the
-guarded loader (issue 12)."""
+guarded loader."""
 import json
 import struct
 import zlib

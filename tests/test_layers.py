@@ -94,3 +94,22 @@ def test_default_layer_is_the_last_feature_map_before_global_pooling(build, expe
     assert (layer.name, layer.module_name) == expected
     with pytest.raises(ValueError, match="no module with a 4-D"):
         default_layer(nn.Sequential(nn.Flatten(), nn.Linear(12, 2)), (3, 2, 2))
+
+
+def test_an_error_about_a_default_layer_says_it_was_the_default():
+    """A default the model lacks (Fig 5's conv1 / fc7 on a ResNet) is named as the default,
+    with what to pass instead; a layer the user named gets the plain error."""
+    import torchvision
+
+    from zfnet_cli.layers import resolve_layers
+
+    net = torchvision.models.resnet18()
+    with pytest.raises(ValueError) as e:
+        resolve_layers(net, ["conv1", "fc7"], default=["conv1", "fc7"])
+    assert str(e.value).startswith("the default layers (conv1, fc7: none given) do not all apply "
+                                   "to this model: unknown layer 'fc7'")
+    assert "pass layers=[NAME,...]" in str(e.value)
+    with pytest.raises(ValueError, match=r"^unknown layer 'fc7'"):
+        resolve_layers(net, ["layer4", "fc7"], default=["conv1", "fc7"])
+    assert [layer.module_name for layer in resolve_layers(net, ["conv1", net.layer4])] == [
+        "conv1", "layer4"]  # a module stands for itself

@@ -1,4 +1,4 @@
-"""Does occlusion mean something? (issue 4, Fig 7). On the embedded data, whose objects have
+"""Does occlusion mean something (Fig 7)? On the embedded data, whose objects have
 known boxes: over 100 validation images, the occluder position where p(true class) drops most
 must lie on the object (its centre inside the object's box) for at least 90% of them.
 

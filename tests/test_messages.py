@@ -1,4 +1,4 @@
-"""Messages that used to stop short or mislead, and which run `latest` means (issue 12)."""
+"""Messages that used to stop short or mislead, and which run `latest` means."""
 import json
 import shutil
 from pathlib import Path

@@ -258,6 +258,7 @@ def test_incremental_and_full_methods_give_the_same_maps(smoke_model):
         res, run = _occ(root, f"method={method}", "memory_budget_mb=1")
         assert res.exit_code == 0, res.output
         (entry,) = json.loads((run / "metrics.json").read_text())["images"]
+        assert entry["method"] == method  # every run records the method that computed it
         arrays.append(np.load(run / entry["arrays"]))
     inc, full = arrays
     assert np.array_equal(inc["positions"], full["positions"])

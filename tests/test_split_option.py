@@ -1,4 +1,4 @@
-"""split=val|test for the commands whose numbers the claims read (issue 15: tune on the
+"""split=val|test for the commands whose numbers the claims read (tune on the
 validation split only, read the claims on the test split): occlude (default images and
 localise=true), invariance and correspond on the shared smoke model."""
 import json

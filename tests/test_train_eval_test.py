@@ -1,5 +1,5 @@
 """zfnet train eval_test=true: the final model scored on the test split after the last epoch
-(issue 15: tune on val, read the claims on test), and refused up front where there is none."""
+(tune on val, read the claims on test), and refused up front where there is none."""
 import json
 
 import torch

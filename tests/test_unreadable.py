@@ -1,4 +1,4 @@
-"""One policy for unreadable image files (issue 12): training with loader workers, visualize
+"""One policy for unreadable image files: training with loader workers, visualize
 over a folder, transfer over Caltech, and prepare skip, count and name them, and stop with one
 line past data.max_broken (0: strict)."""
 import json

@@ -11,11 +11,14 @@ functions)::
     zf.plot_fig7(maps, seen, classes=loaded.class_names, path="fig7.png")
 
 Each name in ``__all__`` is imported on first use, so ``import zfnet_cli`` is cheap and
-loads none of the command-line machinery (typer, hydra, omegaconf) nor matplotlib.
+loads none of the command-line machinery (typer, hydra, omegaconf) nor matplotlib. Type
+checkers and editors read the same names from the ``TYPE_CHECKING`` imports below, which
+mirror the table (``tests/test_api.py`` checks that they agree).
 """
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
@@ -23,6 +26,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     # models: loading any model and how it reads images
     "load_model": "loading", "Loaded": "loading", "Preprocess": "loading",
+    "CheckpointError": "checkpoint", "SourceNote": "loading",
     "ZFNet": "model", "ModelConfig": "model",
     # layers by name
     "Layer": "layers", "resolve_layer": "layers", "layer_names": "layers",
@@ -47,6 +51,48 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:  # what the lazy table gives, spelled out for type checkers and "go to definition"
+    from zfnet_cli.checkpoint import CheckpointError as CheckpointError
+    from zfnet_cli.data.images import ImageError as ImageError
+    from zfnet_cli.data.images import PhotoFolder as PhotoFolder
+    from zfnet_cli.data.images import load_image as load_image
+    from zfnet_cli.deconv import Deconvnet as Deconvnet
+    from zfnet_cli.deconv import Request as Request
+    from zfnet_cli.deconv import receptive_field as receptive_field
+    from zfnet_cli.deconv_graph import RULES as RULES
+    from zfnet_cli.deconv_graph import GraphDeconvnet as GraphDeconvnet
+    from zfnet_cli.deconv_graph import NoRuleError as NoRuleError
+    from zfnet_cli.deconv_graph import deconvnet_for as deconvnet_for
+    from zfnet_cli.deconv_graph import default_rule as default_rule
+    from zfnet_cli.deconv_graph import project_fmap as project_fmap
+    from zfnet_cli.incremental import IncrementalOcclusion as IncrementalOcclusion
+    from zfnet_cli.incremental import NotIncremental as NotIncremental
+    from zfnet_cli.layers import Layer as Layer
+    from zfnet_cli.layers import block_names as block_names
+    from zfnet_cli.layers import default_layer as default_layer
+    from zfnet_cli.layers import describe_layers as describe_layers
+    from zfnet_cli.layers import layer_names as layer_names
+    from zfnet_cli.layers import paper_names as paper_names
+    from zfnet_cli.layers import read_layers as read_layers
+    from zfnet_cli.layers import resolve_layer as resolve_layer
+    from zfnet_cli.loading import Loaded as Loaded
+    from zfnet_cli.loading import Preprocess as Preprocess
+    from zfnet_cli.loading import SourceNote as SourceNote
+    from zfnet_cli.loading import load_model as load_model
+    from zfnet_cli.model import ModelConfig as ModelConfig
+    from zfnet_cli.model import ZFNet as ZFNet
+    from zfnet_cli.occlusion import OcclusionMaps as OcclusionMaps
+    from zfnet_cli.occlusion import occlude as occlude
+    from zfnet_cli.occlusion import occluder_positions as occluder_positions
+    from zfnet_cli.occlusion import plot_fig7 as plot_fig7
+    from zfnet_cli.occlusion import resample as resample
+    from zfnet_cli.sanity import cascade as cascade
+    from zfnet_cli.sanity import image_similarity as image_similarity
+    from zfnet_cli.sanity import is_template as is_template
+    from zfnet_cli.top9 import TopK as TopK
+    from zfnet_cli.top9 import gather_top9 as gather_top9
+    from zfnet_cli.top9 import scan_top9 as scan_top9
 
 
 def __getattr__(name: str):

@@ -22,7 +22,12 @@ from zfnet_cli.files import write_atomic
 
 
 class CheckpointError(ValueError):
-    """No checkpoint where one was expected, or one that does not fit."""
+    """No checkpoint where one was expected, or one that does not fit.
+
+    :func:`zfnet_cli.load_model` raises it for a model it cannot read: a missing or damaged
+    file, weights that fit no architecture, an untrusted pickle, a factory that does not
+    import. The message is one line that says what to do; the CLI prints it after ``error:``.
+    """
 
 
 def save(state: dict, path: str | Path) -> Path:

@@ -66,7 +66,7 @@ against small translations) and the transfer rows; the same rule judges them. Ta
 network reads the last of the run's layers against the best of its first four.
 
 **Which split.** Choices are tuned on the validation split and the claims are read on the test
-split (issue 15). For Fig 7, Table 1 and Fig 5 a run's ``metrics.json`` ``split`` says which
+split (so the claims are not read on the data the choices were fitted to). For Fig 7, Table 1 and Fig 5 a run's ``metrics.json`` ``split`` says which
 split its images came from (``zfnet occlude|correspond|invariance split=test``; runs without
 the key read val): per checkpoint a test-split run is preferred over any val-split run, and
 only where a checkpoint has none is its val run read. Each row says which split it was read on

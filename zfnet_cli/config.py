@@ -1,10 +1,12 @@
-"""Typed configs, composed from ``configs/`` with Hydra's Compose API, and the run folders.
+"""Typed configs, composed from ``configs/`` with Hydra's Compose API, and each run's description.
 
-Each subcommand has one dataclass schema registered in Hydra's ConfigStore as
-``<command>_schema``; ``configs/<command>.yaml`` starts its defaults list with that schema, so
+Each subcommand has one dataclass schema, imported and registered in Hydra's ConfigStore as
+``<command>_schema`` when that command composes (:func:`schema`), so a command loads only its
+own experiment; ``configs/<command>.yaml`` starts its defaults list with that schema, so
 YAML files and ``key=value`` overrides only override typed fields: an unknown key or a value of
 the wrong type is a :class:`ConfigError` naming the key. Core code receives the plain dataclass
 (``OmegaConf.to_object``), never a ``DictConfig``. Only this module and ``cli.py`` import hydra.
+The run folders themselves (making, listing, ``latest``) are :mod:`zfnet_cli.runs`.
 """
 from __future__ import annotations
 

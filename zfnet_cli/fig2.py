@@ -23,6 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from zfnet_cli.data.images import UnreadableFiles
+from zfnet_cli.data.transforms import center_crop
 from zfnet_cli.deconv import Request
 from zfnet_cli.deconv_graph import GraphDeconvnet, Projector, deconvnet_for
 from zfnet_cli.engine import InMemoryBatches
@@ -189,10 +190,7 @@ def scan_batches(dataset, loaded, n: int, batch_size: int, device,
 def images_and_crops(dataset, indices: Sequence[int], loaded) -> tuple[torch.Tensor, torch.Tensor]:
     """(model input float, displayable uint8 centre crop) for the given data-set indices."""
     raw = torch.stack([dataset[i][0] for i in indices])  # (N, 3, S, S) uint8
-    c, s = loaded.input_size, raw.shape[-1]
-    top = (s - c) // 2
-    crop = raw[:, :, top:top + c, top:top + c]
-    return loaded.preprocess()(raw), crop
+    return loaded.preprocess()(raw), center_crop(raw, loaded.input_size)
 
 
 def image_classes(dataset, indices: Sequence[int]) -> list[str]:

@@ -38,7 +38,7 @@ SCRIPTED = ("a TorchScript model's layers cannot be read (compiled code takes no
             "checkpoint=weights.pth)")
 
 __all__ = ["SCRIPTED", "Layer", "LayerInfo", "paper_names", "layer_names", "block_names", "resolve_layer",
-           "default_layer", "describe_layers", "tap", "read_once", "read_layers", "evaluating"]
+           "resolve_layers", "default_layer", "describe_layers", "tap", "read_once", "read_layers", "evaluating"]
 
 
 @dataclass(frozen=True)
@@ -227,6 +227,28 @@ def resolve_layer(model: nn.Module, name: str | int | nn.Module) -> Layer:
                          f"{', '.join(some)}{', ...' if len(names) > len(some) else ''}; "
                          f"`zfnet layers` lists them all)")
     return Layer(name, module_name, modules[module_name])
+
+
+def resolve_layers(model: nn.Module, names: Sequence[str | int | nn.Module],
+                   default: Sequence[str] = (), key: str = "layers") -> list[Layer]:
+    """:func:`resolve_layer` for each of ``names``; where ``names`` is the command's
+    ``default`` (the user chose none), the error for a layer this model lacks says that it was
+    the default and what to pass instead, so it never names a layer as if the user had.
+
+    Raises:
+        ValueError: one line, as :func:`resolve_layer`'s, prefixed for a default.
+    """
+    out = []
+    for name in names:
+        try:
+            out.append(resolve_layer(model, name))
+        except ValueError as err:
+            if [str(n) for n in names] != [str(d) for d in default]:
+                raise
+            raise ValueError(f"the default {key} ({', '.join(map(str, default))}: none given) "
+                             f"do not all apply to this model: {err}; pass {key}=[NAME,...] "
+                             f"with layers it has") from None
+    return out
 
 
 @contextmanager

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Iterator, Mapping, Optional
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -379,16 +380,18 @@ class Loaded:
             return ChannelScale(BatchPreprocess(self.mean, self.input_size, train=False), scale)
         return BatchPreprocess(self.mean, self.input_size, train=False, scale=scale)
 
-    def image(self, path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
-        """A photo as this model reads it.
+    def image(self, picture) -> tuple[torch.Tensor, torch.Tensor]:
+        """A photo as this model reads it, in any usual form.
 
-        The file is decoded with :func:`~zfnet_cli.data.images.load_image` (EXIF orientation,
-        alpha over grey, short side resized to ``data.image_size`` and the centre square kept),
-        then put through :meth:`preprocess` (the centre ``input_size`` crop, minus the mean,
-        times the scale).
+        A file is decoded with :func:`~zfnet_cli.data.images.load_image` (EXIF orientation,
+        alpha over grey); a PIL image is taken upright as it is (alpha over grey); an array or
+        tensor is RGB pixels. Each then has its short side resized to ``data.image_size`` and
+        the centre square kept, and goes through :meth:`preprocess` (the centre ``input_size``
+        crop, minus the mean, times the scale).
 
         Args:
-            path (str or Path): an image file in any format PIL reads.
+            picture: an image file (str or Path, any format PIL reads); a PIL image; a uint8
+                (H, W, 3) or (H, W) array; or a (3, H, W) tensor, uint8 0..255 or float 0..1.
 
         Returns:
             tuple[Tensor, Tensor]: the uint8 (3, c, c) pixels the model sees (the region that
@@ -397,13 +400,35 @@ class Loaded:
 
         Raises:
             ImageError: one line, for a file that is not a readable image.
+            ValueError: an array or tensor of another shape or type (one line).
         """
-        from zfnet_cli.data.images import load_image
+        from zfnet_cli.data.images import load_image, resize_center_crop, to_rgb, to_tensor
+        from zfnet_cli.data.transforms import center_crop
 
-        raw = load_image(path, self.data.image_size)  # (3, S, S) uint8
-        top = (raw.shape[-1] - self.input_size) // 2  # BatchPreprocess's centre crop
-        seen = raw[:, top:top + self.input_size, top:top + self.input_size]
-        return seen, self.preprocess()(raw[None])[0]
+        size = self.data.image_size
+        if isinstance(picture, (str, Path)):
+            raw = load_image(picture, size)  # (3, S, S) uint8
+        else:
+            from PIL import Image
+
+            if isinstance(picture, torch.Tensor):
+                t = picture.detach().cpu()
+                if t.dim() != 3 or t.shape[0] != 3:
+                    raise ValueError(f"an image tensor is (3, H, W), got {tuple(t.shape)}")
+                if t.is_floating_point():
+                    t = (t.clamp(0, 1) * 255).round()
+                picture = t.to(torch.uint8).permute(1, 2, 0).numpy()
+            if isinstance(picture, np.ndarray):
+                if picture.dtype != np.uint8 or picture.ndim not in (2, 3) or (
+                        picture.ndim == 3 and picture.shape[2] not in (3, 4)):
+                    raise ValueError(f"an image array is uint8 (H, W, 3), (H, W, 4) or (H, W), "
+                                     f"got {picture.dtype} {picture.shape}")
+                picture = Image.fromarray(picture)
+            if not isinstance(picture, Image.Image):
+                raise ValueError(f"an image is a file path, a PIL image, an array or a tensor, "
+                                 f"not a {type(picture).__name__}")
+            raw = to_tensor(resize_center_crop(to_rgb(picture), size))
+        return center_crop(raw, self.input_size), self.preprocess()(raw[None])[0]
 
     def label_of(self, dataset, label: int) -> Optional[int]:
         """The model's class index for ``label`` of ``dataset``: the same index when the data

@@ -70,6 +70,9 @@ class OcclusionMaps:
         module_name: the qualified name of the module whose output ``layer`` is
             (``"features.pool5"`` for ZFNet's ``conv5``).
         image_size: ``(H, W)`` of the occluded input.
+        method: how the maps were computed: ``"incremental"`` (each layer recomputed only
+            where the occluder reaches it) or ``"full"`` (the whole model per position); with
+            ``method="auto"``, the one it picked.
     """
 
     positions: torch.Tensor
@@ -89,6 +92,7 @@ class OcclusionMaps:
     clean_probs: torch.Tensor
     module_name: str = ""
     image_size: tuple[int, int] = (0, 0)
+    method: str = "full"
 
     def centers(self) -> torch.Tensor:
         """(gh, gw, 2) float, ``(y, x)`` of each occluder's centre in pixel coordinates
@@ -456,7 +460,7 @@ def _occlude_one(model: nn.Module, chosen: Optional[Layer], image: torch.Tensor,
         clean_fmap_total=float(clean_totals[0, fmap]) if chosen else None,
         clean_p_target=float(clean_probs[target]), clean_label=clean_label,
         clean_probs=clean_probs.cpu(), module_name=chosen.module_name if chosen else "",
-        image_size=tuple(image.shape[-2:]))
+        image_size=tuple(image.shape[-2:]), method="full" if engine is None else "incremental")
 
 
 def plot_fig7(maps: OcclusionMaps, image, *, classes: Optional[Sequence[str]] = None,

@@ -452,7 +452,7 @@ _NO_MIRROR = {"face"}  # a mirrored face would swap which eye is which
 # --------------------------------------------------------------------------------------------
 # Composed classes (class_set="rich"): a body outline, an attached part and a surface texture.
 # Each factor is drawn alike in every class that has it, so a held-out class shares its body,
-# part and texture with pretraining classes but is itself never seen there (issue 15: upper
+# part and texture with pretraining classes but is itself never seen there (upper
 # layers become general when many classes share parts; ten hand-drawn classes are too few).
 # --------------------------------------------------------------------------------------------
 

@@ -81,7 +81,9 @@ def _pil_pixel_limit():
             Image.MAX_IMAGE_PIXELS = saved
 
 
-def _to_rgb(im: Image.Image, background: Sequence[int]) -> Image.Image:
+def to_rgb(im: Image.Image, background: Sequence[int] = (128, 128, 128)) -> Image.Image:
+    """An RGB PIL image of any mode: 16-bit and float grey scaled to 8 bits, transparent pixels
+    composited over ``background`` (grey, the occluder's colour)."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         a = np.asarray(im, dtype=np.float64)
         top = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
@@ -252,7 +254,7 @@ def read_image(path: str | Path, *, max_pixels: int = MAX_PIXELS,
                 im.seek(0)  # first frame of an animation
                 im.load()
                 im = ImageOps.exif_transpose(im)
-            return _to_rgb(im, background)
+            return to_rgb(im, background)
 
 
 def load_image(path: str | Path, size: int, *, max_pixels: int = MAX_PIXELS,

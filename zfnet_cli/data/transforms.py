@@ -31,6 +31,15 @@ def _check(images: torch.Tensor, mean: torch.Tensor, crop: int) -> None:
         f"{tuple(images.shape)}")
 
 
+def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
+    """The centre ``size`` x ``size`` window of (..., H, W) images: what a model sees of an
+    image when evaluated (paper §3: the centre 224 of 256), the region occlusion slides over
+    and Fig 2's image patches are cut from. A view, not a copy."""
+    h, w = images.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return images[..., top:top + size, left:left + size]
+
+
 class BatchPreprocess:
     """uint8 batch -> mean-subtracted float crops, on the batch's device (paper §3).
 
@@ -129,10 +138,8 @@ class BatchPreprocess:
             x = ten_crop(images_uint8, mean, c)  # (B, 10, 3, c, c)
             return self._scaled(x)
         if not self.train:
-            top, left = (h - c) // 2, (w - c) // 2
-            x = images_uint8[:, :, top:top + c, left:left + c].to(torch.float32)
-            x = x - (mean if mean.shape[-1] == 1 else mean[:, top:top + c, left:left + c])
-            return self._scaled(x)
+            x = center_crop(images_uint8, c).to(torch.float32)
+            return self._scaled(x - (mean if mean.shape[-1] == 1 else center_crop(mean, c)))
 
         if draws is None:
             draws = self.draw(b, h, w, generator)

@@ -33,6 +33,7 @@ from zfnet_cli.bounds import DEVICE, bounded
 from zfnet_cli.engine import Dist
 from zfnet_cli.experiments import train as experiment_train
 from zfnet_cli.files import write_atomic
+from zfnet_cli.paper import TABLE3
 
 
 @dataclass(frozen=True)
@@ -49,21 +50,21 @@ class Variant:
 
 # Table 3, in the paper's order.
 VARIANTS: dict[str, Variant] = {
-    "alexnet": Variant("AlexNet replica", "alexnet", (35.1, 40.5, 18.1)),
-    "alexnet_no_conv34": Variant("- layers 3,4", "alexnet", (41.8, 45.4, 22.1),
+    "alexnet": Variant("AlexNet replica", "alexnet", TABLE3["alexnet"]),
+    "alexnet_no_conv34": Variant("- layers 3,4", "alexnet", TABLE3["alexnet_no_conv34"],
                                  drop=("conv3", "conv4")),
-    "alexnet_no_fc7": Variant("- layer 7", "alexnet", (27.4, 40.0, 18.4), drop=("fc7",)),
-    "alexnet_no_fc67": Variant("- layers 6,7", "alexnet", (27.4, 44.8, 22.4), drop=("fc6", "fc7")),
-    "alexnet_no_conv34_fc67": Variant("- layers 3,4,6,7", "alexnet", (71.1, 71.3, 50.1),
+    "alexnet_no_fc7": Variant("- layer 7", "alexnet", TABLE3["alexnet_no_fc7"], drop=("fc7",)),
+    "alexnet_no_fc67": Variant("- layers 6,7", "alexnet", TABLE3["alexnet_no_fc67"], drop=("fc6", "fc7")),
+    "alexnet_no_conv34_fc67": Variant("- layers 3,4,6,7", "alexnet", TABLE3["alexnet_no_conv34_fc67"],
                                       drop=("conv3", "conv4", "fc6", "fc7")),
-    "alexnet_fc2048": Variant("fc6,7 = 2048", "alexnet", (40.3, 41.7, 18.8), fc_factor=0.5),
-    "alexnet_fc8192": Variant("fc6,7 = 8192", "alexnet", (26.8, 40.0, 18.1), fc_factor=2.0),
-    "zfnet": Variant("ZFNet", "zfnet", (33.1, 38.4, 16.5)),
-    "zfnet_fc2048": Variant("ZFNet fc6,7 = 2048", "zfnet", (38.2, 40.2, 17.6), fc_factor=0.5),
-    "zfnet_fc8192": Variant("ZFNet fc6,7 = 8192", "zfnet", (22.0, 38.8, 17.0), fc_factor=2.0),
-    "zfnet_conv512": Variant("ZFNet conv3-5 = 512/1024/512", "zfnet", (18.8, 37.5, 16.0),
+    "alexnet_fc2048": Variant("fc6,7 = 2048", "alexnet", TABLE3["alexnet_fc2048"], fc_factor=0.5),
+    "alexnet_fc8192": Variant("fc6,7 = 8192", "alexnet", TABLE3["alexnet_fc8192"], fc_factor=2.0),
+    "zfnet": Variant("ZFNet", "zfnet", TABLE3["zfnet"]),
+    "zfnet_fc2048": Variant("ZFNet fc6,7 = 2048", "zfnet", TABLE3["zfnet_fc2048"], fc_factor=0.5),
+    "zfnet_fc8192": Variant("ZFNet fc6,7 = 8192", "zfnet", TABLE3["zfnet_fc8192"], fc_factor=2.0),
+    "zfnet_conv512": Variant("ZFNet conv3-5 = 512/1024/512", "zfnet", TABLE3["zfnet_conv512"],
                              wide_conv=True),
-    "zfnet_fc8192_conv512": Variant("ZFNet 8192 + 512/1024/512", "zfnet", (10.0, 38.3, 16.9),
+    "zfnet_fc8192_conv512": Variant("ZFNet 8192 + 512/1024/512", "zfnet", TABLE3["zfnet_fc8192_conv512"],
                                     fc_factor=2.0, wide_conv=True),
 }
 WIDE_CONV_FACTORS = (512 / 384, 1024 / 384, 512 / 256)  # conv3, conv4, conv5

@@ -3,7 +3,7 @@
 
 N images of one class with named parts: the embedded faces (their ``right_eye``, ``left_eye``,
 ``nose`` boxes; named as seen from the face, like the paper's dogs) of ``split`` (``val``, the
-default, or ``test``, on which the claims are read: issue 15), or a user's images with a parts
+default, or ``test``, on which the claims are read), or a user's images with a parts
 file. In each draw every image gets a mean-grey square over the same part, or over a
 random spot of the same size (inside the object's box when it is known, else anywhere), and
 Delta is computed at layers 5 and 7. Table 1's mean ± std is over ``draws`` draws; for the parts
@@ -27,19 +27,14 @@ import torch
 
 from zfnet_cli import viz
 from zfnet_cli.loading import ModelSource, load_trained
-from zfnet_cli.layers import read_layers
+from zfnet_cli.layers import read_layers, resolve_layers
 from zfnet_cli.correspondence import occlude_regions, sign_consistency, square_mask
 from zfnet_cli.bounds import DEVICE, bounded
 from zfnet_cli.data.images import MAX_PIXELS, read_image, resize_center_crop, to_tensor
 from zfnet_cli.data.sources import DataConfig, load_split
 from zfnet_cli.engine import Dist, pick_device
 from zfnet_cli.files import write_atomic
-
-# Table 1 of the paper: mean ± std of Delta at layers 5 and 7
-PAPER_TABLE1 = {"right_eye": {"conv5": (0.067, 0.007), "fc7": (0.069, 0.015)},
-                "left_eye": {"conv5": (0.069, 0.007), "fc7": (0.068, 0.013)},
-                "nose": {"conv5": (0.079, 0.017), "fc7": (0.069, 0.011)},
-                "random": {"conv5": (0.107, 0.017), "fc7": (0.073, 0.014)}}
+from zfnet_cli.paper import TABLE1 as PAPER_TABLE1
 
 
 @dataclass
@@ -47,7 +42,7 @@ class CorrespondConfig(ModelSource):  # + checkpoint, arch, weights, trust_pickl
     images: list[str] = field(default_factory=list)  # files (needs parts_file); empty: embedded faces
     parts_file: Optional[str] = None
     n_images: int = bounded(5, min=2)  # the paper's 5 dog images
-    # the split of the embedded faces: val to tune, test to read the claims on (issue 15)
+    # the split of the embedded faces: val to tune, test to read the claims on
     split: str = bounded("val", choices=("val", "test"))
     parts: list[str] = field(default_factory=lambda: ["right_eye", "left_eye", "nose"])
     mask_size: Optional[int] = bounded(None, min=1)  # square side in px (UNSTATED); None: input side // 6
@@ -142,7 +137,8 @@ def run(cfg: CorrespondConfig, run_dir: str | Path, *, dist_info: Dist | None = 
     offset = (images.shape[-1] - c) / 2  # image pixels -> model-input pixels
     x = loaded.preprocess()(images.to(device))  # (N, 3, c, c)
     fill = loaded.fill().to(device)  # the mean-grey square in model-input units
-    clean = read_layers(loaded.model, x, cfg.layers)  # an unknown name fails with close matches
+    resolve_layers(loaded.model, cfg.layers, CorrespondConfig().layers)  # close matches; the default
+    clean = read_layers(loaded.model, x, cfg.layers)
     size = cfg.mask_size or max(1, c // 6)
     rng = np.random.default_rng(cfg.seed)
     n = x.shape[0]

@@ -34,7 +34,7 @@ from zfnet_cli.data.sources import DataConfig, load_split
 from zfnet_cli.engine import Dist, pick_device
 from zfnet_cli.invariance import TRANSFORMS, paper_amounts, relative_distance, transform_image
 from zfnet_cli.files import write_atomic
-from zfnet_cli.layers import read_layers, resolve_layer
+from zfnet_cli.layers import read_layers, resolve_layers
 
 
 @dataclass
@@ -42,7 +42,7 @@ class InvarianceConfig(ModelSource):  # + checkpoint, arch, weights, trust_pickl
     images: list[str] = field(default_factory=list)  # files, photo folders; empty: embedded images
     labels: list[str] = field(default_factory=list)  # true class per file (index or name); empty: predicted
     n_images: int = bounded(5, min=1)  # the paper's 5
-    # the split of the data set's images: val to tune, test to read the claims on (issue 15)
+    # the split of the data set's images: val to tune, test to read the claims on
     split: str = bounded("val", choices=("val", "test"))
     method: str = bounded("image", choices=("image", "render"))  # "image" (whole image, the paper's) or "render" (embedded only)
     layers: list[str] = field(default_factory=lambda: ["conv1", "fc7"])  # Fig 5's layer 1 and 7
@@ -79,8 +79,8 @@ def run(cfg: InvarianceConfig, run_dir: str | Path, *, dist_info: Dist | None = 
     device = dist_info.device if dist_info else pick_device(cfg.device)
     loaded = load_trained(cfg.checkpoint, cfg.output_root, device, cfg.data, source=cfg)
     classes, class_names = loaded.classes, loaded.class_names
-    for name in cfg.layers:
-        resolve_layer(loaded.model, name)  # an unknown name fails here, with close matches
+    # an unknown name fails here, with close matches (and, for the default, what to pass)
+    resolve_layers(loaded.model, cfg.layers, InvarianceConfig().layers)
     if cfg.method not in ("image", "render"):
         raise ValueError(f"method must be 'image' or 'render', got '{cfg.method}'")
     size = loaded.data.image_size

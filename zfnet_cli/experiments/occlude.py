@@ -52,6 +52,7 @@ from zfnet_cli.data.images import (MAX_PIXELS, ImageError, PhotoFolder, load_ima
                                    upright_size)
 from zfnet_cli.data.photos import boxed
 from zfnet_cli.data.sources import DataConfig, load_split
+from zfnet_cli.data.transforms import center_crop
 from zfnet_cli.deconv_graph import RULES, deconvnet_for, project_fmap
 from zfnet_cli.sanity import template_note
 from zfnet_cli.engine import Dist, pick_device
@@ -113,11 +114,6 @@ def _method(cfg: OccludeConfig) -> dict:
     return {"method": cfg.method, "memory_budget": cfg.memory_budget_mb * 2 ** 20}
 
 
-def _centre_crop(raw: torch.Tensor, c: int) -> torch.Tensor:
-    top = (raw.shape[-1] - c) // 2
-    return raw[:, top:top + c, top:top + c]
-
-
 def _projection(loaded: Loaded, x: torch.Tensor, maps: OcclusionMaps, rule: Optional[str]
                 ) -> tuple[Optional[np.ndarray], Optional[str], str]:
     """Panel (c), the projection of the strongest map under ``rule``, as an image; or ``None``
@@ -164,7 +160,7 @@ def _panels(loaded: Loaded, item: _Input, x: torch.Tensor, maps: OcclusionMaps,
     y, xx = maps.positions[worst].tolist()
     drop = maps.clean_p_target - maps.resampled()["p_target"]  # (H, W)
     viz.occlusion_figure(
-        _centre_crop(item.raw, loaded.input_size).permute(1, 2, 0).numpy(), (y, xx, maps.size),
+        center_crop(item.raw, loaded.input_size).permute(1, 2, 0).numpy(), (y, xx, maps.size),
         None if maps.fmap_total is None else maps.fmap_total.numpy(), projection,
         maps.p_target.numpy(),
         maps.top_label.numpy(), names, maps.centers().numpy(), path, title=title,
@@ -200,7 +196,8 @@ def _summary(maps: OcclusionMaps, classes: list[str], names: list[str]) -> dict:
             "clean_label_name": names[maps.clean_label], "min_p_target": float(maps.p_target.min()),
             "top_classes": [{"class": classes[i], "name": names[i], "p": float(p)} for p, i in
                             zip(top5.values.tolist(), top5.indices.tolist())],
-            "grid": list(maps.grid), "size": maps.size, "stride": maps.stride}
+            "grid": list(maps.grid), "size": maps.size, "stride": maps.stride,
+            "method": maps.method}
 
 
 def list_inputs(images: list[str]) -> list[_Input]:

@@ -20,9 +20,8 @@ from typing import Optional, Sequence
 from zfnet_cli.runs import finished_runs
 from zfnet_cli.engine import Dist
 from zfnet_cli.files import write_atomic
+from zfnet_cli.paper import TABLE2 as PAPER_TABLE2
 
-# Table 2's rows in the paper: (val top-1, val top-5) error, one net.
-PAPER_TABLE2 = {"zfnet": (38.4, 16.5), "alexnet": (40.5, 18.1)}
 
 
 @dataclass

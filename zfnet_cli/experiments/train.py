@@ -11,7 +11,7 @@ error). ``eval_only=true checkpoint=RUN`` evaluates a trained model on the val s
 Test split. Every choice is tuned on the val split; ``eval_test=true`` scores the final model
 once more, after the last epoch, on the test split (the same evaluation and crops as the last
 val pass), into ``metrics.json``'s ``final`` as ``test_loss``, ``test_top1``, ``test_top5`` and
-their errors: the numbers the claims are read from (issue 15). A data set without a test split
+their errors: the numbers the claims are read from (choices are tuned on val). A data set without a test split
 (the ImageNet layout) is refused before training starts.
 
 Speed options, all off by default because on a CPU none of them helps (see the README and

@@ -63,29 +63,13 @@ from zfnet_cli.model import ZFNet
 from zfnet_cli.transfer import (extract_features, few_shot_eval, fold_summary,
                                 mean_per_class_accuracy, train_linear)
 from zfnet_cli.files import write_atomic
+from zfnet_cli.paper import FEWSHOT as PAPER_FEWSHOT
+from zfnet_cli.paper import TABLE7 as PAPER_TABLE7
+from zfnet_cli.paper import VOC as PAPER_VOC
+from zfnet_cli.paper import VOC_MEAN as PAPER_VOC_MEAN
 
 TARGETS = ("embedded", "caltech101", "caltech256", "voc")
 TABLE7_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")
-
-# The paper's numbers (mean, std or None), for the tables and Fig 9.
-PAPER_FEWSHOT = {
-    "caltech101": {"pretrained": {15: (83.8, 0.5), 30: (86.5, 0.5)},
-                   "scratch": {15: (22.8, 1.5), 30: (46.5, 1.7)}},
-    "caltech256": {"pretrained": {15: (65.7, None), 30: (70.6, None), 45: (72.7, None),
-                                  60: (74.2, None)},
-                   "scratch": {15: (9.0, None), 30: (22.5, None), 45: (31.2, None),
-                               60: (38.8, None)}},
-}
-PAPER_TABLE7 = {  # (classifier, layer) -> mean per-class accuracy; Cal-101 at 30, Cal-256 at 60
-    "caltech101": {("hinge", "conv1"): 44.8, ("hinge", "conv2"): 66.2, ("hinge", "conv3"): 72.3,
-                   ("hinge", "conv4"): 76.6, ("hinge", "conv5"): 86.2, ("hinge", "fc7"): 85.5,
-                   ("softmax", "conv5"): 82.9, ("softmax", "fc7"): 85.4},
-    "caltech256": {("hinge", "conv1"): 24.6, ("hinge", "conv2"): 39.6, ("hinge", "conv3"): 46.0,
-                   ("hinge", "conv4"): 51.3, ("hinge", "conv5"): 65.6, ("hinge", "fc7"): 71.7,
-                   ("softmax", "conv5"): 65.7, ("softmax", "fc7"): 72.6},
-}
-PAPER_VOC = {"aeroplane": 96.0, "pottedplant": 52.2, "tvmonitor": 76.1}  # Table 6 (excerpt)
-PAPER_VOC_MEAN = 79.0
 
 
 @dataclass
@@ -279,7 +263,7 @@ def scratch_seed(fold_seed: int, loaded: Loaded) -> int:
     """The seed of a fold's from-scratch net: the fold's seed, moved by the pretrained model's
     own training seed (``config.seed`` in our checkpoints; 0 for others). So the transfer runs
     on the N seeds of ``zfnet ablate seeds=N`` train N different scratch nets per fold, and the
-    scratch side gets a spread over seeds as the pretrained side does (issue 15), while the
+    scratch side gets a spread over seeds as the pretrained side does, while the
     folds' images stay the same (a paired comparison). Pretraining seed 0 keeps the fold seed."""
     pretrain = int((loaded.state.get("config") or {}).get("seed") or 0)
     return fold_seed + SCRATCH_SEED_STRIDE * pretrain

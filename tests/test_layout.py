@@ -1,0 +1,18 @@
+"""The README's Layout section names every module of the package (a new module shows up there or
+this fails)."""
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_layout_names_every_module():
+    text = (ROOT / "README.md").read_text()
+    layout = text[text.index("## Layout"):]
+    layout = layout[:layout.index("```", layout.index("```") + 3)]
+    package = ROOT / "zfnet_cli"
+    missing = [str(p.relative_to(package)) for p in sorted(package.rglob("*.py"))
+               if p.name != "__init__.py" or p.parent == package
+               if p.stem not in layout and p.name not in layout]
+    missing += [p.name for p in package.iterdir() if p.is_dir() and not p.name.startswith("_")
+                and f"{p.name}/" not in layout]
+    assert missing == []
