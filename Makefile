@@ -248,12 +248,14 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -c "import captum" 2>/dev/null || $(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
-	set -e; out=$$($(BIN)/python -c "from pathlib import Path; from zfnet_cli.config import new_run_dir; print(new_run_dir(Path('outputs'), 'bench'))"); \
+	set -e; out=$$($(BIN)/python -c "from pathlib import Path; from zfnet_cli.runs import new_run_dir; print(new_run_dir(Path('outputs'), 'bench'))"); \
 	$(BIN)/python scripts/bench_start.py --out $$out; \
 	$(BIN)/python scripts/bench_train.py --out $$out; \
 	$(BIN)/python scripts/bench_top9.py --out $$out; \
+	$(BIN)/python scripts/bench_projections.py --out $$out; \
 	$(BIN)/python scripts/bench_occlusion.py --out $$out; \
 	$(BIN)/python scripts/bench_incremental.py --out $$out; \
+	$(BIN)/python scripts/bench_incremental.py --out $$out --budgets 32 64 128 256 --cases zfnet-56 zfnet-28; \
 	$(BIN)/python scripts/bench_loader.py --out $$out; \
 	$(BIN)/python scripts/bench_gpu.py $$(nvidia-smi -L >/dev/null 2>&1 || echo --quick) --out $$out; \
 	echo "benchmarks written to $$out"
@@ -270,7 +272,7 @@ FUZZ_COMMANDS    ?= 20
 FUZZ_SEED        ?= 0
 FUZZ_FIRST       ?= 0
 fuzz: $(STAMP)
-	set -e; out=$$($(BIN)/python -c "from pathlib import Path; from zfnet_cli.config import new_run_dir; print(new_run_dir(Path('outputs'), 'fuzz'))"); \
+	set -e; out=$$($(BIN)/python -c "from pathlib import Path; from zfnet_cli.runs import new_run_dir; print(new_run_dir(Path('outputs'), 'fuzz'))"); \
 	OMP_NUM_THREADS=1 $(BIN)/python scripts/fuzz.py --images $(FUZZ_IMAGES) --overrides $(FUZZ_OVERRIDES) \
 	--checkpoints $(FUZZ_CHECKPOINTS) --prepare $(FUZZ_COMMANDS) --train $(FUZZ_COMMANDS) \
 	--seed $(FUZZ_SEED) --first $(FUZZ_FIRST) --out $$out

@@ -11,7 +11,13 @@ memory (VmHWM, reset after the model is built) is measured in a fresh subprocess
 Captum's positions/s on the CPU for the ZFNet cases. The whole script runs for tens of minutes
 on a 2-core CPU (Captum and the full path on vgg16 at 224 px dominate).
 
+The memory budget (``--budgets``, MiB): for each budget, a fresh process builds the engine with
+``memory_budget`` set to it (the model, the clean run), resets its resident high-water mark and
+runs every position of the ZFNet cases; the run's peak above that point is compared with the
+budget (goal: at most the budget, for budgets from 32 MiB up).
+
     python scripts/bench_incremental.py --out DIR [--repeats 3] [--cases zfnet-56 zfnet-28 ...]
+    python scripts/bench_incremental.py --out DIR --budgets 32 64 128 256 --cases zfnet-56
 """
 from __future__ import annotations
 
@@ -27,7 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from zfnet_cli.config import new_run_dir
+from zfnet_cli.runs import new_run_dir
 from zfnet_cli.incremental import DEFAULT_MEMORY_BUDGET, IncrementalOcclusion
 from zfnet_cli.model import ModelConfig, ZFNet
 from zfnet_cli.occlusion import _fill_plane, _forward, _occluded, occluder_positions
@@ -140,6 +146,58 @@ def child(case: str, method: str, fraction: float, ppe: int) -> None:
                       "run_mib": round(peak - before, 1), "positions": len(corners)}))
 
 
+def budget_child(case: str, budget_mib: float) -> None:
+    """The engine with ``memory_budget`` = ``budget_mib`` over every position of ``case``:
+    the run's resident peak above the built engine (model and clean run), printed as JSON."""
+    name, size, stride = CASES[case]
+    model, readout = build(name)
+    x = image()
+    with torch.no_grad():
+        engine = IncrementalOcclusion(model, x, size=size, readout=readout,
+                                      memory_budget=int(budget_mib * 2 ** 20))
+    corners = occluder_positions(SIDE, SIDE, size, stride)
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM (Linux >= 4.0)
+    before = _rss()["VmRSS"]
+    t = time.perf_counter()
+    engine(corners)
+    seconds = time.perf_counter() - t
+    run = _rss()["VmHWM"] - before
+    print(json.dumps({"case": case, "budget_mib": budget_mib, "run_mib": round(run, 1),
+                      "run_over_budget": round(run / budget_mib, 3),
+                      "chunk_size": engine.chunk_size, "positions": len(corners),
+                      "estimate_mib": round((engine.bytes_per_chunk + min(engine.chunk_size,
+                                             len(corners)) * engine.bytes_per_position)
+                                            / 2 ** 20, 1),
+                      "positions_per_second": round(len(corners) / seconds, 2)}))
+
+
+def budgets(cases: list[str], values: list[float]) -> list[dict]:
+    """:func:`budget_child` in a fresh process per (case, budget)."""
+    rows = []
+    for case in cases:
+        for b in values:
+            out = subprocess.run([sys.executable, __file__, "--budget-child", case, str(b)],
+                                 capture_output=True, text=True, check=True)
+            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            r = rows[-1]
+            print(f"memory budget {case} {b:g} MiB: run's peak {r['run_mib']} MiB "
+                  f"({r['run_over_budget']:.2f}x), chunks of {r['chunk_size']}, "
+                  f"{r['positions_per_second']} positions/s", flush=True)
+    return rows
+
+
+def budgets_markdown(rows: list[dict], command: str) -> str:
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [f"Measured {when} with `{command}`, {torch.get_num_threads()} torch threads, CPU.",
+             "Run's peak: resident memory above the built engine (model, clean run), VmHWM.", "",
+             "| case | budget MiB | chunk | estimate MiB | run's peak MiB | peak / budget | "
+             "positions/s |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['case']} | {r['budget_mib']:g} | {r['chunk_size']} | {r['estimate_mib']} | "
+              f"{r['run_mib']} | {r['run_over_budget']:.2f} | {r['positions_per_second']} |"
+              for r in rows]
+    return "\n".join(lines) + "\n"
+
+
 def spread(v: list[float]) -> dict:
     return {"median": statistics.median(v), "min": min(v), "max": max(v), "runs": v}
 
@@ -240,13 +298,27 @@ def main() -> None:
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     ap.add_argument("--out", default=None, help="folder for the JSON and markdown (default: a "
                                                 "new outputs/bench run)")
+    ap.add_argument("--budgets", nargs="+", type=float, default=None, metavar="MIB",
+                    help="only measure the run's peak memory against these memory budgets "
+                         "(ZFNet cases of --cases)")
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    ap.add_argument("--budget-child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(args.child[0], args.child[1], float(args.child[2]), int(args.child[3]))
         return
+    if args.budget_child:
+        budget_child(args.budget_child[0], float(args.budget_child[1]))
+        return
     run = Path(args.out) if args.out else new_run_dir(Path("outputs"), "bench")
     run.mkdir(parents=True, exist_ok=True)
+    command = "python scripts/bench_incremental.py " + " ".join(sys.argv[1:])
+    if args.budgets:
+        rows = budgets([c for c in args.cases if CASES[c][0] == "zfnet"], args.budgets)
+        (run / "bench_incremental_budgets.json").write_text(json.dumps(rows, indent=2) + "\n")
+        (run / "bench_incremental_budgets.md").write_text(budgets_markdown(rows, command))
+        print(budgets_markdown(rows, command))
+        return
     ppe_cache: dict = {}
     results = []
     for case in args.cases:
@@ -259,7 +331,6 @@ def main() -> None:
               f"full {p['full']['median']:.2f}, incremental {p['incremental']['median']:.2f}: "
               f"incremental {res['incremental_vs_captum']:.2f}x Captum, full "
               f"{res['full_vs_captum']:.2f}x Captum", flush=True)
-    command = "python scripts/bench_incremental.py " + " ".join(sys.argv[1:])
     (run / "bench_incremental.md").write_text(markdown(results, command))
     print(markdown(results, command))
 

@@ -57,7 +57,10 @@ import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CHUNK = 500  # cases per worker process before it is replaced (bounds what a process accumulates)
+CHUNK = 2000  # cases per worker process before it is replaced (bounds what a process accumulates)
+# what a worker of each target imports, loaded once in the parent so that each fork has it
+PRELOAD = {"images": ["zfnet_cli.data.images"], "overrides": ["zfnet_cli.config"],
+           "checkpoints": ["zfnet_cli.checkpoint", "zfnet_cli.config", "torchvision"]}
 
 # ---------------------------------------------------------------- seeds: small valid files
 
@@ -224,13 +227,14 @@ def _schema_keys(schema, prefix: str = "") -> list[tuple[str, object]]:
 
 
 def overrides_setup(work: Path) -> dict:
-    from zfnet_cli.config import CONFIG_DIR, SCHEMAS
+    from zfnet_cli.config import COMMANDS, CONFIG_DIR, schema
 
+    SCHEMAS = {c: schema(c) for c in COMMANDS}  # noqa: N806  (each command's schema, imported here)
     groups = {p.name: sorted(q.stem for q in p.glob("*.yaml"))
               for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name != "experiment"}
     experiments = {c: sorted(q.stem for q in (CONFIG_DIR / "experiment" / c).glob("*.yaml"))
-                   for c in SCHEMAS if (CONFIG_DIR / "experiment" / c).is_dir()}
-    return {"commands": sorted(SCHEMAS), "keys": {c: _schema_keys(s) for c, s in SCHEMAS.items()},
+                   for c in COMMANDS if (CONFIG_DIR / "experiment" / c).is_dir()}
+    return {"commands": sorted(COMMANDS), "keys": {c: _schema_keys(schema(c)) for c in COMMANDS},
             "groups": groups, "experiments": experiments}
 
 
@@ -357,7 +361,8 @@ def checkpoints_make(ctx: dict, rng: random.Random) -> dict:
 
 
 def checkpoints_check(ctx: dict, saved: dict, number: int, work: Path):
-    from zfnet_cli.checkpoint import CheckpointError, load_model
+    from zfnet_cli.checkpoint import CheckpointError
+    from zfnet_cli.loading import load_model
 
     path = work / f"case{number}{saved['suffix']}"
     path.write_bytes(saved["bytes"])
@@ -592,9 +597,19 @@ def _save_escape(out: Path, target: str, number: int, saved: dict) -> str:
 
 
 def run_target(target: str, seed: int, numbers: list[int], out: Path, limit: float,
-               memory_mb: int, progress: bool) -> dict:
+               memory_mb: int, progress: bool, on_progress=None) -> tuple[dict, list]:
     """Run the cases of one target in worker processes, one at a time, each ``CHUNK`` cases
-    long; a case past ``limit`` seconds, or one whose worker dies, is an escape."""
+    long; a case past ``limit`` seconds, or one whose worker dies, is an escape.
+    ``on_progress(counts, escapes)`` is called after each worker's chunk."""
+    import importlib
+
+    for module in PRELOAD.get(target, []):
+        importlib.import_module(module)
+    if target == "overrides":  # every command's schema module
+        from zfnet_cli.config import COMMANDS, schema
+
+        for command in COMMANDS:
+            schema(command)
     ctx = mp.get_context("fork")
     counts = {"cases": 0, "refused": 0, "accepted": 0, "escapes": 0}
     escapes = []
@@ -649,6 +664,11 @@ def run_target(target: str, seed: int, numbers: list[int], out: Path, limit: flo
             proc.join(timeout=10)
             if proc.is_alive():
                 proc.kill()
+            if on_progress is not None:
+                elapsed = time.perf_counter() - t0
+                on_progress(dict(counts, seconds=round(elapsed, 2),
+                                 cases_per_s=round(counts["cases"] / elapsed, 2) if elapsed else 0.0),
+                            escapes)
             if progress and time.perf_counter() - last_report > 30:
                 last_report = time.perf_counter()
                 rate = counts["cases"] / (last_report - t0)
@@ -720,8 +740,13 @@ def main(argv: list[str] | None = None) -> int:
     path = a.out / "report.json"
     for target, numbers in plan.items():
         limit = a.limit if target in IN_PROCESS else 600.0
+        def partial(counts: dict, escapes: list, target=target) -> None:  # while it runs
+            report["targets"][target] = dict(counts, running=True)
+            path.write_text(json.dumps(dict(report, escapes=report["escapes"] + escapes),
+                                       indent=1) + "\n")
+
         counts, escapes = run_target(target, a.seed, numbers, a.out, limit, a.memory_mb,
-                                     progress=not a.quiet)
+                                     progress=not a.quiet, on_progress=partial)
         report["targets"][target] = counts
         report["escapes"] += escapes
         path.write_text(json.dumps(report, indent=1) + "\n")  # after each target: partial results

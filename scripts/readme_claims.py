@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 from zfnet_cli import claims as claims_mod
-from zfnet_cli.checkpoint import run_folders
+from zfnet_cli.runs import run_folders
 from zfnet_cli.experiments import ablate
 from zfnet_cli.experiments.report import eval_only_rows
 from zfnet_cli.tables import md_cell, mean_std

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from zfnet_cli.checkpoint import CheckpointError, load_model
+from zfnet_cli.checkpoint import CheckpointError
+from zfnet_cli.loading import load_model
 from zfnet_cli.config import ConfigError, compose
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,6 +79,15 @@ def test_a_config_group_set_to_a_number_or_null_is_one_line(command, override, w
     with pytest.raises(ConfigError) as err:
         compose(command, [override])
     assert str(err.value).startswith(words) and "\n" not in str(err.value)
+
+
+def test_a_key_two_levels_under_a_null_group_is_one_line():
+    """OmegaConf raised AssertionError('Unexpected type: None') for data.root.x=-0.5 on a
+    command whose data group is null (it comes from the checkpoint)."""
+    with pytest.raises(ConfigError, match=r"cannot set data\.root\.x: 'data' is null for "
+                                          r"`zfnet occlude`") as err:
+        compose("occlude", ["data.root.x=-0.5"])
+    assert "\n" not in str(err.value)
 
 
 def test_a_zip_with_a_damaged_central_directory_is_one_line(tmp_path):

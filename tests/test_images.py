@@ -217,3 +217,17 @@ def test_a_damaged_file_that_decodes_warns_once_naming_it(tmp_path):
     text = str(heard[0].message)
     assert text.startswith(f"{path}: damaged file, decoded anyway (Metadata Warning, tag 282")
     assert "1 more such" in text and "\n" not in text
+
+
+def test_a_tiff_pil_logs_an_error_about_is_one_line_and_logs_nothing(caplog, capfd):
+    """The fuzzer's file (SamplesPerPixel 3072): PIL logged 'More samples per pixel than can be
+    decoded' at ERROR level, which Python prints to stderr when no logging is set up."""
+    import logging
+
+    path = Path(__file__).parent / "fuzz_escapes" / "samples_per_pixel_3072.tif"
+    with caplog.at_level(logging.DEBUG), pytest.raises(ImageError) as err:
+        load_image(path, 16)
+    assert str(err.value).startswith(f"{path}: not an image file") and "\n" not in str(err.value)
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("PIL")
+            and r.levelno >= logging.WARNING] == []
+    assert capfd.readouterr().err == ""

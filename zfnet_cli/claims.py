@@ -86,7 +86,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
-from zfnet_cli.checkpoint import run_folders
+from zfnet_cli.runs import run_folders
 from zfnet_cli.data.photos import REAL_NETWORK
 from zfnet_cli.transfer import fold_summary
 

@@ -59,6 +59,14 @@ __all__ = ["IncrementalOcclusion", "incremental_or_full", "NotIncremental", "Cos
 # incremental part) one chunk of positions may hold at once. 256 MiB keeps a chunk of the
 # paper's ZFNet at 224 px in the tens of positions, enough to keep the CPU's GEMMs busy.
 DEFAULT_MEMORY_BUDGET = 256 * 2 ** 20
+# Bytes of gather indices alive at once per gathered cell (_gather): four int64 tensors (the
+# index, a product, the patch index, torch.where's result) and two boolean masks.
+_INDEX_BYTES = 4 * 8 + 2
+# Bytes a chunk's run holds beyond the tensors counted (the backend's per-shape scratch and
+# primitive caches, the allocator's bookkeeping): measured, not derived. On the paper's ZFNet at
+# 224 px the run's resident peak exceeded the counted bytes by 3-10 MiB at small budgets
+# (scripts/bench_incremental.py --budgets), so 12 MiB are set aside.
+_BACKEND_BYTES = 12 * 2 ** 20
 
 
 class NotIncremental(ValueError):
@@ -146,35 +154,60 @@ class _Patch:
     kind: str = ""  # the op that made it: "input", "window", "pointwise", "binary"
 
 
+_MALLOC_FIXED = False
+
+
+def _return_freed_memory() -> None:
+    """glibc serves an allocation below its mmap threshold from its heap, and raises that
+    threshold (up to 32 MiB) each time a larger block is freed; the chunks' tensors then come
+    from the heap, whose freed blocks stay resident and fragment across chunks and threads (the
+    process's peak reached 1.6x the budget over several chunks). Fixing the threshold at glibc's
+    own default (128 KiB) maps each large tensor and unmaps it when freed, so resident memory
+    follows what is alive. Once per process, where the C library has ``mallopt`` (glibc);
+    elsewhere nothing changes."""
+    global _MALLOC_FIXED
+    if _MALLOC_FIXED:
+        return
+    _MALLOC_FIXED = True
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def _pair(v) -> tuple[int, int]:
     return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
-def _place(lo: torch.Tensor, hi: torch.Tensor, extent: int) -> tuple[torch.Tensor, int]:
+def _place(lo: torch.Tensor, hi: torch.Tensor, extent: int, at_least: int = 0
+           ) -> tuple[torch.Tensor, int]:
     """One size for the chunk along one axis: the largest ``hi - lo + 1`` (inclusive ranges,
-    already clipped to ``[0, extent)``), each start moved up where the common size would run
-    past the far edge; the moved range still contains the original one."""
-    n = max(1, int((hi - lo).max()) + 1)  # none reached (a 1x1 stride-2 kernel): one row
+    already clipped to ``[0, extent)``), or ``at_least`` if larger, each start moved up where
+    the common size would run past the far edge; the moved range still contains the original
+    one."""
+    n = max(1, int((hi - lo).max()) + 1, min(at_least, extent))  # 1: a 1x1 stride-2 kernel
     return lo.clamp(max=extent - n), n
 
 
-def _grow(start: torch.Tensor, n: int, k: int, s: int, p: int, d: int, out_extent: int
-          ) -> tuple[torch.Tensor, int]:
+def _grow(start: torch.Tensor, n: int, k: int, s: int, p: int, d: int, out_extent: int,
+          at_least: int = 0) -> tuple[torch.Tensor, int]:
     """Output rows a window op (kernel k, stride s, top padding p, dilation d) must recompute
     when input rows ``start .. start + n - 1`` changed: output o reads input rows
     ``o*s - p .. o*s - p + d*(k-1)``."""
     lo = torch.div(start + p - d * (k - 1) + s - 1, s, rounding_mode="floor").clamp(min=0)
     hi = torch.div(start + n - 1 + p, s, rounding_mode="floor").clamp(max=out_extent - 1)
-    return _place(lo, hi, out_extent)
+    return _place(lo, hi, out_extent, at_least)
 
 
-def _union(a: _Patch, b: _Patch, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor,
-                                                                   int, int]:
+def _union(a: _Patch, b: _Patch, height: int, width: int, at_least: tuple[int, int] = (0, 0)
+           ) -> tuple[torch.Tensor, torch.Tensor, int, int]:
     lo_y, lo_x = torch.minimum(a.oy, b.oy), torch.minimum(a.ox, b.ox)
     hi_y = torch.maximum(a.oy + a.h, b.oy + b.h) - 1
     hi_x = torch.maximum(a.ox + a.w, b.ox + b.w) - 1
-    oy, h = _place(lo_y, hi_y, height)
-    ox, w = _place(lo_x, hi_x, width)
+    oy, h = _place(lo_y, hi_y, height, at_least[0])
+    ox, w = _place(lo_x, hi_x, width, at_least[1])
     return oy, ox, h, w
 
 
@@ -304,13 +337,17 @@ class IncrementalOcclusion:
     summation order: bit-identical where every sum is exact (tests/test_incremental.py), within
     float32 rounding otherwise.
 
-    Positions run in chunks of :attr:`chunk_size`, chosen so that the estimated per-position
-    activations of a chunk (update patches, read-in contexts, and the full tensors from the
-    first uncovered layer on, at the point in the graph where most are alive) fit
-    ``memory_budget`` bytes; peak memory is the clean run's activations plus one chunk's,
-    whatever the number of positions. The estimate counts tensors, not the backend's
-    convolution workspaces or the allocator's caching: the process's resident peak above the
-    model was 1.8x the budget on the paper's ZFNet at 224 px (scripts/bench_incremental.py).
+    Positions run in chunks of :attr:`chunk_size`, chosen so that a chunk's estimated memory
+    fits ``memory_budget`` bytes: per position its update patches, read-in contexts, gather
+    indices, the backend's output copies and the full tensors from the first uncovered layer on
+    (at the point in the graph where most are alive), plus once per chunk the clean map a
+    gather copies, a layer's weights in the backend's layout and a measured allowance for the
+    backend's scratch. Every chunk uses the same patch shapes, and glibc's allocator is set to
+    return freed large blocks (:func:`_return_freed_memory`), so chunks do not pile up
+    fragments: the process's resident peak above the model and clean run stays within the
+    budget (scripts/bench_incremental.py --budgets measures it; it used to reach 1.8x). A
+    budget below one position plus the per-chunk part (about 15 MiB for the paper's ZFNet)
+    cannot be kept: positions then run one at a time.
 
     Args:
         model (nn.Module): maps a (B, C, H, W) batch to (B, classes) logits; run in the mode it
@@ -331,7 +368,8 @@ class IncrementalOcclusion:
         clean_totals (Tensor): (M,) the readout's per-map totals on the clean image.
         clean_logits (Tensor): (classes,) the logits on the clean image.
         chunk_size (int): positions per chunk.
-        bytes_per_position (int): the estimate ``chunk_size`` is derived from.
+        bytes_per_position (int): the per-position estimate ``chunk_size`` is derived from.
+        bytes_per_chunk (int): the estimate's part paid once per chunk.
         cost (CostEstimate): per-position multiply-adds of both paths and per-layer recomputed
             fractions, for the largest update patches any position gets.
 
@@ -366,6 +404,7 @@ class IncrementalOcclusion:
             raise ValueError(f"image must be (C, H, W), got {tuple(image.shape)}")
         self.model, self.size, self.memory_budget = model, int(size), int(memory_budget)
         self.image = image
+        _return_freed_memory()
         self.fill = torch.as_tensor(fill, dtype=image.dtype, device=image.device).expand_as(image)
         try:
             self.graph = _Tracer().trace(model)
@@ -401,8 +440,10 @@ class IncrementalOcclusion:
         with torch.no_grad():
             self._check_against_model(readout, logits)
         self._ops = {n: self._classify(n) for n in self.nodes if n in self.dependent}
-        self.cost, self.bytes_per_position = self._plan()
-        self.chunk_size = max(1, self.memory_budget // max(1, self.bytes_per_position))
+        self._sizes: dict = {}  # node -> (h, w) of its update patch in every chunk (_plan)
+        self.cost, self.bytes_per_position, self.bytes_per_chunk = self._plan()
+        self.chunk_size = max(1, (self.memory_budget - self.bytes_per_chunk)
+                              // max(1, self.bytes_per_position))
 
     # -- graph set-up --------------------------------------------------------------------------
 
@@ -659,18 +700,21 @@ class IncrementalOcclusion:
 
     # -- the plan: geometry of all positions at once, cost and memory ---------------------------
 
-    def _plan(self) -> tuple[CostEstimate, int]:
+    def _plan(self) -> tuple[CostEstimate, int, int]:
         """Geometry of every node's update patch for the largest patches any position gives
-        (all positions at once), the per-position cost of both paths and the per-position
-        bytes a chunk holds at its peak."""
+        (all positions at once), kept as the size of that node's patches in every chunk (so
+        every chunk allocates the same shapes and the allocator reuses the last chunk's
+        memory instead of fragmenting it); the per-position cost of both paths; and the bytes a
+        chunk holds at its peak: per position, and once per chunk."""
         _, h, w = self.image.shape
         corners = _all_corners(h, w, self.size, self.image.device)
         states = self._propagate(corners, values=False)
+        self._sizes = {n: (st.h, st.w) for n, st in states.items() if isinstance(st, _Patch)}
         item = self.image.element_size()
         layers: list[LayerCost] = []
         full_total = incremental_total = 0
         live: dict = {}
-        peak = 0
+        peak = per_chunk = 0
         for i, n in enumerate(self.nodes):
             if n not in self.dependent or n.op in ("placeholder", "output"):
                 continue
@@ -678,7 +722,7 @@ class IncrementalOcclusion:
             numel = value[0].numel() if isinstance(value, torch.Tensor) else 0
             full = _flops(self, n, numel)
             state = states.get(n)
-            transient = 0
+            transient = once = 0
             if isinstance(state, _Patch):
                 kind, area = state.kind, state.h * state.w
                 c = value.shape[1]
@@ -693,10 +737,18 @@ class IncrementalOcclusion:
                     cin = self.clean[n.args[0]].shape[1]
                     incr = c * area * window.flops_per_output + cin * ctx
                     src_area = src.h * src.w if isinstance(src, _Patch) else 0
-                    transient = (cin * (ctx + src_area) + 2 * ctx) * item  # context, cat, index
+                    # _gather: the context twice (index_select, then contiguous), the source
+                    # patch laid beside the clean map, the int64 indices; the backend's copy of
+                    # the output (oneDNN's blocked layout); once per chunk: the clean map copied
+                    transient = ((2 * cin * ctx + cin * src_area + c * area) * item
+                                 + _INDEX_BYTES * ctx)
+                    once = self.clean[n.args[0]][0].numel() * item
                 else:
                     incr = c * area * 2 + c * area  # op + gathering the union / clean readout
-                    transient = c * area * item * 2
+                    transient = c * area * item * 3 + _INDEX_BYTES * area
+                    once = value[0].numel() * item
+                if n is self.readout:  # the clean values under the patch, both in float64
+                    transient += c * area * (item + 16) + _INDEX_BYTES * area
                 layers.append(LayerCost(n.name, kind, frac, full, int(incr)))
                 live[n] = c * area * item
             else:
@@ -706,14 +758,20 @@ class IncrementalOcclusion:
                 # a changed input still a patch is pasted into a full copy for this op
                 transient = sum(self.clean[a][0].numel() * item for a in self._changed_args(n)
                                 if isinstance(states.get(a), _Patch))
+                if self._ops[n][0] == "window":  # the backend's copy of the output
+                    transient += numel * item
+            if self._ops[n][0] == "window" and n.op == "call_module":
+                weight = getattr(self.modules[n.target], "weight", None)  # the backend's copy
+                once += weight.numel() * item if isinstance(weight, torch.Tensor) else 0
             full_total += full
             incremental_total += incr
             peak = max(peak, sum(live.values()) + transient)  # live includes n's output
+            per_chunk = max(per_chunk, once)
             for a in n.all_input_nodes:
                 if self.last_use.get(a) == i:
                     live.pop(a, None)
         return (CostEstimate(full_total, incremental_total, layers),
-                max(peak, self.image[0].numel() * item))
+                max(peak, self.image[0].numel() * item), per_chunk + _BACKEND_BYTES)
 
     # -- running a chunk -------------------------------------------------------------------------
 
@@ -759,10 +817,11 @@ class IncrementalOcclusion:
             height, width = self.clean[n].shape[2:]
             if kind == "window":
                 src = states[0]
+                at_least = self._sizes.get(n, (0, 0))
                 oy, h = _grow(src.oy, src.h, op.kernel[0], op.stride[0], op.padding[0],
-                              op.dilation[0], height)
+                              op.dilation[0], height, at_least[0])
                 ox, w = _grow(src.ox, src.w, op.kernel[1], op.stride[1], op.padding[1],
-                              op.dilation[1], width)
+                              op.dilation[1], width, at_least[1])
                 if h < height or w < width:
                     if not values:
                         return _Patch(oy, ox, h, w, None, kind)
@@ -776,7 +835,8 @@ class IncrementalOcclusion:
                 return _Patch(src.oy, src.ox, src.h, src.w, op(src.values) if values else None,
                               kind)
             else:  # binary: the union of the two patches
-                oy, ox, h, w = _union(states[0], states[1], height, width)
+                oy, ox, h, w = _union(states[0], states[1], height, width,
+                                      self._sizes.get(n, (0, 0)))
                 if h < height or w < width:
                     if not values:
                         return _Patch(oy, ox, h, w, None, kind)

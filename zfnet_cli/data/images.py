@@ -27,6 +27,7 @@ run's metrics and at the end of the run), and the run stops with one line only o
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import threading
@@ -128,12 +129,13 @@ def _decoding(path: Path, max_pixels: int):
     becomes one :class:`ImageError` line naming the file (a damaged file can reach almost any
     line of a decoder: a TIFF whose strip-offset tag became a rational raises ``TypeError``,
     others ``struct.error``, ``IndexError``, ``KeyError``, ``ZeroDivisionError``...); the
-    decoder's warnings, and what the caller appends to the yielded list (libtiff's messages,
-    :func:`_c_messages`), end as at most one :class:`DamagedImageWarning`."""
+    decoder's warnings, PIL's log records (its TIFF reader logs some damage as errors, which
+    Python would print) and what the caller appends to the yielded list (libtiff's messages,
+    :func:`_c_messages`) end as at most one :class:`DamagedImageWarning`."""
     heard: list[warnings.WarningMessage] = []
     notes: list[str] = []
     try:
-        with _pil_pixel_limit(), warnings.catch_warnings(record=True) as heard:
+        with _pil_pixel_limit(), warnings.catch_warnings(record=True) as heard, _pil_log(notes):
             warnings.simplefilter("always")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             yield notes
@@ -154,6 +156,30 @@ def _decoding(path: Path, max_pixels: int):
         more = f"; {len(damage) - 1} more such" if len(damage) > 1 else ""
         warnings.warn(DamagedImageWarning(f"{path}: damaged file, decoded anyway "
                                           f"({damage[0]}{more})"), stacklevel=3)
+
+
+class _Notes(logging.Handler):
+    def __init__(self, notes: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.notes = notes
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.notes.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _pil_log(notes: list[str]):
+    """PIL's log records of WARNING and above (logger ``PIL``) appended to ``notes`` instead of
+    reaching the application's handlers or Python's last-resort print to stderr."""
+    log = logging.getLogger("PIL")
+    handler, propagate = _Notes(notes), log.propagate
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.propagate = propagate
 
 
 @contextlib.contextmanager

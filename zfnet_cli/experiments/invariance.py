@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from zfnet_cli import viz
 from zfnet_cli.bounds import DEVICE, bounded
-from zfnet_cli.checkpoint import ModelSource, load_trained, resolve_label
+from zfnet_cli.loading import ModelSource, load_trained, resolve_label
 from zfnet_cli.data.images import MAX_PIXELS, PhotoFolder, load_image
 from zfnet_cli.data.photos import boxed
 from zfnet_cli.data.sources import DataConfig, load_split
@@ -38,8 +38,7 @@ from zfnet_cli.layers import read_layers, resolve_layer
 
 
 @dataclass
-class InvarianceConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
-    checkpoint: str = "latest"
+class InvarianceConfig(ModelSource):  # + checkpoint, arch, weights, trust_pickle, preprocess
     images: list[str] = field(default_factory=list)  # files, photo folders; empty: embedded images
     labels: list[str] = field(default_factory=list)  # true class per file (index or name); empty: predicted
     n_images: int = bounded(5, min=1)  # the paper's 5

@@ -47,27 +47,29 @@ import torch
 from tqdm import tqdm
 
 from zfnet_cli.bounds import DEVICE, bounded
-from zfnet_cli.checkpoint import Loaded, ModelSource, load_trained, resolve_label
+from zfnet_cli.loading import Loaded, ModelSource, load_trained, resolve_label
 from zfnet_cli.data.images import (MAX_PIXELS, ImageError, PhotoFolder, load_image, seen_region,
                                    upright_size)
 from zfnet_cli.data.photos import boxed
 from zfnet_cli.data.sources import DataConfig, load_split
-from zfnet_cli.deconv_graph import project_fmap
+from zfnet_cli.deconv_graph import RULES, deconvnet_for, project_fmap
+from zfnet_cli.sanity import template_note
 from zfnet_cli.engine import Dist, pick_device
+from zfnet_cli.layers import SCRIPTED
 from zfnet_cli.occlusion import OcclusionMaps, occlude
 from zfnet_cli import viz
 from zfnet_cli.files import write_atomic
 
 
 @dataclass
-class OccludeConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
-    checkpoint: str = "latest"  # a checkpoint file, a train run folder, or the newest train run
+class OccludeConfig(ModelSource):  # + checkpoint, arch, weights, trust_pickle, preprocess
     images: list[str] = field(default_factory=list)  # image files and photo folders; empty: val images
     label: Optional[str] = None  # the correct class of every image (index or name)
     labels: list[str] = field(default_factory=list)  # one per image, in order (or one for all)
     size: Optional[int] = bounded(None, min=1)  # occluder side in px (UNSTATED); None: input side // 4
     stride: Optional[int] = bounded(None, min=1)  # step in px; None: size // 4
     layer: Optional[str] = None  # module or paper name; None: "layer 5" / last map before pooling
+    rule: Optional[str] = bounded(None, choices=tuple(RULES))  # panel (c); None: default_rule
     default_images: int = bounded(4, min=1)  # data-set images used when no files are given
     # the split those images and the localisation check read: tune on val, read claims on test
     split: str = bounded("val", choices=("val", "test"))
@@ -116,20 +118,24 @@ def _centre_crop(raw: torch.Tensor, c: int) -> torch.Tensor:
     return raw[:, top:top + c, top:top + c]
 
 
-def _projection(loaded: Loaded, x: torch.Tensor, maps: OcclusionMaps
-                ) -> tuple[Optional[np.ndarray], Optional[str]]:
-    """Panel (c), the deconv projection of the strongest map, as an image; or ``None`` and why
-    not where no deconvnet applies to the model (or to that layer)."""
+def _projection(loaded: Loaded, x: torch.Tensor, maps: OcclusionMaps, rule: Optional[str]
+                ) -> tuple[Optional[np.ndarray], Optional[str], str]:
+    """Panel (c), the projection of the strongest map under ``rule``, as an image; or ``None``
+    and why not where no deconvnet applies to the model (or to that layer). Third: the rule's
+    name for the title, with a warning where the projection is a template of the map."""
     if maps.layer is None:
-        return None, ("a TorchScript model's layers cannot be read (load the model from its "
-                      "state dict for them)")
+        return None, SCRIPTED, ""
     try:
         loaded.deconv  # a TorchScript model: its one-line reason
         # the explicit deconvnet where the layer is in a plain stack, else the graph one
-        proj = project_fmap(loaded.model, x, maps.layer, maps.fmap)
+        net = deconvnet_for(loaded.model, [maps.layer], rule)
+        proj = project_fmap(loaded.model, x, maps.layer, maps.fmap, rule=net.rule)
+        note = template_note(net.rule, maps.layer,
+                             net.conditioning(maps.layer, tuple(x.shape[-2:])))
     except ValueError as err:
-        return None, str(err).splitlines()[0]
-    return viz.projection_to_image(proj.cpu().numpy(), viz.FIGURE_GAIN), None
+        return None, str(err).splitlines()[0], ""
+    text = f"(c) {net.rule} rule" + (f"; WARNING: {note}" if note else "")
+    return viz.projection_to_image(proj.cpu().numpy(), viz.FIGURE_GAIN), None, text
 
 
 def _region(item: _Input, loaded: Loaded) -> dict:
@@ -147,12 +153,13 @@ def _region(item: _Input, loaded: Loaded) -> dict:
 
 
 def _panels(loaded: Loaded, item: _Input, x: torch.Tensor, maps: OcclusionMaps,
-            names: list[str], path: Path, title: str, region: str
+            names: list[str], path: Path, title: str, region: str, rule: Optional[str] = None
             ) -> tuple[dict, Optional[str]]:
     """Fig 7's panels (a)-(e) and the overlay (f) for one image; labels are shown by their
     human names (``names``). Returns the numbers for the JSON and the reason panel (c) was
     left out (``None`` where it is drawn)."""
-    projection, why = _projection(loaded, x, maps)
+    projection, why, rule_text = _projection(loaded, x, maps, rule)
+    title = f"{title}; {rule_text}" if rule_text else title
     worst = int(maps.log_p_target.flatten().argmin())
     y, xx = maps.positions[worst].tolist()
     drop = maps.clean_p_target - maps.resampled()["p_target"]  # (H, W)
@@ -163,7 +170,7 @@ def _panels(loaded: Loaded, item: _Input, x: torch.Tensor, maps: OcclusionMaps,
         maps.top_label.numpy(), names, maps.centers().numpy(), path, title=title,
         fmap=f"{maps.layer} map {maps.fmap}", target=names[maps.target], overlay=drop.numpy(),
         region=region)
-    return {"worst_position": [y, xx], "panel_c": why is None}, why
+    return {"worst_position": [y, xx], "panel_c": why is None, "panel_c_rule": rule_text}, why
 
 
 def _save_maps(path: Path, maps: OcclusionMaps, region: dict) -> None:
@@ -348,10 +355,12 @@ def run(cfg: OccludeConfig, run_dir: str | Path, *, dist_info: Dist | None = Non
         fig = run_dir / "figures" / f"fig7_{k:02d}_{stem}.png"
         region = _region(item, loaded)
         panels, why = _panels(loaded, item, x, maps, names, fig, f"Fig 7: {item.name}",
-                              region["region_text"])
+                              region["region_text"], cfg.rule)
         if why and not notes:
             which = "panels (b) and (c)" if maps.layer is None else "panel (c), the deconv projection"
-            notes.append(f"Fig 7 without {which}: {why}")
+            default = (f" ({maps.layer} is panel (b)'s default layer, no --layer given; "
+                       f"--layer NAME reads another)" if cfg.layer is None and maps.layer else "")
+            notes.append(f"Fig 7 without {which}: {why}{default}")
         _save_maps(run_dir / f"maps_{k:02d}.npz", maps, region)
         if cfg.localise and item.box is not None:  # a boxed photo: its maps are the check's
             located.append({"image": item.name, "class": classes[maps.target],

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-from zfnet_cli.checkpoint import run_folders
+from zfnet_cli.runs import finished_runs
 from zfnet_cli.engine import Dist
 from zfnet_cli.files import write_atomic
 
@@ -34,7 +34,7 @@ class ReportConfig:
 
 def _runs(root: Path, command: str) -> list[Path]:
     """Finished runs of ``command`` (a ``metrics.json`` written), oldest first."""
-    return [p for p in run_folders(root / command) if (p / "metrics.json").is_file()]
+    return finished_runs(root / command)
 
 
 def _config(run: Path) -> dict:

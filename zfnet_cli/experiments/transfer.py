@@ -54,7 +54,7 @@ import torch
 from tqdm import tqdm
 
 from zfnet_cli.bounds import DEVICE, bounded
-from zfnet_cli.checkpoint import Loaded, ModelSource, load_trained
+from zfnet_cli.loading import Loaded, ModelSource, load_trained
 from zfnet_cli.data.caltech import few_shot_split
 from zfnet_cli.data.images import UnreadableFiles, read_batches
 from zfnet_cli.data.transforms import BatchPreprocess
@@ -89,8 +89,7 @@ PAPER_VOC_MEAN = 79.0
 
 
 @dataclass
-class TransferConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
-    checkpoint: str = "latest"  # the pretrained model: checkpoint file, train run folder, latest
+class TransferConfig(ModelSource):  # + checkpoint, arch, weights, trust_pickle, preprocess
     target: str = "embedded"  # embedded (held-out classes), caltech101, caltech256, voc
     root: Optional[str] = None  # the target's data root (not for embedded)
     task: str = "auto"  # fewshot | multilabel | auto (voc: multilabel, others: fewshot)
