@@ -715,7 +715,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", action="append", default=[], metavar="TARGET:N",
                    help="run case N of TARGET alone (repeatable)")
-    p.add_argument("--limit", type=float, default=20.0, help="seconds per in-process case "
+    # A file may declare up to max_pixels (100 megapixels) in a few hundred bytes, and decoding
+    # and resizing that many pixels legitimately takes tens of seconds on a loaded 2-core CPU
+    # (a 565-byte TIFF of 16 x 4194316 pixels: 27 s): the limit sits above that, a hang beyond.
+    p.add_argument("--limit", type=float, default=120.0, help="seconds per in-process case "
                    "(command-level cases get their own, longer limits)")
     p.add_argument("--memory-mb", type=int, default=6000, help="address-space limit of a worker")
     p.add_argument("--out", type=Path, required=True, help="folder for report.json and escapes/")
