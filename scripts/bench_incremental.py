@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from zfnet_cli.config import new_run_dir
+from zfnet_cli.runs import new_run_dir
 from zfnet_cli.incremental import DEFAULT_MEMORY_BUDGET, IncrementalOcclusion
 from zfnet_cli.model import ModelConfig, ZFNet
 from zfnet_cli.occlusion import _fill_plane, _forward, _occluded, occluder_positions

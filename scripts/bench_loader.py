@@ -114,7 +114,7 @@ def main() -> None:
     import torchvision
     from torchvision import transforms as T
 
-    from zfnet_cli.config import new_run_dir
+    from zfnet_cli.runs import new_run_dir
     from zfnet_cli.data.packed import PackedData, prepare
     from zfnet_cli.data.transforms import BatchPreprocess
     from zfnet_cli.engine import InMemoryBatches

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from zfnet_cli.config import compose, new_run_dir
+from zfnet_cli.config import compose
+from zfnet_cli.runs import new_run_dir
 from zfnet_cli.model import ZFNet
 from zfnet_cli.occlusion import occlude, occluder_positions
 

@@ -54,7 +54,7 @@ def main() -> None:
            "repeats": args.repeats, "seconds": times, "median_seconds": med,
            "speedup_over_eager": med["eager start (before)"] / med["zfnet --help"], "goal": "< 0.5 s"}
 
-    from zfnet_cli.config import new_run_dir
+    from zfnet_cli.runs import new_run_dir
 
     run = Path(args.out) if args.out else new_run_dir(Path(args.output_root), "bench")
     run.mkdir(parents=True, exist_ok=True)

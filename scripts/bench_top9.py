@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from zfnet_cli.config import compose, new_run_dir
+from zfnet_cli.config import compose
+from zfnet_cli.runs import new_run_dir
 from zfnet_cli.deconv import Deconvnet, Request
 from zfnet_cli.deconv_graph import GraphDeconvnet
 from zfnet_cli.model import ZFNet

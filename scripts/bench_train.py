@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from zfnet_cli.config import compose, new_run_dir
+from zfnet_cli.config import compose
+from zfnet_cli.runs import new_run_dir
 from zfnet_cli.data.transforms import BatchPreprocess
 from zfnet_cli.engine import InMemoryBatches, train_one_epoch
 from zfnet_cli.model import ZFNet, renormalize_filters

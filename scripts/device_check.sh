@@ -105,7 +105,7 @@ fi
 if [[ -z $OUT_DIR && -n ${OUT:-} ]]; then OUT_DIR=$OUT; fi
 if [[ -z $OUT_DIR ]]; then
     OUT_DIR=$(PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -c \
-        "from pathlib import Path; from zfnet_cli.config import new_run_dir; print(new_run_dir(Path('outputs'), 'device_check'))" 2>/dev/null) \
+        "from pathlib import Path; from zfnet_cli.runs import new_run_dir; print(new_run_dir(Path('outputs'), 'device_check'))" 2>/dev/null) \
         || OUT_DIR=outputs/device_check/$(date +%Y-%m-%d_%H-%M-%S)  # zfnet_cli not importable yet
 fi
 mkdir -p "$OUT_DIR" || exit 2

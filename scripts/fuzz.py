@@ -229,6 +229,7 @@ def _schema_keys(schema, prefix: str = "") -> list[tuple[str, object]]:
 def overrides_setup(work: Path) -> dict:
     from zfnet_cli.config import COMMANDS, CONFIG_DIR, schema
 
+    SCHEMAS = {c: schema(c) for c in COMMANDS}  # noqa: N806  (each command's schema, imported here)
     groups = {p.name: sorted(q.stem for q in p.glob("*.yaml"))
               for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name != "experiment"}
     experiments = {c: sorted(q.stem for q in (CONFIG_DIR / "experiment" / c).glob("*.yaml"))
@@ -360,7 +361,8 @@ def checkpoints_make(ctx: dict, rng: random.Random) -> dict:
 
 
 def checkpoints_check(ctx: dict, saved: dict, number: int, work: Path):
-    from zfnet_cli.checkpoint import CheckpointError, load_model
+    from zfnet_cli.checkpoint import CheckpointError
+    from zfnet_cli.loading import load_model
 
     path = work / f"case{number}{saved['suffix']}"
     path.write_bytes(saved["bytes"])

@@ -17,9 +17,15 @@ run's files:
   is read from the run (the claims rows, the ablation, the transfer and visualize runs), except
   the rows that ``make paper-small`` does not run, whose cell says where its number comes from.
 
+With ``--real ROOT`` it also rewrites ``<!-- claims-real:begin -->`` ... ``<!-- claims-real:end
+-->`` from one ``make claims-real`` run: the rows of its report measured on a network other than
+ours (the real ImageNet network), with the run's commit, date, thread count and versions (the
+first command's ``run.json``). Either root may be given alone.
+
 Usage::
 
     python scripts/readme_claims.py outputs/paper-small --wall "2 h 5 min"
+    python scripts/readme_claims.py --real outputs/claims-real --real-wall "25 min"
 """
 from __future__ import annotations
 
@@ -32,7 +38,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 from zfnet_cli import claims as claims_mod
-from zfnet_cli.checkpoint import run_folders
+from zfnet_cli.runs import run_folders
 from zfnet_cli.experiments import ablate
 from zfnet_cli.experiments.report import eval_only_rows
 from zfnet_cli.tables import md_cell, mean_std
@@ -40,6 +46,8 @@ from zfnet_cli.transfer import fold_summary
 
 BEGIN, END = "<!-- paper-small:begin -->", "<!-- paper-small:end -->"
 FIG_BEGIN, FIG_END = "<!-- paper-small-figures:begin -->", "<!-- paper-small-figures:end -->"
+REAL_BEGIN, REAL_END = "<!-- claims-real:begin -->", "<!-- claims-real:end -->"
+REAL_COMMANDS = ("invariance", "occlude", "transfer")  # what make claims-real runs, in order
 
 
 def _ms(values: list[float]) -> str:
@@ -61,7 +69,9 @@ class Run(NamedTuple):
 
 def load(root: Path) -> Run:
     report = (root / "report" / "latest").resolve()
-    claims = {c["key"]: c for c in json.loads((report / "claims.json").read_text())}
+    # the small-scale rows only (a root may also hold runs of the real network)
+    claims = {c["key"]: c for c in json.loads((report / "claims.json").read_text())
+              if c.get("network", claims_mod.OURS) == claims_mod.OURS}
     ablations = [p for p in run_folders(root / "ablate") if (p / "table3.md").is_file()]
     if not ablations:
         raise FileNotFoundError(f"no finished ablation (table3.md) under {root / 'ablate'}")
@@ -283,6 +293,37 @@ def figure_table(root: Path, run: Run | None = None) -> str:
     return "\n".join(lines)
 
 
+def real_block(root: Path, wall: str | None = None, machine: str = "") -> str:
+    """The markdown that goes between the claims-real markers, from the ``make claims-real``
+    run under ``root``: its report's rows measured on a network other than ours."""
+    report = (root / "report" / "latest").resolve()
+    rows = [c for c in json.loads((report / "claims.json").read_text())
+            if c.get("network", claims_mod.OURS) != claims_mod.OURS]
+    if not rows:
+        raise ValueError(f"{report / 'claims.json'} has no row measured on a network other "
+                         "than ours (run make claims-real first)")
+    firsts = [r for c in REAL_COMMANDS for r in run_folders(root / c) if (r / "run.json").is_file()]
+    if not firsts:
+        raise FileNotFoundError(f"no run of {', '.join(REAL_COMMANDS)} under {root}")
+    meta = json.loads(min(firsts, key=lambda r: r.name).joinpath("run.json").read_text())
+    v = meta["versions"]
+    networks = ", ".join(dict.fromkeys(c["network"] for c in rows))
+    lines = [f"From one `make claims-real` run on {networks}: commit "
+             f"`{str(meta['git_revision'])[:7]}`, started {meta['started']} UTC, torch "
+             f"{v['torch']}, torchvision {v['torchvision']}, {meta['torch_threads']} torch "
+             f"threads, {v['platform']}" + (f", {machine}" if machine else "")
+             + (f"; the whole target took {wall}" if wall else "") + f". Report: `{report}`.",
+             "", "| figure / table | claim | measure (A > B) | ours (mean ± std, n) | paper | "
+             "verdict |", "|---|---|---|---|---|---|"]
+    for c in rows:
+        lines.append(f"| {md_cell(c['where'])} | {md_cell(c['claim'])} | "
+                     f"{md_cell(c['measure'])} | {md_cell(c['ours'])} | {md_cell(c['paper'])} "
+                     f"| **{md_cell(c['verdict'])}** |")
+    counts = Counter(c["verdict"] for c in rows)
+    lines += ["", "Verdicts: " + ", ".join(f"{n} {k}" for k, n in counts.items()) + "."]
+    return "\n".join(lines)
+
+
 def replace_block(readme: str, new: str, begin: str = BEGIN, end: str = END) -> str:
     """``readme`` with the text between the markers ``begin`` and ``end`` replaced by ``new``."""
     if (readme.count(begin) != 1 or readme.count(end) != 1
@@ -295,22 +336,31 @@ def replace_block(readme: str, new: str, begin: str = BEGIN, end: str = END) -> 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("root", type=Path, help="the make paper-small output root")
+    ap.add_argument("root", type=Path, nargs="?", help="the make paper-small output root")
+    ap.add_argument("--real", type=Path, help="the make claims-real output root")
+    ap.add_argument("--real-wall", help="how long make claims-real took, as measured")
     ap.add_argument("--readme", type=Path,
                     default=Path(__file__).resolve().parents[1] / "README.md")
     ap.add_argument("--wall", help="how long the whole target took, as measured (e.g. '2 h 5 min')")
     ap.add_argument("--machine", default="", help="the machine, in words")
     args = ap.parse_args(argv)
+    if args.root is None and args.real is None:
+        ap.error("give the make paper-small root, --real ROOT, or both")
     try:
-        run = load(args.root)
-        text = replace_block(args.readme.read_text(),
-                             block(args.root, args.wall, args.machine, run))
-        text = replace_block(text, figure_table(args.root, run), FIG_BEGIN, FIG_END)
+        text = args.readme.read_text()
+        if args.root is not None:
+            run = load(args.root)
+            text = replace_block(text, block(args.root, args.wall, args.machine, run))
+            text = replace_block(text, figure_table(args.root, run), FIG_BEGIN, FIG_END)
+        if args.real is not None:
+            text = replace_block(text, real_block(args.real, args.real_wall, args.machine),
+                                 REAL_BEGIN, REAL_END)
     except (OSError, ValueError, KeyError, IndexError) as err:
         print(f"readme_claims: {err}", file=sys.stderr)
         return 2
     args.readme.write_text(text)
-    print(f"readme_claims: {args.readme} updated from {args.root}")
+    print(f"readme_claims: {args.readme} updated from "
+          + " and ".join(str(r) for r in (args.root, args.real) if r is not None))
     return 0
 
 

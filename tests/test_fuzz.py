@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from zfnet_cli.checkpoint import CheckpointError, load_model
+from zfnet_cli.checkpoint import CheckpointError
+from zfnet_cli.loading import load_model
 from zfnet_cli.config import ConfigError, compose
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from zfnet_cli import checkpoint
+from zfnet_cli import checkpoint, loading, runs
 from zfnet_cli.cli import app
 from conftest import one_error_line
 
@@ -31,15 +31,15 @@ def test_latest_is_the_newest_finished_run(smoke_model, tmp_path):
     running = out / "train" / "2999-01-01_00-00-00"  # newer, still training: no metrics.json
     (running / "checkpoints").mkdir(parents=True)
     shutil.copy(finished / "checkpoints" / "last.pt", running / "checkpoints" / "last.pt")
-    got = checkpoint.resolve("latest", out)
+    got = runs.resolve("latest", out)
     assert got == out / "train" / finished.name / "checkpoints" / "last.pt"
     # resume=latest continues the newest run with a checkpoint, finished or not
-    assert checkpoint.resolve("latest", out, finished=False) == running / "checkpoints" / "last.pt"
+    assert runs.resolve("latest", out, finished=False) == running / "checkpoints" / "last.pt"
     for run in (out / "train").glob("20??-*"):
         if run != running:
             shutil.rmtree(run)
     with pytest.raises(checkpoint.CheckpointError, match="still training or was interrupted"):
-        checkpoint.resolve("latest", out)
+        runs.resolve("latest", out)
 
 
 def test_resume_latest_without_runs_speaks_of_resume(smoke):
@@ -54,7 +54,7 @@ def test_architecture_that_does_not_fit_its_weights_names_keys_and_shapes(smoke_
     del state["model"]["classifier.fc8.bias"]
     bad = checkpoint.save(state, tmp_path / "bad.pt")
     with pytest.raises(checkpoint.CheckpointError) as err:
-        checkpoint.load_model(bad)
+        loading.load_model(bad)
     msg = str(err.value)
     assert "\n" not in msg and "conv1.weight" in msg and "missing" in msg and "fc8.bias" in msg
     assert "in the file" in msg  # shapes on both sides, not torch's cut-off list

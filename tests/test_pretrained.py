@@ -12,8 +12,9 @@ import torchvision
 from PIL import Image
 from typer.testing import CliRunner
 
-from zfnet_cli import checkpoint, pretrained
-from zfnet_cli.checkpoint import CheckpointError, load_trained
+from zfnet_cli import checkpoint, loading, pretrained
+from zfnet_cli.checkpoint import CheckpointError
+from zfnet_cli.loading import load_trained
 from zfnet_cli.cli import app
 from zfnet_cli.data.images import load_image
 from zfnet_cli.deconv import Deconvnet, Request
@@ -223,12 +224,12 @@ def test_preprocessing_is_torchvisions(alexnet_file, tmp_path):
 
 def test_labels_by_index_wnid_or_name():
     classes, names = ["n1", "n2", "n3"], ["tench", "crane", "crane"]
-    assert checkpoint.resolve_label("1", classes, names) == 1
-    assert checkpoint.resolve_label("n3", classes, names) == 2
-    assert checkpoint.resolve_label("Tench", classes, names) == 0
-    assert checkpoint.resolve_label("crane", classes, names) == 1  # the first of that name
+    assert loading.resolve_label("1", classes, names) == 1
+    assert loading.resolve_label("n3", classes, names) == 2
+    assert loading.resolve_label("Tench", classes, names) == 0
+    assert loading.resolve_label("crane", classes, names) == 1  # the first of that name
     with pytest.raises(ValueError, match="unknown class 'tenc'; did you mean tench"):
-        checkpoint.resolve_label("tenc", classes, names)
+        loading.resolve_label("tenc", classes, names)
 
 
 # ---------------------------------------------------------------- the commands on AlexNet

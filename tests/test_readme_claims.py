@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from test_claims import _write, make_root
+from zfnet_cli import claims
 from zfnet_cli.experiments import report
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,3 +127,66 @@ def test_bad_input_is_one_line_and_changes_nothing(tmp_path, capsys, readme_text
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("readme_claims: ")
     assert readme.read_text() == readme_text
+
+
+REAL_README = ("# Title\n<!-- paper-small:begin -->\nsmall\n<!-- paper-small:end -->\n"
+               "<!-- claims-real:begin -->\nold real\n<!-- claims-real:end -->\nafter\n")
+
+
+def _real_root(tmp_path: Path, good: bool) -> Path:
+    """A make claims-real root (hand-made runs of the real network), its first run's run.json,
+    and its report."""
+    from test_claims_real import make_real_root
+
+    root = make_real_root(tmp_path / "real", good)
+    (next((root / "invariance").iterdir()) / "run.json").write_text(json.dumps({
+        "git_revision": "fedcba9876543", "started": "2026-12-06T19:03:00", "torch_threads": 2,
+        "versions": {"torch": "2.14.1", "torchvision": "0.29.1", "platform": "Linux-x86_64"}}))
+    folder = root / "report" / "2026-12-06_19-30-00"
+    folder.mkdir(parents=True)
+    report.run(report.ReportConfig(root=str(root)), folder)
+    os.symlink(folder.name, root / "report" / "latest")
+    return root
+
+
+@pytest.mark.parametrize("good,verdict", [(True, "holds"), (False, "does not hold")])
+def test_the_real_block_is_written_from_one_claims_real_run(tmp_path, good, verdict):
+    root = _real_root(tmp_path, good)
+    readme = tmp_path / "README.md"
+    readme.write_text(REAL_README)
+    assert readme_claims.main(["--real", str(root), "--readme", str(readme),
+                               "--real-wall", "27 min"]) == 0
+    text = readme.read_text()
+    assert "small\n" in text and "old real" not in text and text.endswith("-->\nafter\n")
+    real = text.split("<!-- claims-real:begin -->")[1].split("<!-- claims-real:end -->")[0]
+    assert "EfficientNet-Lite0, ImageNet weights: commit `fedcba9`, started 2026-12-06T19:03:00" in real
+    assert "27 min" in real
+    rows = [l for l in real.splitlines() if l.startswith("| ") and "**" in l]
+    assert len(rows) == 8 and all(f"| **{verdict}** |" in r for r in rows)
+    assert "(n=8 photos)" in rows[0] and "(n=5 folds)" in rows[-1]
+    assert f"Verdicts: 8 {verdict}." in real
+
+
+def test_the_small_block_leaves_out_the_real_rows(tmp_path):
+    from test_claims_real import make_real_root
+
+    root = _run_root(tmp_path)
+    make_real_root(root, True)  # the same root also holds runs of the real network
+    folder = root / "report" / "2026-11-30_11-00-00"
+    folder.mkdir()
+    report.run(report.ReportConfig(root=str(root)), folder)
+    (root / "report" / "latest").unlink()
+    os.symlink(folder.name, root / "report" / "latest")
+    run = readme_claims.load(root)
+    assert len(run.claims) == 14
+    assert all(c["network"] == claims.OURS for c in run.claims.values())
+
+
+def test_real_root_without_real_rows_is_one_line(tmp_path, capsys):
+    root = _run_root(tmp_path)  # ours only
+    readme = tmp_path / "README.md"
+    readme.write_text(REAL_README)
+    assert readme_claims.main(["--real", str(root), "--readme", str(readme)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no row measured on a network other than ours" in err
+    assert readme.read_text() == REAL_README

@@ -3,6 +3,7 @@ detect_architecture): torchvision state dicts recognised from their keys and sha
 dicts, TorchScript, pickled models behind trust_pickle, package.module:factory; the one-line
 errors; `zfnet layers` once per source. Random weights, nothing downloaded, 64 px inputs."""
 import textwrap
+import sys
 import warnings
 
 import pytest
@@ -12,7 +13,8 @@ from torch import nn
 from typer.testing import CliRunner
 
 from zfnet_cli import pretrained
-from zfnet_cli.checkpoint import CheckpointError, Preprocess, load_model, read_model
+from zfnet_cli.checkpoint import CheckpointError
+from zfnet_cli.loading import Preprocess, load_model, read_model
 from zfnet_cli.cli import app
 from zfnet_cli.layers import read_layers
 from zfnet_cli.model import ModelConfig, ZFNet
@@ -130,6 +132,18 @@ def test_torchscript_occlusion_only(files, tmp_path):
                                          r"no deconvnet") as e:
         loaded.deconv
     assert "\n" not in str(e.value) and loaded.deconv_unavailable == str(e.value)
+    # the advice works for any model: the scripted weights, loaded into the code that made it
+    assert "checkpoint=package.module:factory weights=weights.pth" in str(e.value)
+    torch.save(torch.jit.load(tmp_path / "net.pt").state_dict(), tmp_path / "weights.pth")
+    (tmp_path / "scripted_src.py").write_text("import torchvision\n\ndef build():\n    return "
+                                              "torchvision.models.mobilenet_v3_small(num_classes=7)\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        again = load_model("scripted_src:build", weights=tmp_path / "weights.pth")
+    finally:
+        sys.path.remove(str(tmp_path))
+    torch.testing.assert_close(_logits(again.model), _logits(net))
+    assert again.deconv_unavailable is None
 
 
 def test_pickled_model_only_when_trusted(files, tmp_path):
@@ -270,7 +284,7 @@ def test_layers_command_on_each_source(files, factory_module, tmp_path):
         torch.jit.save(torch.jit.trace(net, X), tmp_path / "net.ts")
     code, out = _layers("--checkpoint", str(tmp_path / "net.ts"))
     assert code == 0, out
-    assert "TorchScript: its layers cannot be read" in out and "deconvnet: no" in out
+    assert "TorchScript: occlusion uses its output only; a TorchScript model's layers cannot be read" in out and "deconvnet: no" in out
 
     code, out = _layers("--checkpoint", "user_nets_zf:build")
     assert code == 0, out

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from zfnet_cli.checkpoint import load_trained
+from zfnet_cli.loading import load_trained
 from zfnet_cli.cli import app
 from zfnet_cli.data.caltech import few_shot_split
 from zfnet_cli.data.embedded import load_embedded

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torchvision
 
-from zfnet_cli.checkpoint import load_trained
+from zfnet_cli.loading import load_trained
 from zfnet_cli.config import compose
 from zfnet_cli.data.sources import load_split
 from zfnet_cli.experiments import visualize

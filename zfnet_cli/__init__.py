@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _EXPORTS = {
     # models: loading any model and how it reads images
-    "load_model": "checkpoint", "Loaded": "checkpoint", "Preprocess": "checkpoint",
+    "load_model": "loading", "Loaded": "loading", "Preprocess": "loading",
     "ZFNet": "model", "ModelConfig": "model",
     # layers by name
     "Layer": "layers", "resolve_layer": "layers", "layer_names": "layers",
@@ -41,6 +41,9 @@ _EXPORTS = {
     # the deconvnet on any network (the paper's rules through the graph), Fig 7 (c) on any model
     "GraphDeconvnet": "deconv_graph", "deconvnet_for": "deconv_graph",
     "project_fmap": "deconv_graph", "NoRuleError": "deconv_graph", "block_names": "layers",
+    # projection rules (deconvnet, guided, gradient) and the sanity numbers of a projection
+    "RULES": "deconv_graph", "default_rule": "deconv_graph",
+    "image_similarity": "sanity", "cascade": "sanity", "is_template": "sanity",
 }
 
 __all__ = sorted(_EXPORTS)

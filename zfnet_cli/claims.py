@@ -54,6 +54,17 @@ Tables 4/5, Fig 9       ``transfer``: ``metrics.json`` ``rows[].{shots,pretraine
                         scratch_mean}``
 ======================  ======================================================================
 
+**Which network.** Each row says which network it was measured on (``network``): our ZFNet at
+small scale (:data:`OURS`: runs of our own checkpoints, and runs that predate the
+``model_kind`` key) or another model the runs loaded, such as the real ImageNet network,
+EfficientNet-Lite0 with its ImageNet weights (``make claims-real``). A network that is not ours
+is one trained model, so its replicates are not seeds: Fig 5 and Fig 7 are read per photo (the
+newest run's images: each photo one value of A and one of B), Table 7 and Tables 4/5 / Fig 9
+per fold (the seeds over the sampled training images). Its rows are Fig 7, Fig 5 (first against
+last layer under small translations and scalings, and the output's probability under rotation
+against small translations) and the transfer rows; the same rule judges them. Table 7 on such a
+network reads the last of the run's layers against the best of its first four.
+
 **Which split.** Choices are tuned on the validation split and the claims are read on the test
 split (issue 15). For Fig 7, Table 1 and Fig 5 a run's ``metrics.json`` ``split`` says which
 split its images came from (``zfnet occlude|correspond|invariance split=test``; runs without
@@ -75,7 +86,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
-from zfnet_cli.checkpoint import run_folders
+from zfnet_cli.runs import run_folders
+from zfnet_cli.data.photos import REAL_NETWORK
 from zfnet_cli.transfer import fold_summary
 
 HOLDS, FAILS, SINGLE, UNMEASURED = "holds", "does not hold", "single run", "not measured"
@@ -91,6 +103,20 @@ SMALL = {"translate": lambda a, sweep: 0 < abs(a) <= max(abs(x) for x in sweep) 
          "scale": lambda a, sweep: 1.0 < a <= 1.0 + (max(sweep) - 1.0) / 2 + 1e-6}
 TABLE1_PARTS = ("right_eye", "left_eye", "nose")
 TABLE7_LOWER = ("conv1", "conv2", "conv3", "conv4")  # "layers 1-4" of Table 7
+
+OURS = "ZFNet, small scale (ours)"
+# the networks other than ours that have a name here (others are named by their checkpoint)
+NETWORKS = {REAL_NETWORK: "EfficientNet-Lite0, ImageNet weights"}
+
+
+def network_of(m: dict) -> str:
+    """The network a run measured, from its ``metrics.json``: :data:`OURS` for our own
+    checkpoints (``model_kind`` ``zfnet``, or no such key: runs written before it were all of
+    ours), else the model's name (:data:`NETWORKS`) or its ``checkpoint``."""
+    if m.get("model_kind", "zfnet") == "zfnet":
+        return OURS
+    checkpoint = str(m.get("checkpoint", ""))
+    return NETWORKS.get(checkpoint, checkpoint)
 
 
 @dataclass
@@ -135,6 +161,8 @@ class Claim:
     runs: list[str] = field(default_factory=list)  # the run folders the values came from
     note: str = ""  # why it is not measured, or what the values mean
     split: str = ""  # the data split the values were read on: "test", "val", a mix, "" (n/a)
+    network: str = OURS  # the network it was measured on (see "Which network")
+    unit: str = "seeds"  # what a replicate is: seeds (trained models), photos, folds
     verdict: str = UNMEASURED
     detail: str = ""
     difference: Optional[float] = None  # mean(A) - mean(B)
@@ -149,6 +177,7 @@ class Claim:
         if not self.n:
             return "-"
         n = f"n={self.n}" if self.a.n == self.b.n else f"n={self.a.n} / {self.b.n}"
+        n += f" {self.unit}" if self.unit != "seeds" else ""
         return f"{self.a.text(self.fmt)} vs {self.b.text(self.fmt)} ({n})"
 
     def as_row(self) -> dict:
@@ -224,16 +253,18 @@ def split_of(m: dict) -> str:
 def replicates(root: str | Path, command: str,
                key: Callable[[dict], object] = lambda m: m.get("checkpoint"),
                keep: Callable[[dict], bool] = lambda m: True,
-               prefer_test: bool = False) -> list[tuple[Path, dict]]:
+               prefer_test: bool = False, network: Optional[str] = OURS
+               ) -> list[tuple[Path, dict]]:
     """The finished runs of ``command`` under ``root`` (a readable ``metrics.json``) that
-    ``keep`` accepts, one per ``key(metrics)`` (the newest; by default one per checkpoint, so a
-    rerun on the same model is not a second seed), oldest first. With ``prefer_test`` a run on
-    the test split (:func:`split_of`) is kept over any val-split run of the same key, however
-    new: the claims are read on test, val is for tuning (issue 15)."""
+    ``keep`` accepts and that measured ``network`` (:func:`network_of`; ``None``: any), one per
+    ``key(metrics)`` (the newest; by default one per checkpoint, so a rerun on the same model
+    is not a second seed), oldest first. With ``prefer_test`` a run on the test split
+    (:func:`split_of`) is kept over any val-split run of the same key, however new: the claims
+    are read on test, val is for tuning."""
     newest: dict = {}
     for run in run_folders(Path(root) / command):
         m = _read(run / "metrics.json")
-        if m is not None and keep(m):
+        if m is not None and keep(m) and (network is None or network_of(m) == network):
             k = key(m)
             if (prefer_test and k in newest and split_of(newest[k][1]) == "test"
                     and split_of(m) != "test"):
@@ -581,15 +612,169 @@ CLAIMS: tuple[Callable[[Path], list[Claim]], ...] = (fig7_localisation, table1, 
                                                      table3, table7, transfer)
 
 
+# ---------------------------------------------------------------- a network that is not ours
+# One trained model: the replicates are its photos (Fig 5, Fig 7) and folds (transfer).
+
+def _newest(root, command: str, network: str, keep: Callable[[dict], bool]
+            ) -> Optional[tuple[Path, dict]]:
+    runs = replicates(root, command, keep=keep, network=network, key=lambda m: None)
+    return runs[-1] if runs else None
+
+
+def _per_item(claim: Claim, run: Optional[tuple[Path, dict]], pairs, unit: str) -> Claim:
+    """Fill ``claim`` with one (A, B) pair per photo or fold of one run, and judge it."""
+    claim.unit = unit
+    if run is not None:
+        for a, b in pairs:
+            if a is not None and b is not None:
+                claim.a.values.append(float(a))
+                claim.b.values.append(float(b))
+        claim.runs = [str(run[0])] if claim.a.values else []
+    return judge(claim)
+
+
+def real_fig7(root, network: str) -> list[Claim]:
+    c = Claim("fig7_localisation", "Fig 7",
+              "Occlusion localises the object: the occluder that hurts the correct class most "
+              "lies on the object",
+              "A = 1 where the photo's most damaging occluder is centred in its hand-drawn box, "
+              "else 0 > B = the share of occluder positions inside the box (chance), per photo",
+              "occlude/*/localisation.json: per_image[].inside, per_image[].chance",
+              "qualitative (Fig 7 examples: the probability drops when the object is covered)",
+              Side("on object", []), Side("chance", []), fmt=".2f", network=network,
+              split="photos", note="no `zfnet occlude localise=true` run on boxed photos")
+    run = _newest(root, "occlude", network, lambda m: bool(m.get("localisation")))
+    per = (_read(run[0] / "localisation.json") or {}).get("per_image", []) if run else []
+    return [_per_item(c, run, ((float(r["inside"]), r["chance"]) for r in per), "photos")]
+
+
+def real_fig5(root, network: str) -> list[Claim]:
+    run = _newest(root, "invariance", network, lambda m: m.get("method", "image") == "image")
+    m = run[1] if run else {}
+    layers = m.get("layers") or ["first layer", "last layer"]
+    first, last = layers[0], layers[-1]
+    out = []
+    for kind, words in (("translate", "small vertical translations"), ("scale", "small scalings")):
+        c = Claim(f"fig5_{kind}", "Fig 5",
+                  f"Invariance: the top layer changes less than the first under {words}",
+                  f"A = relative distance norm(f(x) - f(x')) / norm(f(x)) at {first} > B = the "
+                  f"same at {last}, per photo, mean over the small {kind} amounts",
+                  f"invariance/*/metrics.json: transforms.{kind}.distance_<layer>",
+                  "qualitative (Fig 5 a2/a3, b2/b3: layer 1 very sensitive, layer 7 quasi-linear)",
+                  Side(first, []), Side(last, []), fmt=".3f", network=network, split="photos",
+                  note="no `zfnet invariance` run (method=image) on photos")
+        t = m.get("transforms", {}).get(kind, {})
+        amounts = t.get("amounts") or []
+        pick = [j for j, a in enumerate(amounts) if SMALL[kind](a, amounts)]
+        pairs = []
+        if pick and f"distance_{first}" in t and f"distance_{last}" in t:
+            pairs = [(_mean([da[j] for j in pick]), _mean([db[j] for j in pick]))
+                     for da, db in zip(t[f"distance_{first}"], t[f"distance_{last}"])]
+        out.append(_per_item(c, run, pairs, "photos"))
+    c = Claim("fig5_output_rotation", "Fig 5",
+              "The output is stable under small translations, less so under rotation",
+              "A = mean fall of p(true class) from the untransformed photo over the rotations > "
+              "B = the same over the small translations, per photo",
+              "invariance/*/metrics.json: transforms.{rotate,translate}.p_true",
+              "qualitative (Fig 5 a4, c4: stable for translation, not for rotation except at "
+              "symmetric angles)", Side("rotation", []), Side("small translation", []),
+              fmt=".3f", network=network, split="photos",
+              note="no `zfnet invariance` run (method=image) on photos")
+    tr, ro = (m.get("transforms", {}).get(k, {}) for k in ("translate", "rotate"))
+    pairs = []
+    if tr.get("p_true") and ro.get("p_true"):
+        t_id, r_id = tr["amounts"].index(0.0), ro["amounts"].index(0.0)
+        small = [j for j, a in enumerate(tr["amounts"]) if SMALL["translate"](a, tr["amounts"])]
+        for pt, pr in zip(tr["p_true"], ro["p_true"]):
+            pairs.append((_mean([pr[r_id] - p for j, p in enumerate(pr) if j != r_id]),
+                          _mean([pt[t_id] - pt[j] for j in small])))
+    out.append(_per_item(c, run, pairs, "photos"))
+    return out
+
+
+def real_transfer(root, network: str) -> list[Claim]:
+    run = _newest(root, "transfer", network, lambda m: m.get("task") == "fewshot")
+    m = run[1] if run else {}
+    src = "transfer/*/metrics.json: "
+    out = []
+    hinge = [r for r in m.get("per_layer") or [] if r.get("classifier") == "hinge"]
+    top = hinge[-1] if hinge else None
+    best = max(hinge[:4], key=lambda r: r["mean"]) if len(hinge) > 4 else None
+    c = Claim("table7_depth", "Table 7",
+              "Accuracy rises with depth: the top layer's features beat those of the lower layers",
+              f"A = SVM (hinge) accuracy on {top['layer'] if top else 'the last layer'} > B = the "
+              "best SVM accuracy of the first four layers measured, per fold",
+              src + "per_layer[].{classifier,layer,accuracies}",
+              "Caltech-101: 85.5 (layer 7) vs 76.6 (layer 4); Caltech-256: 71.7 vs 51.3",
+              Side(top["layer"] if top else "top", []),
+              Side(f"best of first four ({best['layer']})" if best else "best of first four", []),
+              fmt=".1f", network=network, note="no `zfnet transfer` run with 5 or more layers")
+    out.append(_per_item(c, run, zip(top["accuracies"], best["accuracies"]) if best else (),
+                         "folds"))
+    rows = [r for r in m.get("rows", []) if r.get("scratch_accuracies")]
+    few, many = (rows[0], rows[-1]) if rows else (None, None)
+    note = "no `zfnet transfer` run with the scratch rows (scratch_checkpoint=...)"
+    arch = m.get("scratch_architecture") or "our ZFNet"
+    for which, r, paper in (("few", few, "Caltech-101 at 15/class: 83.8 vs 22.8; "
+                             "Caltech-256 at 15: 65.7 vs 9.0"),
+                            ("many", many, "Caltech-101 at 30/class: 86.5 vs 46.5; "
+                             "Caltech-256 at 60: 74.2 vs 38.8")):
+        c = Claim(f"transfer_{which}_shots", "Tables 4, 5",
+                  f"Pretrained features beat training from scratch with {which} training "
+                  "images per class",
+                  f"A = mean per-class accuracy, frozen {m.get('layer', 'top layer')} + softmax > "
+                  f"B = a net trained from scratch ({arch}), at "
+                  f"{r['shots'] if r else 'the fewest/most'} images per class, per fold",
+                  src + "rows[].{shots,pretrained_accuracies,scratch_accuracies}", paper,
+                  Side("pretrained", []), Side("scratch", []), fmt=".1f", network=network,
+                  note=note)
+        out.append(_per_item(c, run, zip(r["pretrained_accuracies"], r["scratch_accuracies"])
+                             if r else (), "folds"))
+    gain = Claim("fig9_gain", "Fig 9", "Pretraining helps most when there are few training images",
+                 f"A = pretrained - scratch at {few['shots'] if few else 'the fewest'} images per "
+                 f"class > B = the same at {many['shots'] if many else 'the most'}, per fold",
+                 src + "rows[].{shots,pretrained_accuracies,scratch_accuracies}",
+                 "Caltech-101: 61.0 at 15 vs 40.0 at 30; Caltech-256: 56.7 at 15 vs 35.4 at 60",
+                 Side(f"gain at {few['shots'] if few else '-'}", []),
+                 Side(f"gain at {many['shots'] if many else '-'}", []), fmt=".1f",
+                 network=network, note=note if len(rows) != 1 else "one number of shots only")
+    pairs = ()
+    if len(rows) > 1:
+        pairs = [(p0 - s0, p1 - s1) for p0, s0, p1, s1 in
+                 zip(few["pretrained_accuracies"], few["scratch_accuracies"],
+                     many["pretrained_accuracies"], many["scratch_accuracies"])]
+    out.append(_per_item(gain, run, pairs, "folds"))
+    return out
+
+
+REAL_CLAIMS: tuple[Callable[[Path, str], list[Claim]], ...] = (real_fig7, real_fig5,
+                                                               real_transfer)
+
+
+def networks(root: str | Path) -> list[str]:
+    """The networks measured by the runs under ``root``: :data:`OURS` first when present, then
+    the others in the order their first run was made."""
+    seen: dict[str, None] = {}
+    for command in ("occlude", "invariance", "transfer", "correspond", "visualize", "ablate"):
+        for run in run_folders(Path(root) / command):
+            m = _read(run / "metrics.json")
+            if m is not None:
+                seen.setdefault(network_of(m))
+    return sorted(seen, key=lambda n: n != OURS)
+
+
 def evaluate(root: str | Path) -> list[Claim]:
-    """Every claim of :data:`CLAIMS`, judged on the finished runs under ``root``, in the order of
-    the brief (Fig 7, Table 1, Fig 5, Fig 6, Table 3, Table 7, Tables 4/5 and Fig 9).
+    """Every claim of :data:`CLAIMS`, judged on the finished runs of our ZFNet under ``root``,
+    in the order of the brief (Fig 7, Table 1, Fig 5, Fig 6, Table 3, Table 7, Tables 4/5 and
+    Fig 9); then, for each other network the runs measured (the real ImageNet network), the
+    claims of :data:`REAL_CLAIMS` on it (see "Which network").
 
     Args:
         root: an output root (e.g. ``outputs/paper-small``) holding ``<command>/<run>/`` folders.
 
     Returns:
-        list[Claim]: one judged row per claim; claims without runs are ``not measured``.
+        list[Claim]: one judged row per claim and network; our network's claims without runs
+        are ``not measured`` (and are listed when no other network was measured).
 
     Raises:
         FileNotFoundError: ``root`` is not a folder.
@@ -598,4 +783,7 @@ def evaluate(root: str | Path) -> list[Claim]:
     if not root.is_dir():
         raise FileNotFoundError(f"no output root {root} (run the experiments first, e.g. "
                                 "make paper-small)")
-    return [c for make in CLAIMS for c in make(root)]
+    found = networks(root)
+    rows = [c for make in CLAIMS for c in make(root)] if OURS in found or not found else []
+    return rows + [c for net in found if net != OURS for make in REAL_CLAIMS
+                   for c in make(root, net)]

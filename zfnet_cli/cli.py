@@ -80,11 +80,16 @@ WEIGHTS = typer.Option(None, help="A state dict file loaded into the model of "
                        "--checkpoint package.module:factory.")
 
 
-def _source(arch: Optional[str], trust_pickle: Optional[bool], weights: Optional[str]) -> dict:
-    """The model-source options as overrides (see zfnet_cli.checkpoint.ModelSource)."""
-    return {"arch": arch, "trust_pickle": trust_pickle,
-            "weights": _quote(weights) if weights else None}
+def _source(checkpoint: Optional[str], arch: Optional[str], trust_pickle: Optional[bool],
+            weights: Optional[str]) -> dict:
+    """The model-source options as overrides (see zfnet_cli.loading.ModelSource)."""
+    return {"checkpoint": _quote(checkpoint) if checkpoint else None, "arch": arch,
+            "trust_pickle": trust_pickle, "weights": _quote(weights) if weights else None}
 DEVICE = typer.Option(None, help="auto (CUDA when present), cpu, cuda, cuda:1.")
+RULE = typer.Option(None, help="Projection rule: deconvnet (the paper: switches, ReLU on the "
+                    "signal), guided (guided backpropagation: also the forward ReLU masks) or "
+                    "gradient (the plain gradient, the reference). Default: deconvnet on the "
+                    "paper's ZFNet / AlexNet models, guided on any other network.")
 SPLIT = typer.Option(None, help="The split of the model's data its images come from: val "
                      "(default; for tuning) or test (where the claims are read).")
 
@@ -98,7 +103,7 @@ def _fail(command: str, message: str, code: int) -> None:
 def _notes(command: str):
     """Print what the loaders say a user could not know (``SourceNote``: a factory's own
     weights used) as one ``zfnet <command>: note:`` line each, while the context is open."""
-    from zfnet_cli.checkpoint import SourceNote
+    from zfnet_cli.loading import SourceNote
 
     with warnings.catch_warnings():
         warnings.simplefilter("always", SourceNote)
@@ -127,7 +132,8 @@ def _execute(command: str, overrides: list[str], runner: Callable, *,
     """Compose, set up DDP when under torchrun, make the run folder (or continue in the one
     ``existing_dir(cfg)`` names), run, report."""
     debug = bool(os.environ.get("ZFNET_DEBUG"))
-    from zfnet_cli.config import ConfigError, compose, discard_run_dir, make_run_dir, merge_overrides
+    from zfnet_cli.config import ConfigError, compose, make_run_dir, merge_overrides
+    from zfnet_cli.runs import discard_run_dir
     from zfnet_cli.engine import cleanup_distributed, setup_distributed
 
     run_dir = None
@@ -227,16 +233,16 @@ def train(
     typed = {"experiment": experiment, "model": model, "data": data, "data.root": data_root,
              "epochs": epochs, "batch_size": batch_size, "optim.lr": lr, "device": device,
              "seed": seed, "resume": resume, "eval_only": eval_only,
-             "checkpoint": _quote(checkpoint) if checkpoint else None, "eval_crops": eval_crops,
+             "eval_crops": eval_crops,
              "eval_test": eval_test, "amp": amp, "channels_last": channels_last,
-             "compile": compile_model, **_source(arch, trust_pickle, weights)}
+             "compile": compile_model, **_source(checkpoint, arch, trust_pickle, weights)}
     ovr = _overrides(typed, overrides)
     from zfnet_cli.experiments import train as experiment_train
 
     def saved_overrides(cfg) -> list[str]:
-        from zfnet_cli import checkpoint
+        from zfnet_cli import checkpoint, runs
 
-        state = checkpoint.load(checkpoint.resolve(cfg.resume, cfg.output_root, finished=False,
+        state = checkpoint.load(runs.resolve(cfg.resume, cfg.output_root, finished=False,
                                                    key="resume"))
         return [o for o in state.get("overrides", []) if not o.startswith("resume=")]
 
@@ -300,6 +306,10 @@ def visualize(
                                  "projections, with dead-filter and frequency numbers."),
     compare: bool = typer.Option(False, "--compare", help="With --filters: compare the training "
                                  "runs given as arguments (e.g. AlexNet 11x11/4 vs ZFNet 7x7/2)."),
+    cascade: bool = typer.Option(False, "--cascade", help="Sanity check: re-initialise the "
+                                 "weights block by block from the layer down and draw, per rule, "
+                                 "how similar each map's projection stays (Adebayo et al. 2018)."),
+    rule: Optional[str] = RULE,
     checkpoint: Optional[str] = CHECKPOINT,
     arch: Optional[str] = ARCH,
     trust_pickle: Optional[bool] = TRUST_PICKLE,
@@ -319,12 +329,12 @@ def visualize(
               "compare need --filters --compare)", 2)
     if compare and len(runs) < 2:
         _fail("visualize", "--compare needs two or more training runs", 2)
-    if sum([evolution, filters or compare]) > 1:
-        _fail("visualize", "choose one of --evolution, --filters", 2)
-    mode = "evolution" if evolution else "filters" if (filters or compare) else None
-    typed = {"mode": mode, "checkpoint": _quote(checkpoint) if checkpoint else None,
-             **_source(arch, trust_pickle, weights), "split": split, "max_images": max_images,
-             "device": device, "seed": seed,
+    if sum([evolution, filters or compare, cascade]) > 1:
+        _fail("visualize", "choose one of --evolution, --filters, --cascade", 2)
+    mode = ("evolution" if evolution else "filters" if (filters or compare)
+            else "cascade" if cascade else None)
+    typed = {"mode": mode, "rule": rule, **_source(checkpoint, arch, trust_pickle, weights),
+             "split": split, "max_images": max_images, "device": device, "seed": seed,
              "layers": None if all_layers else _hydra_list(layer),
              "fmaps": _hydra_list(fmap, quote=False), "compare": _hydra_list(runs)}
     from zfnet_cli.experiments import visualize as experiment_visualize
@@ -355,16 +365,16 @@ def explore(
     max_images: Optional[int] = typer.Option(None, help="Scan at most this many images."),
     evolution: Optional[bool] = typer.Option(None, "--evolution/--no-evolution", help="Show each "
                                              "unit at the run's kept epochs (Fig 4; default: yes)."),
+    rule: Optional[str] = RULE,
     device: Optional[str] = DEVICE,
 ) -> None:
     """Browse Fig 2 for every unit: a static site (open site/index.html in a browser, no server).
 
     The top-9 of every unit of the chosen layers over an image set, each projection beside its image patch, with the images' names, classes, activation values and positions; navigation by layer and unit, sorting by strongest activation or by distinct classes.
     """
-    typed = {"checkpoint": _quote(checkpoint) if checkpoint else None,
-             **_source(arch, trust_pickle, weights), "split": split,
+    typed = {**_source(checkpoint, arch, trust_pickle, weights), "split": split,
              "max_images": max_images, "evolution": evolution, "device": device,
-             "layers": _hydra_list(layer)}
+             "rule": rule, "layers": _hydra_list(layer)}
     from zfnet_cli.experiments import explore as experiment_explore
 
     metrics = _execute("explore", _overrides(typed, overrides), experiment_explore.run)
@@ -396,6 +406,7 @@ def occlude(
     size: Optional[int] = typer.Option(None, help="Occluder side in pixels (default: "
                                        "input side / 4; the paper does not say)."),
     stride: Optional[int] = typer.Option(None, help="Occluder step in pixels (default: size / 4)."),
+    rule: Optional[str] = RULE,
     split: Optional[str] = SPLIT,
     checkpoint: Optional[str] = CHECKPOINT,
     arch: Optional[str] = ARCH,
@@ -409,9 +420,8 @@ def occlude(
     """
     images, overrides = _files_and_overrides(args)
     typed = {"labels": _hydra_list(label), "layer": _quote(layer) if layer else None,
-             "size": size, "stride": stride, "split": split,
-             "checkpoint": _quote(checkpoint) if checkpoint else None,
-             **_source(arch, trust_pickle, weights), "device": device,
+             "size": size, "stride": stride, "split": split, "rule": rule,
+             **_source(checkpoint, arch, trust_pickle, weights), "device": device,
              "images": _hydra_list(images)}
     from zfnet_cli.experiments import occlude as experiment_occlude
 
@@ -452,7 +462,7 @@ def invariance(
     files, overrides = _files_and_overrides(args)
     typed = {"images": _hydra_list(files), "labels": _hydra_list(label),
              "n_images": n_images, "method": method, "split": split,
-             "checkpoint": _quote(checkpoint) if checkpoint else None, **_source(arch, trust_pickle, weights), "device": device}
+             **_source(checkpoint, arch, trust_pickle, weights), "device": device}
     from zfnet_cli.experiments import invariance as experiment_invariance
 
     _execute("invariance", _overrides(typed, overrides), experiment_invariance.run)
@@ -486,8 +496,7 @@ def correspond(
     typed = {"images": _hydra_list(files),
              "parts_file": _quote(str(parts_file)) if parts_file else None, "draws": draws,
              "mask_size": mask_size, "split": split,
-             "checkpoint": _quote(checkpoint) if checkpoint else None,
-             **_source(arch, trust_pickle, weights), "device": device}
+             **_source(checkpoint, arch, trust_pickle, weights), "device": device}
     from zfnet_cli.experiments import correspond as experiment_correspond
 
     _execute("correspond", _overrides(typed, overrides), experiment_correspond.run)
@@ -583,8 +592,7 @@ def transfer(
     typed = {"experiment": experiment, "target": target,
              "root": _quote(str(root)) if root else None, "shots": _hydra_list(shots, quote=False),
              "folds": folds, "scratch": scratch, "per_layer": per_layer,
-             "checkpoint": _quote(checkpoint) if checkpoint else None,
-             **_source(arch, trust_pickle, weights), "device": device}
+             **_source(checkpoint, arch, trust_pickle, weights), "device": device}
     from zfnet_cli.experiments import transfer as experiment_transfer
 
     _execute("transfer", _overrides(typed, overrides), experiment_transfer.run)
@@ -655,8 +663,7 @@ def layers(
 
     Any name in the first two columns is what --layer and layer= take in the other commands (a number N means convN). "default of": --all marks the layers `visualize --all` and `explore` show when no --layer is given (the blocks the forward pass calls), "occlude (b)" the layer of occlusion's panel (b). Prints to stdout; writes no run folder.
     """
-    typed = {"checkpoint": _quote(checkpoint) if checkpoint else None,
-             **_source(arch, trust_pickle, weights)}
+    typed = _source(checkpoint, arch, trust_pickle, weights)
     debug = bool(os.environ.get("ZFNET_DEBUG"))
     from zfnet_cli.config import ConfigError, compose
     from zfnet_cli.experiments import layers as experiment_layers
@@ -674,6 +681,34 @@ def layers(
             raise
         _fail("layers", str(err), 1)
     typer.echo(experiment_layers.table(loaded, rows, uses))
+
+
+@app.command("config", epilog="Examples:\n\n"
+             "  zfnet config train                          # the defaults of `zfnet train`\n\n"
+             "  zfnet config train experiment=zfnet         # the paper's recipe, composed\n\n"
+             "  zfnet config occlude size=32 stride=8")
+def config_(
+    command: str = typer.Argument(..., help="The command whose config to print (train, "
+                                  "visualize, occlude, ...)."),
+    overrides: Optional[List[str]] = _overrides_argument("experiment=zfnet optim.lr=0.02"),
+) -> None:
+    """Print the config a command composes (configs/<command>.yaml over its typed schema, then the overrides), as YAML; runs nothing.
+
+    The YAML files under configs/ hold only what differs from each schema's defaults; this shows every key with its value.
+    """
+    debug = bool(os.environ.get("ZFNET_DEBUG"))
+    from zfnet_cli.config import COMMANDS, ConfigError, compose, to_yaml
+
+    if command not in COMMANDS:
+        _fail("config", f"unknown command {command!r}; commands with a config: "
+              f"{', '.join(COMMANDS)}", 2)
+    try:
+        cfg = compose(command, _overrides({}, overrides))
+    except ConfigError as err:
+        if debug:
+            raise
+        _fail("config", str(err), 2)
+    typer.echo(to_yaml(cfg).rstrip())
 
 
 def main() -> None:

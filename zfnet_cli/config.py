@@ -31,6 +31,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from zfnet_cli.bounds import check_bounds
 from zfnet_cli.files import WriteError, append_text, describe, write_atomic
+from zfnet_cli.runs import new_run_dir
+
 CONFIG_DIR = Path(os.environ.get("ZFNET_CONFIG_DIR", Path(__file__).resolve().parent.parent / "configs"))
 
 
@@ -164,7 +166,8 @@ def merge_overrides(old: Sequence[str], new: Sequence[str]) -> list[str]:
     return list(merged.values())
 
 
-# ---------------------------------------------------------------- run folders
+# ---------------------------------------------------------------- describing a run
+# (the folders themselves: zfnet_cli.runs)
 
 def _git_revision() -> str | None:
     try:
@@ -190,39 +193,6 @@ def _versions() -> dict[str, str]:
     return {"zfnet_cli": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "numpy": numpy.__version__,
             "platform": platform.platform()}
-
-
-def new_run_dir(root: Path, command: str, now: _dt.datetime | None = None) -> Path:
-    """A new, empty ``<root>/<command>/<date_time>[_N]`` folder, ``latest`` pointing at it.
-
-    Raises:
-        WriteError: the output root cannot be written (read-only, full, no permission): one line.
-    """
-    try:
-        return _new_run_dir(root, command, now)
-    except WriteError:
-        raise
-    except OSError as err:
-        raise WriteError(describe(err, err.filename or root / command)) from None
-
-
-def _new_run_dir(root: Path, command: str, now: _dt.datetime | None) -> Path:
-    base = root / command
-    base.mkdir(parents=True, exist_ok=True)
-    stamp = (now or _dt.datetime.now()).strftime("%Y-%m-%d_%H-%M-%S")
-    for i in range(10_000):
-        path = base / (stamp if i == 0 else f"{stamp}_{i}")
-        try:
-            path.mkdir()  # atomic: two runs in the same second get different folders
-        except FileExistsError:
-            continue
-        tmp = base / f".latest-{os.getpid()}"
-        if tmp.is_symlink() or tmp.exists():
-            tmp.unlink()
-        os.symlink(path.name, tmp)
-        os.replace(tmp, base / "latest")  # atomic switch of outputs/<command>/latest
-        return path
-    raise RuntimeError(f"could not create a run folder under {base}")
 
 
 def describe_run(path: Path, command: str, cfg: Any, argv: Sequence[str] | None = None) -> None:
@@ -277,41 +247,3 @@ def make_run_dir(command: str, cfg: Any, argv: Sequence[str] | None = None,
         dist.broadcast_object_list(box, src=0)
         path = Path(box[0])
     return path
-
-
-_DESCRIPTION = {"config.yaml", "command.txt", "run.json", "figures"}
-
-
-def discard_run_dir(path: Path, error: str = "") -> None:
-    """A run failed on bad input. If it produced nothing but its description, remove its folder
-    and point ``latest`` back at the newest remaining run (a typo never hides the last good run);
-    otherwise keep everything and record the error in ``error.txt``."""
-    import shutil
-
-    from zfnet_cli.checkpoint import run_folders
-
-    try:
-        produced = {p.name for p in path.iterdir()} - _DESCRIPTION
-    except OSError:
-        return
-    if produced or ((path / "figures").is_dir() and any((path / "figures").iterdir())):
-        try:
-            write_atomic(path / "error.txt", error + "\n")
-        except WriteError:  # the disk that failed the run may not take this either
-            pass
-        return
-    base = path.parent
-    shutil.rmtree(path, ignore_errors=True)
-    runs = run_folders(base)
-    link = base / "latest"
-    try:
-        if runs:
-            tmp = base / f".latest-{os.getpid()}"
-            if tmp.is_symlink() or tmp.exists():
-                tmp.unlink()
-            os.symlink(runs[-1].name, tmp)
-            os.replace(tmp, link)
-        elif link.is_symlink():
-            link.unlink()
-    except OSError:  # a full or read-only disk: the error being reported matters more
-        pass

@@ -58,12 +58,15 @@ _SUPPORTED = (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.LocalResponseNorm) + _PASSTHR
 class Request(NamedTuple):
     """One projection: ``image`` index into the images given to :meth:`Deconvnet.project`,
     ``layer`` name, feature map ``fmap``, and ``position`` ``(y, x)`` in that layer's output,
-    or ``None`` to keep the whole feature map."""
+    or ``None`` to keep the whole feature map. ``value`` (one position only) seeds the
+    activation with this value instead of its own: the same seed sent down through another
+    image's forward pass (:mod:`zfnet_cli.sanity`)."""
 
     image: int
     layer: str
     fmap: int
     position: Optional[tuple[int, int]] = None
+    value: Optional[float] = None
 
 
 @dataclass
@@ -205,8 +208,18 @@ class Deconvnet:
         for i, (name, _) in enumerate(self.modules):
             self._end.setdefault(prefix + name, i)
 
+    rule = "deconvnet"  # the paper's way down; other rules go through the graph deconvnet
+
     def __repr__(self) -> str:
         return f"Deconvnet(layers={self.layers}, point={self.point!r})"
+
+    def conditioning(self, layer: str, input_size=None) -> dict[str, int]:
+        """What makes a projection from ``layer`` depend on its image: the max-pools below
+        it (``switches``); the rest of the way down is fixed (see
+        :meth:`~zfnet_cli.deconv_graph.GraphDeconvnet.conditioning`)."""
+        self._check_layer(layer)
+        return {"switches": sum(isinstance(m, nn.MaxPool2d)
+                                for _, m in self.modules[: self._end[layer] + 1])}
 
     def _device_dtype(self) -> tuple[torch.device, torch.dtype]:
         w = self._convs[0].weight
@@ -396,8 +409,11 @@ class Deconvnet:
             one = ~whole
             ys = torch.tensor([r.position[0] if r.position else 0 for r in part], device=dev)
             xs = torch.tensor([r.position[1] if r.position else 0 for r in part], device=dev)
-            seed[rows[one], fmaps[one], ys[one], xs[one]] = act[imgs[one], fmaps[one], ys[one],
-                                                                xs[one]]
+            given = torch.tensor([float("nan") if r.value is None else r.value for r in part],
+                                 device=dev, dtype=act.dtype)
+            own = act[imgs[one], fmaps[one], ys[one], xs[one]]
+            seed[rows[one], fmaps[one], ys[one], xs[one]] = torch.where(
+                given[one].isnan(), own, given[one])
         return self.down(seed, layer, state, imgs)
 
     def _sizes(self, layer: str, input_size: Union[int, Sequence[int]]

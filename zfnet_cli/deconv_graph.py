@@ -41,6 +41,30 @@ in the README):
   product or quotient of two signals (``x * y``, ``q @ k``, a signal in a denominator): a
   one-line :class:`NoRuleError` names the operation and the module it ran in.
 
+**Three rules, one table** (:data:`RULES`; ``rule=`` everywhere a projection is drawn). The
+graph above is the paper's ``deconvnet``. Two other ways down differ only at the
+nonlinearities, gates and norm statistics, so they are entries of the same table:
+
+* ``guided`` -- guided backpropagation (Springenberg et al. 2015, "Striving for Simplicity",
+  arXiv 1412.6806): at every rectifier the signal is multiplied by the nonlinearity's own local
+  derivative at this image's input (the forward **mask**: ``x > 0`` for ``relu``,
+  ``0 < x < 6`` for ``relu6``), then rectified: ``relu(signal * f'(x))``. For ``relu`` this
+  is the paper's "deconvnet ReLU AND forward ReLU mask". Max-pools keep their switches; gates
+  and norm statistics are constants as in the deconvnet.
+* ``gradient`` -- the plain input gradient of the kept activations (times their value):
+  every operation passes its true derivative (gates and norm statistics included, and every
+  operation has one, so nothing is refused). The reference a modified rule is compared with.
+
+Every ReLU-like operation is caught by name whatever its module (``nn.ReLU6`` calls
+``hardtanh``), so neither modified rule falls back to the gradient on ReLU6 networks.
+
+**What conditions a projection on its image** (:meth:`GraphDeconvnet.conditioning`): the
+switches of the max-pools below the layer, under ``guided`` / ``gradient`` the forward masks of
+the rectifiers, and the gates and norm statistics (constants of this image). Everything else on
+the way down is fixed, so where none of these lies below the layer the projection of unit c at
+position p is one template scaled by the activation and shifted with p, the same for every
+image (see :mod:`zfnet_cli.sanity`).
+
 The rules are applied by a :class:`torch.overrides.TorchFunctionMode` active during the recording
 forward pass: every ``torch`` function call (modules call the functionals, so modules and
 functional calls are caught alike) is looked up by name. On plain stacks (Conv2d / ReLU /
@@ -61,7 +85,9 @@ from __future__ import annotations
 
 import copy
 import inspect
+from collections import Counter
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from typing import Iterator, Optional, Protocol, Sequence, Union, runtime_checkable
 
 import torch
@@ -73,7 +99,8 @@ from torch.utils._pytree import tree_flatten
 from zfnet_cli.deconv import Deconvnet, Request
 from zfnet_cli.layers import Layer, block_names, evaluating, read_once, resolve_layer, tap
 
-__all__ = ["GraphDeconvnet", "NoRuleError", "Projector", "deconvnet_for", "project_fmap"]
+__all__ = ["GraphDeconvnet", "NoRuleError", "Projector", "RULES", "Rule", "deconvnet_for",
+           "default_rule", "project_fmap", "rule_for"]
 
 
 class NoRuleError(ValueError):
@@ -92,9 +119,12 @@ class Projector(Protocol):
     network."""
 
     layers: list[str]
+    rule: str
 
     def project(self, images: torch.Tensor, requests: Sequence, *,
                 batch_size: int = 32) -> torch.Tensor: ...
+
+    def conditioning(self, layer: str, input_size=224) -> dict[str, int]: ...
 
     def receptive_field(self, layer: str, y: int, x: int,
                         input_size: Union[int, tuple[int, int]]) -> tuple[int, int, int, int]: ...
@@ -127,6 +157,75 @@ _MAX_POOLS = frozenset({"max_pool2d", "max_pool2d_with_indices", "_max_pool2d",
                         "adaptive_max_pool2d", "adaptive_max_pool2d_with_indices"})
 
 
+@dataclass(frozen=True)
+class Rule:
+    """How a projection goes down through the operations that make one rule differ from another.
+
+    Attributes:
+        name: ``deconvnet``, ``guided`` or ``gradient``.
+        rectifier: at a ReLU-like nonlinearity, ``"signal"`` (``relu(signal)``, whatever the
+            forward mask: the paper), ``"signal_and_mask"`` (``relu(signal * f'(x))``: guided
+            backpropagation) or ``"derivative"`` (``signal * f'(x)``: the gradient).
+        constants: gates (``sigmoid`` / ``hardsigmoid``) and LayerNorm / GroupNorm statistics
+            are constants on the way down (``True``) or pass their derivative (``False``).
+        refuse: operations outside the table raise :class:`NoRuleError` (``True``) or pass their
+            derivative (``False``: the gradient has a way down through everything).
+        conditioning: the kinds of recorded operation through which a projection under this
+            rule depends on its image: ``switches`` (max-pools), ``masks`` (rectifiers),
+            ``gates``, ``norms`` (statistics).
+        title: how figures and pages name the rule.
+    """
+
+    name: str
+    rectifier: str
+    constants: bool
+    refuse: bool
+    conditioning: tuple[str, ...]
+    title: str
+
+
+RULES: dict[str, Rule] = {r.name: r for r in (
+    Rule("deconvnet", "signal", True, True, ("switches", "gates", "norms"),
+         "deconvnet (Zeiler & Fergus: switches, ReLU on the signal, transposed filters)"),
+    Rule("guided", "signal_and_mask", True, True, ("switches", "masks", "gates", "norms"),
+         "guided backpropagation (Springenberg et al.: deconvnet ReLU and forward mask)"),
+    Rule("gradient", "derivative", False, False, ("switches", "masks", "gates", "norms"),
+         "gradient (the plain input gradient, the reference)"),
+)}
+
+
+def rule_for(name: Union[str, Rule]) -> Rule:
+    """The :class:`Rule` called ``name`` (one-line ``ValueError`` naming the choices)."""
+    if isinstance(name, Rule):
+        return name
+    if name not in RULES:
+        raise ValueError(f"unknown projection rule {name!r}; choose one of {', '.join(RULES)}")
+    return RULES[name]
+
+
+def default_rule(model: nn.Module) -> str:
+    """The rule a projection of ``model`` uses when none is asked for: the paper's
+    ``deconvnet`` on the paper's networks (:class:`~zfnet_cli.model.ZFNet` and its
+    AlexNet-style variants, where max-pool switches carry the image), ``guided`` elsewhere
+    (on networks without max-pools the deconvnet draws one template per unit whatever the
+    image; the README's "What a projection can and cannot show" gives the measurements).
+
+    Args:
+        model (nn.Module): any model.
+
+    Returns:
+        str: ``"deconvnet"`` or ``"guided"``.
+
+    Example:
+        >>> from zfnet_cli.model import ModelConfig, ZFNet
+        >>> default_rule(ZFNet(ModelConfig())), default_rule(nn.Sequential(nn.Conv2d(3, 4, 3)))
+        ('deconvnet', 'guided')
+    """
+    from zfnet_cli.model import ZFNet
+
+    return "deconvnet" if isinstance(model, ZFNet) else "guided"
+
+
 def _is_signal(t) -> bool:
     # During a recording forward the parameters are frozen and the input requires grad, so a
     # tensor requires grad exactly when it depends on the input: it carries the signal.
@@ -147,15 +246,49 @@ class _Stop(Exception):
 
 class _Rectify(torch.autograd.Function):
     """Forward: the real nonlinearity (on a copy: in-place forms stay correct). Backward:
-    ``relu(grad)``, the paper's rectification of the signal on the way down."""
+    ``relu(grad)``, the paper's rectification of the signal on the way down; with ``mask``
+    (guided backpropagation) ``relu(grad * f'(x))``, ``f'`` the nonlinearity's own local
+    derivative at this forward input (every caught nonlinearity is pointwise)."""
 
     @staticmethod
-    def forward(ctx, x, op):
-        return op(x.clone())
+    def forward(ctx, x, op, mask, slope=None):
+        ctx.mask = mask
+        if not mask:
+            return op(x.clone())
+        if slope is not None:  # a clipping rectifier: where f' = 0, from the input; no extra pass
+            ctx.save_for_backward(slope(x))
+            return op(x.clone())
+        with torch.enable_grad():  # forward runs under no_grad: take f'(x) here, once
+            xx = x.detach().clone().requires_grad_(True)
+            y = op(xx.clone())
+            (d,) = torch.autograd.grad(y, xx, torch.ones_like(y))
+        ctx.save_for_backward(d)
+        return y.detach()
 
     @staticmethod
     def backward(ctx, grad):
-        return F.relu(grad), None
+        if ctx.mask:
+            (slope,) = ctx.saved_tensors
+            if slope.dtype == torch.bool:  # a clipping rectifier: zero where f' is zero
+                return F.relu(grad).masked_fill_(slope, 0.0), None, None, None
+            return F.relu(grad * slope), None, None, None
+        return F.relu(grad), None, None, None
+
+
+def _clip_slope(func, name: str, args, kwargs):
+    """For the rectifiers that clip (``relu``, ``relu6``, ``hardtanh``, the ``nn.ReLU6``
+    form), a function of the input giving where their derivative is zero (as autograd defines
+    it: 0 at the kinks); ``None`` for the others (their derivative is taken by autograd)."""
+    base = name.rstrip("_")
+    if base == "relu":
+        return lambda x: x <= 0
+    if base in ("relu6", "hardtanh"):
+        b = _bind(func, args, kwargs)
+        lo, hi = ((0.0, 6.0) if base == "relu6" else
+                  (b.get("min_val", args[1] if len(args) > 1 else -1.0),
+                   b.get("max_val", args[2] if len(args) > 2 else 1.0)))
+        return lambda x: (x <= lo) | (x >= hi)
+    return None
 
 
 class _PassThrough(torch.autograd.Function):
@@ -171,12 +304,16 @@ class _PassThrough(torch.autograd.Function):
 
 
 class _Rules(TorchFunctionMode):
-    """The deconvnet's rules (or, with ``reach=True``, the every-path-active rules of the
-    receptive field) for every torch call of one forward pass."""
+    """A projection :class:`Rule` (or, with ``reach=True``, the every-path-active rules of the
+    receptive field) for every torch call of one forward pass. ``counts`` tallies the calls on
+    the signal that condition a projection on its image (switches, masks, gates, norms)."""
 
-    def __init__(self, model: nn.Module, reach: bool = False):
+    def __init__(self, model: nn.Module, reach: bool = False,
+                 rule: Union[str, Rule] = "deconvnet"):
         super().__init__()
         self.reach = reach
+        self.rule = rule_for(rule)
+        self.counts: Counter = Counter()
         self.names = {id(m): n or type(m).__name__ for n, m in model.named_modules()}
         self.stack: list[str] = []
 
@@ -210,19 +347,25 @@ class _Rules(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = getattr(func, "__name__", "")
+        if not self.reach:
+            self._count(name, args, kwargs)
         if name in _RECTIFY:
+            if self.rule.rectifier == "derivative" and not self.reach:
+                return func(*args, **kwargs)
             return self._rectify(func, name, args, kwargs)
-        if name in _GATES:
+        if name in _GATES and (self.rule.constants or self.reach):
             x, rest = (args[0], args[1:]) if args else (kwargs.pop("input"), ())
             with torch.no_grad():  # the gate is a constant on the way down
                 return func(x.detach().clone(), *rest, **kwargs)
         if name in _PASS:
             return args[0] if self.reach else _PassThrough.apply(
                 args[0], lambda t: func(t, *args[1:], **kwargs))
-        if name in _CONSTANT_STATS:
+        if name in _CONSTANT_STATS and (self.rule.constants or self.reach):
             return self._constant_stats(func, name, args, kwargs)
         if name in _MAX_POOLS and self.reach:
             return self._average(func, name, args, kwargs)
+        if not self.rule.refuse and not self.reach:
+            return func(*args, **kwargs)
         if name == "batch_norm":
             bound = _bind(func, args, kwargs)
             training = bound.get("training", args[5] if len(args) > 5 else False)
@@ -240,13 +383,22 @@ class _Rules(TorchFunctionMode):
                 self._fail(name, "a signal in a denominator")
         return func(*args, **kwargs)
 
+    def _count(self, name: str, args, kwargs) -> None:
+        """Tally an operation on the signal that makes the way down depend on the image."""
+        kind = ("switches" if name in _MAX_POOLS else "masks" if name in _RECTIFY
+                else "gates" if name in _GATES else "norms" if name in _CONSTANT_STATS else None)
+        if kind and any(_is_signal(t) for t in tree_flatten((args, kwargs))[0]):
+            self.counts[kind] += 1
+
     def _rectify(self, func, name, args, kwargs):
         kwargs = dict(kwargs)
         x, rest = (args[0], args[1:]) if args else (kwargs.pop("input"), ())
         if self.reach:
             return x  # every path active: the nonlinearity is the identity
         inplace = name.endswith("_") or bool(_bind(func, args, kwargs).get("inplace", False))
-        y = _Rectify.apply(x, lambda t: func(t, *rest, **kwargs))
+        y = _Rectify.apply(x, lambda t: func(t, *rest, **kwargs),
+                           self.rule.rectifier == "signal_and_mask",
+                           _clip_slope(func, name, args, kwargs))
         if inplace:  # the caller may rely on x itself being changed
             x.copy_(y)
             return x
@@ -346,10 +498,14 @@ class GraphDeconvnet:
         layers (sequence of str, optional): the layers shown by default (Fig 2 ``--all``).
             Default: :func:`~zfnet_cli.layers.block_names` (the paper's conv layers on plain
             stacks, else the network's blocks).
+        rule (str, optional): the way down, a key of :data:`RULES`: ``"deconvnet"`` (the
+            paper), ``"guided"`` (guided backpropagation) or ``"gradient"``. Default:
+            ``"deconvnet"``.
 
     Attributes:
         model (nn.Module): the wrapped model.
         layers (list[str]): the default layers, bottom to top.
+        rule (str): the rule's name.
 
     Example:
         >>> import torchvision
@@ -368,9 +524,13 @@ class GraphDeconvnet:
         ECCV 2014, §2.1. https://arxiv.org/abs/1311.2901
     """
 
-    def __init__(self, model: nn.Module, layers: Optional[Sequence[str]] = None):
+    def __init__(self, model: nn.Module, layers: Optional[Sequence[str]] = None,
+                 rule: Union[str, Rule] = "deconvnet"):
         self.model = model
         self.layers = list(block_names(model) if layers is None else layers)
+        self._rule = rule_for(rule)
+        self.rule = self._rule.name
+        self._conditioning: dict[tuple, dict[str, int]] = {}
         self._reach_model: Optional[nn.Module] = None
         self._reach_cache: dict[tuple, tuple[int, int, int, int]] = {}
         self._shapes: dict[tuple, tuple[int, ...]] = {}
@@ -378,7 +538,8 @@ class GraphDeconvnet:
         self.in_channels = convs[0].in_channels if convs else 3
 
     def __repr__(self) -> str:
-        return f"GraphDeconvnet({type(self.model).__name__}, layers={self.layers})"
+        return (f"GraphDeconvnet({type(self.model).__name__}, layers={self.layers}, "
+                f"rule={self.rule!r})")
 
     def resolve(self, layer: str) -> Layer:
         """The :class:`~zfnet_cli.layers.Layer` called ``layer`` (one-line error otherwise)."""
@@ -400,6 +561,47 @@ class GraphDeconvnet:
     def num_maps(self, layer: str, input_size=224) -> int:
         """Number of feature maps (channels) of ``layer``."""
         return self.shape(layer, input_size)[0]
+
+    def conditioning(self, layer: str, input_size: Union[int, Sequence[int]] = 224
+                     ) -> dict[str, int]:
+        """What makes a projection from ``layer`` depend on its image under this rule: the
+        number of max-pools (``switches``), rectifiers (``masks``, under ``guided`` and
+        ``gradient``), gates and norms with statistics (``norms``) on the way down, counted
+        in one recording forward of a blank image (cached). All zero: every projection of a
+        unit at a position is one template scaled by the activation (module doc).
+
+        Returns:
+            dict[str, int]: a count per kind of :attr:`Rule.conditioning`.
+        """
+        h, w = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+        key = (layer, h, w)
+        if key not in self._conditioning:
+            lay = self.resolve(layer)
+            device, dtype = device_dtype(self.model)
+            rules = _Rules(self.model, rule=self._rule)
+            x = torch.zeros(1, self.in_channels, h, w, device=device, dtype=dtype,
+                            requires_grad=True)
+            with _recording(self.model, rules):
+                self._forward_to(lay, x)
+            self._conditioning[key] = {k: rules.counts[k] for k in self._rule.conditioning}
+        return dict(self._conditioning[key])
+
+    def _forward_to(self, lay: Layer, x: torch.Tensor) -> torch.Tensor:
+        """Run the model on ``x`` up to ``lay`` (the forward stops there) and return the layer's
+        output as (B, C, h, w) maps (a copy: later in-place ops would change it)."""
+        def keep_and_stop(t):  # nothing above the layer is needed: stop the forward there
+            seen.append(t.clone())
+            raise _Stop
+
+        seen: list = []
+        handle = lay.module.register_forward_hook(lambda m, i, o: keep_and_stop(o))
+        try:
+            self.model(x)
+        except _Stop:
+            pass
+        finally:
+            handle.remove()
+        return _as_maps(read_once(seen, lay), lay)
 
     def project(self, images: torch.Tensor, requests: Sequence[Request | tuple], *,
                 batch_size: int = 32) -> torch.Tensor:
@@ -448,21 +650,8 @@ class GraphDeconvnet:
         device, dtype = device_dtype(self.model)
         x = images[[r.image for _, r in part]].to(device=device, dtype=dtype).detach()
         x.requires_grad_(True)
-        def keep_and_stop(t):  # nothing above the layer is needed: stop the forward there
-            seen.append(t.clone())  # a copy: later in-place ops would change t
-            raise _Stop
-
-        seen: list = []
-        with _recording(self.model, _Rules(self.model)):
-            handle = lay.module.register_forward_hook(lambda m, i, o: keep_and_stop(o))
-            try:
-                self.model(x)
-            except _Stop:
-                pass
-            finally:
-                handle.remove()
-            act = read_once(seen, lay)
-            maps = _as_maps(act, lay)
+        with _recording(self.model, _Rules(self.model, rule=self._rule)):
+            maps = self._forward_to(lay, x)
             seed = torch.zeros_like(maps)
             for row, (j, r) in enumerate(part):
                 _check_request(j, r, maps.shape[1:])
@@ -470,7 +659,8 @@ class GraphDeconvnet:
                     seed[row, r.fmap] = maps[row, r.fmap].detach()
                 else:
                     y, xx = r.position
-                    seed[row, r.fmap, y, xx] = maps[row, r.fmap, y, xx].detach()
+                    seed[row, r.fmap, y, xx] = (maps[row, r.fmap, y, xx].detach()
+                                                if r.value is None else r.value)
             (grad,) = torch.autograd.grad(maps, x, seed, allow_unused=True)
         return torch.zeros_like(x) if grad is None else grad.detach()
 
@@ -560,15 +750,18 @@ def _check_request(j: int, r: Request, shape: Sequence[int]) -> None:
                              f"output")
 
 
-def deconvnet_for(model: nn.Module, layers: Optional[Sequence[str]] = None) -> Projector:
-    """The deconvnet for ``model``: the paper's explicit switch
-    :class:`~zfnet_cli.deconv.Deconvnet` where the model is a plain stack that holds every
-    layer asked for, else :class:`GraphDeconvnet`.
+def deconvnet_for(model: nn.Module, layers: Optional[Sequence[str]] = None,
+                  rule: Optional[str] = None) -> Projector:
+    """The projector for ``model`` under ``rule``: the paper's explicit switch
+    :class:`~zfnet_cli.deconv.Deconvnet` where the rule is the deconvnet and the model is a
+    plain stack that holds every layer asked for, else :class:`GraphDeconvnet` with the rule.
 
     Args:
         model (nn.Module): any model.
         layers (sequence of str, optional): the layers that will be projected. Default: the
             model's default layers.
+        rule (str, optional): a key of :data:`RULES`. Default: :func:`default_rule` (the
+            deconvnet on the paper's networks, ``guided`` elsewhere).
 
     Returns:
         Projector: a ``Deconvnet`` or a ``GraphDeconvnet``.
@@ -580,6 +773,9 @@ def deconvnet_for(model: nn.Module, layers: Optional[Sequence[str]] = None) -> P
         >>> type(deconvnet_for(torchvision.models.resnet18())).__name__
         'GraphDeconvnet'
     """
+    rule = rule_for(rule or default_rule(model)).name
+    if rule != "deconvnet":
+        return GraphDeconvnet(model, rule=rule)
     try:
         explicit = Deconvnet(model)
     except ValueError:
@@ -590,9 +786,10 @@ def deconvnet_for(model: nn.Module, layers: Optional[Sequence[str]] = None) -> P
 
 
 def project_fmap(model: nn.Module, image: torch.Tensor, layer: str, fmap: int,
-                 position: Optional[tuple[int, int]] = None) -> torch.Tensor:
-    """Fig 7 (c) on any model: the deconvnet projection of feature map ``fmap`` of ``layer``
-    for one image (the whole map, or one activation at ``position``).
+                 position: Optional[tuple[int, int]] = None, rule: Optional[str] = None
+                 ) -> torch.Tensor:
+    """Fig 7 (c) on any model: the projection of feature map ``fmap`` of ``layer`` for one
+    image (the whole map, or one activation at ``position``) under ``rule``.
 
     Args:
         model (nn.Module): any model the deconvnet covers (see :func:`deconvnet_for`).
@@ -600,6 +797,7 @@ def project_fmap(model: nn.Module, image: torch.Tensor, layer: str, fmap: int,
         layer (str): a layer name (``"conv5"``, ``"layer4.1"``, ``"features.12"``).
         fmap (int): the feature map.
         position ((int, int), optional): keep only this activation. Default: the whole map.
+        rule (str, optional): a key of :data:`RULES`. Default: :func:`default_rule`.
 
     Returns:
         Tensor: (C, H, W) projection, on the model's device.
@@ -617,5 +815,5 @@ def project_fmap(model: nn.Module, image: torch.Tensor, layer: str, fmap: int,
     x = image if image.dim() == 4 else image[None]
     if x.shape[0] != 1:
         raise ValueError(f"project_fmap takes one image, got a batch of {x.shape[0]}")
-    net = deconvnet_for(model, [layer])
+    net = deconvnet_for(model, [layer], rule)
     return net.project(x, [Request(0, layer, fmap, position)])[0]

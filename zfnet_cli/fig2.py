@@ -31,6 +31,7 @@ from zfnet_cli.top9 import TopK
 
 __all__ = ["choose_layers", "layer_names", "layer_shapes", "scan_batches", "images_and_crops",
            "image_classes", "image_files", "receptive_fields", "project_crops", "reached",
+           "concentrated",
            "top9_tiles"]
 
 
@@ -73,21 +74,25 @@ def layer_names(deconv: Projector, names: Sequence, input_size: int = 224) -> li
     return out
 
 
-def choose_layers(model: nn.Module, names: Sequence, input_size: int = 224
-                  ) -> tuple[Projector, list[str]]:
-    """The deconvnet for ``model`` and the layers asked for (see :func:`layer_names`): the
-    explicit switch deconvnet where the model is a plain stack holding every layer asked for,
-    else the graph deconvnet. Default layers: every conv stage of a plain stack, the blocks
-    (:func:`~zfnet_cli.layers.block_names`) of any other network.
+def choose_layers(model: nn.Module, names: Sequence, input_size: int = 224,
+                  rule: Optional[str] = None) -> tuple[Projector, list[str]]:
+    """The projector for ``model`` under ``rule`` and the layers asked for (see
+    :func:`layer_names`): the explicit switch deconvnet where the rule is the deconvnet and the
+    model is a plain stack holding every layer asked for, else the graph deconvnet with the
+    rule (:func:`~zfnet_cli.deconv_graph.deconvnet_for`; default rule:
+    :func:`~zfnet_cli.deconv_graph.default_rule`). Default layers: every conv stage of a plain
+    stack, the blocks (:func:`~zfnet_cli.layers.block_names`) of any other network.
 
     Args:
         model (nn.Module): any model.
         names (sequence of str or int): layer names (``conv3``, ``3``, ``layer3.1``); empty:
             the default layers.
         input_size (int, optional): side of the model's input. Default: 224.
+        rule (str, optional): ``deconvnet``, ``guided`` or ``gradient``. Default: the model's
+            default rule.
 
     Returns:
-        tuple[Projector, list[str]]: the deconvnet and the layer names.
+        tuple[Projector, list[str]]: the projector and the layer names.
 
     Example:
         >>> import torchvision
@@ -97,7 +102,7 @@ def choose_layers(model: nn.Module, names: Sequence, input_size: int = 224
     """
     asked = [_as_name(n) for n in names]
     if asked:
-        deconv = deconvnet_for(model, asked)
+        deconv = deconvnet_for(model, asked, rule)
         return deconv, layer_names(deconv, names, input_size)
     # The default: the blocks the forward pass actually calls (block_names with a forward), so
     # a container that forward only loops over (an nn.ModuleList) is never offered as a layer.
@@ -107,7 +112,7 @@ def choose_layers(model: nn.Module, names: Sequence, input_size: int = 224
         raise ValueError(f"{type(model).__name__} has no default layers (no block holding a "
                          f"Conv2d runs once in its forward pass with a (B, C, H, W) output): "
                          f"pass --layer NAME (`zfnet layers` lists them)")
-    deconv = deconvnet_for(model, blocks)
+    deconv = deconvnet_for(model, blocks, rule)
     try:
         return deconv, layer_names(deconv, blocks, input_size)
     except ValueError as err:
@@ -192,7 +197,11 @@ def images_and_crops(dataset, indices: Sequence[int], loaded) -> tuple[torch.Ten
 
 def image_classes(dataset, indices: Sequence[int]) -> list[str]:
     """The true class of each data-set image, by its human name where the data set has one
-    (``class_names``: ImageNet's wnid -> name), else its class id."""
+    (``class_names``: ImageNet's wnid -> name), else its class id; ``""`` for the images of a
+    flat folder of photos (:class:`~zfnet_cli.data.images.PhotoFolder` with ``tree`` false),
+    which have no class (the folder's name is not one)."""
+    if getattr(dataset, "tree", True) is False:
+        return [""] * len(indices)
     names = list(getattr(dataset, "class_names", None) or dataset.classes)
     if hasattr(dataset, "labels"):
         labels = [int(dataset.labels[i]) for i in indices]
@@ -229,24 +238,26 @@ def receptive_fields(deconv: Projector, requests: Sequence[Request], size: int) 
 
 def project_crops(deconv: Projector, images: torch.Tensor, requests: Sequence[Request],
                   input_size: int, *, batch_size: int = 64, desc: str = "project",
-                  progress: bool = False) -> list[tuple[np.ndarray, tuple]]:
+                  progress: bool = False) -> list[tuple[np.ndarray, tuple, tuple]]:
     """Project the requests (``deconv.project``, ``batch_size`` at a time) and cut each
-    projection at the part of its activation's receptive field it reaches (:func:`reached`).
+    projection at the part of its activation's receptive field it reaches (:func:`reached`),
+    or, where that field covers most of the image, where it concentrates
+    (:func:`concentrated`).
 
     Returns:
-        list[tuple[ndarray, tuple]]: per request, the cut projection (3, h, w) float and its
-        box ``(y0, x0, y1, x1)`` in the model's input.
+        list[tuple[ndarray, tuple, tuple]]: per request, the cut projection (3, h, w) float, its
+        box ``(y0, x0, y1, x1)`` in the model's input, and the whole receptive field.
     """
-    out: list[tuple[np.ndarray, tuple]] = []
+    out: list[tuple[np.ndarray, tuple, tuple]] = []
     chunk = max(1, batch_size)
     boxes = receptive_fields(deconv, requests, input_size)
     bar = tqdm(range(0, len(requests), chunk), desc=desc, disable=not progress, leave=False)
     for s in bar:
         part = requests[s:s + chunk]
         proj = deconv.project(images, part, batch_size=chunk).cpu()
-        for box, p in zip(boxes[s:s + chunk], proj):
-            y0, x0, y1, x1 = box = reached(p, box)
-            out.append((p[:, y0:y1, x0:x1].numpy(), box))
+        for rf, p in zip(boxes[s:s + chunk], proj):
+            y0, x0, y1, x1 = box = concentrated(p, reached(p, rf))
+            out.append((p[:, y0:y1, x0:x1].numpy(), box, tuple(rf)))
     return out
 
 
@@ -264,9 +275,38 @@ def reached(proj: torch.Tensor, box: tuple) -> tuple:
     return (y0 + int(ys[0]), x0 + int(xs[0]), y0 + int(ys[-1]) + 1, x0 + int(xs[-1]) + 1)
 
 
+# A tile whose receptive field covers more than this share of the image is cut where its
+# projection concentrates: the bounding box of the pixels where |projection| (summed over
+# colours, box-blurred over 1/16 of the image side) reaches this share of its maximum. (Deep
+# layers see the whole image, so the patch beside a projection would be the whole photo.)
+CONCENTRATE_OVER = 0.5
+CONCENTRATE_LEVEL = 0.1
+
+
+def concentrated(proj: torch.Tensor, box: tuple) -> tuple:
+    """Where a projection (3, H, W) concentrates inside ``box`` (y0, x0, y1, x1), for a box
+    that covers more than :data:`CONCENTRATE_OVER` of the image (else ``box`` as it is): the
+    bounding box of the pixels whose blurred ``|projection|`` is at least
+    :data:`CONCENTRATE_LEVEL` of its maximum (the rule is the module constants' comment)."""
+    y0, x0, y1, x1 = box
+    h, w = proj.shape[-2:]
+    if (y1 - y0) * (x1 - x0) <= CONCENTRATE_OVER * h * w:
+        return box
+    k = max(3, (max(h, w) // 16) | 1)  # odd
+    mass = proj[:, y0:y1, x0:x1].abs().sum(0)[None, None].float()
+    mass = torch.nn.functional.avg_pool2d(mass, k, 1, k // 2, count_include_pad=False)[0, 0]
+    top = mass.max()
+    if top <= 0:
+        return box
+    hit = mass >= CONCENTRATE_LEVEL * top
+    ys, xs = hit.any(1).nonzero().flatten(), hit.any(0).nonzero().flatten()
+    return (y0 + int(ys[0]), x0 + int(xs[0]), y0 + int(ys[-1]) + 1, x0 + int(xs[-1]) + 1)
+
+
 def top9_tiles(deconv: Projector, loaded, dataset, top: TopK, layer: str, units: Sequence[int],
-               *, batch_size: int = 64, progress: bool = False
-               ) -> Iterator[tuple[int, list[tuple[np.ndarray, np.ndarray, tuple]]]]:
+               *, batch_size: int = 64, progress: bool = False, similarity: bool = False
+               ) -> Iterator[tuple[int, list[tuple[np.ndarray, np.ndarray, tuple]],
+                                   Optional[float]]]:
     """Fig 2's pairs for the feature maps ``units`` of ``layer``: each of their top-k records
     projected with its own image's switches and cut, beside its image patch, at the same box.
 
@@ -282,11 +322,18 @@ def top9_tiles(deconv: Projector, loaded, dataset, top: TopK, layer: str, units:
         units (sequence of int): the feature maps, in the order wanted.
         batch_size (int, optional): projections per deconvnet pass. Default: 64.
         progress (bool, optional): show the projection progress bar. Default: ``False``.
+        similarity (bool, optional): also send each shown seed down through the next shown
+            image and give the mean correlation with its own projection, in the same box
+            (:mod:`zfnet_cli.sanity`; one more projection per tile). Default: ``False``.
 
     Yields:
-        tuple[int, list]: per unit, in order, the unit and its k ``(projection (3, h, w) float,
-        patch (h, w, 3) uint8, box (y0, x0, y1, x1))``, strongest first.
+        tuple[int, list, float or None]: per unit, in order, the unit, its k ``(projection
+        (3, h, w) float, patch (h, w, 3) uint8, box (y0, x0, y1, x1), receptive field (y0, x0,
+        y1, x1))``, strongest first (the box is where both are cut: :func:`project_crops`), and
+        its image similarity (``None`` when not asked or fewer than two images).
     """
+    from zfnet_cli.sanity import cross_requests, window_correlation
+
     units = list(units)
     step = max(1, (4 * batch_size) // max(1, top.images.shape[1]))
     for a in range(0, len(units), step):
@@ -294,16 +341,26 @@ def top9_tiles(deconv: Projector, loaded, dataset, top: TopK, layer: str, units:
         wanted = sorted({int(i) for m in chunk for i in top.images[m]})
         local = {g: j for j, g in enumerate(wanted)}
         inputs, crops = images_and_crops(dataset, wanted, loaded)
+        k = top.images.shape[1]
         requests = [Request(local[int(top.images[m, j])], layer, m,
-                            tuple(top.positions[m, j].tolist()))
-                    for m in chunk for j in range(top.images.shape[1])]
+                            tuple(top.positions[m, j].tolist()), float(top.values[m, j]))
+                    for m in chunk for j in range(k)]
         projected = iter(project_crops(deconv, inputs, requests, loaded.input_size,
                                        batch_size=batch_size, desc=f"project {layer}",
                                        progress=progress))
+        crossed = {}
+        if similarity:
+            cross = {m: cross_requests(requests[i * k:(i + 1) * k]) for i, m in enumerate(chunk)}
+            flat = [r for m in chunk if cross[m] for r in cross[m]]
+            out = iter(deconv.project(inputs, flat, batch_size=batch_size).cpu()) if flat else None
+            crossed = {m: [next(out) for _ in range(k)] for m in chunk if cross[m]}
         for m in chunk:
-            tiles = []
-            for g in top.images[m].tolist():
-                proj, (y0, x0, y1, x1) = next(projected)
+            tiles, scores = [], []
+            for j, g in enumerate(top.images[m].tolist()):
+                proj, (y0, x0, y1, x1), rf = next(projected)
                 patch = crops[local[g]][:, y0:y1, x0:x1].permute(1, 2, 0).numpy()
-                tiles.append((proj, patch, (y0, x0, y1, x1)))
-            yield m, tiles
+                tiles.append((proj, patch, (y0, x0, y1, x1), rf))
+                if m in crossed:  # the other image's projection, cut at the same box
+                    scores.append(window_correlation(proj, crossed[m][j][:, y0:y1, x0:x1]))
+            scores = [s for s in scores if s is not None]
+            yield m, tiles, (sum(scores) / len(scores) if scores else None)

@@ -29,7 +29,15 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-__all__ = ["Layer", "LayerInfo", "paper_names", "layer_names", "block_names", "resolve_layer",
+# What to do about a TorchScript model's layers, said once for every message that meets them: a
+# scripted module takes no forward hooks, but its weights load into the Python code that made it.
+SCRIPTED = ("a TorchScript model's layers cannot be read (compiled code takes no forward hooks); "
+            "to read them, load the model from its Python code, which works for any model: "
+            "torch.save(torch.jit.load(FILE).state_dict(), 'weights.pth'), then "
+            "checkpoint=package.module:factory weights=weights.pth (a torchvision model: "
+            "checkpoint=weights.pth)")
+
+__all__ = ["SCRIPTED", "Layer", "LayerInfo", "paper_names", "layer_names", "block_names", "resolve_layer",
            "default_layer", "describe_layers", "tap", "read_once", "read_layers", "evaluating"]
 
 

@@ -36,7 +36,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from zfnet_cli.incremental import DEFAULT_MEMORY_BUDGET, incremental_or_full
-from zfnet_cli.layers import Layer, default_layer, read_once, resolve_layer, tap
+from zfnet_cli.layers import SCRIPTED, Layer, default_layer, read_once, resolve_layer, tap
 
 __all__ = ["OcclusionMaps", "occlude", "occluder_positions", "resample", "plot_fig7"]
 
@@ -400,10 +400,8 @@ def _layer(model: nn.Module, layer: Optional[str], input_shape: tuple) -> Option
     """The layer of panel (b); ``None`` for a TorchScript model (no forward hooks there)."""
     if isinstance(model, torch.jit.ScriptModule):
         if layer is not None:
-            raise ValueError(f"a TorchScript model's layers cannot be read (forward hooks are not "
-                             f"supported on ScriptModules), so layer {layer!r} cannot be shown: "
-                             f"leave the layer unset for panels (d) and (e) only, or load the "
-                             f"model from its state dict")
+            raise ValueError(f"layer {layer!r} cannot be shown: {SCRIPTED}; or leave the layer "
+                             f"unset for panels (d) and (e) only")
         return None
     return default_layer(model, input_shape) if layer is None else resolve_layer(model, layer)
 

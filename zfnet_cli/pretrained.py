@@ -504,7 +504,7 @@ def torchvision_preprocessing(arch: str) -> dict:
 
 def foreign_state(fmt: str, num_classes: int, preprocessing: dict, **extra) -> dict:
     """The checkpoint-like state of a model trained elsewhere: what
-    :class:`zfnet_cli.checkpoint.Loaded` reads from our checkpoints. ``format``, ``model_cfg``
+    :class:`zfnet_cli.loading.Loaded` reads from our checkpoints. ``format``, ``model_cfg``
     (``name`` and ``input_size``, plus ``extra["model_cfg"]`` where given), ``num_classes``,
     ``classes`` and ``class_names`` (torchvision's ImageNet names for 1000 classes, else the
     indices), ``mean`` and ``input_scale`` (3, 1, 1) in 0..255 pixel units (see the module

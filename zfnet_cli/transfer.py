@@ -32,6 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from zfnet_cli.layers import read_layers
+
 Indices = Union[torch.Tensor, Sequence[int]]
 
 _GRID_POOL = re.compile(r"^(max|avg)(\d+)x(\d+)$")
@@ -117,7 +119,9 @@ def extract_features(model: nn.Module, batches: Iterable, layers: Sequence[str],
     Args:
         model (nn.Module): a network with ``layer_outputs(x) -> {layer: tensor}``, such as
             :class:`~zfnet_cli.model.ZFNet` (``conv1`` .. ``conv5`` after their ReLU / pool /
-            norm, ``fc6`` and ``fc7`` after their ReLU, ``fc8`` the logits).
+            norm, ``fc6`` and ``fc7`` after their ReLU, ``fc8`` the logits), or any other
+            model, whose layers are then read by module name
+            (:func:`zfnet_cli.layers.read_layers`, e.g. ``_blocks.15`` of an EfficientNet).
         batches (iterable): yields (B, 3, H, W) float image batches, preprocessed the way the
             model expects; a tuple or list (e.g. a DataLoader's ``(images, labels)``) gives
             its first element.
@@ -155,7 +159,10 @@ def extract_features(model: nn.Module, batches: Iterable, layers: Sequence[str],
     try:
         for batch in tqdm(batches, desc="features", disable=not progress, leave=False):
             x = batch[0] if isinstance(batch, (tuple, list)) else batch
-            out = model.layer_outputs(x.to(device, non_blocking=True))
+            x = x.to(device, non_blocking=True)
+            # our ZFNet hands back every stage; any other model is tapped at the named modules
+            out = (model.layer_outputs(x) if hasattr(model, "layer_outputs") else
+                   read_layers(model, x, layers))
             missing = [name for name in layers if name not in out]
             if missing:
                 raise KeyError(f"layers {missing} not among the model's outputs {list(out)}")

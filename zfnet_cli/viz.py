@@ -56,6 +56,24 @@ def plot_curves(history: Sequence[dict], path: str | Path, title: str = "") -> P
     return _save_figure(fig, path, title, dpi=120, fontsize=None)
 
 
+def cascade_figure(result: dict, path: str | Path, title: str = "") -> Path:
+    """Cascading randomisation (:func:`zfnet_cli.sanity.cascade`): per rule, Spearman of |map|
+    (left) and SSIM (right) against the trained projection, as blocks are re-initialised."""
+    steps = ["trained"] + [f"+{b.rsplit('.', 1)[0] if b.count('.') > 1 else b}"
+                           for b in result["blocks"]]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for rule, curve in result["rules"].items():
+        for ax, key in zip(axes, ("spearman", "ssim")):
+            ax.plot(range(len(steps)), curve[key], "o-", label=rule)
+    for ax, key in zip(axes, ("Spearman rank correlation of |map|", "SSIM of |map| / max")):
+        ax.set(ylabel=key, ylim=(-0.2, 1.05), xlabel="weights re-initialised, from the layer down")
+        ax.set_xticks(range(len(steps)), steps, rotation=60, ha="right", fontsize=7)
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return _save_figure(fig, path, title, dpi=100, fontsize=9)
+
+
 # ---------------------------------------------------------------- image grids (PIL)
 
 GREY = (128, 128, 128)

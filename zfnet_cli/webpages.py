@@ -42,6 +42,10 @@ class UnitRecord:
         classes: the true class of each image.
         positions: (y, x) of each activation in the layer's output.
         boxes: (y0, x0, y1, x1) the receptive-field box each tile was cut at, input pixels.
+        similarity: the unit's image similarity (:mod:`zfnet_cli.sanity`: the same seed through
+            other shown images, mean correlation; near 1: a template), or ``None``.
+        fields: the whole receptive field of each activation (y0, x0, y1, x1) where the tile
+            was cut at a smaller box (deep layers: where the projection concentrates).
     """
 
     values: Sequence[float]
@@ -49,12 +53,18 @@ class UnitRecord:
     classes: Sequence[str]
     positions: Sequence[Sequence[int]]
     boxes: Sequence[Sequence[int]]
+    similarity: Optional[float] = None
+    fields: Optional[Sequence[Sequence[int]]] = None
 
 
 @dataclass
 class _Layer:
     name: str
     shape: tuple
+    rule: str = "deconvnet"
+    conditioning: dict = field(default_factory=dict)  # kind -> count (switches, masks, ...)
+    warning: str = ""
+    threshold: Optional[float] = None  # image similarity above this flags a unit
     units: dict = field(default_factory=dict)  # unit index -> record dict
     epochs: list = field(default_factory=list)
 
@@ -99,9 +109,15 @@ class ExplorerSite:
         self.layers: dict[str, _Layer] = {}
         (self.folder / "data").mkdir(parents=True, exist_ok=True)
 
-    def add_layer(self, layer: str, shape: Sequence[int]) -> None:
-        """Announce a layer (in bottom-to-top order) with its output shape (C, h, w)."""
-        self.layers[layer] = _Layer(layer, tuple(int(s) for s in shape))
+    def add_layer(self, layer: str, shape: Sequence[int], *, rule: str = "deconvnet",
+                  conditioning: Optional[dict] = None, warning: str = "",
+                  threshold: Optional[float] = None) -> None:
+        """Announce a layer (in bottom-to-top order) with its output shape (C, h, w), the
+        projection rule, what conditions its projections on the image (``conditioning``:
+        counts of switches, masks, gates, norms), a warning shown above its units (a template)
+        and the image-similarity threshold above which a unit is flagged."""
+        self.layers[layer] = _Layer(layer, tuple(int(s) for s in shape), rule,
+                                    dict(conditioning or {}), warning, threshold)
         (self.folder / "img" / _js_name(layer)).mkdir(parents=True, exist_ok=True)
 
     def _save(self, layer: str, name: str, img: np.ndarray) -> str:
@@ -122,6 +138,8 @@ class ExplorerSite:
             "images": [str(s) for s in record.images], "classes": [str(c) for c in record.classes],
             "positions": [list(map(int, p)) for p in record.positions],
             "boxes": [list(map(int, b)) for b in record.boxes],
+            "similarity": None if record.similarity is None else round(record.similarity, 4),
+            "fields": [list(map(int, b)) for b in (record.fields or record.boxes)],
             "proj": [self._save(layer, f"{unit}_p{j}", p) for j, p in enumerate(projections)],
             "patch": [self._save(layer, f"{unit}_i{j}", q) for j, q in enumerate(patches)]}
 
@@ -149,7 +167,8 @@ class ExplorerSite:
             for u in units:  # what the sort menu needs, computed once here
                 u["distinct"] = len(set(u["classes"]))
             data = {"layer": layer.name, "shape": list(layer.shape), "epochs": layer.epochs,
-                    "units": units}
+                    "rule": layer.rule, "conditioning": layer.conditioning,
+                    "warning": layer.warning, "threshold": layer.threshold, "units": units}
             stem = _js_name(layer.name)
             (self.folder / "data" / f"{stem}.js").write_text(
                 "window.EXPLORER = " + json.dumps(data, separators=(",", ":")) + ";\n")
@@ -179,21 +198,25 @@ class ExplorerSite:
             f'<tr><td><a href="{_js_name(l.name)}.html">{html.escape(l.name)}</a></td>'
             f"<td>{len(l.units)}</td><td>{' x '.join(map(str, l.shape))}</td>"
             f"<td>{sum(1 for u in l.units.values() if u['values'] and u['values'][0] > 0)}</td>"
-            f"<td>{', '.join(map(str, l.epochs)) or '-'}</td></tr>"
+            f"<td>{', '.join(map(str, l.epochs)) or '-'}</td><td>{html.escape(l.rule)}</td>"
+            f"<td>{html.escape(_conditioned(l))}</td></tr>"
             for l in self.layers.values())
         return (self._head(self.title) + "<body>" + self._nav(list(self.layers), None)
                 + f"<h1>{html.escape(self.title)}</h1>"
                 "<p>Every unit (feature map) of each layer: its strongest activations over the "
-                "image set (top-k below), each projected to pixels by the switch deconvnet (left) beside the "
+                "image set (top-k below), each projected to pixels (left; the rule is named per "
+                "layer) beside the "
                 "image patch it came from (right), as in Fig 2 of Zeiler &amp; Fergus 2014.</p>"
                 '<table class="layers"><tr><th>layer</th><th>units</th><th>output (C x h x w)'
-                "</th><th>live units</th><th>kept epochs</th></tr>" + layers + "</table>"
+                "</th><th>live units</th><th>kept epochs</th><th>rule</th><th>conditioned by"
+                "</th></tr>" + layers + "</table>"
                 f'<table class="meta">{rows}</table></body></html>\n')
 
     def _layer_page(self, layer: str, names: Sequence[str]) -> str:
         stem = _js_name(layer)
         return (self._head(f"{layer} · {self.title}") + "<body>" + self._nav(names, layer)
                 + f"<h1>{html.escape(layer)} <small>{html.escape(self.title)}</small></h1>"
+                + self._rule_line(self.layers[layer]) +
                 '<div class="controls">'
                 '<label>unit <input id="unit" type="number" min="0" value="0"></label> '
                 '<button id="prev" title="previous unit in this order (key: left)">&larr; previous'
@@ -209,6 +232,20 @@ class ExplorerSite:
                 '<div id="grid"></div>'
                 f'<script src="data/{stem}.js"></script><script src="explorer.js"></script>'
                 "</body></html>\n")
+
+
+    def _rule_line(self, lay: "_Layer") -> str:
+        line = (f'<p class="rule">projections: {html.escape(lay.rule)} rule; conditioned on the '
+                f'image by {html.escape(_conditioned(lay))}</p>')
+        if lay.warning:
+            line += f'<p class="warning" id="warning">{html.escape(lay.warning)}</p>'
+        return line
+
+
+def _conditioned(lay: "_Layer") -> str:
+    """``2 switches, 5 masks`` or ``nothing (a template)``."""
+    parts = [f"{n} {k}" for k, n in lay.conditioning.items() if n]
+    return ", ".join(parts) if parts else "nothing (template)"
 
 
 # ---------------------------------------------------------------- markdown -> HTML (the report)

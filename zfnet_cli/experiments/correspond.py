@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from zfnet_cli import viz
-from zfnet_cli.checkpoint import ModelSource, load_trained
+from zfnet_cli.loading import ModelSource, load_trained
 from zfnet_cli.layers import read_layers
 from zfnet_cli.correspondence import occlude_regions, sign_consistency, square_mask
 from zfnet_cli.bounds import DEVICE, bounded
@@ -43,8 +43,7 @@ PAPER_TABLE1 = {"right_eye": {"conv5": (0.067, 0.007), "fc7": (0.069, 0.015)},
 
 
 @dataclass
-class CorrespondConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
-    checkpoint: str = "latest"
+class CorrespondConfig(ModelSource):  # + checkpoint, arch, weights, trust_pickle, preprocess
     images: list[str] = field(default_factory=list)  # files (needs parts_file); empty: embedded faces
     parts_file: Optional[str] = None
     n_images: int = bounded(5, min=2)  # the paper's 5 dog images

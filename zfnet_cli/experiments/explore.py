@@ -31,10 +31,13 @@ from tqdm import tqdm
 
 from zfnet_cli import viz
 from zfnet_cli.bounds import DEVICE, bounded
-from zfnet_cli.checkpoint import CheckpointError, Loaded, ModelSource, kept_checkpoints, load_trained
+from zfnet_cli.checkpoint import CheckpointError
+from zfnet_cli.loading import Loaded, ModelSource, load_trained
+from zfnet_cli.runs import kept_checkpoints
 from zfnet_cli.data.images import UnreadableFiles
-from zfnet_cli.data.sources import DataConfig, load_split
-from zfnet_cli.deconv_graph import Projector
+from zfnet_cli.data.sources import DataConfig, image_set, load_split
+from zfnet_cli import sanity
+from zfnet_cli.deconv_graph import RULES, Projector
 from zfnet_cli.engine import Dist, pick_device
 from zfnet_cli.files import write_atomic
 from zfnet_cli.fig2 import choose_layers, image_classes, layer_shapes, scan_batches, top9_tiles
@@ -43,8 +46,7 @@ from zfnet_cli.top9 import scan_top9
 
 
 @dataclass
-class ExploreConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
-    checkpoint: str = "latest"  # a checkpoint file, a train run folder, or the newest train run
+class ExploreConfig(ModelSource):  # + checkpoint, arch, weights, trust_pickle, preprocess
     data: Optional[DataConfig] = None  # None: the data the checkpoint was trained on
     split: str = "val"  # the image set scanned (Fig 2: the validation set)
     layers: list[str] = field(default_factory=list)  # conv3 (or 3), layer3.1, ...; empty: all
@@ -53,6 +55,8 @@ class ExploreConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
     max_units: Optional[int] = bounded(None, min=1)  # the first N units of each layer; None: all
     batch_size: int = bounded(64, min=1)
     evolution: bool = True  # add each unit's kept-epoch projections when the run has them (Fig 4)
+    rule: Optional[str] = bounded(None, choices=tuple(RULES))  # None: deconv_graph.default_rule
+    similarity: bool = True  # each seed also through another shown image (2x the projections)
     evolution_split: str = "train"  # Fig 4: strongest activation over the training set
     cell: int = bounded(64, min=8)  # tiles are stored at most this many pixels on their long side
     device: str = bounded("auto", **DEVICE)
@@ -73,11 +77,11 @@ class Subject:
 
 def open_subject(spec: str, cfg: ExploreConfig, device) -> Subject:
     """Load ``spec`` (a checkpoint, run folder, ``latest``, or any model a user brings: see
-    :class:`~zfnet_cli.checkpoint.ModelSource`), pick ``cfg.layers`` by any layer name
+    :class:`~zfnet_cli.loading.ModelSource`), pick ``cfg.layers`` by any layer name
     (default: every conv stage of a plain stack, the blocks of any other network) and measure
     each layer's output shape with one forward pass of a blank image."""
     loaded = load_trained(spec, cfg.output_root, device, cfg.data, source=cfg)
-    deconv, layers = choose_layers(loaded.model, cfg.layers, loaded.input_size)
+    deconv, layers = choose_layers(loaded.model, cfg.layers, loaded.input_size, cfg.rule)
     return Subject(loaded, deconv, layers, layer_shapes(loaded.model, layers, loaded.input_size))
 
 
@@ -100,18 +104,24 @@ def _top9_units(site: ExplorerSite, sub: Subject, dataset, cfg: ExploreConfig, d
         print(line)
     for layer in sub.layers:
         t = top[layer]
-        site.add_layer(layer, sub.shapes[layer])
+        conditioning = sub.deconv.conditioning(layer, loaded.input_size)
+        site.add_layer(layer, sub.shapes[layer], rule=sub.deconv.rule, conditioning=conditioning,
+                       warning=sanity.template_note(sub.deconv.rule, layer, conditioning),
+                       threshold=sanity.TEMPLATE_SIMILARITY)
         units = range(min(t.values.shape[0], cfg.max_units or t.values.shape[0]))
-        for m, tiles in tqdm(top9_tiles(sub.deconv, loaded, dataset, t, layer, units,
-                                        batch_size=cfg.batch_size),
-                             total=len(units), desc=f"explore {layer}", disable=not cfg.progress):
+        for m, tiles, similar in tqdm(top9_tiles(sub.deconv, loaded, dataset, t, layer, units,
+                                                 batch_size=cfg.batch_size,
+                                                 similarity=cfg.similarity),
+                                      total=len(units), desc=f"explore {layer}",
+                                      disable=not cfg.progress):
             imgs = t.images[m].tolist()
             record = UnitRecord(t.values[m].tolist(), _image_names(dataset, imgs, cfg.split),
                                 image_classes(dataset, imgs), t.positions[m].tolist(),
-                                [list(box) for *_, box in tiles])
+                                [list(box) for _, _, box, _ in tiles], similar,
+                                [list(rf) for *_, rf in tiles])
             site.add_unit(layer, m, record,
-                          [viz.projection_to_image(p, viz.FIGURE_GAIN) for p, _, _ in tiles],
-                          [patch for _, patch, _ in tiles])
+                          [viz.projection_to_image(p, viz.FIGURE_GAIN) for p, *_ in tiles],
+                          [patch for _, patch, *_ in tiles])
     return scanned - len(unreadable)
 
 
@@ -128,7 +138,7 @@ def _evolution(site: ExplorerSite, sub: Subject, cfg: ExploreConfig, device) -> 
     dataset = None
     for epoch, path in tqdm(kept, desc="epochs", disable=not cfg.progress):
         loaded = load_trained(str(path), cfg.output_root, device, cfg.data)
-        deconv, _ = choose_layers(loaded.model, sub.layers, loaded.input_size)
+        deconv, _ = choose_layers(loaded.model, sub.layers, loaded.input_size, sub.deconv.rule)
         dataset = dataset or load_split(loaded.data, cfg.evolution_split, progress=cfg.progress)
         scanned = min(cfg.max_images or len(dataset), len(dataset))
         top = scan_top9(deconv, scan_batches(dataset, loaded, scanned, cfg.batch_size, device),
@@ -136,7 +146,7 @@ def _evolution(site: ExplorerSite, sub: Subject, cfg: ExploreConfig, device) -> 
         for layer in sub.layers:
             t = top[layer]
             units = sorted(site.layers[layer].units)  # the units the site shows
-            tiles = {m: viz.projection_to_image(unit[0][0], viz.FIGURE_GAIN) for m, unit in
+            tiles = {m: viz.projection_to_image(unit[0][0], viz.FIGURE_GAIN) for m, unit, _ in
                      top9_tiles(deconv, loaded, dataset, t, layer, units,
                                 batch_size=cfg.batch_size)}
             site.add_evolution(layer, epoch, tiles, {m: float(t.values[m, 0]) for m in tiles})
@@ -156,16 +166,25 @@ def run(cfg: ExploreConfig, run_dir: str | Path, *, dist_info: Dist | None = Non
     site = ExplorerSite(run_dir / "site", f"{name} explorer", cell=cfg.cell)
     scanned = _top9_units(site, sub, dataset, cfg, device)
     epochs = _evolution(site, sub, cfg, device) if cfg.evolution else []
-    index = site.finish({"checkpoint": sub.loaded.source, "image set": f"{sub.loaded.data.name} "
-                         f"{cfg.split} split", "images scanned": scanned, "top-k": cfg.k,
+    scanned_set = image_set(sub.loaded.data, cfg.split)  # a folder of photos is not "val"
+    index = site.finish({"checkpoint": sub.loaded.source, "image set": scanned_set["text"],
+                         "images scanned": scanned, "top-k": cfg.k,
                          "kept epochs (evolution)": ", ".join(map(str, epochs)) or "none",
                          "evolution image set": cfg.evolution_split if epochs else "-",
+                         "projection rule": RULES[sub.deconv.rule].title,
+                         "image similarity": f"per unit, the same seed through the next shown "
+                                             f"image, mean correlation (flagged above "
+                                             f"{sanity.TEMPLATE_SIMILARITY})"
+                                             if cfg.similarity else "not computed",
                          "tiles": "projection / 2 x its largest |value|, zero = grey; "
                                   "each cut at its activation's receptive field"})
-    metrics = {"index": str(index), "checkpoint": str(sub.loaded.source), "split": cfg.split,
+    metrics = {"index": str(index), "checkpoint": str(sub.loaded.source),
+               "split": scanned_set["split"], "folder": scanned_set["folder"],
                "layers": {l: sub.shapes[l][0] for l in sub.layers},
                "units_explored": {l: len(site.layers[l].units) for l in sub.layers},
                "images_scanned": scanned, "deconvnet": type(sub.deconv).__name__,
+               "rule": sub.deconv.rule,
+               "template_layers": [l for l in sub.layers if site.layers[l].warning],
                "epochs": epochs}
     write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics

@@ -2,9 +2,12 @@
 scaling and rotation (see :mod:`zfnet_cli.invariance`).
 
 For N images (default 5 embedded images of different classes from ``split``: ``val``, the
-default, or ``test``, on which the claims are read (issue 15); or files), each transform and
-amount: the relative Euclidean distance between the original's and the
-transformed image's features at layer 1 and layer 7, and P(true class).
+default, or ``test``, on which the claims are read; or image files and photo folders), each
+transform and amount: the relative Euclidean distance between the original's and the
+transformed image's features at layer 1 and layer 7 (``layers``: any of the model's layers, e.g.
+a real network's first and last block), and P(true class). A photo written by
+:func:`zfnet_cli.data.photos.photos` takes its true class from the folder's ``photos.json``
+(unless labels are given).
 
 ``method=image`` transforms the whole image, as the paper did (uncovered pixels take the data
 set's mean colour). ``method=render`` (embedded data only) re-renders the scene with only the
@@ -24,8 +27,9 @@ from tqdm import tqdm
 
 from zfnet_cli import viz
 from zfnet_cli.bounds import DEVICE, bounded
-from zfnet_cli.checkpoint import ModelSource, load_trained, resolve_label
-from zfnet_cli.data.images import MAX_PIXELS, load_image
+from zfnet_cli.loading import ModelSource, load_trained, resolve_label
+from zfnet_cli.data.images import MAX_PIXELS, PhotoFolder, load_image
+from zfnet_cli.data.photos import boxed
 from zfnet_cli.data.sources import DataConfig, load_split
 from zfnet_cli.engine import Dist, pick_device
 from zfnet_cli.invariance import TRANSFORMS, paper_amounts, relative_distance, transform_image
@@ -34,9 +38,8 @@ from zfnet_cli.layers import read_layers, resolve_layer
 
 
 @dataclass
-class InvarianceConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
-    checkpoint: str = "latest"
-    images: list[str] = field(default_factory=list)  # files; empty: embedded validation images
+class InvarianceConfig(ModelSource):  # + checkpoint, arch, weights, trust_pickle, preprocess
+    images: list[str] = field(default_factory=list)  # files, photo folders; empty: embedded images
     labels: list[str] = field(default_factory=list)  # true class per file (index or name); empty: predicted
     n_images: int = bounded(5, min=1)  # the paper's 5
     # the split of the data set's images: val to tune, test to read the claims on (issue 15)
@@ -51,6 +54,11 @@ class InvarianceConfig(ModelSource):  # + arch, weights, trust_pickle, preproces
     device: str = bounded("auto", **DEVICE)
     output_root: str = "outputs"
     progress: bool = True
+
+
+def _listing(folder: str) -> list[str]:
+    """The photos of a folder, as ``zfnet occlude`` lists them (:class:`PhotoFolder`)."""
+    return [path for path, _ in PhotoFolder(folder, resize=1).samples]
 
 
 def _first_of_each_class(data, n: int) -> list[int]:
@@ -81,13 +89,18 @@ def run(cfg: InvarianceConfig, run_dir: str | Path, *, dist_info: Dist | None = 
 
     # (name, uint8 image, true label or None, scene for re-rendering or None)
     items = []
-    if cfg.labels and len(cfg.labels) > len(cfg.images):
-        raise ValueError(f"{len(cfg.labels)} labels for {len(cfg.images)} image file(s): give "
+    files = [str(p) for f in cfg.images for p in
+             (_listing(f) if Path(f).is_dir() else [f])]
+    if cfg.labels and len(cfg.labels) > len(files):
+        raise ValueError(f"{len(cfg.labels)} labels for {len(files)} image file(s): give "
                          "one --label per file, in order (or none: the predicted class)")
-    if cfg.images:
-        labels = list(cfg.labels) + [None] * (len(cfg.images) - len(cfg.labels))
-        for f, lab in zip(cfg.images, labels):
-            items.append((str(f), load_image(f, size, max_pixels=cfg.max_pixels),
+    if files:
+        labels = list(cfg.labels) + [None] * (len(files) - len(cfg.labels))
+        for f, lab in zip(files, labels):
+            photo = boxed(f)
+            if lab is None and photo is not None and len(classes) == 1000:
+                lab = str(photo.classes[0])  # photos.json names the object's ImageNet class
+            items.append((f, load_image(f, size, max_pixels=cfg.max_pixels),
                           resolve_label(lab, classes, class_names), None))
         if cfg.method == "render":
             raise ValueError("method=render re-draws embedded scenes; use method=image for files")
@@ -137,7 +150,8 @@ def run(cfg: InvarianceConfig, run_dir: str | Path, *, dist_info: Dist | None = 
                           title=f"Fig 5: invariance ({cfg.method} transforms); distances are "
                                 "||f(x) - f(x')|| / ||f(x)||")
     # split: where the images came from (files given: unused, recorded all the same)
-    metrics = {"checkpoint": str(loaded.source), "split": cfg.split, "method": cfg.method,
+    metrics = {"checkpoint": str(loaded.source), "model_kind": loaded.kind, "split": cfg.split,
+               "method": cfg.method,
                "layers": cfg.layers,
                "images": [{"image": n, "true_class": classes[lab], "true_class_name": class_names[lab]}
                           for n, _, lab, _ in items],

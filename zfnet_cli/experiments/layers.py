@@ -10,14 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from zfnet_cli.bounds import DEVICE, bounded
-from zfnet_cli.checkpoint import Loaded, ModelSource, load_trained
+from zfnet_cli.loading import Loaded, ModelSource, load_trained
 from zfnet_cli.engine import pick_device
-from zfnet_cli.layers import LayerInfo, block_names, default_layer, describe_layers, resolve_layer
+from zfnet_cli.layers import (SCRIPTED, LayerInfo, block_names, default_layer, describe_layers,
+                              resolve_layer)
 
 
 @dataclass
-class LayersConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
-    checkpoint: str = "latest"  # any model source (see ModelSource); default: newest train run
+class LayersConfig(ModelSource):  # + checkpoint, arch, weights, trust_pickle, preprocess
     device: str = bounded("cpu", **DEVICE)  # one forward pass: the CPU is enough
     output_root: str = "outputs"  # where checkpoint=latest looks
 
@@ -67,7 +67,6 @@ def table(loaded: Loaded, rows: list[LayerInfo], uses: dict[str, list[str]] | No
            f"{'no (' + deconv + ')' if deconv else 'yes'}",
            fmt.format(*head)]
     if loaded.kind == "torchscript":
-        out.insert(1, "TorchScript: its layers cannot be read (compiled code takes no forward "
-                      "hooks); occlusion uses its output only")
+        out.insert(1, f"TorchScript: occlusion uses its output only; {SCRIPTED}")
     out += [fmt.format(*l).rstrip() for l in lines]
     return "\n".join(out)

@@ -17,12 +17,15 @@ square (torchvision's weights: 256 then 224, the centred square of 0.875 x the s
 predicted class; in a class-per-folder tree, the folder's name where it names a class of the
 model), one for every image, or one per image.
 
-``localise=true`` also checks that the maps mean something, on the embedded data whose objects
-have known boxes: over ``localise_images`` images of ``split`` (tune on val, read the claims on
-test: issue 15), the fraction for which the occluder position where p(true class) drops most
-is centred inside the object's box, beside ``chance_inside``: the mean share of occluder
-positions centred inside the box (what a map that picked its worst position at random would
-score). ``metrics.json`` records the ``split`` read.
+``localise=true`` also checks that the maps mean something, on images whose objects have known
+boxes: the embedded data's (over ``localise_images`` images of ``split``: tune on val, read the
+claims on test), or, where images are given, the real photos of a folder written by
+:func:`zfnet_cli.data.photos.photos` (its ``photos.json`` holds each photo's hand-drawn box and
+ImageNet class, which is then the photo's correct class unless a label is given): the fraction
+for which the occluder position where p(true class) drops most is centred inside the object's
+box, beside ``chance_inside``: the mean share of occluder positions centred inside the box (what
+a map that picked its worst position at random would score), and ``per_image`` for the spread
+over images. ``metrics.json`` records the ``split`` read.
 
 Classes are shown by their human names where the model has them (ImageNet: wnid -> name, from
 the checkpoint, the data root's ``meta.bin`` / devkit, or torchvision's list for foreign weights
@@ -37,38 +40,41 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from zfnet_cli.bounds import DEVICE, bounded
-from zfnet_cli.checkpoint import Loaded, ModelSource, load_trained, resolve_label
+from zfnet_cli.loading import Loaded, ModelSource, load_trained, resolve_label
 from zfnet_cli.data.images import (MAX_PIXELS, ImageError, PhotoFolder, load_image, seen_region,
                                    upright_size)
+from zfnet_cli.data.photos import boxed
 from zfnet_cli.data.sources import DataConfig, load_split
-from zfnet_cli.deconv_graph import project_fmap
+from zfnet_cli.deconv_graph import RULES, deconvnet_for, project_fmap
+from zfnet_cli.sanity import template_note
 from zfnet_cli.engine import Dist, pick_device
+from zfnet_cli.layers import SCRIPTED
 from zfnet_cli.occlusion import OcclusionMaps, occlude
 from zfnet_cli import viz
 from zfnet_cli.files import write_atomic
 
 
 @dataclass
-class OccludeConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
-    checkpoint: str = "latest"  # a checkpoint file, a train run folder, or the newest train run
+class OccludeConfig(ModelSource):  # + checkpoint, arch, weights, trust_pickle, preprocess
     images: list[str] = field(default_factory=list)  # image files and photo folders; empty: val images
     label: Optional[str] = None  # the correct class of every image (index or name)
     labels: list[str] = field(default_factory=list)  # one per image, in order (or one for all)
     size: Optional[int] = bounded(None, min=1)  # occluder side in px (UNSTATED); None: input side // 4
     stride: Optional[int] = bounded(None, min=1)  # step in px; None: size // 4
     layer: Optional[str] = None  # module or paper name; None: "layer 5" / last map before pooling
+    rule: Optional[str] = bounded(None, choices=tuple(RULES))  # panel (c); None: default_rule
     default_images: int = bounded(4, min=1)  # data-set images used when no files are given
     # the split those images and the localisation check read: tune on val, read claims on test
     split: str = bounded("val", choices=("val", "test"))
     data: Optional[DataConfig] = None  # None: the data the checkpoint was trained on
-    localise: bool = False  # also run the localisation check on the embedded data
+    localise: bool = False  # also run the localisation check (embedded data, or boxed photos)
     localise_images: int = bounded(100, min=1)
     batch_size: int = bounded(128, min=1)  # occluder positions per forward pass (method=full)
     # "incremental": recompute each layer only where the occluder reaches it (exact, Krypton);
@@ -91,6 +97,7 @@ class _Input:
     raw: Optional[torch.Tensor] = None  # uint8 (3, S, S), once read
     label: Optional[int] = None
     label_from: str = "prediction"
+    box: Optional[list[float]] = None  # the object's box in the photo's pixels (photos.json)
 
 
 def _geometry(cfg: OccludeConfig, side: int) -> tuple[int, int]:
@@ -111,20 +118,24 @@ def _centre_crop(raw: torch.Tensor, c: int) -> torch.Tensor:
     return raw[:, top:top + c, top:top + c]
 
 
-def _projection(loaded: Loaded, x: torch.Tensor, maps: OcclusionMaps
-                ) -> tuple[Optional[np.ndarray], Optional[str]]:
-    """Panel (c), the deconv projection of the strongest map, as an image; or ``None`` and why
-    not where no deconvnet applies to the model (or to that layer)."""
+def _projection(loaded: Loaded, x: torch.Tensor, maps: OcclusionMaps, rule: Optional[str]
+                ) -> tuple[Optional[np.ndarray], Optional[str], str]:
+    """Panel (c), the projection of the strongest map under ``rule``, as an image; or ``None``
+    and why not where no deconvnet applies to the model (or to that layer). Third: the rule's
+    name for the title, with a warning where the projection is a template of the map."""
     if maps.layer is None:
-        return None, ("a TorchScript model's layers cannot be read (load the model from its "
-                      "state dict for them)")
+        return None, SCRIPTED, ""
     try:
         loaded.deconv  # a TorchScript model: its one-line reason
         # the explicit deconvnet where the layer is in a plain stack, else the graph one
-        proj = project_fmap(loaded.model, x, maps.layer, maps.fmap)
+        net = deconvnet_for(loaded.model, [maps.layer], rule)
+        proj = project_fmap(loaded.model, x, maps.layer, maps.fmap, rule=net.rule)
+        note = template_note(net.rule, maps.layer,
+                             net.conditioning(maps.layer, tuple(x.shape[-2:])))
     except ValueError as err:
-        return None, str(err).splitlines()[0]
-    return viz.projection_to_image(proj.cpu().numpy(), viz.FIGURE_GAIN), None
+        return None, str(err).splitlines()[0], ""
+    text = f"(c) {net.rule} rule" + (f"; WARNING: {note}" if note else "")
+    return viz.projection_to_image(proj.cpu().numpy(), viz.FIGURE_GAIN), None, text
 
 
 def _region(item: _Input, loaded: Loaded) -> dict:
@@ -142,12 +153,13 @@ def _region(item: _Input, loaded: Loaded) -> dict:
 
 
 def _panels(loaded: Loaded, item: _Input, x: torch.Tensor, maps: OcclusionMaps,
-            names: list[str], path: Path, title: str, region: str
+            names: list[str], path: Path, title: str, region: str, rule: Optional[str] = None
             ) -> tuple[dict, Optional[str]]:
     """Fig 7's panels (a)-(e) and the overlay (f) for one image; labels are shown by their
     human names (``names``). Returns the numbers for the JSON and the reason panel (c) was
     left out (``None`` where it is drawn)."""
-    projection, why = _projection(loaded, x, maps)
+    projection, why, rule_text = _projection(loaded, x, maps, rule)
+    title = f"{title}; {rule_text}" if rule_text else title
     worst = int(maps.log_p_target.flatten().argmin())
     y, xx = maps.positions[worst].tolist()
     drop = maps.clean_p_target - maps.resampled()["p_target"]  # (H, W)
@@ -158,7 +170,7 @@ def _panels(loaded: Loaded, item: _Input, x: torch.Tensor, maps: OcclusionMaps,
         maps.top_label.numpy(), names, maps.centers().numpy(), path, title=title,
         fmap=f"{maps.layer} map {maps.fmap}", target=names[maps.target], overlay=drop.numpy(),
         region=region)
-    return {"worst_position": [y, xx], "panel_c": why is None}, why
+    return {"worst_position": [y, xx], "panel_c": why is None, "panel_c_rule": rule_text}, why
 
 
 def _save_maps(path: Path, maps: OcclusionMaps, region: dict) -> None:
@@ -224,8 +236,13 @@ def assign_labels(inputs: list[_Input], cfg: OccludeConfig, classes: list[str],
                          f"or one per image, in order")
     resolved = [resolve_label(g, classes, names) for g in given]
     for i, item in enumerate(inputs):
+        photo = boxed(item.path) if item.path is not None else None
+        if photo is not None:
+            item.box = photo.box
         if resolved:
             item.label, item.label_from = resolved[i if len(resolved) > 1 else 0], "label"
+        elif photo is not None and len(classes) == 1000:  # photos.json names ImageNet classes
+            item.label, item.label_from = photo.classes[0], "photos.json"
         elif item.folder_class is not None:
             try:
                 item.label = resolve_label(item.folder_class, classes, names)
@@ -234,11 +251,45 @@ def assign_labels(inputs: list[_Input], cfg: OccludeConfig, classes: list[str],
                 pass
 
 
+def _hit(maps: OcclusionMaps, box: Sequence[float]) -> dict:
+    """Whether the occluder position where p(target) drops most is centred inside ``box``
+    (``x0, y0, x1, y1`` in the model input's pixels), and chance: the share of all occluder
+    positions centred inside it, i.e. the hit rate of a map that picked its worst position at
+    random (the claims report compares to it)."""
+    x0, y0, x1, y1 = box
+    worst = int(maps.log_p_target.flatten().argmin())  # log: no ties where p underflows
+    cy, cx = maps.centers().view(-1, 2)[worst].tolist()
+    inside = x0 <= cx + 0.5 <= x1 and y0 <= cy + 0.5 <= y1  # pixel centre, continuous coords
+    c = maps.centers().view(-1, 2) + 0.5
+    share = float(((c[:, 1] >= x0) & (c[:, 1] <= x1) & (c[:, 0] >= y0) & (c[:, 0] <= y1))
+                  .double().mean())
+    return {"worst_centre": [cy, cx], "box": [x0, y0, x1, y1], "inside": bool(inside),
+            "chance": share, "p_drop": maps.clean_p_target - float(maps.p_target.min())}
+
+
+def _box_in_view(box: Sequence[float], region: Sequence[float], side: int) -> list[float]:
+    """A box in a photo's pixels, moved into the model input's pixels (``region``: the part
+    of the photo the ``side`` x ``side`` input shows), clipped to the input."""
+    rx0, ry0, rx1, _ = region
+    k = side / (rx1 - rx0)
+    x0, y0, x1, y1 = ((v - o) * k for v, o in zip(box, (rx0, ry0, rx0, ry0)))
+    return [min(max(v, 0.0), float(side)) for v in (x0, y0, x1, y1)]
+
+
+def _summarise(records: list[dict], split: str, size: int, stride: int) -> dict:
+    n = len(records)
+    hits = sum(r["inside"] for r in records)
+    return {"split": split, "images": n, "inside": hits, "fraction_inside": hits / max(n, 1),
+            "goal": ">= 0.9", "chance_inside": sum(r["chance"] for r in records) / max(n, 1),
+            "size": size, "stride": stride, "per_image": records}
+
+
 def localisation(loaded: Loaded, cfg: OccludeConfig, device) -> dict:
     """Over ``cfg.localise_images`` embedded images of ``cfg.split``: is the occluder position
     where p(true class) drops most centred inside the object's box?"""
     if loaded.data.name != "embedded":
-        raise ValueError("localise=true needs the embedded data (its images carry object boxes)")
+        raise ValueError("localise=true needs the embedded data (its images carry object boxes) "
+                         "or photos with boxes: a folder written by zfnet_cli.data.photos.photos")
     data = load_split(loaded.data, cfg.split, progress=cfg.progress)
     n = min(cfg.localise_images, len(data))
     # spread the sample over the classes: every (len/n)-th image
@@ -247,30 +298,16 @@ def localisation(loaded: Loaded, cfg: OccludeConfig, device) -> dict:
     pre = loaded.preprocess()
     fill = loaded.fill()
     offset = (data.images.shape[-1] - loaded.input_size) / 2
-    hits, chance, records = 0, 0.0, []
+    records = []
     for i in tqdm(idx, desc="localise", disable=not cfg.progress):
         x = pre(data.images[i:i + 1].to(device))[0]
         label = int(data.labels[i])
         maps = occlude(loaded.model, x, size=size, stride=stride, fill=fill.to(device),
                        target=label, layer=cfg.layer, batch_size=cfg.batch_size,
                        **_method(cfg))
-        worst = int(maps.log_p_target.flatten().argmin())  # log: no ties where p underflows
-        cy, cx = maps.centers().view(-1, 2)[worst].tolist()
-        x0, y0, x1, y1 = (data.boxes[i] - offset).tolist()
-        inside = x0 <= cx + 0.5 <= x1 and y0 <= cy + 0.5 <= y1  # pixel centre, continuous coords
-        hits += inside
-        # chance: the share of all occluder positions centred inside the box, i.e. the hit rate
-        # of a map that picked its worst position at random (the claims report compares to it)
-        c = maps.centers().view(-1, 2) + 0.5
-        share = float(((c[:, 1] >= x0) & (c[:, 1] <= x1) & (c[:, 0] >= y0) & (c[:, 0] <= y1))
-                      .double().mean())
-        chance += share
-        records.append({"index": i, "class": data.classes[label], "worst_centre": [cy, cx],
-                        "box": [x0, y0, x1, y1], "inside": bool(inside), "chance": share,
-                        "p_drop": maps.clean_p_target - float(maps.p_target.min())})
-    return {"split": cfg.split, "images": n, "inside": hits, "fraction_inside": hits / max(n, 1),
-            "goal": ">= 0.9", "chance_inside": chance / max(n, 1),
-            "size": size, "stride": stride, "per_image": records}
+        records.append({"index": i, "class": data.classes[label],
+                        **_hit(maps, (data.boxes[i] - offset).tolist())})
+    return _summarise(records, cfg.split, size, stride)
 
 
 def run(cfg: OccludeConfig, run_dir: str | Path, *, dist_info: Dist | None = None, **_) -> dict:
@@ -298,7 +335,10 @@ def run(cfg: OccludeConfig, run_dir: str | Path, *, dist_info: Dist | None = Non
                                  label=loaded.label_of(data, int(label)),
                                  label_from="data set"))
     assign_labels(inputs, cfg, classes, names)
-    results, notes = [], []
+    results, notes, located = [], [], []
+    if cfg.localise and cfg.images and not any(item.box for item in inputs):
+        raise ValueError("localise=true on image files needs their object boxes: a folder "
+                         "written by zfnet_cli.data.photos.photos (its photos.json)")
     for item in tqdm(inputs, desc="images", disable=not cfg.progress):
         if item.raw is None:  # read one photo at a time: a large folder is never all in memory
             try:
@@ -315,11 +355,17 @@ def run(cfg: OccludeConfig, run_dir: str | Path, *, dist_info: Dist | None = Non
         fig = run_dir / "figures" / f"fig7_{k:02d}_{stem}.png"
         region = _region(item, loaded)
         panels, why = _panels(loaded, item, x, maps, names, fig, f"Fig 7: {item.name}",
-                              region["region_text"])
+                              region["region_text"], cfg.rule)
         if why and not notes:
             which = "panels (b) and (c)" if maps.layer is None else "panel (c), the deconv projection"
-            notes.append(f"Fig 7 without {which}: {why}")
+            default = (f" ({maps.layer} is panel (b)'s default layer, no --layer given; "
+                       f"--layer NAME reads another)" if cfg.layer is None and maps.layer else "")
+            notes.append(f"Fig 7 without {which}: {why}{default}")
         _save_maps(run_dir / f"maps_{k:02d}.npz", maps, region)
+        if cfg.localise and item.box is not None:  # a boxed photo: its maps are the check's
+            located.append({"image": item.name, "class": classes[maps.target],
+                            **_hit(maps, _box_in_view(item.box, region["region"],
+                                                      loaded.input_size))})
         results.append({"image": item.name, **_summary(maps, classes, names), **panels,
                         "label_from": item.label_from, "folder_class": item.folder_class,
                         **region, "figure": str(fig.relative_to(run_dir)),
@@ -330,10 +376,12 @@ def run(cfg: OccludeConfig, run_dir: str | Path, *, dist_info: Dist | None = Non
                          f"none of the {len(failed)} images could be used: " + "; ".join(failed))
 
     # split: where the default images and the localisation check came from (files: unused)
-    metrics = {"checkpoint": str(loaded.source), "split": cfg.split, "size": size,
+    metrics = {"checkpoint": str(loaded.source), "model_kind": loaded.kind,
+               "split": cfg.split, "size": size,
                "stride": stride, "images": results, "failed": failed, "notes": notes}
     if cfg.localise:
-        loc = localisation(loaded, cfg, device)
+        loc = (_summarise(located, "photos", size, stride) if cfg.images else
+               localisation(loaded, cfg, device))
         write_atomic(run_dir / "localisation.json", json.dumps(loc, indent=1) + "\n")
         metrics["localisation"] = {k: v for k, v in loc.items() if k != "per_image"}
     write_atomic(run_dir / "occlusion.json", json.dumps(metrics, indent=1) + "\n")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-from zfnet_cli.checkpoint import run_folders
+from zfnet_cli.runs import finished_runs
 from zfnet_cli.engine import Dist
 from zfnet_cli.files import write_atomic
 
@@ -34,7 +34,7 @@ class ReportConfig:
 
 def _runs(root: Path, command: str) -> list[Path]:
     """Finished runs of ``command`` (a ``metrics.json`` written), oldest first."""
-    return [p for p in run_folders(root / command) if (p / "metrics.json").is_file()]
+    return finished_runs(root / command)
 
 
 def _config(run: Path) -> dict:
@@ -131,24 +131,48 @@ def _claims(w: _Writer, root: Path) -> dict:
     from zfnet_cli.tables import md_cell as cell, write_table
 
     judged = claims.evaluate(root)
+    nets = list(dict.fromkeys(c.network for c in judged))
     write_table([c.as_row() for c in judged], w.folder, "claims",
                 title="Claims: which of the paper's claims hold here",
-                columns=[("figure / table", lambda r: cell(r["where"])),
+                columns=[("network", lambda r: cell(r["network"])),
+                         ("figure / table", lambda r: cell(r["where"])),
                          ("claim", lambda r: cell(r["claim"])),
                          ("measure (A > B)", lambda r: cell(r["measure"])),
                          ("read from", lambda r: cell(f"`{r['source']}`")),
-                         ("ours (mean ± std over seeds, n)", lambda r: cell(r["ours"])),
+                         ("ours (mean ± std over replicates, n)", lambda r: cell(r["ours"])),
                          ("paper's value", lambda r: cell(r["paper"])),
                          ("verdict", lambda r: cell(f"**{r['verdict']}**")),
                          ("why", lambda r: cell(r["detail"]))],
-                notes=[f"Rule: {claims.RULE} A replicate is one trained model (one seed): "
-                       "several runs on one checkpoint count once, the newest (a test-split "
-                       "run before any val-split one; 'read from' names the split). Runs read: "
-                       "every "
-                       f"finished run under `{root}`."])
+                notes=[f"Rule: {claims.RULE} On our ZFNet a replicate is one trained model "
+                       "(one seed): several runs on one checkpoint count once, the newest (a "
+                       "test-split run before any val-split one; 'read from' names the split). "
+                       "On another network (one trained model) a replicate is a photo (Fig 5, "
+                       "Fig 7) or a fold of sampled training images (transfer), as n says. "
+                       f"Runs read: every finished run under `{root}`."])
     w.lines += ["", "## Claims", ""]
+    if len(nets) > 1:
+        _side_by_side(judged, nets, w.folder)
+        w.table(w.folder / "claims_by_network.md")
     w.table(w.folder / "claims.md")
     return {v: sum(c.verdict == v for c in judged) for v in claims.VERDICTS}
+
+
+def _side_by_side(judged: Sequence, nets: list[str], folder: Path) -> None:
+    """``claims_by_network.md``: the claims measured on several networks, one row per claim,
+    each network's value and verdict side by side."""
+    from zfnet_cli.tables import md_cell as cell
+
+    by_key: dict[str, dict] = {}
+    for c in judged:  # a claim's key, less its transfer target: "table7_depth (Caltech-101)"
+        by_key.setdefault(c.key.split(" (")[0], {}).setdefault(c.network, c)
+    lines = ["# Claims side by side: each network's value and verdict", "",
+             "| figure / table | claim | " + " | ".join(cell(n) for n in nets) + " |",
+             "|---|---|" + "---|" * len(nets)]
+    for row in by_key.values():
+        first = next(iter(row.values()))
+        cells = [cell(f"{row[n].ours}: **{row[n].verdict}**") if n in row else "-" for n in nets]
+        lines.append(f"| {cell(first.where)} | {cell(first.claim)} | " + " | ".join(cells) + " |")
+    write_atomic(folder / "claims_by_network.md", "\n".join(lines) + "\n")
 
 
 def write_html(folder: Path) -> Path:

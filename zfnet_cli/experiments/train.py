@@ -48,7 +48,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from zfnet_cli import checkpoint
+from zfnet_cli import checkpoint, loading, runs
 from zfnet_cli.bounds import DEVICE, bounded
 from zfnet_cli.data.images import UnreadableFiles
 from zfnet_cli.data.sources import DataConfig, load_split, mean_image
@@ -75,7 +75,7 @@ class OptimConfig:
 
 
 @dataclass
-class TrainConfig(checkpoint.ModelSource):  # + arch, weights, trust_pickle, preprocess: eval_only
+class TrainConfig(loading.ModelSource):  # + arch, weights, trust_pickle, preprocess: eval_only
     BOUNDS_FIRST = ("data",)  # model.input_size follows data.crop: name data.crop when it is bad
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -123,7 +123,7 @@ def _check_options(cfg: TrainConfig) -> None:
                          "checkpoint= instead of resume=")
     source = [k for k, given in (("arch", cfg.arch), ("weights", cfg.weights),
                                  ("trust_pickle", cfg.trust_pickle),
-                                 ("preprocess", cfg.preprocess != checkpoint.Preprocess())) if given]
+                                 ("preprocess", cfg.preprocess != loading.Preprocess())) if given]
     if source and not cfg.eval_only:
         raise ValueError(f"{', '.join(source)} say(s) how eval_only=true reads checkpoint=; "
                          f"training builds cfg.model and reads cfg.data")
@@ -159,11 +159,11 @@ def _state_dict(model: torch.nn.Module) -> dict:
 
 
 def _resolve(spec: str, cfg: TrainConfig, run_dir: Path, *, resume: bool = False) -> Path:
-    """:func:`checkpoint.resolve`; ``latest`` passes over this run's own, new folder, which
+    """:func:`runs.resolve`; ``latest`` passes over this run's own, new folder, which
     ``<output_root>/train/latest`` already points at when ``run`` starts. For ``resume``
     ``latest`` is the newest run with a checkpoint, interrupted ones included; for a model to
     evaluate it is the newest finished run."""
-    return checkpoint.resolve(spec, cfg.output_root, "train", exclude=run_dir, finished=not resume,
+    return runs.resolve(spec, cfg.output_root, "train", exclude=run_dir, finished=not resume,
                               key="resume" if resume else "checkpoint")
 
 
@@ -358,10 +358,10 @@ def _trained_model(path: Path | str, cfg: TrainConfig, device: torch.device
                    ) -> tuple[dict, torch.nn.Module]:
     """A model's state and the model in eval mode on ``device``: the one place eval-only reads
     a model, from any source the other commands take (``arch``, ``weights``, ``trust_pickle``:
-    :class:`~zfnet_cli.checkpoint.ModelSource`). Ours, or a model brought (torchvision weights,
+    :class:`~zfnet_cli.loading.ModelSource`). Ours, or a model brought (torchvision weights,
     pytorchcv zfnet, TorchScript, a factory: their state carries ``mean``, ``config`` and a
     per-channel ``input_scale``, which :func:`evaluate_only` honours)."""
-    state, model = checkpoint.read_model(path, arch=cfg.arch, weights=cfg.weights,
+    state, model = loading.read_model(path, arch=cfg.arch, weights=cfg.weights,
                                          trust_pickle=cfg.trust_pickle)
     return state, model.to(device).eval()
 
@@ -401,10 +401,10 @@ def evaluate_only(cfg: TrainConfig, run_dir: str | Path, *, dist_info: Dist | No
     show = cfg.progress and d.main
     t0 = time.perf_counter()
     spec = cfg.checkpoint or "latest"
-    path = spec if checkpoint.is_factory(spec) else _resolve(spec, cfg, run_dir)
+    path = spec if loading.is_factory(spec) else _resolve(spec, cfg, run_dir)
     state, model = _trained_model(path, cfg, d.device)
     data = _eval_data(cfg, state, overrides)
-    checkpoint.apply_preprocess(state, data, cfg.preprocess)  # preprocess.* overrides
+    loading.apply_preprocess(state, data, cfg.preprocess)  # preprocess.* overrides
     input_size, num_classes = state["model_cfg"]["input_size"], state["num_classes"]
     if data.crop != input_size:
         raise ValueError(f"data.crop={data.crop} but the checkpoint's model takes "

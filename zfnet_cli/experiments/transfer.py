@@ -25,6 +25,16 @@ Two tasks, on a target data set the model was not trained on:
   transfer run per pretrained model (e.g. ``variants/zfnet`` and ``variants/zfnet_seed<S>`` of
   ``zfnet ablate seeds=N``), which ``zfnet report`` gathers into its claims
   (:mod:`zfnet_cli.claims`).
+  A model that was not trained on the embedded data (a real ImageNet network, loaded as
+  ``checkpoint=module:factory weights=FILE`` or any other form) can take the embedded held-out
+  classes as its target too: those of ``class_set`` (``rich``: 20 classes), drawn at
+  ``embedded_size`` (the size the small-scale runs use, 96 px) and resized to the model's input
+  side (bilinear), so the model sees the whole image. Its layers are whatever ``layers`` names
+  (e.g. the last block of each stage); Table 7's claim reads the last of them against the
+  first four. Its from-scratch rows need an architecture of ours: ``scratch_checkpoint`` names
+  one of our checkpoints whose architecture, input size and training recipe the scratch nets
+  take (from random weights, on the fold's images at their drawn size), e.g. the small-scale
+  ZFNet of ``make paper-small``; without it the scratch rows are skipped.
 * ``multilabel`` (PASCAL VOC 2012, Table 6): a new 20-way softmax on frozen fc7 trained on
   ``train``, average precision per class on ``val`` (the paper's test server is not reachable),
   ``table6.md/.csv/.json``. On the embedded data the same protocol runs on the held-out classes
@@ -44,7 +54,7 @@ import torch
 from tqdm import tqdm
 
 from zfnet_cli.bounds import DEVICE, bounded
-from zfnet_cli.checkpoint import Loaded, ModelSource, load_trained
+from zfnet_cli.loading import Loaded, ModelSource, load_trained
 from zfnet_cli.data.caltech import few_shot_split
 from zfnet_cli.data.images import UnreadableFiles, read_batches
 from zfnet_cli.data.transforms import BatchPreprocess
@@ -79,8 +89,7 @@ PAPER_VOC_MEAN = 79.0
 
 
 @dataclass
-class TransferConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
-    checkpoint: str = "latest"  # the pretrained model: checkpoint file, train run folder, latest
+class TransferConfig(ModelSource):  # + checkpoint, arch, weights, trust_pickle, preprocess
     target: str = "embedded"  # embedded (held-out classes), caltech101, caltech256, voc
     root: Optional[str] = None  # the target's data root (not for embedded)
     task: str = "auto"  # fewshot | multilabel | auto (voc: multilabel, others: fewshot)
@@ -113,6 +122,11 @@ class TransferConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
     output_root: str = "outputs"
     progress: bool = True
     plot: bool = True
+    # target=embedded with a model not trained on the embedded data (see the module docstring)
+    class_set: str = bounded("objects", choices=("objects", "rich"))
+    embedded_size: int = bounded(96, min=8)  # px the held-out images are drawn at
+    cache_dir: str = "outputs/cache"  # where those drawn images are cached
+    scratch_checkpoint: Optional[str] = None  # our checkpoint whose architecture the scratch nets take
 
 
 # ---------------------------------------------------------------- the target data
@@ -129,6 +143,7 @@ class Target:
     targets: torch.Tensor
     ignore: Optional[torch.Tensor] = None
     unreadable: Optional[UnreadableFiles] = None  # the files skipped by features_of
+    resize: Optional[int] = None  # side the images are resized to for the model (None: as drawn)
 
     def keep(self, indices: torch.Tensor) -> None:
         """Keep only the images at ``indices`` (those that could be read), in that order:
@@ -141,9 +156,12 @@ def _embedded(cfg: TransferConfig, loaded: Loaded, split: str, per_class: int) -
     from zfnet_cli.data.embedded import load_embedded
 
     data = loaded.data
-    if data.name != "embedded":
-        raise ValueError(f"target=embedded needs a model pretrained on the embedded data; this one "
-                         f"was trained on {data.name} (choose target=caltech101, caltech256 or voc)")
+    if data.name != "embedded":  # a model from elsewhere: the held-out classes of class_set
+        ds = load_embedded(split, image_size=cfg.embedded_size, per_class=per_class,
+                           use="heldout", class_set=cfg.class_set, cache_dir=cfg.cache_dir,
+                           progress=cfg.progress)
+        return Target(f"embedded held-out, {cfg.class_set} set ({split})", ds, list(ds.classes),
+                      ds.labels.clone(), resize=loaded.input_size)
     if data.use != "pretrain":
         raise ValueError(f"the model was trained with data.use={data.use}, so it has seen the "
                          "held-out classes; transfer needs a model pretrained without them")
@@ -240,7 +258,12 @@ def features_of(target: Target, loaded: Loaded, layers: Sequence[str], cfg: Tran
             if keep_images:
                 kept.append(raw)
             read.append(indices)
-            yield pre(raw.to(device))
+            raw = raw.to(device)
+            if target.resize and raw.shape[-1] != target.resize:
+                raw = torch.nn.functional.interpolate(raw.float(), size=target.resize,
+                                                      mode="bilinear", align_corners=False
+                                                      ).round().clamp(0, 255).to(torch.uint8)
+            yield pre(raw)
 
     feats = extract_features(loaded.model, batches(), layers, pool=cfg.pool, device=device)
     target.keep(torch.cat(read))
@@ -315,10 +338,21 @@ def run_fewshot(cfg: TransferConfig, loaded: Loaded, run_dir: Path, device: torc
     num_classes = len(target.classes)
     if not cfg.shots or min(cfg.shots) < 1:
         raise ValueError(f"shots must be >= 1 images per class, got {list(cfg.shots)}")
-    scratch = cfg.scratch
+    scratch, arch = cfg.scratch, loaded
     if scratch and not isinstance(loaded.model, ZFNet):
-        print("zfnet transfer: the from-scratch rows need one of our architectures; skipped")
-        scratch = False
+        if cfg.scratch_checkpoint:
+            arch = load_trained(cfg.scratch_checkpoint, cfg.output_root, device)
+            if not isinstance(arch.model, ZFNet):
+                raise ValueError(f"scratch_checkpoint={cfg.scratch_checkpoint} is not one of our "
+                                 "ZFNet checkpoints (the scratch nets take its architecture)")
+            if target.resize is None or arch.input_size > cfg.embedded_size:
+                raise ValueError(f"scratch_checkpoint's input ({arch.input_size} px) needs the "
+                                 f"embedded target drawn at least that large "
+                                 f"(embedded_size={cfg.embedded_size})")
+        else:
+            print("zfnet transfer: the from-scratch rows need one of our architectures "
+                  "(scratch_checkpoint=...); skipped")
+            scratch = False
     table7_shots = cfg.per_layer_shots or max(cfg.shots)
     layers = list(dict.fromkeys([cfg.layer] + (list(cfg.layers) if cfg.per_layer else [])))
     t0 = time.perf_counter()
@@ -341,7 +375,7 @@ def run_fewshot(cfg: TransferConfig, loaded: Loaded, run_dir: Path, device: torc
 
     paper = PAPER_FEWSHOT.get(cfg.target, {})
     rows = []
-    scratch_seeds = [scratch_seed(cfg.seed + k, loaded) for k in range(cfg.folds)]
+    scratch_seeds = [scratch_seed(cfg.seed + k, arch) for k in range(cfg.folds)]
     work = [(s, k) for s in cfg.shots for k in range(cfg.folds)]
     bar = tqdm(total=len(work), desc="folds", disable=not cfg.progress, leave=False)
     for shots in cfg.shots:
@@ -356,7 +390,7 @@ def run_fewshot(cfg: TransferConfig, loaded: Loaded, run_dir: Path, device: torc
             for k, (tr, te) in enumerate(splits):
                 tr_t, te_t = torch.as_tensor(tr), torch.as_tensor(te)
                 accs.append(train_scratch(images[tr_t], target.targets[tr_t], images[te_t],
-                                          target.targets[te_t], num_classes, loaded, cfg,
+                                          target.targets[te_t], num_classes, arch, cfg,
                                           scratch_seeds[k], device))
                 bar.update(1)
             s = fold_summary(accs)
@@ -385,6 +419,7 @@ def run_fewshot(cfg: TransferConfig, loaded: Loaded, run_dir: Path, device: torc
     return {"task": "fewshot", "target": target.name, "classes": num_classes,
             "images": len(target.targets), "layer": cfg.layer, "rows": rows,
             "scratch_seeds": scratch_seeds if scratch else None,
+            "scratch_architecture": str(arch.source) if scratch else None,
             "unreadable": target.unreadable.summary(),
             "per_layer": per_layer, "feature_seconds": feature_seconds,
             "seconds": time.perf_counter() - t0}
@@ -489,5 +524,6 @@ def run(cfg: TransferConfig, run_dir: str | Path, *, dist_info: Dist | None = No
     else:
         metrics = run_multilabel(cfg, loaded, run_dir, device)
     metrics["checkpoint"] = str(loaded.source)
+    metrics["model_kind"] = loaded.kind
     write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics

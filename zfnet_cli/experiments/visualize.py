@@ -37,27 +37,30 @@ from typing import Optional, Sequence
 import torch
 from tqdm import tqdm
 
-from zfnet_cli import checkpoint
+from zfnet_cli import runs
 from zfnet_cli.bounds import DEVICE, bounded
-from zfnet_cli.checkpoint import Loaded, ModelSource, load_trained
+from zfnet_cli.loading import Loaded, ModelSource, load_trained
 from zfnet_cli.data.images import UnreadableFiles
 from zfnet_cli.data.sources import DataConfig, load_split
 from zfnet_cli.deconv import Deconvnet, Request
-from zfnet_cli.deconv_graph import Projector
+from zfnet_cli.deconv_graph import RULES, Projector, deconvnet_for
+from zfnet_cli import sanity
 from zfnet_cli.engine import Dist, InMemoryBatches, LoaderBatches, pick_device
 from zfnet_cli.fig2 import (choose_layers, image_classes, image_files, images_and_crops,
-                            layer_names, project_crops, scan_batches, top9_tiles)
+                            project_crops, scan_batches, top9_tiles)
 from zfnet_cli.top9 import gather_top9, scan_top9
 from zfnet_cli import viz
 from zfnet_cli.files import write_atomic
 
 
 @dataclass
-class VisualizeConfig(ModelSource):  # + arch, weights, trust_pickle, preprocess
-    checkpoint: str = "latest"  # a checkpoint file, a train run folder, or the newest train run
+class VisualizeConfig(ModelSource):  # + checkpoint, arch, weights, trust_pickle, preprocess
     data: Optional[DataConfig] = None  # None: the data the checkpoint was trained on
     split: str = "val"  # Fig 2 scans the validation set
-    mode: str = "top9"  # top9 (Fig 2) | evolution (Fig 4) | filters (Fig 6)
+    mode: str = "top9"  # top9 (Fig 2) | evolution (Fig 4) | filters (Fig 6) | cascade
+    rule: Optional[str] = bounded(None, choices=tuple(RULES))  # None: deconv_graph.default_rule
+    similarity: bool = True  # Fig 2: each seed also through another shown image (2x the projections)
+    cascade_blocks: Optional[int] = bounded(None, min=1)  # cascade: blocks re-initialised at most; None: all
     layers: list[str] = field(default_factory=list)  # conv3 (or 3), layer3.1, ...; empty: all
     fmaps: list[int] = field(default_factory=list)  # feature maps to show; empty: a random subset
     maps_per_layer: int = bounded(8, min=1)  # size of the seeded random subset of maps per layer (Fig 2)
@@ -126,6 +129,11 @@ def _pick_live_maps(t, count: int, seed: int, layer: str) -> list[int]:
 
 # ---------------------------------------------------------------- Fig 2
 
+_SIMILARITY_DOC = ("mean Pearson correlation, over a unit's shown records, between a seed's "
+                   "projection through its own image and the same seed (unit, position, value) "
+                   "through the next shown image, in the tile's box; near 1: the picture does "
+                   "not depend on the image (a template of the unit)")
+
 def run_top9(cfg: VisualizeConfig, run_dir: Path, device, dist_info: Dist | None = None) -> dict:
     loaded = load_trained(cfg.checkpoint, cfg.output_root, device, cfg.data, source=cfg)
     return top9_figures(cfg, loaded, run_dir, device, dist_info)
@@ -134,8 +142,9 @@ def run_top9(cfg: VisualizeConfig, run_dir: Path, device, dist_info: Dist | None
 def top9_figures(cfg: VisualizeConfig, loaded: Loaded, run_dir: Path, device,
                  dist_info: Dist | None = None) -> dict:
     """Fig 2 for a loaded model (any model the deconvnet covers): scan, project, draw."""
-    deconv, layers = choose_layers(loaded.model, cfg.layers, loaded.input_size)
+    deconv, layers = choose_layers(loaded.model, cfg.layers, loaded.input_size, cfg.rule)
     _check_fmaps(deconv, layers, cfg.fmaps, loaded.input_size)
+    rule = RULES[deconv.rule]
     dataset = load_split(loaded.data, cfg.split, progress=cfg.progress)
     unreadable = UnreadableFiles(len(dataset), getattr(loaded.data, "max_broken", 0.01), cfg.split)
     scanned = min(cfg.max_images or len(dataset), len(dataset))
@@ -149,60 +158,77 @@ def top9_figures(cfg: VisualizeConfig, loaded: Loaded, run_dir: Path, device,
     if rank != 0:
         return {"mode": "top9", "layers": layers, "rank": rank}
     index: dict[str, dict] = {}
-    figures = []
+    figures, sanity_numbers = [], {}
     for layer in layers:
         t = top[layer]
         maps = list(cfg.fmaps) or _pick_live_maps(t, cfg.maps_per_layer, cfg.seed, layer)
-        blocks = []
-        for m, tiles in top9_tiles(deconv, loaded, dataset, t, layer, maps,
-                                   batch_size=cfg.batch_size, progress=cfg.progress):
+        conditioning = deconv.conditioning(layer, loaded.input_size)
+        blocks, units, scores = [], {}, []
+        for m, tiles, similar in top9_tiles(deconv, loaded, dataset, t, layer, maps,
+                                            batch_size=cfg.batch_size, progress=cfg.progress,
+                                            similarity=cfg.similarity):
             cells = [(viz.projection_to_image(proj, viz.FIGURE_GAIN), patch)
-                     for proj, patch, _ in tiles]
-            blocks.append((f"{layer} map {m}", cells))
+                     for proj, patch, *_ in tiles]
+            flag = "" if similar is None else (f", sim {similar:.2f}" + (
+                " TEMPLATE?" if similar > sanity.TEMPLATE_SIMILARITY else ""))
+            blocks.append((f"{layer} map {m}{flag}", cells))
+            scores += [similar] if similar is not None else []
             images = t.images[m].tolist()
-            index.setdefault(layer, {})[str(m)] = {
+            units[str(m)] = {
                 "images": images, **image_files(dataset, images),
                 "image_classes": image_classes(dataset, images),
                 "positions": t.positions[m].tolist(),
-                "values": t.values[m].tolist(), "receptive_fields": [list(b) for *_, b in tiles]}
+                "values": t.values[m].tolist(), "receptive_fields": [list(rf) for *_, rf in tiles],
+                "crops": [list(box) for _, _, box, _ in tiles],
+                "image_similarity": similar}
+        mean = sum(scores) / len(scores) if scores else None
+        note = sanity.template_note(rule.name, layer, conditioning, mean)
+        index[layer] = units
+        sanity_numbers[layer] = {"conditioning": conditioning,
+                                 "template": sanity.is_template(conditioning),
+                                 "image_similarity": mean, "warning": note}
         path = run_dir / "figures" / f"fig2_{layer}.png"
         viz.top9_figure(blocks, path, cell=cfg.cell, title=f"Fig 2: {layer}, top-{cfg.k} "
-                        f"activations over {scanned} {cfg.split} images (projection | image patch)")
+                        f"activations over {scanned} {cfg.split} images (projection | image "
+                        f"patch); rule: {rule.title}" + (f". WARNING: {note}" if note else ""))
         figures.append(str(path.relative_to(run_dir)))
     write_atomic(run_dir / "top9.json", json.dumps(
         {"checkpoint": str(loaded.source), "split": cfg.split, "data": loaded.data.name,
-         "classes": loaded.classes, "class_names": loaded.class_names, "layers": index},
-        indent=1) + "\n")
+         "classes": loaded.classes, "class_names": loaded.class_names, "rule": rule.name,
+         "image_similarity": _SIMILARITY_DOC, "template_similarity": sanity.TEMPLATE_SIMILARITY,
+         "sanity": sanity_numbers, "layers": index}, indent=1) + "\n")
     for line in unreadable.lines("zfnet visualize: ", where=str(run_dir / "metrics.json")):
         print(line)
     return {"mode": "top9", "layers": layers, "figures": figures, "checkpoint": str(loaded.source),
             "images_scanned": scanned - len(unreadable), "unreadable": unreadable.summary(),
-            "deconvnet": type(deconv).__name__, "world_size": world}
+            "deconvnet": type(deconv).__name__, "rule": rule.name, "sanity": sanity_numbers,
+            "world_size": world}
 
 
 # ---------------------------------------------------------------- Fig 4
 
 def run_evolution(cfg: VisualizeConfig, run_dir: Path, device) -> dict:
-    train_run, kept = checkpoint.kept_checkpoints(cfg.checkpoint, cfg.output_root)
+    train_run, kept = runs.kept_checkpoints(cfg.checkpoint, cfg.output_root)
     first = load_trained(str(kept[0][1]), cfg.output_root, device, cfg.data)
-    layers = layer_names(first.deconv, cfg.layers)
-    _check_fmaps(first.deconv, layers, cfg.fmaps)
-    maps = {layer: list(cfg.fmaps) or _pick_maps(num_maps(first.deconv, layer), cfg.evolution_maps,
+    first_deconv, layers = choose_layers(first.model, cfg.layers, first.input_size, cfg.rule)
+    _check_fmaps(first_deconv, layers, cfg.fmaps)
+    maps = {layer: list(cfg.fmaps) or _pick_maps(num_maps(first_deconv, layer), cfg.evolution_maps,
                                                  cfg.seed, layer) for layer in layers}
     dataset = load_split(first.data, cfg.evolution_split, progress=cfg.progress)
     columns: list[list] = []  # per epoch, the images in row order
     record: dict[str, dict] = {}
     for epoch, path in tqdm(kept, desc="epochs", disable=not cfg.progress):
         loaded = load_trained(str(path), cfg.output_root, device, cfg.data)
-        top = scan_top9(loaded.deconv, _batches(dataset, loaded, cfg, device), layers, k=1,
+        deconv = deconvnet_for(loaded.model, layers, first_deconv.rule)
+        top = scan_top9(deconv, _batches(dataset, loaded, cfg, device), layers, k=1,
                         batches_carry_indices=True, progress=cfg.progress)
         wanted = sorted({int(top[l].images[m, 0]) for l in layers for m in maps[l]})
         local = {g: j for j, g in enumerate(wanted)}
         inputs, _ = images_and_crops(dataset, wanted, loaded)
         requests = [Request(local[int(top[l].images[m, 0])], l, m, tuple(top[l].positions[m, 0].tolist()))
                     for l in layers for m in maps[l]]
-        column = [viz.projection_to_image(p, viz.FIGURE_GAIN) for p, _ in
-                  project_crops(loaded.deconv, inputs, requests, loaded.input_size,
+        column = [viz.projection_to_image(p, viz.FIGURE_GAIN) for p, *_ in
+                  project_crops(deconv, inputs, requests, loaded.input_size,
                                 batch_size=cfg.batch_size, desc=f"project epoch {epoch}",
                                 progress=cfg.progress)]
         columns.append(column)
@@ -215,12 +241,14 @@ def run_evolution(cfg: VisualizeConfig, run_dir: Path, device) -> dict:
     path = run_dir / "figures" / "fig4_evolution.png"
     viz.table_figure(rows, [f"epoch {e}" for e, _ in kept], path, cell=cfg.cell,
                      title=f"Fig 4: strongest activation over the {cfg.evolution_split} split, "
-                           f"projected, at each kept epoch of {train_run.name}")
+                           f"projected, at each kept epoch of {train_run.name}; rule: "
+                           f"{RULES[first_deconv.rule].title}")
     write_atomic(run_dir / "evolution.json", json.dumps(
         {"train_run": str(train_run), "epochs": [e for e, _ in kept], "maps": maps,
-         "strongest": record}, indent=1) + "\n")
+         "rule": first_deconv.rule, "strongest": record}, indent=1) + "\n")
     return {"mode": "evolution", "train_run": str(train_run), "epochs": [e for e, _ in kept],
-            "layers": layers, "figures": [str(path.relative_to(run_dir))]}
+            "layers": layers, "rule": first_deconv.rule,
+            "figures": [str(path.relative_to(run_dir))]}
 
 
 # ---------------------------------------------------------------- Fig 6
@@ -273,7 +301,7 @@ def _filters_panel(cfg: VisualizeConfig, spec: str, device):
     inputs, _ = images_and_crops(dataset, wanted, loaded)
     requests = [Request(local[int(top.images[m, 0])], layer2, m, tuple(top.positions[m, 0].tolist()))
                 for m in maps]
-    projections = viz.image_grid([viz.projection_to_image(p, viz.FIGURE_GAIN) for p, _ in
+    projections = viz.image_grid([viz.projection_to_image(p, viz.FIGURE_GAIN) for p, *_ in
                                   project_crops(loaded.deconv, inputs, requests,
                                                 loaded.input_size, batch_size=cfg.batch_size,
                                                 desc=f"project {layer2}", progress=cfg.progress)],
@@ -305,6 +333,48 @@ def run_filters(cfg: VisualizeConfig, run_dir: Path, device) -> dict:
             "figures": [str(fig_filters.relative_to(run_dir)), str(fig_l2.relative_to(run_dir))]}
 
 
+# ---------------------------------------------------------------- sanity: cascading randomisation
+
+def run_cascade(cfg: VisualizeConfig, run_dir: Path, device) -> dict:
+    """Adebayo et al.'s cascading randomisation for each rule (:func:`zfnet_cli.sanity.cascade`):
+    for the chosen maps of each layer, each seeded whole on its strongest image of the scan,
+    the projection with the weights re-initialised block by block from the layer down,
+    compared with the trained one. Writes ``cascade.json`` and one curve figure per layer."""
+    loaded = load_trained(cfg.checkpoint, cfg.output_root, device, cfg.data, source=cfg)
+    deconv, layers = choose_layers(loaded.model, cfg.layers, loaded.input_size)
+    _check_fmaps(deconv, layers, cfg.fmaps, loaded.input_size)
+    dataset = load_split(loaded.data, cfg.split, progress=cfg.progress)
+    top = scan_top9(deconv, _batches(dataset, loaded, cfg, device), layers, k=1,
+                    batches_carry_indices=True, progress=cfg.progress)
+    curves, figures = {}, []
+    rules = [cfg.rule] if cfg.rule else list(RULES)
+    for layer in layers:
+        t = top[layer]
+        maps = list(cfg.fmaps) or _pick_live_maps(t, cfg.maps_per_layer, cfg.seed, layer)
+        wanted = sorted({int(t.images[m, 0]) for m in maps})
+        local = {g: j for j, g in enumerate(wanted)}
+        inputs, _ = images_and_crops(dataset, wanted, loaded)
+        requests = [Request(local[int(t.images[m, 0])], layer, m) for m in maps]
+        result = sanity.cascade(loaded.model, inputs.to(device), requests, rules,
+                                input_size=loaded.input_size, max_blocks=cfg.cascade_blocks,
+                                seed=cfg.seed, batch_size=cfg.batch_size)
+        result["images"] = {str(m): int(t.images[m, 0]) for m in maps}
+        curves[layer] = result
+        path = run_dir / "figures" / f"cascade_{layer}.png"
+        viz.cascade_figure(result, path, title=f"Cascading randomisation (Adebayo et al. 2018): "
+                           f"{layer}, {len(maps)} maps of {loaded.name}, blocks re-initialised "
+                           f"from {layer} down; similarity to the trained projection")
+        figures.append(str(path.relative_to(run_dir)))
+    write_atomic(run_dir / "cascade.json", json.dumps(
+        {"checkpoint": str(loaded.source), "split": cfg.split, "seed": cfg.seed,
+         "layers": curves}, indent=1) + "\n")
+    return {"mode": "cascade", "layers": layers, "rules": rules, "figures": figures,
+            "checkpoint": str(loaded.source),
+            "after_one_block": {l: {r: {k: c["rules"][r][k][1] for k in ("spearman", "ssim")}
+                                    for r in rules} for l, c in curves.items()
+                                if len(c["blocks"])}}
+
+
 # ---------------------------------------------------------------- entry point
 
 def run(cfg: VisualizeConfig, run_dir: str | Path, *, dist_info: Dist | None = None, **_) -> dict:
@@ -312,7 +382,8 @@ def run(cfg: VisualizeConfig, run_dir: str | Path, *, dist_info: Dist | None = N
     (also written to ``run_dir/metrics.json``)."""
     run_dir = Path(run_dir)
     device = dist_info.device if dist_info else pick_device(cfg.device)
-    modes = {"top9": run_top9, "evolution": run_evolution, "filters": run_filters}
+    modes = {"top9": run_top9, "evolution": run_evolution, "filters": run_filters,
+             "cascade": run_cascade}
     if cfg.mode not in modes:
         raise ValueError(f"unknown mode '{cfg.mode}'; expected one of {', '.join(modes)}")
     if cfg.mode == "top9":

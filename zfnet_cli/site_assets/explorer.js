@@ -35,14 +35,22 @@
     return g;
   }
 
+  // A unit whose projection barely changes with the image (sanity.TEMPLATE_SIMILARITY).
+  function flagged(u) {
+    return D.threshold !== null && D.threshold !== undefined && u.similarity !== null &&
+      u.similarity !== undefined && u.similarity > D.threshold;
+  }
+
   // The overview: one card per unit, built once; sorting moves the cards.
   const cards = new Map();
   for (const u of units) {
     const live = u.values.length && u.values[0] > 0;
-    const card = el("div", { class: "card" + (live ? "" : " dead"), "data-unit": String(u.unit),
-                             tabindex: "0" },
+    const card = el("div", { class: "card" + (live ? "" : " dead") + (flagged(u) ? " template" : ""),
+                             "data-unit": String(u.unit), tabindex: "0" },
       el("div", { class: "label", text: `unit ${u.unit} · ${fmt(u.values[0] || 0)} · ` +
-                                         `${u.distinct} class${u.distinct === 1 ? "" : "es"}` }),
+                                         `${u.distinct} class${u.distinct === 1 ? "" : "es"}` +
+                                         (u.similarity === null || u.similarity === undefined ? "" :
+                                          ` · sim ${u.similarity.toFixed(2)}`) }),
       el("div", { class: "pair" }, tiles(u.proj, "proj", true), tiles(u.patch, "patch", true)));
     card.addEventListener("click", () => select(u.unit, true));
     card.addEventListener("keydown", (e) => { if (e.key === "Enter") select(u.unit, true); });
@@ -63,18 +71,26 @@
       el("figure", {}, tiles(u.proj, "proj", false, alts), el("figcaption", { text: "projections" })),
       el("figure", {}, tiles(u.patch, "patch", false, alts), el("figcaption", { text: "image patches" }))));
     const head = el("tr", {}, ...["#", "image", "class", "activation", "position (y, x)",
-                                  "patch box (y0, x0, y1, x1)"].map((h) => el("th", { text: h })));
+                                  "patch box (y0, x0, y1, x1)", "receptive field"].map((h) => el("th", { text: h })));
     const table = el("table", { class: "records" }, head);
     u.values.forEach((v, j) => {
       table.appendChild(el("tr", {},
         el("td", { text: String(j + 1) }), el("td", { class: "image", text: u.images[j] }),
         el("td", { class: "class", text: u.classes[j] }), el("td", { class: "value", text: fmt(v) }),
-        el("td", { text: u.positions[j].join(", ") }), el("td", { text: u.boxes[j].join(", ") })));
+        el("td", { text: u.positions[j].join(", ") }), el("td", { text: u.boxes[j].join(", ") }),
+        el("td", { text: (u.fields ? u.fields[j] : u.boxes[j]).join(", ") })));
     });
     box.appendChild(table);
     box.appendChild(el("p", { class: "note", text: `${u.distinct} distinct class` +
       `${u.distinct === 1 ? "" : "es"} among the top-${u.values.length}; activations are the ` +
       `unit's value at the position, in ${D.layer}'s output (${D.shape.join(" x ")}).` }));
+    if (u.similarity !== null && u.similarity !== undefined) {
+      box.appendChild(el("p", { class: flagged(u) ? "warning" : "note", text:
+        `Image similarity ${u.similarity.toFixed(3)} (${D.rule} rule): mean correlation between ` +
+        `each seed's projection through its own image and through another shown image` +
+        (flagged(u) ? ` — above ${D.threshold}: close to a template of the unit, not a picture ` +
+                      `of the image.` : ".") }));
+    }
     if (u.evolution && u.evolution.length) {
       const row = el("div", { class: "evolution" });
       for (const e of u.evolution) {
