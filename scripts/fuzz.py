@@ -229,7 +229,6 @@ def _schema_keys(schema, prefix: str = "") -> list[tuple[str, object]]:
 def overrides_setup(work: Path) -> dict:
     from zfnet_cli.config import COMMANDS, CONFIG_DIR, schema
 
-    SCHEMAS = {c: schema(c) for c in COMMANDS}  # noqa: N806  (each command's schema, imported here)
     groups = {p.name: sorted(q.stem for q in p.glob("*.yaml"))
               for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name != "experiment"}
     experiments = {c: sorted(q.stem for q in (CONFIG_DIR / "experiment" / c).glob("*.yaml"))
