@@ -93,12 +93,14 @@ def _one_line(command: str, err: Exception, overrides: Sequence[str] = ()) -> st
             choice = "experiment/" + choice.split("/", 2)[2]
             opts = sorted(p.stem for p in (CONFIG_DIR / "experiment" / command).glob("*.yaml"))
         return f"unknown config choice '{choice}'" + (f"; available: {', '.join(opts)}" if opts else "")
-    if "Config group override must be a string" in text or isinstance(err, TypeError):
-        # model=1.5, optim=null, data=[1,[2]]: Hydra's ValueError or a TypeError from inside it
-        groups = {p.name for p in CONFIG_DIR.iterdir() if p.is_dir()}
-        bad = next((o for o in overrides if o.split("=", 1)[0].lstrip("+~") in groups
-                    and not re.fullmatch(r"[\w./-]+", o.split("=", 1)[-1])), "") or next(
-            (o for o in overrides if o.split("=", 1)[0].lstrip("+~") in groups), "")
+    groups = {p.name for p in CONFIG_DIR.iterdir() if p.is_dir()}
+    bad = next((o for o in overrides if o.split("=", 1)[0].lstrip("+~") in groups
+                and not re.fullmatch(r"[\w./-]+", o.split("=", 1)[-1])), "") or next(
+        (o for o in overrides if o.split("=", 1)[0].lstrip("+~") in groups), "")
+    if bad and ("Config group override must be a string" in text
+                or isinstance(err, (TypeError, AssertionError))):
+        # model=1.5, optim=null, data=[1,[2]], optim=${oc.decode:'[1]'}: Hydra's ValueError, or
+        # a TypeError or an AssertionError from inside it
         group = bad.split("=", 1)[0].lstrip("+~")
         where = CONFIG_DIR / group / command if group == "experiment" else CONFIG_DIR / group
         shown = bad.replace(f"experiment={command}/", "experiment=", 1)
@@ -137,7 +139,10 @@ def compose(command: str, overrides: Sequence[str] = ()) -> Any:
         raise ConfigError(_one_line(command, err, overrides)) from None
     except AssertionError as err:  # OmegaConf: a key set under a null node (e.g. data=null)
         if "Unexpected type" not in str(err):  # "for root", or ": None" one level deeper
-            raise
+            # Hydra asserts a group's interpolated choice is a string (optim=${oc.decode:'[1]'})
+            line = _one_line(command, err, overrides)
+            raise ConfigError(line if not line.startswith("AssertionError") else
+                              "these overrides do not compose: " + " ".join(overrides)) from None
         nested = [o.split("=", 1)[0] for o in overrides if "." in o.split("=", 1)[0]]
         parents = sorted({k.split(".")[0] for k in nested})
         raise ConfigError(f"cannot set {', '.join(nested)}: '{'/'.join(parents)}' is null for "
