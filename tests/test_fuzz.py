@@ -77,6 +77,7 @@ def test_the_harness_catches_an_escape_and_saves_its_input(tmp_path, monkeypatch
     ("correspond", "data=[null]", "'data=[null]': data takes the name"),
     ("occlude", "data=[interval(0,1),${now:%Y},interval(0,1)]", "'data=[interval(0,1)"),
     ("train", "optim=${oc.decode:'[1]'}", "'optim=${oc.decode:'[1]'}': optim takes the name"),
+    ("correspond", "data={a:1}", "'data={a:1}': data takes the name"),
 ])
 def test_a_config_group_set_to_a_number_or_null_is_one_line(command, override, words):
     """Hydra raised a plain ValueError ('Config group override must be a string or a list.

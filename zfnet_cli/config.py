@@ -98,15 +98,15 @@ def _one_line(command: str, err: Exception, overrides: Sequence[str] = ()) -> st
                 and not re.fullmatch(r"[\w./-]+", o.split("=", 1)[-1])), "") or next(
         (o for o in overrides if o.split("=", 1)[0].lstrip("+~") in groups), "")
     if bad and ("Config group override must be a string" in text
-                or isinstance(err, (TypeError, AssertionError))):
-        # model=1.5, optim=null, data=[1,[2]], optim=${oc.decode:'[1]'}: Hydra's ValueError, or
-        # a TypeError or an AssertionError from inside it
+                or isinstance(err, (TypeError, AssertionError, AttributeError))):
+        # model=1.5, optim=null, data=[1,[2]], optim=${oc.decode:'[1]'}, data={a:1}: Hydra's
+        # ValueError, or a TypeError, AssertionError or AttributeError from inside it
         group = bad.split("=", 1)[0].lstrip("+~")
         where = CONFIG_DIR / group / command if group == "experiment" else CONFIG_DIR / group
         shown = bad.replace(f"experiment={command}/", "experiment=", 1)
         names = ", ".join(sorted(p.stem for p in where.glob("*.yaml")))
         return (f"'{shown}': {group or 'a config group'} takes the name of one of its configs"
-                + (f" ({names})" if names else "") + ", not a number, null, a boolean or a list")
+                + (f" ({names})" if names else "") + ", not a number, null, a boolean, a list or a dict")
     m = re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+)", text)
     if m:
         k = re.search(r"full_key: (\S+)", text) or re.search(r"override (\S+?)=", text)
@@ -137,6 +137,11 @@ def compose(command: str, overrides: Sequence[str] = ()) -> Any:
         # Hydra raises a plain ValueError for some bad overrides (a group set to a number),
         # and lets a TypeError out for others (a group set to a list of numbers or lists)
         raise ConfigError(_one_line(command, err, overrides)) from None
+    except AttributeError as err:  # OmegaConf, a null group set to a dict (data={a:1})
+        line = _one_line(command, err, overrides)
+        if line.startswith("'"):  # the group's one line; anything else is ours: a traceback
+            raise ConfigError(line) from None
+        raise
     except AssertionError as err:  # OmegaConf: a key set under a null node (e.g. data=null)
         if "Unexpected type" not in str(err):  # "for root", or ": None" one level deeper
             # Hydra asserts a group's interpolated choice is a string (optim=${oc.decode:'[1]'})
