@@ -229,7 +229,6 @@ def _schema_keys(schema, prefix: str = "") -> list[tuple[str, object]]:
 def overrides_setup(work: Path) -> dict:
     from zfnet_cli.config import COMMANDS, CONFIG_DIR, schema
 
-    SCHEMAS = {c: schema(c) for c in COMMANDS}  # noqa: N806  (each command's schema, imported here)
     groups = {p.name: sorted(q.stem for q in p.glob("*.yaml"))
               for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name != "experiment"}
     experiments = {c: sorted(q.stem for q in (CONFIG_DIR / "experiment" / c).glob("*.yaml"))
@@ -717,7 +716,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", action="append", default=[], metavar="TARGET:N",
                    help="run case N of TARGET alone (repeatable)")
-    p.add_argument("--limit", type=float, default=20.0, help="seconds per in-process case "
+    # A file may declare up to max_pixels (100 megapixels) in a few hundred bytes, and decoding
+    # and resizing that many pixels legitimately takes tens of seconds on a loaded 2-core CPU
+    # (a 565-byte TIFF of 16 x 4194316 pixels: 27 s): the limit sits above that, a hang beyond.
+    p.add_argument("--limit", type=float, default=120.0, help="seconds per in-process case "
                    "(command-level cases get their own, longer limits)")
     p.add_argument("--memory-mb", type=int, default=6000, help="address-space limit of a worker")
     p.add_argument("--out", type=Path, required=True, help="folder for report.json and escapes/")

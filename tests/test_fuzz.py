@@ -72,10 +72,16 @@ def test_the_harness_catches_an_escape_and_saves_its_input(tmp_path, monkeypatch
     ("train", "model=1.5", "'model=1.5': model takes the name of one of its configs (alexnet"),
     ("train", "data=null", "'data=null': data takes the name"),
     ("train", "optim=0", "'optim=0': optim takes the name"),
+    ("occlude", "data=[2,true,inf]", "'data=[2,true,inf]': data takes the name"),
+    ("train", "data=[1,[2,[3]]]", "'data=[1,[2,[3]]]': data takes the name"),
+    ("correspond", "data=[null]", "'data=[null]': data takes the name"),
+    ("occlude", "data=[interval(0,1),${now:%Y},interval(0,1)]", "'data=[interval(0,1)"),
+    ("train", "optim=${oc.decode:'[1]'}", "'optim=${oc.decode:'[1]'}': optim takes the name"),
+    ("correspond", "data={a:1}", "'data={a:1}': data takes the name"),
 ])
 def test_a_config_group_set_to_a_number_or_null_is_one_line(command, override, words):
     """Hydra raised a plain ValueError ('Config group override must be a string or a list.
-    Got float'), which named no key."""
+    Got float'), which named no key, or a TypeError from inside it for a list of non-names."""
     with pytest.raises(ConfigError) as err:
         compose(command, [override])
     assert str(err.value).startswith(words) and "\n" not in str(err.value)

@@ -95,15 +95,20 @@ def _one_line(command: str, err: Exception, overrides: Sequence[str] = ()) -> st
             choice = "experiment/" + choice.split("/", 2)[2]
             opts = sorted(p.stem for p in (CONFIG_DIR / "experiment" / command).glob("*.yaml"))
         return f"unknown config choice '{choice}'" + (f"; available: {', '.join(opts)}" if opts else "")
-    if "Config group override must be a string" in text:  # model=1.5, optim=null
-        groups = {p.name for p in CONFIG_DIR.iterdir() if p.is_dir()}
-        bad = next((o for o in overrides if o.split("=", 1)[0].lstrip("+~") in groups), "")
+    groups = {p.name for p in CONFIG_DIR.iterdir() if p.is_dir()}
+    bad = next((o for o in overrides if o.split("=", 1)[0].lstrip("+~") in groups
+                and not re.fullmatch(r"[\w./-]+", o.split("=", 1)[-1])), "") or next(
+        (o for o in overrides if o.split("=", 1)[0].lstrip("+~") in groups), "")
+    if bad and ("Config group override must be a string" in text
+                or isinstance(err, (TypeError, AssertionError, AttributeError))):
+        # model=1.5, optim=null, data=[1,[2]], optim=${oc.decode:'[1]'}, data={a:1}: Hydra's
+        # ValueError, or a TypeError, AssertionError or AttributeError from inside it
         group = bad.split("=", 1)[0].lstrip("+~")
         where = CONFIG_DIR / group / command if group == "experiment" else CONFIG_DIR / group
         shown = bad.replace(f"experiment={command}/", "experiment=", 1)
         names = ", ".join(sorted(p.stem for p in where.glob("*.yaml")))
         return (f"'{shown}': {group or 'a config group'} takes the name of one of its configs"
-                + (f" ({names})" if names else "") + ", not a number, null or a boolean")
+                + (f" ({names})" if names else "") + ", not a number, null, a boolean, a list or a dict")
     m = re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+)", text)
     if m:
         k = re.search(r"full_key: (\S+)", text) or re.search(r"override (\S+?)=", text)
@@ -130,12 +135,21 @@ def compose(command: str, overrides: Sequence[str] = ()) -> Any:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             cfg = _hydra_compose(config_name=command, overrides=list(overrides))
         cfg = OmegaConf.to_object(cfg)
-    except (HydraException, OmegaConfBaseException, ValueError) as err:
-        # Hydra raises a plain ValueError for some bad overrides (a group set to a number)
+    except (HydraException, OmegaConfBaseException, ValueError, TypeError) as err:
+        # Hydra raises a plain ValueError for some bad overrides (a group set to a number),
+        # and lets a TypeError out for others (a group set to a list of numbers or lists)
         raise ConfigError(_one_line(command, err, overrides)) from None
+    except AttributeError as err:  # OmegaConf, a null group set to a dict (data={a:1})
+        line = _one_line(command, err, overrides)
+        if line.startswith("'"):  # the group's one line; anything else is ours: a traceback
+            raise ConfigError(line) from None
+        raise
     except AssertionError as err:  # OmegaConf: a key set under a null node (e.g. data=null)
         if "Unexpected type" not in str(err):  # "for root", or ": None" one level deeper
-            raise
+            # Hydra asserts a group's interpolated choice is a string (optim=${oc.decode:'[1]'})
+            line = _one_line(command, err, overrides)
+            raise ConfigError(line if not line.startswith("AssertionError") else
+                              "these overrides do not compose: " + " ".join(overrides)) from None
         nested = [o.split("=", 1)[0] for o in overrides if "." in o.split("=", 1)[0]]
         parents = sorted({k.split(".")[0] for k in nested})
         raise ConfigError(f"cannot set {', '.join(nested)}: '{'/'.join(parents)}' is null for "

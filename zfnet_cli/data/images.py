@@ -84,9 +84,15 @@ def _pil_pixel_limit():
 def to_rgb(im: Image.Image, background: Sequence[int] = (128, 128, 128)) -> Image.Image:
     """An RGB PIL image of any mode: 16-bit and float grey scaled to 8 bits, transparent pixels
     composited over ``background`` (grey, the occluder's colour)."""
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if im.mode.startswith("I;16"):
+        # round(v * 255 / 65535) in uint32 arithmetic: the same bytes as the float formula
+        # below (no value sits on a .5 boundary), at a fraction of its memory and time on a
+        # large image (a 565-byte TIFF can declare 67 megapixels)
+        a = np.asarray(im).astype(np.uint32)
+        im = Image.fromarray(((a * 510 + 65535) // 131070).astype(np.uint8), "L")
+    elif im.mode == "I":
         a = np.asarray(im, dtype=np.float64)
-        top = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
+        top = 65535.0 if a.max() > 255 else 255.0
         im = Image.fromarray(np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
     elif im.mode == "F":
         a = np.asarray(im, dtype=np.float64)
