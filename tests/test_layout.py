@@ -16,3 +16,16 @@ def test_layout_names_every_module():
     missing += [p.name for p in package.iterdir() if p.is_dir() and not p.name.startswith("_")
                 and f"{p.name}/" not in layout]
     assert missing == []
+
+
+def test_no_module_forwards_names_defined_elsewhere():
+    """Each name has one home: apart from the package's lazy library face, no module answers
+    for names it does not define (a module-level ``__getattr__`` that forwards them)."""
+    import ast
+
+    package = ROOT / "zfnet_cli"
+    forwarding = [str(p.relative_to(package)) for p in sorted(package.rglob("*.py"))
+                  if p != package / "__init__.py"
+                  and any(isinstance(node, ast.FunctionDef) and node.name == "__getattr__"
+                          for node in ast.parse(p.read_text()).body)]
+    assert forwarding == []
