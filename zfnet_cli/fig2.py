@@ -26,7 +26,7 @@ from zfnet_cli.data.images import UnreadableFiles
 from zfnet_cli.data.transforms import center_crop
 from zfnet_cli.deconv import Request
 from zfnet_cli.deconv_graph import GraphDeconvnet, Projector, deconvnet_for
-from zfnet_cli.engine import InMemoryBatches
+from zfnet_cli.engine import dataset_batches
 from zfnet_cli.layers import block_names, describe_layers, resolve_layer
 from zfnet_cli.top9 import TopK
 
@@ -167,24 +167,13 @@ def scan_batches(dataset, loaded, n: int, batch_size: int, device,
     Yields:
         tuple[Tensor, Tensor]: (B, 3, S, S) preprocessed images, (B,) their indices.
     """
-    pre = loaded.preprocess()
-    mine = torch.arange(rank, n, world)
-    if hasattr(dataset, "images"):
-        sl = slice(rank, n, world)
-        src = InMemoryBatches(dataset.images[sl], dataset.labels[sl], batch_size, pre,
-                              shuffle=False, device=device)
-        start = 0
-        for x, _ in src:
-            yield x, mine[start:start + x.shape[0]]
-            start += x.shape[0]
-        return
-    from zfnet_cli.data.images import read_batches
-
     if unreadable is None:
         unreadable = UnreadableFiles(len(dataset), getattr(loaded.data, "max_broken", 0.01))
-    for x, _, idx in read_batches(dataset, batch_size, unreadable, sampler=mine.tolist(),
-                                  workers=loaded.data.workers):
-        yield pre(x.to(device)), torch.as_tensor(idx)
+    src = dataset_batches(dataset, batch_size * world, loaded.preprocess(), rank=rank,
+                          world=world, workers=loaded.data.workers, device=device, first=n,
+                          unreadable=unreadable)
+    for x, _, idx in src.batches_with_indices():
+        yield x, torch.as_tensor(idx)
 
 
 def images_and_crops(dataset, indices: Sequence[int], loaded) -> tuple[torch.Tensor, torch.Tensor]:

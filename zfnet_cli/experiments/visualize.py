@@ -45,7 +45,7 @@ from zfnet_cli.data.sources import DataConfig, load_split
 from zfnet_cli.deconv import Deconvnet, Request
 from zfnet_cli.deconv_graph import RULES, Projector, deconvnet_for
 from zfnet_cli import sanity
-from zfnet_cli.engine import Dist, InMemoryBatches, LoaderBatches, pick_device
+from zfnet_cli.engine import Dist, pick_device
 from zfnet_cli.fig2 import (choose_layers, image_classes, image_files, images_and_crops,
                             project_crops, scan_batches, top9_tiles)
 from zfnet_cli.top9 import gather_top9, scan_top9
@@ -89,18 +89,8 @@ def _batches(dataset, loaded: Loaded, cfg: VisualizeConfig, device,
              unreadable: Optional[UnreadableFiles] = None):
     """Preprocessed ``(images, data-set indices)`` batches: unreadable files of a file-backed
     data set are skipped (recorded in ``unreadable``), so the indices are carried, not counted."""
-    pre = loaded.preprocess()
-    steps = math.ceil(cfg.max_images / cfg.batch_size) if cfg.max_images else None
-    if hasattr(dataset, "images"):
-        batches = InMemoryBatches(dataset.images, dataset.labels, cfg.batch_size, pre,
-                                  shuffle=False, device=device, max_steps=steps)
-        return ((x, torch.arange(s * cfg.batch_size, s * cfg.batch_size + len(x)))
-                for s, (x, _) in enumerate(batches))
-    if unreadable is None:
-        unreadable = UnreadableFiles(len(dataset), getattr(loaded.data, "max_broken", 0.01))
-    batches = LoaderBatches(dataset, cfg.batch_size, pre, shuffle=False, workers=loaded.data.workers,
-                            device=device, max_steps=steps, unreadable=unreadable)
-    return ((x, idx) for x, _, idx in batches.batches_with_indices())
+    return scan_batches(dataset, loaded, min(cfg.max_images or len(dataset), len(dataset)),
+                        cfg.batch_size, device, unreadable)
 
 
 def _check_fmaps(deconv: Projector, layers: list[str], fmaps: Sequence[int],
