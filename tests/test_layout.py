@@ -29,3 +29,24 @@ def test_no_module_forwards_names_defined_elsewhere():
                   and any(isinstance(node, ast.FunctionDef) and node.name == "__getattr__"
                           for node in ast.parse(p.read_text()).body)]
     assert forwarding == []
+
+
+def test_a_library_name_means_one_thing():
+    """A name the library face exports is defined by its own module only: no other module of
+    the package gives the same name to something else (the commands in cli.py excepted, which
+    are named after what they run)."""
+    import ast
+
+    from zfnet_cli import _EXPORTS
+
+    package = ROOT / "zfnet_cli"
+    clashes = []
+    for p in sorted(package.rglob("*.py")):
+        module = ".".join(p.relative_to(package).with_suffix("").parts)
+        if module in ("__init__", "cli"):
+            continue
+        for node in ast.parse(p.read_text()).body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) \
+                    and _EXPORTS.get(node.name, module) != module:
+                clashes.append(f"{module}.{node.name} (the library's is {_EXPORTS[node.name]}'s)")
+    assert clashes == []

@@ -30,7 +30,7 @@ from zfnet_cli.engine import dataset_batches
 from zfnet_cli.layers import block_names, describe_layers, resolve_layer
 from zfnet_cli.top9 import TopK
 
-__all__ = ["choose_layers", "layer_names", "layer_shapes", "scan_batches", "images_and_crops",
+__all__ = ["choose_layers", "checked_layers", "layer_shapes", "scan_batches", "images_and_crops",
            "image_classes", "image_files", "receptive_fields", "project_crops", "reached",
            "concentrated",
            "top9_tiles"]
@@ -43,7 +43,7 @@ def _as_name(asked) -> str:
     return f"conv{asked}" if str(asked).isdigit() else str(asked)
 
 
-def layer_names(deconv: Projector, names: Sequence, input_size: int = 224) -> list[str]:
+def checked_layers(deconv: Projector, names: Sequence, input_size: int = 224) -> list[str]:
     """The requested layers as names, each checked on ``deconv``; all its default layers
     (``deconv.layers``) when none is asked for.
 
@@ -78,7 +78,7 @@ def layer_names(deconv: Projector, names: Sequence, input_size: int = 224) -> li
 def choose_layers(model: nn.Module, names: Sequence, input_size: int = 224,
                   rule: Optional[str] = None) -> tuple[Projector, list[str]]:
     """The projector for ``model`` under ``rule`` and the layers asked for (see
-    :func:`layer_names`): the explicit switch deconvnet where the rule is the deconvnet and the
+    :func:`checked_layers`): the explicit switch deconvnet where the rule is the deconvnet and the
     model is a plain stack holding every layer asked for, else the graph deconvnet with the
     rule (:func:`~zfnet_cli.deconv_graph.deconvnet_for`; default rule:
     :func:`~zfnet_cli.deconv_graph.default_rule`). Default layers: every conv stage of a plain
@@ -104,7 +104,7 @@ def choose_layers(model: nn.Module, names: Sequence, input_size: int = 224,
     asked = [_as_name(n) for n in names]
     if asked:
         deconv = deconvnet_for(model, asked, rule)
-        return deconv, layer_names(deconv, names, input_size)
+        return deconv, checked_layers(deconv, names, input_size)
     # The default: the blocks the forward pass actually calls (block_names with a forward), so
     # a container that forward only loops over (an nn.ModuleList) is never offered as a layer.
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
@@ -115,7 +115,7 @@ def choose_layers(model: nn.Module, names: Sequence, input_size: int = 224,
                          f"pass --layer NAME (`zfnet layers` lists them)")
     deconv = deconvnet_for(model, blocks, rule)
     try:
-        return deconv, layer_names(deconv, blocks, input_size)
+        return deconv, checked_layers(deconv, blocks, input_size)
     except ValueError as err:
         raise ValueError(f"the default layers ({', '.join(blocks)}; no --layer given) cannot "
                          f"all be read: {err}; pass --layer NAME for the ones you want "
