@@ -27,13 +27,14 @@ from zfnet_cli.data.transforms import center_crop
 from zfnet_cli.deconv import Request
 from zfnet_cli.deconv_graph import GraphDeconvnet, Projector, deconvnet_for
 from zfnet_cli.engine import dataset_batches
+from zfnet_cli.files import write_atomic
 from zfnet_cli.layers import block_names, describe_layers, resolve_layer
 from zfnet_cli.top9 import TopK
 
 __all__ = ["choose_layers", "checked_layers", "layer_shapes", "scan_batches", "images_and_crops",
            "image_classes", "image_files", "receptive_fields", "project_crops", "reached",
            "concentrated",
-           "top9_tiles"]
+           "top9_tiles", "plot_fig2"]
 
 
 # ---------------------------------------------------------------- layers
@@ -351,3 +352,61 @@ def top9_tiles(deconv: Projector, loaded, dataset, top: TopK, layer: str, units:
                     scores.append(window_correlation(proj, crossed[m][j][:, y0:y1, x0:x1]))
             scores = [s for s in scores if s is not None]
             yield m, tiles, (sum(scores) / len(scores) if scores else None)
+
+
+def plot_fig2(loaded, dataset, layer, *, fmaps: Optional[Sequence[int]] = None, maps: int = 4,
+              k: int = 9, max_images: Optional[int] = None, rule: Optional[str] = None,
+              batch_size: int = 32, cell: int = 48, path=None, title: Optional[str] = None):
+    """Draw Fig 2 for one layer from Python: each feature map's ``k`` strongest activations over
+    ``dataset``, each projected down to pixel space with its own image's switches (the
+    deconvnet, or ``rule``), beside the image patch it came from. The Python face of
+    ``zfnet visualize --layer L``.
+
+    Args:
+        loaded (Loaded): the model (:func:`~zfnet_cli.loading.load_model`).
+        dataset: the images to scan: an in-memory data set or one that reads files (e.g.
+            :class:`~zfnet_cli.data.images.PhotoFolder`).
+        layer (str, int or nn.Module): the layer, by name, number shorthand (``3``: conv3) or
+            module.
+        fmaps (sequence of int, optional): the feature maps to show. Default: the ``maps``
+            whose strongest activation over the scan is highest.
+        maps (int, optional): how many maps when ``fmaps`` is not given. Default: 4.
+        k (int, optional): activations per map (the paper: 9). Default: 9.
+        max_images (int, optional): scan only the first this many images. Default: all.
+        rule (str, optional): the projection rule (:data:`~zfnet_cli.deconv_graph.RULES`).
+            Default: the model's default (:func:`~zfnet_cli.deconv_graph.default_rule`).
+        batch_size (int, optional): images per scan batch and projections per pass. Default: 32.
+        cell (int, optional): side of each tile in pixels. Default: 48.
+        path (str or Path, optional): also write the figure there (PNG from the suffix).
+        title (str, optional): the figure's title. Default: the layer and what was scanned.
+
+    Returns:
+        PIL.Image.Image: the figure.
+
+    Example:
+        >>> import zfnet_cli as zf                                    # doctest: +SKIP
+        >>> m = zf.load_model("resnet18.pth")                         # doctest: +SKIP
+        >>> zf.plot_fig2(m, zf.PhotoFolder("photos", resize=224), "layer3.1")  # doctest: +SKIP
+    """
+    from zfnet_cli import viz
+    from zfnet_cli.top9 import scan_top9
+
+    if isinstance(layer, nn.Module):
+        layer = resolve_layer(loaded.model, layer).name
+    deconv, (name,) = choose_layers(loaded.model, [layer], loaded.input_size, rule)
+    n = min(max_images or len(dataset), len(dataset))
+    device = next(loaded.model.parameters()).device
+    top = scan_top9(deconv, scan_batches(dataset, loaded, n, batch_size, device), [name], k=k,
+                    batches_carry_indices=True)[name]
+    units = list(fmaps) if fmaps is not None else \
+        top.values[:, 0].argsort(descending=True)[:maps].tolist()
+    blocks = [(f"{name} map {m}", [(viz.projection_to_image(proj, viz.FIGURE_GAIN), patch)
+                                   for proj, patch, *_ in tiles])
+              for m, tiles, _ in top9_tiles(deconv, loaded, dataset, top, name, units,
+                                            batch_size=batch_size)]
+    if title is None:
+        title = f"Fig 2: {name}, top-{k} activations over {n} images (projection | image patch)"
+    figure = viz.top9_figure(blocks, None, cell=cell, title=title)
+    if path is not None:
+        write_atomic(path, lambda f: figure.save(f, format="PNG"))
+    return figure
