@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import math
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -71,7 +72,7 @@ def cascade_figure(result: dict, path: str | Path, title: str = "") -> Path:
         ax.axhline(0, color="grey", lw=0.5)
         ax.grid(alpha=0.3)
         ax.legend()
-    return _save_figure(fig, path, title, dpi=100, fontsize=9)
+    return _save_figure(fig, path, "\n".join(textwrap.wrap(title, 130)), dpi=100, fontsize=9)
 
 
 # ---------------------------------------------------------------- image grids (PIL)

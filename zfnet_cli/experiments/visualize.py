@@ -162,7 +162,7 @@ def top9_figures(cfg: VisualizeConfig, loaded: Loaded, run_dir: Path, device,
             cells = [(viz.projection_to_image(proj, viz.FIGURE_GAIN), patch)
                      for proj, patch, *_ in tiles]
             flag = "" if similar is None else (f", sim {similar:.2f}" + (
-                " TEMPLATE?" if similar > sanity.TEMPLATE_SIMILARITY else ""))
+                " !" if similar > sanity.TEMPLATE_SIMILARITY else ""))
             blocks.append((f"{layer} map {m}{flag}", cells))
             scores += [similar] if similar is not None else []
             images = t.images[m].tolist()
@@ -181,8 +181,11 @@ def top9_figures(cfg: VisualizeConfig, loaded: Loaded, run_dir: Path, device,
                                  "image_similarity": mean, "warning": note}
         path = run_dir / "figures" / f"fig2_{layer}.png"
         viz.top9_figure(blocks, path, cell=cfg.cell, title=f"Fig 2: {layer}, top-{cfg.k} "
-                        f"activations over {scanned} images of {scanned_set['text']} (projection | image "
-                        f"patch); rule: {rule.title}" + (f". WARNING: {note}" if note else ""))
+                        f"activations over {scanned} images of {scanned_set['text']} (projection "
+                        f"| image patch); rule: {rule.title}" + (
+                            f"; sim: the same seed through another shown image, correlation "
+                            f"(! above {sanity.TEMPLATE_SIMILARITY}: close to a template)"
+                            if cfg.similarity else "") + (f". WARNING: {note}" if note else ""))
         figures.append(str(path.relative_to(run_dir)))
     write_atomic(run_dir / "top9.json", json.dumps(
         {"checkpoint": str(loaded.source), "split": scanned_set["split"],
