@@ -223,7 +223,8 @@ def bench(case: str, repeats: int, ppe_cache: dict, memory: bool, with_captum: b
 
     engine = IncrementalOcclusion(model, x, size=size, readout=readout)
     with torch.no_grad():  # what occlude(method="auto") would run on this case
-        auto = incremental_or_full(model, x, size=size, readout=readout, method="auto")
+        auto = incremental_or_full(model, x, size=size, readout=readout, method="auto",
+                                   batch_size=FULL_BATCH)
     last: dict = {}
     runs = {"captum": lambda: captum(model, x, size, stride, ppe),
             "full": lambda: last.__setitem__("full", ours(model, readout, x, size, stride,
