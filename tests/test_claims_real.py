@@ -151,3 +151,14 @@ def test_make_claims_real_at_a_smoke_budget(tmp_path, smoke_model):
     assert [i["label_from"] for i in occ["images"]] == ["photos.json"] * 2
     assert sorted(p.name for p in (root / "photos").iterdir()) == ["camera.png", "photos.json",
                                                                    "rocket.jpg"]
+
+
+def test_a_sweep_without_the_identity_leaves_the_output_row_unmeasured(tmp_path):
+    root = make_real_root(tmp_path, True)
+    path = next((root / "invariance").iterdir()) / "metrics.json"
+    m = json.loads(path.read_text())
+    m["transforms"]["translate"]["amounts"] = [-4.0, -2.0, 1.0, 2.0, 4.0]  # no 0
+    path.write_text(json.dumps(m))
+    by = {c.key: c for c in claims.evaluate(root)}
+    assert by["fig5_output_rotation"].verdict == claims.UNMEASURED
+    assert by["fig5_scale"].verdict == claims.HOLDS

@@ -220,11 +220,15 @@ def test_site_docstring_examples_run():
 
 # ---------------------------------------------------------------- any model
 
+# A photo's file name is text from outside: the pages must show it, never run it.
+HOSTILE = "<img src=x onerror=alert(1)>.jpg"
+
+
 @pytest.fixture(scope="module")
 def resnet_site(tmp_path_factory):
     """The README's flow, `zfnet explore --checkpoint resnet18.pth data=folder data.root=photos/`,
-    on a torchvision resnet18 with seeded random weights over six photos, at 64 px: two layers
-    (a stage and a block), the first 6 units of each, top-3."""
+    on a torchvision resnet18 with seeded random weights over six photos (one named HOSTILE),
+    at 64 px: two layers (a stage and a block), the first 6 units of each, top-3."""
     import torch
     import torchvision
 
@@ -232,7 +236,7 @@ def resnet_site(tmp_path_factory):
     rng = np.random.default_rng(3)
     for rel, (h, w) in {"car/a.jpg": (80, 100), "car/b.png": (64, 64), "car/c.jpg": (90, 72),
                         "pets/d.jpg": (120, 90), "pets/e.png": (70, 70),
-                        "pets/f.jpg": (96, 128)}.items():
+                        f"pets/{HOSTILE}": (96, 128)}.items():
         (tmp / "photos" / rel).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(tmp / "photos" / rel)
     torch.manual_seed(0)
@@ -316,18 +320,41 @@ def test_bad_layer_name_on_a_resnet_is_one_line(resnet_site, tmp_path):
     assert sorted((tmp / "out" / "explore").glob("20*")) == before  # the earlier run is kept
 
 
+def test_a_hostile_file_name_is_data_not_markup(resnet_site):
+    """The name reaches the pages' data as the plain string, and no page holds it as markup."""
+    _, run = resnet_site
+    listed = [n for layer in ("layer4", "layer3.1") for u in _data(run / "site", layer)["units"]
+              for n in u["images"]]
+    assert HOSTILE in listed  # the case is really exercised: some unit's top-3 holds that photo
+    for page in (run / "site").glob("*.html"):
+        assert "<img src=x" not in page.read_text(), page.name
+
+
 def test_resnet_site_in_a_browser(browser, resnet_site):
-    """Layer names with dots (layer3.1) make working pages: every tile loads, no errors."""
+    """Layer names with dots (layer3.1) make working pages: every tile loads, no errors; a
+    photo named like markup is shown as its name on every unit that lists it, and runs nothing."""
+    from selenium.common.exceptions import NoAlertPresentException
+
     _, run = resnet_site
     d = browser
     d.get((run / "site" / "index.html").as_uri())
     assert [a.text for a in d.find_elements("css selector", "table.layers a")] == [
         "layer4", "layer3.1"]
+    shown_hostile = 0
     for link in [a.get_attribute("href") for a in d.find_elements("css selector", "table.layers a")]:
         d.get(link)
         assert len(d.find_elements("css selector", "#grid .card")) == 6
         assert _all_images_load(d) == [] and _errors(d) == []
         assert len(d.find_elements("css selector", "#detail img.proj, #detail img.patch")) == 6
+        for i in range(6):  # every unit's detail, each listing its images by name
+            d.find_elements("css selector", "#grid .card")[i].click()
+            names = [td.text for td in d.find_elements("css selector", "#detail td.image")]
+            shown_hostile += names.count(HOSTILE)
+            assert d.execute_script("return document.querySelectorAll('img[src=\"x\"]').length") == 0
+            with pytest.raises(NoAlertPresentException):
+                d.switch_to.alert.text
+        assert _errors(d) == []
+    assert shown_hostile > 0
 
 
 def test_a_template_layer_page_carries_the_warning(tmp_path):

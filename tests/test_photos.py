@@ -79,3 +79,19 @@ def test_unknown_name_and_missing_package_are_one_line(tmp_path, monkeypatch):
     assert not (tmp_path / "q").exists()  # nothing written before the failure
     with pytest.raises(ph.PhotosError, match="has no photos.json"):
         ph.read_boxes(tmp_path)
+
+
+def test_localise_on_files_without_boxes_is_one_line(tmp_path, smoke_model):
+    from typer.testing import CliRunner
+
+    from conftest import one_error_line
+    from zfnet_cli.cli import app
+
+    root, run = smoke_model
+    folder = ph.photos(tmp_path / "p", names=["rocket"])
+    (folder / "photos.json").unlink()  # a plain photo folder: no boxes
+    res = CliRunner().invoke(app, ["occlude", str(folder), f"checkpoint={run}",
+                                   f"output_root={tmp_path / 'out'}", "localise=true",
+                                   "progress=false", "size=32", "stride=32"])
+    one_error_line(res, "localise=true on image files needs their object boxes", "photos.json")
+    assert not list((tmp_path / "out" / "occlude").glob("2*"))  # no half-written run left

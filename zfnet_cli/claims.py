@@ -730,8 +730,11 @@ def real_fig5(root, network: str) -> list[Claim]:
               note="no `zfnet invariance` run (method=image) on photos")
     tr, ro = (m.get("transforms", {}).get(k, {}) for k in ("translate", "rotate"))
     pairs = []
-    if tr.get("p_true") and ro.get("p_true"):
-        t_id, r_id = tr["amounts"].index(0.0), ro["amounts"].index(0.0)
+    # the untransformed photo's p: the sweep's amount 0 (an even step count has none)
+    ident = [next((j for j, a in enumerate(t.get("amounts") or []) if abs(a) < 1e-6), None)
+             for t in (tr, ro)]
+    if tr.get("p_true") and ro.get("p_true") and None not in ident:
+        t_id, r_id = ident
         small = [j for j, a in enumerate(tr["amounts"]) if SMALL["translate"](a, tr["amounts"])]
         for pt, pr in zip(tr["p_true"], ro["p_true"]):
             pairs.append((_mean([pr[r_id] - p for j, p in enumerate(pr) if j != r_id]),
