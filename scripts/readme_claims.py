@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 from zfnet_cli import claims as claims_mod
+from zfnet_cli import paper
 from zfnet_cli.runs import run_folders
 from zfnet_cli.experiments import ablate
 from zfnet_cli.experiments.report import eval_only_rows
@@ -234,14 +235,22 @@ def _not_run(text: str) -> Callable[[Run], str]:
     return lambda run: f"not in this run: {text}"
 
 
-# (paper, command, paper's number, status, ours). Only the last column is read from the run.
+def _table1(layer: str) -> str:
+    """Table 1's Delta at ``layer``: the parts' range, random squares'."""
+    parts = [paper.TABLE1[p][layer][0] for p in claims_mod.TABLE1_PARTS]
+    return f"parts {min(parts)}-{max(parts)}, random {paper.TABLE1['random'][layer][0]}"
+
+
+# (paper, command, paper's number, status, ours). Only the last column is read from the run;
+# the paper's numbers come from zfnet_cli.paper.
 FIGURES: tuple[tuple[str, str, str, str, Callable[[Run], str]], ...] = (
     ("Fig 3, model", "`zfnet train experiment=zfnet data.root=...`", "62.4M parameters",
      "available", _not_run("62,357,608 parameters at full size (tests/test_model.py)")),
     ("§3, training recipe", "`zfnet train experiment=zfnet data.root=...`",
      "70 epochs, 12 days on a GTX580", "available", ours_recipe),
     ("Table 2, ImageNet val error", "`zfnet train --eval-only --checkpoint RUN --eval-crops 10` "
-     "(in `make paper`)", "38.4 / 16.5 top-1 / top-5 error", "available: 1 and 10 crops",
+     "(in `make paper`)", "{} / {} top-1 / top-5 error".format(*paper.TABLE2["zfnet"]),
+     "available: 1 and 10 crops",
      ours_table2),
     ("Fig 2, top-9 projections", "`make fig2` (`zfnet visualize --all`)", "qualitative",
      "available", lambda run: "every layer of seed 0's ZFNet, in the report"),
@@ -266,19 +275,25 @@ FIGURES: tuple[tuple[str, str, str, str, Callable[[Run], str]], ...] = (
      lambda run: f"share of images whose worst occluder is on the object against chance: "
                  f"{_claim(run, 'fig7_localisation')}"),
     ("Fig 8, Table 1, correspondence", "`make table1` (`zfnet correspond`)",
-     "Delta, layer 5: parts 0.067-0.079, random 0.107; layer 7: 0.068-0.069, random 0.073",
+     "Delta, layer 5: {}; layer 7: {}".format(*(_table1(layer) for layer in ("conv5", "fc7"))),
      "available", ours_table1),
     ("Table 3, ablation", "`make table3` (`zfnet ablate`; `DATA=` for ImageNet)",
-     "val top-1 error: ZFNet 38.4, AlexNet 40.5, - layers 3,4,6,7 71.3", "available",
+     "val top-1 error: ZFNet {}, AlexNet {}, - layers 3,4,6,7 {}".format(
+         *(paper.TABLE3[v][1] for v in ("zfnet", "alexnet", "alexnet_no_conv34_fc67"))),
+     "available",
      ours_table3),
     ("Tables 4, 5, Fig 9, transfer", "`make table4`, `make table5`, `make fig9` "
      "(`zfnet transfer`; `CALTECH101=`, `CALTECH256=`)",
-     "Caltech-101 86.5 ± 0.5 at 30/class (scratch 46.5); Caltech-256 74.2 at 60 (scratch 38.8)",
+     "Caltech-101 {} ± {} at 30/class (scratch {}); Caltech-256 {} at 60 (scratch {})".format(
+         *paper.FEWSHOT["caltech101"]["pretrained"][30], paper.FEWSHOT["caltech101"]["scratch"][30][0],
+         paper.FEWSHOT["caltech256"]["pretrained"][60][0], paper.FEWSHOT["caltech256"]["scratch"][60][0]),
      "available", ours_transfer),
     ("Table 6, PASCAL VOC", "`make table6` (`zfnet transfer -e voc`; `VOC=`)",
-     "79.0 mean AP (test server)", "available, on VOC val", ours_table6),
+     f"{paper.VOC_MEAN} mean AP (test server)", "available, on VOC val", ours_table6),
     ("Table 7, features per layer", "`make table7` (`zfnet transfer --no-scratch`)",
-     "SVM rises from 44.8 (layer 1) to 86.2 (5) on Caltech-101", "available", ours_table7),
+     "SVM rises from {} (layer 1) to {} (5) on Caltech-101".format(
+         *(paper.TABLE7["caltech101"][("hinge", layer)] for layer in ("conv1", "conv5"))),
+     "available", ours_table7),
 )
 
 

@@ -58,6 +58,8 @@ def test_visualize_all_runs_on_a_module_list_model(trial):
     index = json.loads((run / "top9.json").read_text())
     assert list(index["layers"]) == BLOCKS
     assert len(list((run / "figures").glob("fig2_*.png"))) == len(BLOCKS)
+    # a folder of photos is that folder, not a "val" split
+    assert index["split"] is None and index["folder"] == str(tmp_path / "photos")
 
 
 def test_explore_without_layer_runs_on_a_module_list_model(trial):

@@ -73,3 +73,26 @@ def test_type_checkers_see_every_export():
             for a in node.names}
     assert seen == zf._EXPORTS
     assert zf.CheckpointError.__module__ == "zfnet_cli.checkpoint"
+
+
+def test_fig2_is_drawn_from_python(tmp_path):
+    """zf.plot_fig2: Fig 2 of a user's model over a folder of photos, in one call; the layer by
+    name or as the module itself gives the same figure, written where asked."""
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(num_classes=4).eval()
+    torch.save(net.state_dict(), tmp_path / "r18.pth")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (230, 250, 3), dtype=np.uint8)).save(
+            photos / f"p{i}.png")
+    loaded = zf.load_model(tmp_path / "r18.pth")
+    folder = zf.PhotoFolder(photos, resize=224)
+    figure = zf.plot_fig2(loaded, folder, "layer2.1", maps=2, k=2, path=tmp_path / "fig2.png")
+    assert isinstance(figure, Image.Image)
+    assert figure.width > figure.height  # two maps side by side, each projections | patches
+    with Image.open(tmp_path / "fig2.png") as written:
+        assert np.array_equal(np.asarray(written.convert("RGB")), np.asarray(figure.convert("RGB")))
+    by_module = zf.plot_fig2(loaded, folder, loaded.model.layer2[1], maps=2, k=2)
+    assert np.array_equal(np.asarray(by_module), np.asarray(figure))

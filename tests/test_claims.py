@@ -361,3 +361,25 @@ def test_a_scratch_side_repeated_over_the_seeds_counts_once(tmp_path):
     assert [rows[k].verdict for k in ("transfer_few_shots", "transfer_many_shots")] == ["holds"] * 2
     assert rows["transfer_few_shots"].b.n == rows["transfer_many_shots"].b.n == 3
     assert rows["transfer_many_shots"].b.std == 0.0  # equal results, still three seeds
+
+
+def test_the_paper_side_is_read_from_the_paper_module(tmp_path, monkeypatch):
+    """Each claim's paper value comes from zfnet_cli.paper (written once there): a changed
+    published number shows in the claims that compare it."""
+    from zfnet_cli import paper
+
+    monkeypatch.setitem(paper.TABLE3, "alexnet", (1.0, 12.3, 4.0))
+    monkeypatch.setitem(paper.TABLE1, "random", {"conv5": (0.321, 0.0), "fc7": (0.654, 0.0)})
+    monkeypatch.setitem(paper.TABLE7, "caltech101", {**paper.TABLE7["caltech101"],
+                                                     ("hinge", "fc7"): 99.1})
+    monkeypatch.setitem(paper.FEWSHOT, "caltech256", {"pretrained": {15: (50.5, None),
+                                                                     60: (60.0, None)},
+                                                      "scratch": {15: (0.5, None),
+                                                                  60: (20.0, None)}})
+    rows = {r.key: r.paper for r in evaluate(tmp_path)}
+    assert rows["table3_zfnet_vs_alexnet"] == f"12.3 vs {paper.TABLE3['zfnet'][1]}"
+    assert rows["table1_layer5"].endswith("vs random 0.321")
+    assert rows["table1_layer7"].endswith("vs random 0.654")
+    assert rows["table7_depth"].startswith("Caltech-101: 99.1 (layer 7)")
+    assert rows["transfer_few_shots"].endswith("Caltech-256 at 15: 50.5 vs 0.5")
+    assert rows["fig9_gain"].endswith("Caltech-256: 50.0 at 15 vs 40.0 at 60")

@@ -190,3 +190,19 @@ def test_real_root_without_real_rows_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no row measured on a network other than ours" in err
     assert readme.read_text() == REAL_README
+
+
+def test_the_paper_column_is_read_from_the_paper_module(monkeypatch):
+    """The figure table's paper numbers come from zfnet_cli.paper: a fresh copy of the script
+    loaded with changed published numbers shows them."""
+    from zfnet_cli import paper
+
+    monkeypatch.setitem(paper.TABLE2, "zfnet", (12.5, 6.5))
+    monkeypatch.setitem(paper.TABLE3, "alexnet_no_conv34_fc67", (1.0, 77.7, 2.0))
+    monkeypatch.setattr(paper, "VOC_MEAN", 66.6)
+    fresh = importlib.util.module_from_spec(spec)  # a separate module: the shared one is untouched
+    spec.loader.exec_module(fresh)
+    column = {row[0]: row[2] for row in fresh.FIGURES}
+    assert column["Table 2, ImageNet val error"] == "12.5 / 6.5 top-1 / top-5 error"
+    assert column["Table 3, ablation"].endswith("- layers 3,4,6,7 77.7")
+    assert column["Table 6, PASCAL VOC"].startswith("66.6 mean AP")

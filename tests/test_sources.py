@@ -1,4 +1,4 @@
-"""Models a user brings (zfnet_cli/checkpoint.py read_model / load_model, zfnet_cli/pretrained.py
+"""Models a user brings (zfnet_cli/loading.py read_model / load_model, zfnet_cli/pretrained.py
 detect_architecture): torchvision state dicts recognised from their keys and shapes, wrapped
 dicts, TorchScript, pickled models behind trust_pickle, package.module:factory; the one-line
 errors; `zfnet layers` once per source. Random weights, nothing downloaded, 64 px inputs."""

@@ -235,3 +235,55 @@ def test_ranks_read_only_their_images_and_together_equal_one_process():
             assert torch.equal(xr, x[r::2]) and torch.equal(yr, y[r::2])
     assert sorted(stores[0].read + stores[1].read) == list(range(10))  # each image once in all
     assert not set(stores[0].read) & set(stores[1].read)
+
+
+def test_one_batching_helper_for_data_in_memory_and_in_files():
+    """engine.dataset_batches gives the same images, labels and data-set indices whether a data
+    set is held in memory or read item by item as files are (an unreadable one skipped and
+    named), for the first n images, as stored (no preprocess) or preprocessed, and under 2
+    ranks each image once in all."""
+    from zfnet_cli.data.images import ImageError, UnreadableFiles
+    from zfnet_cli.engine import InMemoryBatches, LoaderBatches, dataset_batches
+
+    images = torch.randint(0, 256, (10, 3, 6, 6), generator=torch.Generator().manual_seed(2),
+                           dtype=torch.uint8)
+    labels = torch.arange(10) + 100
+
+    class Memory:
+        pass
+    memory = Memory()
+    memory.images, memory.labels = images, labels
+
+    class Files:  # read one item at a time; item 3 is a damaged file
+        def __len__(self):
+            return 10
+
+        def __getitem__(self, i):
+            if i == 3:
+                raise ImageError("f3: damaged", path="f3", reason="damaged")
+            return images[i], int(labels[i])
+
+    def scan(dataset, pre=None, rank=0, world=1, unreadable=None):
+        src = dataset_batches(dataset, 4, pre, first=7, rank=rank, world=world, workers=0,
+                              unreadable=UnreadableFiles(10, 0.5) if unreadable is None
+                              else unreadable)
+        got = list(src.batches_with_indices())
+        return src, (torch.cat([x for x, _, _ in got]), torch.cat([y for _, y, _ in got]),
+                     torch.cat([torch.as_tensor(i) for _, _, i in got]).tolist())
+
+    src, (x, y, idx) = scan(memory)
+    assert isinstance(src, InMemoryBatches) and idx == list(range(7))
+    assert torch.equal(x, images[:7]) and torch.equal(y, labels[:7])
+    bad = UnreadableFiles(10, 0.5)
+    src, (x, y, idx) = scan(Files(), unreadable=bad)
+    assert isinstance(src, LoaderBatches) and idx == [0, 1, 2, 4, 5, 6]
+    assert torch.equal(x, images[idx]) and torch.equal(y, labels[idx])
+    assert list(bad.files) == ["f3"]
+
+    def halve(x, generator=None):
+        return x.float() / 2
+    for dataset, readable in ((memory, list(range(7))), (Files(), [0, 1, 2, 4, 5, 6])):
+        ranks = [scan(dataset, halve, rank=r, world=2)[1] for r in (0, 1)]
+        assert sorted(ranks[0][2] + ranks[1][2]) == readable
+        for x, _, idx in ranks:
+            assert torch.equal(x, images[idx].float() / 2)

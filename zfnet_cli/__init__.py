@@ -41,7 +41,7 @@ _EXPORTS = {
     "IncrementalOcclusion": "incremental", "NotIncremental": "incremental",
     # the switch deconvnet (paper §2.1) and the top-9 scan (Fig 2)
     "Deconvnet": "deconv", "Request": "deconv", "receptive_field": "deconv",
-    "scan_top9": "top9", "TopK": "top9", "gather_top9": "top9",
+    "scan_top9": "top9", "TopK": "top9", "gather_top9": "top9", "plot_fig2": "fig2",
     # the deconvnet on any network (the paper's rules through the graph), Fig 7 (c) on any model
     "GraphDeconvnet": "deconv_graph", "deconvnet_for": "deconv_graph",
     "project_fmap": "deconv_graph", "NoRuleError": "deconv_graph", "block_names": "layers",
@@ -66,6 +66,7 @@ if TYPE_CHECKING:  # what the lazy table gives, spelled out for type checkers an
     from zfnet_cli.deconv_graph import deconvnet_for as deconvnet_for
     from zfnet_cli.deconv_graph import default_rule as default_rule
     from zfnet_cli.deconv_graph import project_fmap as project_fmap
+    from zfnet_cli.fig2 import plot_fig2 as plot_fig2
     from zfnet_cli.incremental import IncrementalOcclusion as IncrementalOcclusion
     from zfnet_cli.incremental import NotIncremental as NotIncremental
     from zfnet_cli.layers import Layer as Layer

@@ -132,18 +132,3 @@ def is_ours(state) -> bool:
     """A checkpoint written by ``zfnet train`` (not a foreign state dict)."""
     return isinstance(state, dict) and "model" in state and "model_cfg" in state
 
-
-# Names that lived here before the run lookup and the model loading got modules of their own:
-# an import written against the old layout still finds them (defined once, there).
-_MOVED = {**dict.fromkeys(("run_folders", "resolve", "kept_checkpoints"), "runs"),
-          **dict.fromkeys(("SourceNote", "Preprocess", "ModelSource", "is_factory", "read_model",
-                           "ChannelScale", "Loaded", "load_model", "apply_preprocess",
-                           "load_trained", "resolve_label"), "loading")}
-
-
-def __getattr__(name: str):
-    if name not in _MOVED:
-        raise AttributeError(f"module 'zfnet_cli.checkpoint' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(f"zfnet_cli.{_MOVED[name]}"), name)

@@ -86,6 +86,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
+from zfnet_cli import paper
 from zfnet_cli.runs import run_folders
 from zfnet_cli.data.photos import REAL_NETWORK
 from zfnet_cli.transfer import fold_summary
@@ -311,6 +312,58 @@ def ablation_replicates(root: str | Path) -> dict[str, list[tuple[Path, dict]]]:
     return {name: list(seeds.values()) for name, seeds in out.items()}
 
 
+# ---------------------------------------------------------------- the paper's side, as text
+# Each claim's row shows the paper's values it compares; they are read from zfnet_cli.paper,
+# where every published number is written once.
+
+def _top1(variant: str) -> str:
+    """Table 3's val top-1 error of ``variant``."""
+    return f"{paper.TABLE3[variant][1]:.1f}"
+
+
+def paper_table1(layer: str) -> str:
+    """Table 1 at ``layer``: the parts' range and mean of Delta against random squares'."""
+    parts = [paper.TABLE1[p][layer][0] for p in TABLE1_PARTS]
+    return (f"parts {min(parts):.3f}-{max(parts):.3f} (mean {sum(parts) / len(parts):.3f}) vs "
+            f"random {paper.TABLE1['random'][layer][0]:.3f}")
+
+
+def paper_table7() -> str:
+    """Table 7's SVM accuracy at layer 7 against layer 4, both Caltech sets."""
+    c101, c256 = paper.TABLE7["caltech101"], paper.TABLE7["caltech256"]
+    return (f"Caltech-101: {c101[('hinge', 'fc7')]:.1f} (layer 7) vs "
+            f"{c101[('hinge', 'conv4')]:.1f} (layer 4); Caltech-256: "
+            f"{c256[('hinge', 'fc7')]:.1f} vs {c256[('hinge', 'conv4')]:.1f}")
+
+
+_SHOTS = {"few": {"caltech101": 15, "caltech256": 15}, "many": {"caltech101": 30, "caltech256": 60}}
+
+
+def _accuracies(dataset: str, n: int) -> tuple[float, float]:
+    """Tables 4 and 5: (pretrained, scratch) mean per-class accuracy at ``n`` images per class."""
+    rows = paper.FEWSHOT[dataset]
+    return rows["pretrained"][n][0], rows["scratch"][n][0]
+
+
+def paper_shots(which: str) -> str:
+    """Tables 4 and 5, pretrained against scratch at the ``"few"`` or ``"many"`` images per
+    class the paper reports."""
+    (a, b), (c, d) = (_accuracies(d, _SHOTS[which][d]) for d in ("caltech101", "caltech256"))
+    n101, n256 = _SHOTS[which]["caltech101"], _SHOTS[which]["caltech256"]
+    return (f"Caltech-101 at {n101}/class: {a:.1f} vs {b:.1f}; Caltech-256 at {n256}: "
+            f"{c:.1f} vs {d:.1f}")
+
+
+def paper_gain() -> str:
+    """Fig 9: pretrained minus scratch at few against many images per class."""
+    def gain(dataset, which):
+        n = _SHOTS[which][dataset]
+        a, b = _accuracies(dataset, n)
+        return f"{a - b:.1f} at {n}"
+    return (f"Caltech-101: {gain('caltech101', 'few')} vs {gain('caltech101', 'many')}; "
+            f"Caltech-256: {gain('caltech256', 'few')} vs {gain('caltech256', 'many')}")
+
+
 # ---------------------------------------------------------------- the claims
 
 def _fill(claim: Claim, pairs: Iterable[tuple[Path, Optional[float], Optional[float]]]) -> Claim:
@@ -348,8 +401,6 @@ def fig7_localisation(root) -> list[Claim]:
 def table1(root) -> list[Claim]:
     out = []
     runs = replicates(root, "correspond", prefer_test=True)
-    paper = {"conv5": "parts 0.067-0.079 (mean 0.072) vs random 0.107",
-             "fc7": "parts 0.068-0.069 (mean 0.069) vs random 0.073"}
     for layer, n in (("conv5", 5), ("fc7", 7)):
         c = Claim(f"table1_layer{n}", "Table 1",
                   f"Correspondence: occluding the same part in every image changes layer-{n} "
@@ -357,7 +408,7 @@ def table1(root) -> list[Claim]:
                   f"A = Delta of random squares > B = mean Delta of the parts ({', '.join(TABLE1_PARTS)}) "
                   f"at {layer}",
                   f"correspond/*/metrics.json: table.<row>.{layer}.mean",
-                  paper[layer], Side("random", []), Side("parts", []), fmt=".3f",
+                  paper_table1(layer), Side("random", []), Side("parts", []), fmt=".3f",
                   note=f"no `zfnet correspond` run with {layer} under the root")
 
         def values(m, layer=layer):
@@ -473,7 +524,7 @@ def table3(root) -> list[Claim]:
     zf = Claim("table3_zfnet_vs_alexnet", "Table 3",
                "ZFNet is at least as good as the AlexNet replica (the paper: better)",
                f"A = {split} top-1 error of the AlexNet replica > B = ZFNet's",
-               src, "40.5 vs 38.4", Side("AlexNet", []), Side("ZFNet", []), fmt=".1f",
+               src, f"{_top1('alexnet')} vs {_top1('zfnet')}", Side("AlexNet", []), Side("ZFNet", []), fmt=".1f",
                note="the ablation has no alexnet and zfnet variants")
     for name, side in (("alexnet", zf.a), ("zfnet", zf.b)):
         for folder, m in variants.get(name, []):
@@ -483,7 +534,8 @@ def table3(root) -> list[Claim]:
                   "Removing layers 3, 4, 6 and 7 hurts most",
                   f"A = {split} top-1 error without conv3, conv4, fc6, fc7 > B = the next-worst "
                   "variant's (highest mean error among the others)",
-                  src, "71.3 vs 45.4 (- layers 3,4)", Side("- layers 3,4,6,7", []),
+                  src, f"{_top1('alexnet_no_conv34_fc67')} vs {_top1('alexnet_no_conv34')} "
+                  "(- layers 3,4)", Side("- layers 3,4,6,7", []),
                   Side("next worst", []), fmt=".1f",
                   note="the ablation has no alexnet_no_conv34_fc67 variant or nothing to compare")
     target = variants.get("alexnet_no_conv34_fc67", [])
@@ -532,8 +584,7 @@ def table7(root) -> list[Claim]:
                   "Accuracy rises with depth: the top layer's features beat those of layers 1-4",
                   "A = SVM (hinge) accuracy on fc7 > B = the best SVM accuracy of conv1-conv4",
                   "transfer/*/metrics.json: per_layer[].{classifier,layer,mean}",
-                  "Caltech-101: 85.5 (layer 7) vs 76.6 (layer 4); Caltech-256: 71.7 vs 51.3",
-                  Side("fc7", []), Side("best of conv1-4", []), fmt=".1f",
+                  paper_table7(), Side("fc7", []), Side("best of conv1-4", []), fmt=".1f",
                   note="no `zfnet transfer` run with --per-layer under the root")
 
         def values(m):
@@ -566,17 +617,15 @@ def transfer(root) -> list[Claim]:
             return row["pretrained_mean"], row["scratch_mean"]
 
         rows = []
-        for n, which, paper in ((few, "few", "Caltech-101 at 15/class: 83.8 vs 22.8; "
-                                 "Caltech-256 at 15: 65.7 vs 9.0"),
-                                (many, "many", "Caltech-101 at 30/class: 86.5 vs 46.5; "
-                                 "Caltech-256 at 60: 74.2 vs 38.8")):
+        for n, which, published in ((few, "few", paper_shots("few")),
+                                    (many, "many", paper_shots("many"))):
             c = Claim(f"transfer_{which}_shots{suffix}", "Tables 4, 5",
                       f"Pretrained features beat training from scratch with {which} training "
                       "images per class",
                       f"A = mean per-class accuracy, frozen fc7 + softmax > B = the same net "
                       f"from scratch, at {n if n is not None else 'the fewest/most'} images per "
                       "class (each run: mean over its folds)",
-                      src, paper, Side("pretrained", []), Side("scratch", []), fmt=".1f",
+                      src, published, Side("pretrained", []), Side("scratch", []), fmt=".1f",
                       note=note)
             c = _fill(c, ((r, *at(m, n)) for r, m in scratch_runs) if n else ())
             if repeated and c.b.n > 1:  # one computation, counted once
@@ -589,8 +638,7 @@ def transfer(root) -> list[Claim]:
                      f"A = pretrained - scratch at {few} images per class > B = the same at "
                      f"{many}" if shots else "A = gain at the fewest images per class > B = "
                      "gain at the most",
-                     src, "Caltech-101: 61.0 at 15 vs 40.0 at 30; Caltech-256: 56.7 at 15 vs "
-                     "35.4 at 60", Side(f"gain at {few}", []), Side(f"gain at {many}", []),
+                     src, paper_gain(), Side(f"gain at {few}", []), Side(f"gain at {many}", []),
                      fmt=".1f", note=note if len(shots) != 1 else "one number of shots only")
 
         def gains(m):
@@ -708,8 +756,7 @@ def real_transfer(root, network: str) -> list[Claim]:
               f"A = SVM (hinge) accuracy on {top['layer'] if top else 'the last layer'} > B = the "
               "best SVM accuracy of the first four layers measured, per fold",
               src + "per_layer[].{classifier,layer,accuracies}",
-              "Caltech-101: 85.5 (layer 7) vs 76.6 (layer 4); Caltech-256: 71.7 vs 51.3",
-              Side(top["layer"] if top else "top", []),
+              paper_table7(), Side(top["layer"] if top else "top", []),
               Side(f"best of first four ({best['layer']})" if best else "best of first four", []),
               fmt=".1f", network=network, note="no `zfnet transfer` run with 5 or more layers")
     out.append(_per_item(c, run, zip(top["accuracies"], best["accuracies"]) if best else (),
@@ -718,17 +765,15 @@ def real_transfer(root, network: str) -> list[Claim]:
     few, many = (rows[0], rows[-1]) if rows else (None, None)
     note = "no `zfnet transfer` run with the scratch rows (scratch_checkpoint=...)"
     arch = m.get("scratch_architecture") or "our ZFNet"
-    for which, r, paper in (("few", few, "Caltech-101 at 15/class: 83.8 vs 22.8; "
-                             "Caltech-256 at 15: 65.7 vs 9.0"),
-                            ("many", many, "Caltech-101 at 30/class: 86.5 vs 46.5; "
-                             "Caltech-256 at 60: 74.2 vs 38.8")):
+    for which, r, published in (("few", few, paper_shots("few")),
+                                ("many", many, paper_shots("many"))):
         c = Claim(f"transfer_{which}_shots", "Tables 4, 5",
                   f"Pretrained features beat training from scratch with {which} training "
                   "images per class",
                   f"A = mean per-class accuracy, frozen {m.get('layer', 'top layer')} + softmax > "
                   f"B = a net trained from scratch ({arch}), at "
                   f"{r['shots'] if r else 'the fewest/most'} images per class, per fold",
-                  src + "rows[].{shots,pretrained_accuracies,scratch_accuracies}", paper,
+                  src + "rows[].{shots,pretrained_accuracies,scratch_accuracies}", published,
                   Side("pretrained", []), Side("scratch", []), fmt=".1f", network=network,
                   note=note)
         out.append(_per_item(c, run, zip(r["pretrained_accuracies"], r["scratch_accuracies"])
@@ -737,8 +782,7 @@ def real_transfer(root, network: str) -> list[Claim]:
                  f"A = pretrained - scratch at {few['shots'] if few else 'the fewest'} images per "
                  f"class > B = the same at {many['shots'] if many else 'the most'}, per fold",
                  src + "rows[].{shots,pretrained_accuracies,scratch_accuracies}",
-                 "Caltech-101: 61.0 at 15 vs 40.0 at 30; Caltech-256: 56.7 at 15 vs 35.4 at 60",
-                 Side(f"gain at {few['shots'] if few else '-'}", []),
+                 paper_gain(), Side(f"gain at {few['shots'] if few else '-'}", []),
                  Side(f"gain at {many['shots'] if many else '-'}", []), fmt=".1f",
                  network=network, note=note if len(rows) != 1 else "one number of shots only")
     pairs = ()

@@ -125,16 +125,24 @@ class InMemoryBatches:
         return min(steps, self.max_steps) if self.max_steps else steps
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for x, y, _ in self.batches_with_indices():
+            yield x, y
+
+    def batches_with_indices(self):
+        """``(x, y, indices)``: preprocessed inputs, labels, and the data-set index of each."""
         n = len(self.labels)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         for step in range(len(self)):
             idx = order[step * self.batch_size:(step + 1) * self.batch_size]
             mine = idx[self.rank::self.world]
             y = self.labels[mine].to(self.device, non_blocking=True)
+            if self.preprocess is None:  # the stored uint8 images
+                yield self.images[mine].to(self.device, non_blocking=True), y, mine
+                continue
             if not hasattr(self.preprocess, "draw"):  # any callable: the whole batch, then slice
                 x = self.preprocess(self.images[idx].to(self.device, non_blocking=True),
                                     generator=self.generator)
-                yield x[self.rank::self.world], y
+                yield x[self.rank::self.world], y, mine
                 continue
             # Only this rank's images are read (from a memory-mapped pack, each machine touches
             # its own part); the global batch's draws are made as one process would make them.
@@ -143,7 +151,7 @@ class InMemoryBatches:
             if getattr(self.preprocess, "train", False):
                 full = self.preprocess.draw(len(idx), x.shape[-2], x.shape[-1], self.generator)
                 draws = tuple(d[self.rank::self.world] for d in full)
-            yield self.preprocess(x, draws=draws), y  # (B / world, 3, crop, crop) float
+            yield self.preprocess(x, draws=draws), y, mine  # (B / world, 3, crop, crop) float
 
 
 class ShardSampler(torch.utils.data.Sampler):
@@ -180,9 +188,10 @@ class LoaderBatches:
     def __init__(self, dataset, batch_size: int, preprocess: Preprocess, *, shuffle: bool,
                  seed: int = 0, epoch: int = 0, rank: int = 0, world: int = 1,
                  workers: Optional[int] = 2, device=None, max_steps: int | None = None,
-                 unreadable=None):
+                 unreadable=None, first: Optional[int] = None):
         self.dataset, self.unreadable, self.workers, self.world = dataset, unreadable, workers, world
-        self.sampler = ShardSampler(len(dataset), shuffle=shuffle, seed=seed, epoch=epoch,
+        n = len(dataset) if first is None else min(first, len(dataset))
+        self.sampler = ShardSampler(n, shuffle=shuffle, seed=seed, epoch=epoch,
                                     rank=rank, world=world, even=shuffle)
         self.local, self.drop_last = max(1, batch_size // world), shuffle
         self.pin = device is not None and torch.device(device).type == "cuda"
@@ -200,17 +209,63 @@ class LoaderBatches:
 
         raw = read_batches(self.dataset, self.local, self.unreadable, sampler=self.sampler,
                            workers=self.workers, drop_last=self.drop_last, pin_memory=self.pin,
-                           skip_empty=self.world == 1)
+                           # ranks must take the same number of training steps only
+                           skip_empty=self.world == 1 or not self.drop_last)
         for step, (x, y, idx) in enumerate(raw):
             if step >= len(self):
                 break
             x = x.to(self.device, non_blocking=True)
-            yield (self.preprocess(x, generator=self.generator),
-                   y.to(self.device, non_blocking=True), idx)
+            if self.preprocess is not None:
+                x = self.preprocess(x, generator=self.generator)
+            yield x, y.to(self.device, non_blocking=True), idx
 
     def __iter__(self):
         for x, y, _ in self.batches_with_indices():
             yield x, y
+
+
+def dataset_batches(dataset, batch_size: int, preprocess: Optional[Preprocess], *,
+                    shuffle: bool = False, seed: int = 0, epoch: int = 0, rank: int = 0,
+                    world: int = 1, workers: Optional[int] = 2, device=None,
+                    max_steps: Optional[int] = None, first: Optional[int] = None,
+                    unreadable=None) -> InMemoryBatches | LoaderBatches:
+    """The batches of ``dataset``, whichever kind it is: one held in memory (``images`` and
+    ``labels`` tensors: :class:`InMemoryBatches`, sliced with no DataLoader) or one read from
+    files (:class:`LoaderBatches`: DataLoader workers, unreadable files skipped and recorded in
+    ``unreadable``, ``None``: strict).
+
+    Iterating yields ``(x, y)``; ``batches_with_indices()`` yields ``(x, y, indices)`` with the
+    data-set index of each image (carried, not counted: skipped files leave gaps).
+
+    Args:
+        dataset: an in-memory data set or one that reads files (see :mod:`zfnet_cli.data`).
+        batch_size (int): the global batch; each of ``world`` ranks gets its share.
+        preprocess (callable, optional): uint8 batch -> model input on ``device``; ``None``:
+            the stored uint8 images.
+        shuffle (bool, optional): a (``seed``, ``epoch``) permutation, incomplete last batch
+            dropped (training); else in order, every image once. Default: ``False``.
+        seed, epoch, rank, world (int, optional): the order's seed and epoch, this rank and
+            the number of ranks. Default: 0, 0, 0, 1.
+        workers (int, optional): DataLoader worker processes for file-backed data (``None``:
+            what the machine has). Default: 2.
+        device (optional): where the batches go. Default: the CPU.
+        max_steps (int, optional): stop after this many batches.
+        first (int, optional): only the first ``first`` images of ``dataset``.
+        unreadable (UnreadableFiles, optional): where skipped files are recorded.
+
+    Returns:
+        InMemoryBatches or LoaderBatches.
+    """
+    if hasattr(dataset, "images"):
+        images, labels = dataset.images, dataset.labels
+        if first is not None:
+            images, labels = images[:first], labels[:first]  # views, not copies
+        return InMemoryBatches(images, labels, batch_size, preprocess, shuffle=shuffle,
+                               generator=epoch_generator(seed, epoch), rank=rank, world=world,
+                               drop_last=shuffle, device=device, max_steps=max_steps)
+    return LoaderBatches(dataset, batch_size, preprocess, shuffle=shuffle, seed=seed, epoch=epoch,
+                         rank=rank, world=world, workers=workers, device=device,
+                         max_steps=max_steps, unreadable=unreadable, first=first)
 
 
 # ---------------------------------------------------------------- speed options

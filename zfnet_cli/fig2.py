@@ -26,14 +26,15 @@ from zfnet_cli.data.images import UnreadableFiles
 from zfnet_cli.data.transforms import center_crop
 from zfnet_cli.deconv import Request
 from zfnet_cli.deconv_graph import GraphDeconvnet, Projector, deconvnet_for
-from zfnet_cli.engine import InMemoryBatches
+from zfnet_cli.engine import dataset_batches
+from zfnet_cli.files import write_atomic
 from zfnet_cli.layers import block_names, describe_layers, resolve_layer
 from zfnet_cli.top9 import TopK
 
-__all__ = ["choose_layers", "layer_names", "layer_shapes", "scan_batches", "images_and_crops",
+__all__ = ["choose_layers", "checked_layers", "layer_shapes", "scan_batches", "images_and_crops",
            "image_classes", "image_files", "receptive_fields", "project_crops", "reached",
            "concentrated",
-           "top9_tiles"]
+           "top9_tiles", "plot_fig2"]
 
 
 # ---------------------------------------------------------------- layers
@@ -43,7 +44,7 @@ def _as_name(asked) -> str:
     return f"conv{asked}" if str(asked).isdigit() else str(asked)
 
 
-def layer_names(deconv: Projector, names: Sequence, input_size: int = 224) -> list[str]:
+def checked_layers(deconv: Projector, names: Sequence, input_size: int = 224) -> list[str]:
     """The requested layers as names, each checked on ``deconv``; all its default layers
     (``deconv.layers``) when none is asked for.
 
@@ -78,7 +79,7 @@ def layer_names(deconv: Projector, names: Sequence, input_size: int = 224) -> li
 def choose_layers(model: nn.Module, names: Sequence, input_size: int = 224,
                   rule: Optional[str] = None) -> tuple[Projector, list[str]]:
     """The projector for ``model`` under ``rule`` and the layers asked for (see
-    :func:`layer_names`): the explicit switch deconvnet where the rule is the deconvnet and the
+    :func:`checked_layers`): the explicit switch deconvnet where the rule is the deconvnet and the
     model is a plain stack holding every layer asked for, else the graph deconvnet with the
     rule (:func:`~zfnet_cli.deconv_graph.deconvnet_for`; default rule:
     :func:`~zfnet_cli.deconv_graph.default_rule`). Default layers: every conv stage of a plain
@@ -104,7 +105,7 @@ def choose_layers(model: nn.Module, names: Sequence, input_size: int = 224,
     asked = [_as_name(n) for n in names]
     if asked:
         deconv = deconvnet_for(model, asked, rule)
-        return deconv, layer_names(deconv, names, input_size)
+        return deconv, checked_layers(deconv, names, input_size)
     # The default: the blocks the forward pass actually calls (block_names with a forward), so
     # a container that forward only loops over (an nn.ModuleList) is never offered as a layer.
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
@@ -115,7 +116,7 @@ def choose_layers(model: nn.Module, names: Sequence, input_size: int = 224,
                          f"pass --layer NAME (`zfnet layers` lists them)")
     deconv = deconvnet_for(model, blocks, rule)
     try:
-        return deconv, layer_names(deconv, blocks, input_size)
+        return deconv, checked_layers(deconv, blocks, input_size)
     except ValueError as err:
         raise ValueError(f"the default layers ({', '.join(blocks)}; no --layer given) cannot "
                          f"all be read: {err}; pass --layer NAME for the ones you want "
@@ -167,24 +168,13 @@ def scan_batches(dataset, loaded, n: int, batch_size: int, device,
     Yields:
         tuple[Tensor, Tensor]: (B, 3, S, S) preprocessed images, (B,) their indices.
     """
-    pre = loaded.preprocess()
-    mine = torch.arange(rank, n, world)
-    if hasattr(dataset, "images"):
-        sl = slice(rank, n, world)
-        src = InMemoryBatches(dataset.images[sl], dataset.labels[sl], batch_size, pre,
-                              shuffle=False, device=device)
-        start = 0
-        for x, _ in src:
-            yield x, mine[start:start + x.shape[0]]
-            start += x.shape[0]
-        return
-    from zfnet_cli.data.images import read_batches
-
     if unreadable is None:
         unreadable = UnreadableFiles(len(dataset), getattr(loaded.data, "max_broken", 0.01))
-    for x, _, idx in read_batches(dataset, batch_size, unreadable, sampler=mine.tolist(),
-                                  workers=loaded.data.workers):
-        yield pre(x.to(device)), torch.as_tensor(idx)
+    src = dataset_batches(dataset, batch_size * world, loaded.preprocess(), rank=rank,
+                          world=world, workers=loaded.data.workers, device=device, first=n,
+                          unreadable=unreadable)
+    for x, _, idx in src.batches_with_indices():
+        yield x, torch.as_tensor(idx)
 
 
 def images_and_crops(dataset, indices: Sequence[int], loaded) -> tuple[torch.Tensor, torch.Tensor]:
@@ -362,3 +352,61 @@ def top9_tiles(deconv: Projector, loaded, dataset, top: TopK, layer: str, units:
                     scores.append(window_correlation(proj, crossed[m][j][:, y0:y1, x0:x1]))
             scores = [s for s in scores if s is not None]
             yield m, tiles, (sum(scores) / len(scores) if scores else None)
+
+
+def plot_fig2(loaded, dataset, layer, *, fmaps: Optional[Sequence[int]] = None, maps: int = 4,
+              k: int = 9, max_images: Optional[int] = None, rule: Optional[str] = None,
+              batch_size: int = 32, cell: int = 48, path=None, title: Optional[str] = None):
+    """Draw Fig 2 for one layer from Python: each feature map's ``k`` strongest activations over
+    ``dataset``, each projected down to pixel space with its own image's switches (the
+    deconvnet, or ``rule``), beside the image patch it came from. The Python face of
+    ``zfnet visualize --layer L``.
+
+    Args:
+        loaded (Loaded): the model (:func:`~zfnet_cli.loading.load_model`).
+        dataset: the images to scan: an in-memory data set or one that reads files (e.g.
+            :class:`~zfnet_cli.data.images.PhotoFolder`).
+        layer (str, int or nn.Module): the layer, by name, number shorthand (``3``: conv3) or
+            module.
+        fmaps (sequence of int, optional): the feature maps to show. Default: the ``maps``
+            whose strongest activation over the scan is highest.
+        maps (int, optional): how many maps when ``fmaps`` is not given. Default: 4.
+        k (int, optional): activations per map (the paper: 9). Default: 9.
+        max_images (int, optional): scan only the first this many images. Default: all.
+        rule (str, optional): the projection rule (:data:`~zfnet_cli.deconv_graph.RULES`).
+            Default: the model's default (:func:`~zfnet_cli.deconv_graph.default_rule`).
+        batch_size (int, optional): images per scan batch and projections per pass. Default: 32.
+        cell (int, optional): side of each tile in pixels. Default: 48.
+        path (str or Path, optional): also write the figure there (PNG from the suffix).
+        title (str, optional): the figure's title. Default: the layer and what was scanned.
+
+    Returns:
+        PIL.Image.Image: the figure.
+
+    Example:
+        >>> import zfnet_cli as zf                                    # doctest: +SKIP
+        >>> m = zf.load_model("resnet18.pth")                         # doctest: +SKIP
+        >>> zf.plot_fig2(m, zf.PhotoFolder("photos", resize=224), "layer3.1")  # doctest: +SKIP
+    """
+    from zfnet_cli import viz
+    from zfnet_cli.top9 import scan_top9
+
+    if isinstance(layer, nn.Module):
+        layer = resolve_layer(loaded.model, layer).name
+    deconv, (name,) = choose_layers(loaded.model, [layer], loaded.input_size, rule)
+    n = min(max_images or len(dataset), len(dataset))
+    device = next(loaded.model.parameters()).device
+    top = scan_top9(deconv, scan_batches(dataset, loaded, n, batch_size, device), [name], k=k,
+                    batches_carry_indices=True)[name]
+    units = list(fmaps) if fmaps is not None else \
+        top.values[:, 0].argsort(descending=True)[:maps].tolist()
+    blocks = [(f"{name} map {m}", [(viz.projection_to_image(proj, viz.FIGURE_GAIN), patch)
+                                   for proj, patch, *_ in tiles])
+              for m, tiles, _ in top9_tiles(deconv, loaded, dataset, top, name, units,
+                                            batch_size=batch_size)]
+    if title is None:
+        title = f"Fig 2: {name}, top-{k} activations over {n} images (projection | image patch)"
+    figure = viz.top9_figure(blocks, None, cell=cell, title=title)
+    if path is not None:
+        write_atomic(path, lambda f: figure.save(f, format="PNG"))
+    return figure

@@ -171,11 +171,12 @@ def _save(canvas, path) -> Path:
 
 
 def top9_figure(blocks: Sequence[tuple[str, Sequence[tuple]]], path, *, cell: int = 48,
-                columns: int = 2, title: str = "") -> Path:
+                columns: int = 2, title: str = "") -> Path | Image.Image:
     """Fig 2's layout: per feature map, its projections in a 3x3 grid beside the 3x3 grid of
     the image patches they came from; maps separated by thin dark borders, grey background.
 
-    ``blocks``: (label, [(projection (h,w,3) uint8, patch (h,w,3) uint8), ...]) per map."""
+    ``blocks``: (label, [(projection (h,w,3) uint8, patch (h,w,3) uint8), ...]) per map.
+    Returns the file written at ``path``, or with ``path=None`` the PIL image."""
     side = max(1, math.ceil(math.sqrt(max(len(c) for _, c in blocks))))
     pad, head = 6, LINE
     grid_w = side * cell + (side - 1)
@@ -190,7 +191,7 @@ def top9_figure(blocks: Sequence[tuple[str, Sequence[tuple]]], path, *, cell: in
         draw.text((x + pad, y + 3), label, fill=(255, 255, 255), font=font())
         canvas.paste(image_grid([p for p, _ in cells], cell, side), (x + pad, y + head + pad))
         canvas.paste(image_grid([q for _, q in cells], cell, side), (x + 2 * pad + grid_w, y + head + pad))
-    return _save(canvas, path)
+    return canvas if path is None else _save(canvas, path)
 
 
 def table_figure(rows: Sequence[tuple[str, Sequence]], headers: Sequence[str], path, *,

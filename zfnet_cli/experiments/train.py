@@ -53,9 +53,8 @@ from zfnet_cli.bounds import DEVICE, bounded
 from zfnet_cli.data.images import UnreadableFiles
 from zfnet_cli.data.sources import DataConfig, load_split, mean_image
 from zfnet_cli.data.transforms import BatchPreprocess
-from zfnet_cli.engine import (AMP_MODES, Dist, InMemoryBatches, LoaderBatches, compile_model,
-                              epoch_generator, evaluate, pick_device, sum_unreadable,
-                              train_one_epoch)
+from zfnet_cli.engine import (AMP_MODES, Dist, compile_model, dataset_batches, evaluate,
+                              pick_device, sum_unreadable, train_one_epoch)
 from zfnet_cli.files import append_text, remove_stale_temporaries, write_atomic
 from zfnet_cli.model import ModelConfig, ZFNet, count_parameters
 
@@ -133,15 +132,9 @@ def _batches(dataset, cfg: TrainConfig, preprocess, *, train: bool, epoch: int, 
              workers: Optional[int], unreadable: Optional[UnreadableFiles] = None):
     # Evaluation batches are sized in crops, so ten-crop evaluation holds 10x fewer images.
     batch = cfg.batch_size if train else max(1, cfg.eval_batch_size // preprocess.crops)
-    if hasattr(dataset, "images"):
-        return InMemoryBatches(dataset.images, dataset.labels, batch, preprocess, shuffle=train,
-                               generator=epoch_generator(cfg.seed, epoch), rank=d.rank,
-                               world=d.world_size, drop_last=train, device=d.device,
-                               max_steps=cfg.max_steps if train else None)
-    return LoaderBatches(dataset, batch, preprocess, shuffle=train, seed=cfg.seed, epoch=epoch,
-                         rank=d.rank, world=d.world_size, workers=workers,
-                         device=d.device, max_steps=cfg.max_steps if train else None,
-                         unreadable=unreadable)
+    return dataset_batches(dataset, batch, preprocess, shuffle=train, seed=cfg.seed, epoch=epoch,
+                           rank=d.rank, world=d.world_size, workers=workers, device=d.device,
+                           max_steps=cfg.max_steps if train else None, unreadable=unreadable)
 
 
 def weights_sha1(model: torch.nn.Module) -> str:

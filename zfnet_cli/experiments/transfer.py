@@ -56,9 +56,10 @@ from tqdm import tqdm
 from zfnet_cli.bounds import DEVICE, bounded
 from zfnet_cli.loading import Loaded, ModelSource, load_trained
 from zfnet_cli.data.caltech import few_shot_split
-from zfnet_cli.data.images import UnreadableFiles, read_batches
+from zfnet_cli.data.images import UnreadableFiles
 from zfnet_cli.data.transforms import BatchPreprocess
-from zfnet_cli.engine import Dist, InMemoryBatches, pick_device, train_one_epoch
+from zfnet_cli.engine import (Dist, InMemoryBatches, dataset_batches, pick_device,
+                              train_one_epoch)
 from zfnet_cli.model import ZFNet
 from zfnet_cli.transfer import (extract_features, few_shot_eval, fold_summary,
                                 mean_per_class_accuracy, train_linear)
@@ -206,11 +207,8 @@ def _raw_batches(dataset, batch: int, workers: Optional[int], unreadable: Unread
                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """uint8 (B, 3, S, S) batches of ``dataset`` in order and their indices (in memory, or
     decoded by workers, unreadable files skipped under ``unreadable``)."""
-    if hasattr(dataset, "images"):
-        for i in range(0, len(dataset), batch):
-            yield dataset.images[i:i + batch], torch.arange(i, min(i + batch, len(dataset)))
-        return
-    for images, _, indices in read_batches(dataset, batch, unreadable, workers=workers):
+    for images, _, indices in dataset_batches(dataset, batch, None, workers=workers,
+                                              unreadable=unreadable).batches_with_indices():
         yield images, indices
 
 

@@ -41,11 +41,11 @@ from zfnet_cli import runs
 from zfnet_cli.bounds import DEVICE, bounded
 from zfnet_cli.loading import Loaded, ModelSource, load_trained
 from zfnet_cli.data.images import UnreadableFiles
-from zfnet_cli.data.sources import DataConfig, load_split
+from zfnet_cli.data.sources import DataConfig, image_set, load_split
 from zfnet_cli.deconv import Deconvnet, Request
 from zfnet_cli.deconv_graph import RULES, Projector, deconvnet_for
 from zfnet_cli import sanity
-from zfnet_cli.engine import Dist, InMemoryBatches, LoaderBatches, pick_device
+from zfnet_cli.engine import Dist, pick_device
 from zfnet_cli.fig2 import (choose_layers, image_classes, image_files, images_and_crops,
                             project_crops, scan_batches, top9_tiles)
 from zfnet_cli.top9 import gather_top9, scan_top9
@@ -89,18 +89,8 @@ def _batches(dataset, loaded: Loaded, cfg: VisualizeConfig, device,
              unreadable: Optional[UnreadableFiles] = None):
     """Preprocessed ``(images, data-set indices)`` batches: unreadable files of a file-backed
     data set are skipped (recorded in ``unreadable``), so the indices are carried, not counted."""
-    pre = loaded.preprocess()
-    steps = math.ceil(cfg.max_images / cfg.batch_size) if cfg.max_images else None
-    if hasattr(dataset, "images"):
-        batches = InMemoryBatches(dataset.images, dataset.labels, cfg.batch_size, pre,
-                                  shuffle=False, device=device, max_steps=steps)
-        return ((x, torch.arange(s * cfg.batch_size, s * cfg.batch_size + len(x)))
-                for s, (x, _) in enumerate(batches))
-    if unreadable is None:
-        unreadable = UnreadableFiles(len(dataset), getattr(loaded.data, "max_broken", 0.01))
-    batches = LoaderBatches(dataset, cfg.batch_size, pre, shuffle=False, workers=loaded.data.workers,
-                            device=device, max_steps=steps, unreadable=unreadable)
-    return ((x, idx) for x, _, idx in batches.batches_with_indices())
+    return scan_batches(dataset, loaded, min(cfg.max_images or len(dataset), len(dataset)),
+                        cfg.batch_size, device, unreadable)
 
 
 def _check_fmaps(deconv: Projector, layers: list[str], fmaps: Sequence[int],
@@ -146,7 +136,9 @@ def top9_figures(cfg: VisualizeConfig, loaded: Loaded, run_dir: Path, device,
     _check_fmaps(deconv, layers, cfg.fmaps, loaded.input_size)
     rule = RULES[deconv.rule]
     dataset = load_split(loaded.data, cfg.split, progress=cfg.progress)
-    unreadable = UnreadableFiles(len(dataset), getattr(loaded.data, "max_broken", 0.01), cfg.split)
+    scanned_set = image_set(loaded.data, cfg.split)  # a folder of photos is not "val"
+    unreadable = UnreadableFiles(len(dataset), getattr(loaded.data, "max_broken", 0.01),
+                                 scanned_set["split"] or "")
     scanned = min(cfg.max_images or len(dataset), len(dataset))
     rank, world = (dist_info.rank, dist_info.world_size) if dist_info else (0, 1)
     top = None
@@ -189,14 +181,15 @@ def top9_figures(cfg: VisualizeConfig, loaded: Loaded, run_dir: Path, device,
                                  "image_similarity": mean, "warning": note}
         path = run_dir / "figures" / f"fig2_{layer}.png"
         viz.top9_figure(blocks, path, cell=cfg.cell, title=f"Fig 2: {layer}, top-{cfg.k} "
-                        f"activations over {scanned} {cfg.split} images (projection | image "
-                        f"patch); rule: {rule.title}" + (
+                        f"activations over {scanned} images of {scanned_set['text']} (projection "
+                        f"| image patch); rule: {rule.title}" + (
                             f"; sim: the same seed through another shown image, correlation "
                             f"(! above {sanity.TEMPLATE_SIMILARITY}: close to a template)"
                             if cfg.similarity else "") + (f". WARNING: {note}" if note else ""))
         figures.append(str(path.relative_to(run_dir)))
     write_atomic(run_dir / "top9.json", json.dumps(
-        {"checkpoint": str(loaded.source), "split": cfg.split, "data": loaded.data.name,
+        {"checkpoint": str(loaded.source), "split": scanned_set["split"],
+         "folder": scanned_set["folder"], "data": loaded.data.name,
          "classes": loaded.classes, "class_names": loaded.class_names, "rule": rule.name,
          "image_similarity": _SIMILARITY_DOC, "template_similarity": sanity.TEMPLATE_SIMILARITY,
          "sanity": sanity_numbers, "layers": index}, indent=1) + "\n")
@@ -315,7 +308,8 @@ def _filters_panel(cfg: VisualizeConfig, spec: str, device):
     name += ", no renorm" if renorm is False else ""
     return name, filters, projections, {**stats, "stride": int(conv["strides"][0]),
                                         "checkpoint": str(loaded.source), "renorm": renorm,
-                                        "layer2": layer2}
+                                        "layer2": layer2,
+                                        "images": image_set(loaded.data, cfg.split)["text"]}
 
 
 def run_filters(cfg: VisualizeConfig, run_dir: Path, device) -> dict:
@@ -331,7 +325,9 @@ def run_filters(cfg: VisualizeConfig, run_dir: Path, device) -> dict:
                       title="Fig 6: first-layer filters (each normalised, zero = grey)")
     fig_l2 = run_dir / "figures" / "fig6_layer2.png"
     viz.panels_figure([(f"(layer 2) {n}", p) for n, _, p in panels], fig_l2,
-                      title=f"Fig 6: strongest layer-2 activations over the {cfg.split} split, projected")
+                      title=f"Fig 6: strongest layer-2 activations over "
+                            f"{' / '.join(sorted({n['images'] for n in numbers.values()}))}, "
+                            "projected")
     return {"mode": "filters", "models": numbers,
             "figures": [str(fig_filters.relative_to(run_dir)), str(fig_l2.relative_to(run_dir))]}
 
@@ -347,6 +343,7 @@ def run_cascade(cfg: VisualizeConfig, run_dir: Path, device) -> dict:
     deconv, layers = choose_layers(loaded.model, cfg.layers, loaded.input_size)
     _check_fmaps(deconv, layers, cfg.fmaps, loaded.input_size)
     dataset = load_split(loaded.data, cfg.split, progress=cfg.progress)
+    scanned_set = image_set(loaded.data, cfg.split)  # a folder of photos is not "val"
     top = scan_top9(deconv, _batches(dataset, loaded, cfg, device), layers, k=1,
                     batches_carry_indices=True, progress=cfg.progress)
     curves, figures = {}, []
@@ -369,7 +366,8 @@ def run_cascade(cfg: VisualizeConfig, run_dir: Path, device) -> dict:
                            f"from {layer} down; similarity to the trained projection")
         figures.append(str(path.relative_to(run_dir)))
     write_atomic(run_dir / "cascade.json", json.dumps(
-        {"checkpoint": str(loaded.source), "split": cfg.split, "seed": cfg.seed,
+        {"checkpoint": str(loaded.source), "split": scanned_set["split"],
+         "folder": scanned_set["folder"], "seed": cfg.seed,
          "layers": curves}, indent=1) + "\n")
     return {"mode": "cascade", "layers": layers, "rules": rules, "figures": figures,
             "checkpoint": str(loaded.source),
