@@ -299,30 +299,24 @@ class Fit:
     def near_miss(self, n: int = 3) -> str:
         """What a state dict close to this architecture lacks, has besides and holds in other
         shapes, for a one-line error: ``lacks features.0.weight``."""
-        parts = []
-        for what, items in (("lacks", self.missing), ("also has", self.unexpected)):
-            if items:
-                more = f" (+{len(items) - n} more)" if len(items) > n else ""
-                parts.append(f"{what} {', '.join(items[:n])}{more}")
-        if self.mismatched:
-            shown = ", ".join(f"{k} {list(b)} in the file vs {list(a)} in {self.arch}"
-                              for k, a, b in self.mismatched[:n])
-            more = f" (+{len(self.mismatched) - n} more)" if len(self.mismatched) > n else ""
-            parts.append(f"holds other shapes: {shown}{more}")
-        return "; ".join(parts)
+        return self._listed(n, "lacks", "also has", "holds other shapes",
+                            lambda k, a, b: f"{k} {list(b)} in the file vs {list(a)} in {self.arch}")
 
     def differences(self, n: int = 3) -> str:
         """A few of the differences, for a one-line error."""
-        parts = []
-        for what, items in (("missing", self.missing), ("unexpected", self.unexpected)):
-            if items:
-                more = f" (+{len(items) - n} more)" if len(items) > n else ""
-                parts.append(f"{what} {', '.join(items[:n])}{more}")
+        return self._listed(n, "missing", "unexpected", "shapes differ",
+                            lambda k, a, b: f"{k} {list(a)} here vs {list(b)} in the file")
+
+    def _listed(self, n: int, missing: str, unexpected: str, mismatched: str, shape) -> str:
+        """The first ``n`` keys of each kind of difference, each kind named by its word."""
+        def first(items: list, text) -> str:
+            more = f" (+{len(items) - n} more)" if len(items) > n else ""
+            return ", ".join(text(i) for i in items[:n]) + more
+
+        parts = [f"{what} {first(items, str)}" for what, items in
+                 ((missing, self.missing), (unexpected, self.unexpected)) if items]
         if self.mismatched:
-            shown = ", ".join(f"{k} {list(a)} here vs {list(b)} in the file"
-                              for k, a, b in self.mismatched[:n])
-            more = f" (+{len(self.mismatched) - n} more)" if len(self.mismatched) > n else ""
-            parts.append(f"shapes differ: {shown}{more}")
+            parts.append(f"{mismatched}: {first(self.mismatched, lambda m: shape(*m))}")
         return "; ".join(parts)
 
 
