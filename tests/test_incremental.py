@@ -306,6 +306,23 @@ def test_auto_picks_by_estimated_cost(monkeypatch):
     assert incremental_or_full(net, image, size=16, readout=None, method="full") is None
 
 
+def test_auto_decides_from_shapes_before_any_forward_pass(monkeypatch):
+    """auto's estimate is the built engine's, made from the trace and a pass on the meta
+    device: where it then runs the full path, no layer has computed anything."""
+    net = small_zfnet(init="kaiming").eval()
+    image = torch.randn(3, 64, 64)
+    readout = net.features.pool5
+    built = IncrementalOcclusion(net, image, size=16, readout=readout)
+    cost, chunk_size = IncrementalOcclusion._estimate(net, image, size=16, readout=readout)
+    assert cost == built.cost and chunk_size == built.chunk_size
+    devices = []
+    net.features[0].register_forward_hook(lambda m, i, o: devices.append(o.device.type))
+    monkeypatch.setattr(incremental, "AUTO_MAX_RATIO", cost.ratio / 2)
+    assert incremental_or_full(net, image, size=16, readout=readout) is None
+    assert devices == ["meta"]
+    assert next(net.parameters()).device.type == "cpu"  # the model's own weights put back
+
+
 def test_readout_module_run_twice_is_refused():
     net = resnet18(weights=None, num_classes=4).eval()
     with pytest.raises(NotIncremental, match="runs 2 times"):

@@ -154,27 +154,38 @@ class _Patch:
     kind: str = ""  # the op that made it: "input", "window", "pointwise", "binary"
 
 
-_MALLOC_FIXED = False
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (malloc.h)
 
 
-def _return_freed_memory() -> None:
-    """glibc serves an allocation below its mmap threshold from its heap, and raises that
+@contextmanager
+def _freed_memory_returned() -> Iterator[None]:
+    """While the chunks run, make glibc give freed large blocks back to the system.
+
+    glibc serves an allocation below its mmap threshold from its heap, and raises that
     threshold (up to 32 MiB) each time a larger block is freed; the chunks' tensors then come
     from the heap, whose freed blocks stay resident and fragment across chunks and threads (the
     process's peak reached 1.6x the budget over several chunks). Fixing the threshold at glibc's
     own default (128 KiB) maps each large tensor and unmaps it when freed, so resident memory
-    follows what is alive. Once per process, where the C library has ``mallopt`` (glibc);
-    elsewhere nothing changes."""
-    global _MALLOC_FIXED
-    if _MALLOC_FIXED:
-        return
-    _MALLOC_FIXED = True
+    follows what is alive. That costs speed (every large tensor is mapped and faulted in anew):
+    left in place it slowed the full path of later ``occlude`` calls in the same process by a
+    third or more (EfficientNet-Lite0, 224 px, 2-core CPU), so on the way out the thresholds go
+    to where glibc's own adjustment ends in a long-running process (mmap 32 MiB, trim 64 MiB;
+    glibc has no call that reads the old values back). Where the C library has no ``mallopt``
+    (not glibc) nothing changes."""
     try:
         import ctypes
 
-        ctypes.CDLL(None).mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):  # not glibc
-        pass
+        mallopt = None
+    if mallopt is not None:
+        mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
+    try:
+        yield
+    finally:
+        if mallopt is not None:
+            mallopt(_M_MMAP_THRESHOLD, 32 * 2 ** 20)
+            mallopt(_M_TRIM_THRESHOLD, 64 * 2 ** 20)
 
 
 def _pair(v) -> tuple[int, int]:
@@ -342,10 +353,11 @@ class IncrementalOcclusion:
     indices, the backend's output copies and the full tensors from the first uncovered layer on
     (at the point in the graph where most are alive), plus once per chunk the clean map a
     gather copies, a layer's weights in the backend's layout and a measured allowance for the
-    backend's scratch. Every chunk uses the same patch shapes, and glibc's allocator is set to
-    return freed large blocks (:func:`_return_freed_memory`), so chunks do not pile up
-    fragments: the process's resident peak above the model and clean run stays within the
-    budget (scripts/bench_incremental.py --budgets measures it; it used to reach 1.8x). A
+    backend's scratch. Every chunk uses the same patch shapes, and while the chunks run glibc's
+    allocator is set to return freed large blocks (:func:`_freed_memory_returned`), so chunks
+    do not pile up fragments: the process's resident peak above the model and clean run stays
+    within the budget (scripts/bench_incremental.py --budgets measures it; it used to reach
+    1.8x). A
     budget below one position plus the per-chunk part (about 15 MiB for the paper's ZFNet)
     cannot be kept: positions then run one at a time.
 
@@ -398,13 +410,50 @@ class IncrementalOcclusion:
     def __init__(self, model: nn.Module, image: torch.Tensor, *, size: int,
                  readout: Optional[nn.Module] = None, fill: Union[float, torch.Tensor] = 0.0,
                  memory_budget: int = DEFAULT_MEMORY_BUDGET):
+        self._trace(model, image, size, readout, fill, memory_budget)
+        with torch.no_grad(), _out_of_place(model):
+            self.clean = self._run_clean()
+        logits = self._clean_outputs()
+        self.clean_logits = logits[0]
+        self.clean_totals = (self.clean[self.readout].sum(dim=(2, 3))[0]
+                             if self.readout is not None else logits.new_zeros(0))
+        self._clean_totals64 = (self.clean[self.readout][0].double().sum(dim=(1, 2))
+                                if self.readout is not None else None)
+        with torch.no_grad():
+            self._check_against_model(readout, logits)
+        self._layout()
+
+    @classmethod
+    def _estimate(cls, model: nn.Module, image: torch.Tensor, *, size: int,
+                  readout: Optional[nn.Module] = None,
+                  memory_budget: int = DEFAULT_MEMORY_BUDGET) -> tuple[CostEstimate, int]:
+        """``(cost, chunk_size)`` of the engine these arguments would build, from the trace and
+        every node's output shape alone: no clean run, no check against the model (the parts
+        that cost forward passes), so ``method="auto"`` can decide before paying for them.
+        Shapes come from a pass on the meta device (:meth:`_shapes`).
+
+        Raises:
+            NotIncremental: the model does not trace, takes more than one input, its output or
+                the readout's has the wrong rank, or the readout is not one node of the graph.
+        """
+        engine = cls.__new__(cls)
+        engine._trace(model, image, size, readout, 0.0, memory_budget)
+        engine.clean = engine._shapes()
+        engine._clean_outputs()
+        engine._layout()
+        return engine.cost, engine.chunk_size
+
+    def _trace(self, model: nn.Module, image: torch.Tensor, size: int,
+               readout: Optional[nn.Module], fill: Union[float, torch.Tensor],
+               memory_budget: int) -> None:
+        """Check the arguments, trace the model and find the nodes that depend on the image
+        and the readout's node."""
         if memory_budget < 1:
             raise ValueError(f"memory_budget must be >= 1 byte, got {memory_budget}")
         if image.dim() != 3:
             raise ValueError(f"image must be (C, H, W), got {tuple(image.shape)}")
         self.model, self.size, self.memory_budget = model, int(size), int(memory_budget)
         self.image = image
-        _return_freed_memory()
         self.fill = torch.as_tensor(fill, dtype=image.dtype, device=image.device).expand_as(image)
         try:
             self.graph = _Tracer().trace(model)
@@ -424,21 +473,44 @@ class IncrementalOcclusion:
         for i, n in enumerate(self.nodes):
             for a in n.all_input_nodes:
                 self.last_use[a] = i
+
+    def _shapes(self) -> dict:
+        """Every node's output on the clean image as tensors on the meta device (shapes and
+        dtypes, no data, nothing computed), the model's parameters and buffers swapped for meta
+        copies during the pass; the real clean run where the model does something the meta
+        device cannot follow (a value read back into Python, a tensor that is neither
+        parameter nor buffer)."""
+        from torch.nn.utils.stateless import _reparametrize_module
+
+        model, image = self.model, self.image
+        state = {name: t.to("meta") for name, t in [
+            *model.named_parameters(remove_duplicate=False),
+            *model.named_buffers(remove_duplicate=False)]}
+        try:
+            self.image = image.to("meta")
+            with torch.no_grad(), _out_of_place(model), _reparametrize_module(model, state):
+                return self._run_clean()
+        except Exception:  # noqa: BLE001 - any failure of the meta pass: compute the values
+            pass
+        finally:
+            self.image = image
         with torch.no_grad(), _out_of_place(model):
-            self.clean = self._run_clean()
+            return self._run_clean()
+
+    def _clean_outputs(self) -> torch.Tensor:
+        """The (1, classes) logits of the clean run, after checking the ranks of the model's
+        output and the readout's."""
         logits = self.clean[self._output_node().args[0]]
         if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
             raise NotIncremental("the model's output is not one (B, classes) tensor")
-        self.clean_logits = logits[0]
         if self.readout is not None and (not isinstance(self.clean[self.readout], torch.Tensor)
                                          or self.clean[self.readout].dim() != 4):
             raise NotIncremental("the readout module's output is not a (B, M, H, W) map")
-        self.clean_totals = (self.clean[self.readout].sum(dim=(2, 3))[0]
-                             if self.readout is not None else logits.new_zeros(0))
-        self._clean_totals64 = (self.clean[self.readout][0].double().sum(dim=(1, 2))
-                                if self.readout is not None else None)
-        with torch.no_grad():
-            self._check_against_model(readout, logits)
+        return logits
+
+    def _layout(self) -> None:
+        """Which operation each node is, the update patches' sizes, the cost estimate and the
+        chunk size (shapes are all they read from the clean run)."""
         self._ops = {n: self._classify(n) for n in self.nodes if n in self.dependent}
         self._sizes: dict = {}  # node -> (h, w) of its update patch in every chunk (_plan)
         self.cost, self.bytes_per_position, self.bytes_per_chunk = self._plan()
@@ -899,7 +971,7 @@ class IncrementalOcclusion:
                              f"{h}x{w} image")
         step = chunk_size or self.chunk_size
         totals, logits = [], []
-        with _out_of_place(self.model):
+        with _out_of_place(self.model), _freed_memory_returned():
             for s in range(0, len(corners), step):
                 env = self._propagate(corners[s:s + step], values=True)
                 logits.append(env[self._output_node()])
@@ -998,15 +1070,20 @@ def incremental_or_full(model: nn.Module, image: torch.Tensor, *, size: int,
         raise ValueError(f"memory_budget must be >= 1 byte, got {memory_budget}")
     if method == "full":
         return None
+    if method == "auto":  # decide from the trace and shapes before paying for the clean run
+        try:
+            cost, chunk_size = IncrementalOcclusion._estimate(
+                model, image, size=size, readout=readout, memory_budget=memory_budget)
+        except NotIncremental:
+            return None
+        same_work = cost.incremental_flops >= cost.full_flops
+        if cost.ratio > AUTO_MAX_RATIO and not (same_work and batch_size
+                                                 and chunk_size > batch_size):
+            return None
     try:
-        engine = IncrementalOcclusion(model, image, size=size, readout=readout, fill=fill,
-                                      memory_budget=memory_budget)
+        return IncrementalOcclusion(model, image, size=size, readout=readout, fill=fill,
+                                    memory_budget=memory_budget)
     except NotIncremental:
         if method == "incremental":
             raise
         return None
-    if method == "auto" and engine.cost.ratio > AUTO_MAX_RATIO:
-        same_work = engine.cost.incremental_flops >= engine.cost.full_flops
-        if not (same_work and batch_size and engine.chunk_size > batch_size):
-            return None
-    return engine
