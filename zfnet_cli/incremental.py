@@ -15,7 +15,7 @@ change are taken from the clean run.
 
 How it runs here:
 
-* The model is traced once with :mod:`torch.fx` (Conv2d, MaxPool2d, AvgPool2d,
+* The model is traced once with :mod:`torch.fx` (Conv2d, MaxPool2d, AvgPool2d, ConstantPad2d,
   LocalResponseNorm, BatchNorm and pointwise activations kept as single nodes), and the clean
   image is run through the graph, keeping every node's output.
 * Occluder positions run in **chunks** (their size from a memory budget). In a chunk every
@@ -25,7 +25,8 @@ How it runs here:
   contexts of all positions are gathered into one (B, C, h, w) batch and the layer runs once.
 * Covered operations, as modules or as functional calls: ``Conv2d`` (zero padding, any stride,
   dilation, groups), ``MaxPool2d``, ``AvgPool2d`` (where its divisor is the same for every
-  window), ``LocalResponseNorm`` (a window over channels, pointwise in space), ``BatchNorm`` in
+  window), constant padding (``ZeroPad2d``, ``ConstantPad2d``, ``F.pad(mode="constant")``, any
+  amounts on each side: the "same" padding of TensorFlow-style convs), ``LocalResponseNorm`` (a window over channels, pointwise in space), ``BatchNorm`` in
   eval mode, pointwise activations (ReLU, LeakyReLU, ELU, GELU, SiLU, sigmoid, tanh, ...),
   dropout in eval mode, arithmetic with a number, and the sum / product of two changed tensors
   (ResNet's residual ``add``: the union of the two patches).
@@ -87,7 +88,8 @@ _POINTWISE_MODULES = (
     nn.Identity, nn.Dropout, nn.Dropout2d, nn.LocalResponseNorm,
     nn.BatchNorm2d,  # eval mode only (checked where used): running stats, per channel
 )
-_WINDOW_MODULES = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
+_WINDOW_MODULES = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d,
+                   nn.ConstantPad2d)  # and its subclass ZeroPad2d
 _COVERED_MODULES = _POINTWISE_MODULES + _WINDOW_MODULES
 
 _POINTWISE_FUNCTIONS = {
@@ -648,6 +650,8 @@ class IncrementalOcclusion:
             if isinstance(m, nn.MaxPool2d):
                 return self._max_pool(node, m.kernel_size, m.stride, m.padding, m.dilation,
                                       m.return_indices)
+            if isinstance(m, nn.ConstantPad2d):
+                return self._pad(node, m.padding, "constant", m.value)
             return self._avg_pool(node, m.kernel_size, m.stride, m.padding, m.ceil_mode,
                                   m.count_include_pad, m.divisor_override)
         if node.op != "call_function":
@@ -676,6 +680,10 @@ class IncrementalOcclusion:
                            divisor_override=None))
             return self._avg_pool(node, a["kernel_size"], a["stride"], a["padding"],
                                   a["ceil_mode"], a["count_include_pad"], a["divisor_override"])
+        if node.target is F.pad:
+            a = _bind(args, kwargs, ["input", "pad", "mode", "value"],
+                      dict(mode="constant", value=None))
+            return self._pad(node, a["pad"], a["mode"], a["value"])
         return None
 
     def _conv(self, node, weight, bias, stride, padding, dilation, groups, padding_mode):
@@ -691,6 +699,18 @@ class IncrementalOcclusion:
         fan_in = weight.shape[1] * k[0] * k[1]
         return _Window(k, s, p, d, 0.0, lambda x: F.conv2d(x, weight, bias, s, 0, d, groups),
                        fan_in)
+
+    def _pad(self, node, pad, mode, value):
+        """Constant padding of the last two axes (``pad`` = left, right[, top, bottom], any
+        amounts, negative ones crop) as a 1x1 window whose read-in context already holds the
+        padding: output (y, x) is input (y - top, x - left), or ``value`` outside the input."""
+        if mode != "constant" or not isinstance(pad, (tuple, list)) or len(pad) not in (2, 4):
+            return None
+        left, right, top, bottom = (*(int(p) for p in pad), 0, 0)[:4]
+        h, w = self.clean[node.args[0]].shape[2:]
+        if tuple(self.clean[node].shape[2:]) != (h + top + bottom, w + left + right):
+            return None
+        return _Window((1, 1), (1, 1), (top, left), (1, 1), float(value or 0.0), lambda x: x, 1)
 
     def _max_pool(self, node, kernel, stride, padding, dilation, return_indices):
         if return_indices:
