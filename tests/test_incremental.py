@@ -451,8 +451,8 @@ def test_the_resident_peak_stays_within_the_budget():
 
 def test_auto_where_nothing_is_saved_runs_the_larger_pass():
     """Behind a padding the engine does not cover (reflection), every layer runs in full
-    (estimated work 1): both paths do the same work, so auto runs the one with more positions per pass,
-    the engine's chunk or the full path's batch."""
+    (estimated work 1): both paths do the same work, so auto runs the one with more positions
+    per pass, the engine's chunk or the full path's batch."""
     torch.manual_seed(0)
     net = nn.Sequential(nn.ReflectionPad2d((0, 1, 0, 1)), nn.Conv2d(3, 4, 3), nn.ReLU(),
                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()

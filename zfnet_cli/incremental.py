@@ -26,9 +26,9 @@ How it runs here:
 * Covered operations, as modules or as functional calls: ``Conv2d`` (zero padding, any stride,
   dilation, groups), ``MaxPool2d``, ``AvgPool2d`` (where its divisor is the same for every
   window), constant padding (``ZeroPad2d``, ``ConstantPad2d``, ``F.pad(mode="constant")``, any
-  amounts on each side: the "same" padding of TensorFlow-style convs), ``LocalResponseNorm`` (a window over channels, pointwise in space), ``BatchNorm`` in
-  eval mode, pointwise activations (ReLU, LeakyReLU, ELU, GELU, SiLU, sigmoid, tanh, ...),
-  dropout in eval mode, arithmetic with a number, and the sum / product of two changed tensors
+  amounts on each side: the "same" padding of TensorFlow-style convs), ``LocalResponseNorm``
+  (a window over channels, pointwise in space), ``BatchNorm`` in eval mode, pointwise
+  activations (ReLU, LeakyReLU, ELU, GELU, SiLU, sigmoid, tanh, ...), dropout in eval mode, arithmetic with a number, and the sum / product of two changed tensors
   (ResNet's residual ``add``: the union of the two patches).
 * The **readout** (the total of every map of one module's output, as
   :func:`zfnet_cli.occlusion.occlude` reads layer L) is ``clean total - clean sum over the
