@@ -386,6 +386,15 @@ def test_auto_decides_from_shapes_before_any_forward_pass(monkeypatch):
     assert next(net.parameters()).device.type == "cpu"  # the model's own weights put back
 
 
+def test_occlude_runs_the_whole_model_once_on_the_clean_image():
+    """occlude's own clean pass is what the engine checks its graph against (no second run)."""
+    net = small_zfnet(init="kaiming").eval()
+    runs = []
+    net.register_forward_hook(lambda m, i, o: runs.append(len(i[0])))
+    maps = occlude(net, torch.randn(3, 64, 64), size=16, stride=16, method="incremental")
+    assert maps.method == "incremental" and runs == [1]
+
+
 def test_readout_module_run_twice_is_refused():
     net = resnet18(weights=None, num_classes=4).eval()
     with pytest.raises(NotIncremental, match="runs 2 times"):

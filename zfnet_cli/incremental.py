@@ -28,8 +28,9 @@ How it runs here:
   window), constant padding (``ZeroPad2d``, ``ConstantPad2d``, ``F.pad(mode="constant")``, any
   amounts on each side: the "same" padding of TensorFlow-style convs), ``LocalResponseNorm``
   (a window over channels, pointwise in space), ``BatchNorm`` in eval mode, pointwise
-  activations (ReLU, LeakyReLU, ELU, GELU, SiLU, sigmoid, tanh, ...), dropout in eval mode, arithmetic with a number, and the sum / product of two changed tensors
-  (ResNet's residual ``add``: the union of the two patches).
+  activations (ReLU, LeakyReLU, ELU, GELU, SiLU, sigmoid, tanh, ...), dropout in eval mode,
+  arithmetic with a number, and the sum / product of two changed tensors (ResNet's residual
+  ``add``: the union of the two patches).
 * The **readout** (the total of every map of one module's output, as
   :func:`zfnet_cli.occlusion.occlude` reads layer L) is ``clean total - clean sum over the
   update patch + new sum over the update patch`` while that module's output is still a patch,
@@ -377,6 +378,10 @@ class IncrementalOcclusion:
             broadcasts to (C, H, W). Default: ``0.0``.
         memory_budget (int, optional): bytes of per-position activations one chunk may hold.
             Default: :data:`DEFAULT_MEMORY_BUDGET` (256 MiB).
+        model_output (tuple, optional): the model's own ``(readout totals (1, M) or None,
+            logits (1, classes))`` on the clean image, where the caller has run it (``occlude``
+            has): the traced graph is checked against these instead of running the model once
+            more. Default: ``None``.
 
     Attributes:
         clean_totals (Tensor): (M,) the readout's per-map totals on the clean image.
@@ -411,7 +416,8 @@ class IncrementalOcclusion:
 
     def __init__(self, model: nn.Module, image: torch.Tensor, *, size: int,
                  readout: Optional[nn.Module] = None, fill: Union[float, torch.Tensor] = 0.0,
-                 memory_budget: int = DEFAULT_MEMORY_BUDGET):
+                 memory_budget: int = DEFAULT_MEMORY_BUDGET,
+                 model_output: Optional[tuple[Optional[torch.Tensor], torch.Tensor]] = None):
         self._trace(model, image, size, readout, fill, memory_budget)
         with torch.no_grad(), _out_of_place(model):
             self.clean = self._run_clean()
@@ -422,7 +428,7 @@ class IncrementalOcclusion:
         self._clean_totals64 = (self.clean[self.readout][0].double().sum(dim=(1, 2))
                                 if self.readout is not None else None)
         with torch.no_grad():
-            self._check_against_model(readout, logits)
+            self._check_against_model(readout, logits, model_output)
         self._layout()
 
     @classmethod
@@ -550,17 +556,23 @@ class IncrementalOcclusion:
                 dependent.add(n)
         return dependent
 
-    def _check_against_model(self, readout: Optional[nn.Module], logits: torch.Tensor) -> None:
+    def _check_against_model(self, readout: Optional[nn.Module], logits: torch.Tensor,
+                             model_output: Optional[tuple] = None) -> None:
         """The traced graph must be the model: run the model itself once on the clean image,
-        reading ``readout`` with a forward hook as ``occlude`` does, and compare."""
+        reading ``readout`` with a forward hook as ``occlude`` does (or take that run's
+        ``(totals, logits)`` from the caller), and compare."""
         seen: list[torch.Tensor] = []
-        handle = (readout.register_forward_hook(lambda m, i, o: seen.append(o.sum(dim=(2, 3))))
-                  if readout is not None else None)
-        try:
-            expected = self.model(self.image[None])
-        finally:
-            if handle is not None:
-                handle.remove()
+        if model_output is not None:
+            totals, expected = model_output
+            seen += [totals] if totals is not None else []
+        else:
+            handle = (readout.register_forward_hook(
+                lambda m, i, o: seen.append(o.sum(dim=(2, 3)))) if readout is not None else None)
+            try:
+                expected = self.model(self.image[None])
+            finally:
+                if handle is not None:
+                    handle.remove()
         same = (isinstance(expected, torch.Tensor) and expected.shape == logits.shape
                 and torch.allclose(expected, logits, rtol=1e-4, atol=1e-6))
         if readout is not None:
@@ -1047,7 +1059,9 @@ METHODS = ("auto", "incremental", "full")
 def incremental_or_full(model: nn.Module, image: torch.Tensor, *, size: int,
                         readout: Optional[nn.Module], fill: Union[float, torch.Tensor] = 0.0,
                         method: str = "auto", memory_budget: int = DEFAULT_MEMORY_BUDGET,
-                        batch_size: Optional[int] = None) -> Optional[IncrementalOcclusion]:
+                        batch_size: Optional[int] = None,
+                        model_output: Optional[tuple[Optional[torch.Tensor], torch.Tensor]] = None
+                        ) -> Optional[IncrementalOcclusion]:
     """Pick the occlusion method: an :class:`IncrementalOcclusion` to run the positions with,
     or ``None`` for the full computation (one forward pass of the whole model per position).
 
@@ -1068,6 +1082,8 @@ def incremental_or_full(model: nn.Module, image: torch.Tensor, *, size: int,
             Default: :data:`DEFAULT_MEMORY_BUDGET`.
         batch_size (int, optional): occluded images per pass of the full path, for ``"auto"``
             where the incremental path saves nothing. Default: ``None`` (then the full path).
+        model_output (tuple, optional): the model's own (readout totals, logits) on the clean
+            image, for the engine's check (:class:`IncrementalOcclusion`). Default: ``None``.
 
     Returns:
         IncrementalOcclusion or None: the engine, or ``None`` for the full path.
@@ -1102,7 +1118,7 @@ def incremental_or_full(model: nn.Module, image: torch.Tensor, *, size: int,
             return None
     try:
         return IncrementalOcclusion(model, image, size=size, readout=readout, fill=fill,
-                                    memory_budget=memory_budget)
+                                    memory_budget=memory_budget, model_output=model_output)
     except NotIncremental:
         if method == "incremental":
             raise

@@ -437,7 +437,7 @@ def _occlude_one(model: nn.Module, chosen: Optional[Layer], image: torch.Tensor,
     # model per batch of occluded images; both yield (slice, (B, M) or None, (B, C)).
     engine = incremental_or_full(model, image, size=size, readout=end, fill=fill,
                                  method=method, memory_budget=memory_budget,
-                                 batch_size=batch_size)
+                                 batch_size=batch_size, model_output=(clean_totals, clean_logits))
     if engine is not None:
         chunks, steps = engine.iter_chunks(corners), -(-n // engine.chunk_size)
     else:
