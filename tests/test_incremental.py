@@ -369,6 +369,18 @@ def test_auto_picks_by_estimated_cost(monkeypatch):
     assert incremental_or_full(net, image, size=16, readout=None, method="full") is None
 
 
+def test_auto_counts_the_build_against_few_positions():
+    net = small_zfnet(init="kaiming").eval()
+    image = torch.randn(3, 64, 64)
+    ratio = IncrementalOcclusion(net, image, size=16, readout=net.features.pool5).cost.ratio
+    assert ratio <= incremental.AUTO_MAX_RATIO
+    # ratio * (positions + AUTO_BUILD_POSITIONS) <= AUTO_MAX_RATIO * positions
+    enough = incremental.AUTO_BUILD_POSITIONS * ratio / (incremental.AUTO_MAX_RATIO - ratio)
+    pick = lambda n: incremental_or_full(net, image, size=16, readout=net.features.pool5,
+                                         positions=n)
+    assert pick(int(enough) + 1) is not None and pick(max(1, int(enough) - 1)) is None
+
+
 def test_auto_decides_from_shapes_before_any_forward_pass(monkeypatch):
     """auto's estimate is the built engine's, made from the trace and a pass on the meta
     device: where it then runs the full path, no layer has computed anything."""

@@ -55,7 +55,8 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 __all__ = ["IncrementalOcclusion", "incremental_or_full", "NotIncremental", "CostEstimate",
-           "LayerCost", "DEFAULT_MEMORY_BUDGET", "AUTO_MAX_RATIO", "METHODS"]
+           "LayerCost", "DEFAULT_MEMORY_BUDGET", "AUTO_MAX_RATIO", "AUTO_BUILD_POSITIONS",
+           "METHODS"]
 
 # Bytes of per-position activations (update patches, read-in contexts, full tensors after the
 # incremental part) one chunk of positions may hold at once. 256 MiB keeps a chunk of the
@@ -1043,33 +1044,41 @@ def _flops(engine: IncrementalOcclusion, n: fx.Node, numel: int) -> int:
     return numel
 
 
-# ``method="auto"`` runs incrementally where the estimated work is at most this fraction of the
-# full pass. The gather of read-in contexts and the many small convolutions make a recomputed
-# multiply-add dearer than one in the full pass: on a 2-core CPU an estimated ratio of 0.45
-# (ZFNet, 224 px, 56 px occluder) ran 3x faster, 0.66 (vgg16, 64 px) 1.2x faster, 0.84-0.89
-# (resnet18, alexnet at 64-96 px) slower. Where nothing is saved (ratio 1: every layer run in
-# full, e.g. behind a padding module the engine does not cover) the two paths do the same work
-# and differ only in positions per pass; the larger pass was the faster on EfficientNet-Lite0
-# (2-core CPU: 224 px, chunks of 24 against batches of 64, the full path 1.7x faster; 64 px,
-# one chunk of 169 against batches of 64, the incremental path 1.3x faster).
+# ``method="auto"`` runs incrementally where the estimated work, with the build counted as
+# AUTO_BUILD_POSITIONS more positions, is at most AUTO_MAX_RATIO of the full pass's:
+# ratio * (positions + AUTO_BUILD_POSITIONS) <= AUTO_MAX_RATIO * positions. The gather of
+# read-in contexts and the many small convolutions make a recomputed multiply-add dearer than
+# one in the full pass (hence 0.7, not 1), and the engine's build (trace, clean run, plan, the
+# backend's first calls on new shapes) is paid once per image, so few positions do not repay it.
+# Whole occlude() calls, 224 px, occluder 56, 2-core CPU, build included (README, "What
+# method=auto runs"): resnet18 (estimated work 0.56) ran 0.93x the full path's speed over 49
+# positions and 1.27x over 169; EfficientNet-Lite0 (0.69) 0.93x over 49; ZFNet (0.45) 1.8x over
+# 49; vgg16 (0.28) 1.4x over 16. Where nothing is saved (ratio 1: every layer run in full, e.g.
+# behind a reflection padding) the two paths do the same work and differ only in positions per
+# pass; the larger pass was the faster (EfficientNet-Lite0 before its padding was covered, 64
+# px: one chunk of 169 against batches of 64, the incremental path 1.3x faster; 224 px: chunks
+# of 24 against 64, the full path 1.7x faster).
 AUTO_MAX_RATIO = 0.7
+AUTO_BUILD_POSITIONS = 20
 METHODS = ("auto", "incremental", "full")
 
 
 def incremental_or_full(model: nn.Module, image: torch.Tensor, *, size: int,
                         readout: Optional[nn.Module], fill: Union[float, torch.Tensor] = 0.0,
                         method: str = "auto", memory_budget: int = DEFAULT_MEMORY_BUDGET,
-                        batch_size: Optional[int] = None,
+                        batch_size: Optional[int] = None, positions: Optional[int] = None,
                         model_output: Optional[tuple[Optional[torch.Tensor], torch.Tensor]] = None
                         ) -> Optional[IncrementalOcclusion]:
     """Pick the occlusion method: an :class:`IncrementalOcclusion` to run the positions with,
     or ``None`` for the full computation (one forward pass of the whole model per position).
 
     ``"auto"`` takes the incremental path where the model traces and its estimated work
-    (:attr:`CostEstimate.ratio`, for the largest update patches) is at most
-    :data:`AUTO_MAX_RATIO` of the full pass, or where it saves nothing (every layer in full)
-    but runs more positions per pass than the full path's ``batch_size``; ``"incremental"``
-    insists on it; ``"full"`` never builds it.
+    (:attr:`CostEstimate.ratio`, for the largest update patches), the build counted as
+    :data:`AUTO_BUILD_POSITIONS` more positions, is at most :data:`AUTO_MAX_RATIO` of the full
+    path's, or where it saves nothing (every layer in full) but runs more positions per pass
+    than the full path's ``batch_size``; ``"incremental"`` insists on it; ``"full"`` never
+    builds it. ``"auto"`` decides from the trace and the layers' shapes alone (a pass on the
+    meta device) and builds the engine only where it takes the incremental path.
 
     Args:
         model (nn.Module): the classifier, in eval mode.
@@ -1082,6 +1091,8 @@ def incremental_or_full(model: nn.Module, image: torch.Tensor, *, size: int,
             Default: :data:`DEFAULT_MEMORY_BUDGET`.
         batch_size (int, optional): occluded images per pass of the full path, for ``"auto"``
             where the incremental path saves nothing. Default: ``None`` (then the full path).
+        positions (int, optional): how many occluder positions will run, for ``"auto"`` (the
+            build is repaid over them). Default: ``None`` (many: the build is not counted).
         model_output (tuple, optional): the model's own (readout totals, logits) on the clean
             image, for the engine's check (:class:`IncrementalOcclusion`). Default: ``None``.
 
@@ -1113,8 +1124,9 @@ def incremental_or_full(model: nn.Module, image: torch.Tensor, *, size: int,
         except NotIncremental:
             return None
         same_work = cost.incremental_flops >= cost.full_flops
-        if cost.ratio > AUTO_MAX_RATIO and not (same_work and batch_size
-                                                 and chunk_size > batch_size):
+        build = AUTO_BUILD_POSITIONS / positions if positions else 0.0
+        if cost.ratio * (1 + build) > AUTO_MAX_RATIO and not (same_work and batch_size
+                                                              and chunk_size > batch_size):
             return None
     try:
         return IncrementalOcclusion(model, image, size=size, readout=readout, fill=fill,
