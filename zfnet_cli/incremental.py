@@ -1053,11 +1053,12 @@ def _flops(engine: IncrementalOcclusion, n: fx.Node, numel: int) -> int:
 # Whole occlude() calls, 224 px, occluder 56, 2-core CPU, build included (README, "What
 # method=auto runs"): resnet18 (estimated work 0.56) ran 0.93x the full path's speed over 49
 # positions and 1.27x over 169; EfficientNet-Lite0 (0.69) 0.93x over 49; ZFNet (0.45) 1.8x over
-# 49; vgg16 (0.28) 1.4x over 16. Where nothing is saved (ratio 1: every layer run in full, e.g.
-# behind a reflection padding) the two paths do the same work and differ only in positions per
-# pass; the larger pass was the faster (EfficientNet-Lite0 before its padding was covered, 64
-# px: one chunk of 169 against batches of 64, the incremental path 1.3x faster; 224 px: chunks
-# of 24 against 64, the full path 1.7x faster).
+# 49; vgg16 (0.28) 1.4x over 16. Where the incremental path does no more work (ratio <= 1; 1
+# where every layer runs in full, e.g. behind a reflection padding) and runs more positions per
+# pass than the full path's batch, it runs: the larger pass was the faster (EfficientNet-Lite0
+# before its padding was covered, ratio 1, 64 px: one chunk of 169 against batches of 64, the
+# incremental path 1.3x faster, build included; 224 px: chunks of 24 against 64, the full path
+# 1.7x faster).
 AUTO_MAX_RATIO = 0.7
 AUTO_BUILD_POSITIONS = 20
 METHODS = ("auto", "incremental", "full")
@@ -1075,7 +1076,7 @@ def incremental_or_full(model: nn.Module, image: torch.Tensor, *, size: int,
     ``"auto"`` takes the incremental path where the model traces and its estimated work
     (:attr:`CostEstimate.ratio`, for the largest update patches), the build counted as
     :data:`AUTO_BUILD_POSITIONS` more positions, is at most :data:`AUTO_MAX_RATIO` of the full
-    path's, or where it saves nothing (every layer in full) but runs more positions per pass
+    path's, or where it does no more work than the full path and runs more positions per pass
     than the full path's ``batch_size``; ``"incremental"`` insists on it; ``"full"`` never
     builds it. ``"auto"`` decides from the trace and the layers' shapes alone (a pass on the
     meta device) and builds the engine only where it takes the incremental path.
@@ -1123,10 +1124,11 @@ def incremental_or_full(model: nn.Module, image: torch.Tensor, *, size: int,
                 model, image, size=size, readout=readout, memory_budget=memory_budget)
         except NotIncremental:
             return None
-        same_work = cost.incremental_flops >= cost.full_flops
         build = AUTO_BUILD_POSITIONS / positions if positions else 0.0
-        if cost.ratio * (1 + build) > AUTO_MAX_RATIO and not (same_work and batch_size
-                                                              and chunk_size > batch_size):
+        many = positions or math.inf  # positions per pass: a chunk or a batch, or all of them
+        larger_pass = batch_size and min(chunk_size, many) > min(batch_size, many)
+        if cost.ratio * (1 + build) > AUTO_MAX_RATIO and not (
+                cost.incremental_flops <= cost.full_flops and larger_pass):
             return None
     try:
         return IncrementalOcclusion(model, image, size=size, readout=readout, fill=fill,
