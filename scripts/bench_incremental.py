@@ -239,6 +239,12 @@ def bench(case: str, repeats: int, ppe_cache: dict, memory: bool, with_captum: b
     ppe = ppe_cache[name]["best"] if with_captum else None
 
     engine = IncrementalOcclusion(model, x, size=size, readout=readout)  # its per-layer cost
+    # what auto pays before it runs either path: its estimate from the trace and shapes
+    estimate_seconds = []
+    for _ in range(3):
+        t = time.perf_counter()
+        IncrementalOcclusion._estimate(model, x, size=size, readout=readout)
+        estimate_seconds.append(time.perf_counter() - t)
     last: dict = {}
 
     def whole(method: str) -> None:  # one occlude() call as a user makes it, build included
@@ -279,6 +285,8 @@ def bench(case: str, repeats: int, ppe_cache: dict, memory: bool, with_captum: b
            "auto_picks": last["auto"].method,
            "auto_vs_full": med["auto"] / med["full"],
            "auto_vs_full_per_repeat": [a / f for a, f in zip(rates["auto"], rates["full"])],
+           "auto_estimate_seconds": spread(estimate_seconds),
+           "full_call_seconds": n / med["full"],
            "chunk_size": engine.chunk_size, "bytes_per_position": engine.bytes_per_position,
            "estimated_work_ratio": engine.cost.ratio,
            "layers": [{"name": c.name, "op": c.op, "recomputed": round(c.recomputed, 4),
@@ -324,6 +332,10 @@ def markdown(results: list[dict], command: str) -> str:
                      f"{x(r['auto_vs_full'])} | {mem} |")
     lines += ["", "Run's peak MiB: resident memory above the model and clean pass (VmHWM reset "
               "after the model is built; full path over its first 40% of positions, > 1 batch)."]
+    lines += ["", "auto's estimate (trace and shapes, before either path; median of 3) against "
+              "one whole full-path occlude() call:", ""]
+    lines += [f"- {r['case']}: {r['auto_estimate_seconds']['median']:.2f} s against "
+              f"{r['full_call_seconds']:.1f} s" for r in results if "auto_estimate_seconds" in r]
     lines += ["", "Fraction of each conv / pool layer's output recomputed per position "
               "(1.00: run in full):", ""]
     for r in results:
