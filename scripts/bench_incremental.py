@@ -259,7 +259,11 @@ def bench(case: str, repeats: int, ppe_cache: dict, memory: bool, with_captum: b
     rates: dict[str, list[float]] = {k: [] for k in runs}
     order = list(runs)
     for r in range(repeats):
-        for k in order[r % len(order):] + order[:r % len(order)]:  # rotate who goes first
+        # every other repeat backwards, rotated every two: no run always follows the same one
+        # (a call right after an incremental one ran slower: the allocator's state it leaves)
+        turn = (r // 2) % len(order)
+        seq = order[turn:] + order[:turn]
+        for k in (seq if r % 2 == 0 else seq[::-1]):
             t = time.perf_counter()
             runs[k]()
             rates[k].append(n / (time.perf_counter() - t))
