@@ -260,7 +260,8 @@ def bench(case: str, repeats: int, ppe_cache: dict, memory: bool, with_captum: b
     order = list(runs)
     for r in range(repeats):
         # every other repeat backwards, rotated every two: no run always follows the same one
-        # (a call right after an incremental one ran slower: the allocator's state it leaves)
+        # (with a plain rotation auto always ran right after the incremental path, and ran
+        # 10-18% slower than the path it picked, on every case of one run; cause not found)
         turn = (r // 2) % len(order)
         seq = order[turn:] + order[:turn]
         for k in (seq if r % 2 == 0 else seq[::-1]):
