@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from zfnet_cli.runs import new_run_dir
-from zfnet_cli.incremental import DEFAULT_MEMORY_BUDGET, IncrementalOcclusion, incremental_or_full
+from zfnet_cli.incremental import DEFAULT_MEMORY_BUDGET, IncrementalOcclusion
 from zfnet_cli.model import ModelConfig, ZFNet
 from zfnet_cli.occlusion import _fill_plane, _forward, _occluded, occlude, occluder_positions
 

@@ -1050,15 +1050,16 @@ def _flops(engine: IncrementalOcclusion, n: fx.Node, numel: int) -> int:
 # read-in contexts and the many small convolutions make a recomputed multiply-add dearer than
 # one in the full pass (hence 0.7, not 1), and the engine's build (trace, clean run, plan, the
 # backend's first calls on new shapes) is paid once per image, so few positions do not repay it.
-# Whole occlude() calls, 224 px, occluder 56, 2-core CPU, build included (README, "What
-# method=auto runs"): resnet18 (estimated work 0.56) ran 0.93x the full path's speed over 49
-# positions and 1.27x over 169; EfficientNet-Lite0 (0.69) 0.93x over 49; ZFNet (0.45) 1.8x over
-# 49; vgg16 (0.28) 1.4x over 16. Where the incremental path does no more work (ratio <= 1; 1
-# where every layer runs in full, e.g. behind a reflection padding) and runs more positions per
-# pass than the full path's batch, it runs: the larger pass was the faster (EfficientNet-Lite0
-# before its padding was covered, ratio 1, 64 px: one chunk of 169 against batches of 64, the
-# incremental path 1.3x faster, build included; 224 px: chunks of 24 against 64, the full path
-# 1.7x faster).
+# Whole occlude() calls, 224 px, occluder 56, 2-core CPU shared with other work, build included
+# (README, "What method=auto runs"): over 49 positions resnet18 (estimated work 0.56) ran 0.93x,
+# 1.18x and 1.19x the full path's speed in three runs, EfficientNet-Lite0 (0.69) 0.93x, 1.22x,
+# 1.11x, ZFNet (0.45) 1.8-2.0x; vgg16 (0.28) 1.4-1.8x over 16; over 169 positions resnet18 1.27x
+# and EfficientNet-Lite0 1.13x. The rule keeps the full path for the first two over 49 positions
+# and for EfficientNet-Lite0 over 169: it gives up those gains so as never to be the slower.
+# Positions per pass do not decide: EfficientNet-Lite0 at 64 px (estimated work 0.82) ran one
+# chunk of 169 positions against the full path's batches of 64 and was about 1.2x slower (an
+# earlier measurement found it 1.3x faster; it ran while the engine left glibc's mmap threshold
+# at 128 KiB for the rest of the process, which slows the full path: the likely cause).
 AUTO_MAX_RATIO = 0.7
 AUTO_BUILD_POSITIONS = 20
 METHODS = ("auto", "incremental", "full")
@@ -1067,7 +1068,7 @@ METHODS = ("auto", "incremental", "full")
 def incremental_or_full(model: nn.Module, image: torch.Tensor, *, size: int,
                         readout: Optional[nn.Module], fill: Union[float, torch.Tensor] = 0.0,
                         method: str = "auto", memory_budget: int = DEFAULT_MEMORY_BUDGET,
-                        batch_size: Optional[int] = None, positions: Optional[int] = None,
+                        positions: Optional[int] = None,
                         model_output: Optional[tuple[Optional[torch.Tensor], torch.Tensor]] = None
                         ) -> Optional[IncrementalOcclusion]:
     """Pick the occlusion method: an :class:`IncrementalOcclusion` to run the positions with,
@@ -1076,8 +1077,7 @@ def incremental_or_full(model: nn.Module, image: torch.Tensor, *, size: int,
     ``"auto"`` takes the incremental path where the model traces and its estimated work
     (:attr:`CostEstimate.ratio`, for the largest update patches), the build counted as
     :data:`AUTO_BUILD_POSITIONS` more positions, is at most :data:`AUTO_MAX_RATIO` of the full
-    path's, or where it does no more work than the full path and runs more positions per pass
-    than the full path's ``batch_size``; ``"incremental"`` insists on it; ``"full"`` never
+    path's; ``"incremental"`` insists on it; ``"full"`` never
     builds it. ``"auto"`` decides from the trace and the layers' shapes alone (a pass on the
     meta device) and builds the engine only where it takes the incremental path.
 
@@ -1090,8 +1090,6 @@ def incremental_or_full(model: nn.Module, image: torch.Tensor, *, size: int,
         method (str, optional): ``"auto"``, ``"incremental"`` or ``"full"``. Default: ``"auto"``.
         memory_budget (int, optional): bytes of per-position activations per chunk.
             Default: :data:`DEFAULT_MEMORY_BUDGET`.
-        batch_size (int, optional): occluded images per pass of the full path, for ``"auto"``
-            where the incremental path saves nothing. Default: ``None`` (then the full path).
         positions (int, optional): how many occluder positions will run, for ``"auto"`` (the
             build is repaid over them). Default: ``None`` (many: the build is not counted).
         model_output (tuple, optional): the model's own (readout totals, logits) on the clean
@@ -1120,15 +1118,12 @@ def incremental_or_full(model: nn.Module, image: torch.Tensor, *, size: int,
         return None
     if method == "auto":  # decide from the trace and shapes before paying for the clean run
         try:
-            cost, chunk_size = IncrementalOcclusion._estimate(
+            cost, _ = IncrementalOcclusion._estimate(
                 model, image, size=size, readout=readout, memory_budget=memory_budget)
         except NotIncremental:
             return None
         build = AUTO_BUILD_POSITIONS / positions if positions else 0.0
-        many = positions or math.inf  # positions per pass: a chunk or a batch, or all of them
-        larger_pass = batch_size and min(chunk_size, many) > min(batch_size, many)
-        if cost.ratio * (1 + build) > AUTO_MAX_RATIO and not (
-                cost.incremental_flops <= cost.full_flops and larger_pass):
+        if cost.ratio * (1 + build) > AUTO_MAX_RATIO:
             return None
     try:
         return IncrementalOcclusion(model, image, size=size, readout=readout, fill=fill,

@@ -333,8 +333,7 @@ def occlude(model: nn.Module, image: torch.Tensor, *, size: int, stride: int,
             maps up to float rounding); ``"full"`` runs the whole model per batch of
             ``batch_size`` occluded images; ``"auto"`` picks incremental where its estimated
             work, the build counted as a few more positions, is at most
-            :data:`~zfnet_cli.incremental.AUTO_MAX_RATIO` of the full pass (or, where it saves
-            nothing, it runs more positions per pass than ``batch_size``) and the model traces
+            :data:`~zfnet_cli.incremental.AUTO_MAX_RATIO` of the full pass and the model traces
             with torch.fx (:func:`~zfnet_cli.incremental.incremental_or_full`, which decides
             before building anything). Default: ``"auto"``.
         memory_budget (int, optional): the incremental path's bytes of per-position
@@ -438,7 +437,7 @@ def _occlude_one(model: nn.Module, chosen: Optional[Layer], image: torch.Tensor,
     # model per batch of occluded images; both yield (slice, (B, M) or None, (B, C)).
     engine = incremental_or_full(model, image, size=size, readout=end, fill=fill,
                                  method=method, memory_budget=memory_budget,
-                                 batch_size=batch_size, positions=n,
+                                 positions=n,
                                  model_output=(clean_totals, clean_logits))
     if engine is not None:
         chunks, steps = engine.iter_chunks(corners), -(-n // engine.chunk_size)
