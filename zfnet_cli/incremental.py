@@ -1048,20 +1048,21 @@ def _flops(engine: IncrementalOcclusion, n: fx.Node, numel: int) -> int:
 # AUTO_BUILD_POSITIONS more positions, is at most AUTO_MAX_RATIO of the full pass's:
 # ratio * (positions + AUTO_BUILD_POSITIONS) <= AUTO_MAX_RATIO * positions. The gather of
 # read-in contexts and the many small convolutions make a recomputed multiply-add dearer than
-# one in the full pass (hence 0.7, not 1), and the engine's build (trace, clean run, plan, the
-# backend's first calls on new shapes) is paid once per image, so few positions do not repay it.
-# Whole occlude() calls, 224 px, occluder 56, 2-core CPU shared with other work, build included
-# (README, "What method=auto runs"): over 49 positions resnet18 (estimated work 0.56) ran 0.93x,
-# 1.18x and 1.19x the full path's speed in three runs, EfficientNet-Lite0 (0.69) 0.93x, 1.22x,
-# 1.11x, ZFNet (0.45) 1.8-2.0x; vgg16 (0.28) 1.4-1.8x over 16; over 169 positions resnet18 1.27x
-# and EfficientNet-Lite0 1.13x. The rule keeps the full path for the first two over 49 positions
-# and for EfficientNet-Lite0 over 169: it gives up those gains so as never to be the slower.
-# Positions per pass do not decide: EfficientNet-Lite0 at 64 px (estimated work 0.82) ran one
-# chunk of 169 positions against the full path's batches of 64 and was about 1.2x slower (an
-# earlier measurement found it 1.3x faster; it ran while the engine left glibc's mmap threshold
-# at 128 KiB for the rest of the process, which slows the full path: the likely cause).
-AUTO_MAX_RATIO = 0.7
-AUTO_BUILD_POSITIONS = 20
+# one in the full pass (hence 0.75, not 1), and the engine's build (trace, clean run at batch 1,
+# plan) is paid once per image. Whole occlude() calls, build included, 224 px, occluder 56,
+# 2-core CPU shared with other work (README, "What method=auto runs"), full path's speed over
+# the incremental path's: over 49 positions resnet18 (estimated work 0.56) 0.93x, 1.18x, 1.19x
+# and 1.81x in four runs, EfficientNet-Lite0 (0.69) 0.93x, 1.22x, 1.11x, 1.12x, ZFNet (0.45)
+# 1.8-2.0x, vgg16 (0.28) 1.4-1.8x over 16; over 169 positions resnet18 1.27x, EfficientNet-Lite0
+# 1.13x. At 64 px EfficientNet-Lite0 (0.82; one chunk of 169 positions against batches of 64)
+# ran about 1.2x slower, as resnet18 and alexnet at 64-96 px (0.84-0.89) did. The rule runs
+# the incremental path on all of these but EfficientNet-Lite0 over 49 positions (0.76 with the
+# build counted) and at 64 px. (An earlier finding that a larger pass alone made the
+# incremental path faster, Lite0 at 64 px with every layer in full, was measured while the
+# engine left glibc's mmap threshold at 128 KiB for the rest of the process, which slows the
+# full path: the likely cause.)
+AUTO_MAX_RATIO = 0.75
+AUTO_BUILD_POSITIONS = 5
 METHODS = ("auto", "incremental", "full")
 
 
