@@ -171,8 +171,9 @@ def _freed_memory_returned() -> Iterator[None]:
     process's peak reached 1.6x the budget over several chunks). Fixing the threshold at glibc's
     own default (128 KiB) maps each large tensor and unmaps it when freed, so resident memory
     follows what is alive. That costs speed (every large tensor is mapped and faulted in anew):
-    left in place it slowed the full path of later ``occlude`` calls in the same process by a
-    third or more (EfficientNet-Lite0, 224 px, 2-core CPU), so on the way out the thresholds go
+    left in place it slowed the full path of later ``occlude`` calls in the same process
+    (EfficientNet-Lite0, 224 px, 49 positions, 2-core CPU: 9.5-12.3 s per call before, 15.4-22.5
+    s after), so on the way out the thresholds go
     to where glibc's own adjustment ends in a long-running process (mmap 32 MiB, trim 64 MiB;
     glibc has no call that reads the old values back). Where the C library has no ``mallopt``
     (not glibc) nothing changes."""
