@@ -6,7 +6,8 @@ The network is two flat ``nn.Sequential``s whose children carry the paper's name
                 | conv5 relu5 pool5
     classifier: fc6 relu6 drop6 | fc7 relu7 drop7 | fc8
 
-Shapes for the paper's model (``ModelConfig()`` defaults, 224x224 input, Fig 3):
+Shapes for the paper's model (``ModelConfig()`` defaults, 224x224 input, Fig 3; the config
+itself is :class:`zfnet_cli.schemas.ModelConfig`, beside the other configs):
 
     input   3 x 224 x 224
     conv1  96 x 110 x 110   7x7 stride 2 pad 1      -> pool1 (3/2, ceil) 96 x 55 x 55 -> norm1

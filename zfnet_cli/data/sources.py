@@ -1,5 +1,5 @@
-"""Which data set a config means: :class:`DataConfig` and the functions that load its splits and
-its mean image."""
+"""Which data set a config means: the functions that load the splits and the mean image of a
+:class:`~zfnet_cli.schemas.DataConfig` (defined beside the other configs)."""
 from __future__ import annotations
 
 import hashlib
