@@ -222,6 +222,9 @@ def strides(values: list[str]) -> dict[str, int]:
         if case and case not in CASES:
             raise SystemExit(f"error: --stride {v}: unknown case {case!r}; choose from "
                              f"{', '.join(CASES)}")
+        if not stride.isdigit() or int(stride) < 1:
+            raise SystemExit(f"error: --stride {v}: the stride must be a whole number of "
+                             f"pixels >= 1, e.g. --stride 28 or --stride vgg16-56=56")
         out[case or "*"] = int(stride)
     return out
 
@@ -359,8 +362,8 @@ def main() -> None:
                     help="occluder stride for every case, or CASE=S for one (fewer positions)")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     ap.add_argument("--no-captum", action="store_true",
-                    help="only our paths: full, incremental and auto (what method=auto chooses "
-                         "between), alternating")
+                    help="only our paths: full and incremental, which method=auto chooses "
+                         "between, and auto itself, alternating")
     ap.add_argument("--out", default=None, help="folder for the JSON and markdown (default: a "
                                                 "new outputs/bench run)")
     ap.add_argument("--budgets", nargs="+", type=float, default=None, metavar="MIB",
@@ -375,6 +378,7 @@ def main() -> None:
     if args.budget_child:
         budget_child(args.budget_child[0], float(args.budget_child[1]))
         return
+    stride = strides(args.stride)  # before the run folder: a bad value leaves nothing behind
     run = run_folder(args.out)
     command = "python scripts/bench_incremental.py " + " ".join(sys.argv[1:])
     if args.budgets:
@@ -385,7 +389,6 @@ def main() -> None:
     ppe_cache: dict = {}
     results = []
     for case in args.cases:
-        stride = strides(args.stride)
         res = bench(case, args.repeats, ppe_cache, not args.no_memory, not args.no_captum,
                     stride.get(case, stride.get("*")))
         results.append(res)
