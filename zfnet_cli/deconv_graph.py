@@ -485,6 +485,24 @@ def _as_maps(act: torch.Tensor, layer: Layer) -> torch.Tensor:
                      f"reads (B, C, H, W) feature maps or (B, C) units")
 
 
+def _forward_to(model: nn.Module, lay: Layer, x: torch.Tensor) -> torch.Tensor:
+    """Run ``model`` on ``x`` up to ``lay`` (the forward stops there) and return the layer's
+    output as (B, C, h, w) maps (a copy: later in-place ops would change it)."""
+    def keep_and_stop(t):  # nothing above the layer is needed: stop the forward there
+        seen.append(t.clone())
+        raise _Stop
+
+    seen: list = []
+    handle = lay.module.register_forward_hook(lambda m, i, o: keep_and_stop(o))
+    try:
+        model(x)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    return _as_maps(read_once(seen, lay), lay)
+
+
 class GraphDeconvnet:
     """The deconvnet on any ``nn.Module`` (see the module doc for the definition and rules).
 
@@ -582,26 +600,9 @@ class GraphDeconvnet:
             x = torch.zeros(1, self.in_channels, h, w, device=device, dtype=dtype,
                             requires_grad=True)
             with _recording(self.model, rules):
-                self._forward_to(lay, x)
+                _forward_to(self.model, lay, x)
             self._conditioning[key] = {k: rules.counts[k] for k in self._rule.conditioning}
         return dict(self._conditioning[key])
-
-    def _forward_to(self, lay: Layer, x: torch.Tensor) -> torch.Tensor:
-        """Run the model on ``x`` up to ``lay`` (the forward stops there) and return the layer's
-        output as (B, C, h, w) maps (a copy: later in-place ops would change it)."""
-        def keep_and_stop(t):  # nothing above the layer is needed: stop the forward there
-            seen.append(t.clone())
-            raise _Stop
-
-        seen: list = []
-        handle = lay.module.register_forward_hook(lambda m, i, o: keep_and_stop(o))
-        try:
-            self.model(x)
-        except _Stop:
-            pass
-        finally:
-            handle.remove()
-        return _as_maps(read_once(seen, lay), lay)
 
     # Where a request set allows, one recorded forward of an image serves all of its requests
     # (one backward each); False sends every request through its own forward row (the method
@@ -673,7 +674,7 @@ class GraphDeconvnet:
         done: list[int] = []
         proj: list[torch.Tensor] = []
         with _recording(self.model, _Rules(self.model, rule=self._rule)):
-            maps = self._forward_to(lay, x)
+            maps = _forward_to(self.model, lay, x)
             for row in rows:
                 for j, r in row:
                     _check_request(j, r, maps.shape[1:])
@@ -732,9 +733,8 @@ class GraphDeconvnet:
             part = todo[s:s + 32]
             x = torch.zeros(len(part), self.in_channels, h, w, device=device,
                             dtype=torch.float64, requires_grad=True)
-            with _recording(reach, _Rules(reach, reach=True)), tap(lay.module, lambda t: t) as seen:
-                reach(x)
-                maps = _as_maps(read_once(seen, lay), lay)
+            with _recording(reach, _Rules(reach, reach=True)):
+                maps = _forward_to(reach, lay, x)
                 seed = torch.zeros_like(maps)
                 for row, (y, xx) in enumerate(part):
                     seed[row, :, y, xx] = 1.0  # every map at (y, x): the union of their paths
