@@ -330,7 +330,8 @@ def top9_tiles(deconv: Projector, loaded, dataset, top: TopK, layer: str, units:
         top (TopK): :func:`~zfnet_cli.top9.scan_top9`'s result for ``layer``.
         layer (str): the layer name.
         units (sequence of int): the feature maps, in the order wanted.
-        batch_size (int, optional): projections per deconvnet pass. Default: 64.
+        batch_size (int, optional): images per recorded forward pass of the projector.
+            Default: 64.
         progress (bool, optional): show the projection progress bar. Default: ``False``.
         similarity (bool, optional): also send each shown seed down through the next shown
             image and give the mean correlation with its own projection, in the same box
