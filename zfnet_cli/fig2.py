@@ -358,7 +358,7 @@ def top9_tiles(deconv: Projector, loaded, dataset, top: TopK, layer: str, units:
                     for m in chunk for j in range(k)]
         cross = ({m: cross_requests(requests[i * k:(i + 1) * k]) for i, m in enumerate(chunk)}
                  if similarity else {})
-        flat = [r for m in chunk if cross[m] for r in cross[m]] if similarity else []
+        flat = [r for m in chunk if cross.get(m) for r in cross[m]]
         both = _projected(deconv, inputs, requests + flat, batch_size=batch_size,
                           desc=f"project {layer}", progress=progress)
         projected = iter(_cut(deconv, both[:len(requests)], requests, loaded.input_size))
