@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import platform
 import shlex
@@ -70,8 +69,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from _bench import run_folder, write_results
 from zfnet_cli.config import compose
-from zfnet_cli.runs import new_run_dir
 from zfnet_cli.data.transforms import BatchPreprocess
 from zfnet_cli.engine import (InMemoryBatches, LoaderBatches, compile_model, pick_device,
                               train_one_epoch)
@@ -135,15 +134,6 @@ def _one_line(err: BaseException) -> str:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _write(folder: Path, stem: str, out: dict, markdown: str) -> None:
-    """JSON and markdown, each written beside itself and renamed into place (a run killed at its
-    time limit leaves the previous complete file, never half of one)."""
-    for name, text in ((f"{stem}.json", json.dumps(out, indent=2) + "\n"), (f"{stem}.md", markdown)):
-        tmp = folder / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, folder / name)
 
 
 # ---------------------------------------------------------------- part: train
@@ -312,7 +302,7 @@ def train_part(args, device: torch.device, ap: argparse.ArgumentParser, folder: 
 
     def save(final: bool) -> dict:
         out = build(final)
-        _write(folder, "bench_gpu", out, _train_markdown(out))
+        write_results(folder, "bench_gpu", out, _train_markdown(out))
         return out
 
     def out_of_time() -> bool:
@@ -374,7 +364,7 @@ def top9_part(args, device: torch.device, folder: Path) -> dict:
     out.update(command="python " + " ".join(shlex.quote(a) for a in ["scripts/bench_gpu.py", *sys.argv[1:]]),
                hardware=hardware(device), goal=GOALS["top9"])
     m = out["median_per_second"]
-    _write(folder, "bench_gpu_top9", out,
+    write_results(folder, "bench_gpu_top9", out,
            "\n".join([f"# Top-9 scan against plain inference: {args.model} at {out['image_size']} px", "",
                       f"`{out['command']}`", "", f"Hardware: {_where(out['hardware'])}.", "",
                       "| scan, all 5 layers (img/s) | plain inference (img/s) | ratio | projections/s | goal |",
@@ -446,7 +436,7 @@ def occlusion_part(args, device: torch.device, folder: Path) -> dict:
            "captum": captum_error or "measured", "hardware": hardware(device), "goal": GOALS["occlusion"]}
     ratio = f"{out['ratio_ours_over_captum']:.2f}" if out["ratio_ours_over_captum"] else "-"
     cap = f"{med['captum']:.0f}" if "captum" in med else captum_error
-    _write(folder, "bench_gpu_occlusion", out,
+    write_results(folder, "bench_gpu_occlusion", out,
            "\n".join([f"# Occlusion positions/s: {args.model} at {size} px, occluder {occ} stride {stride}", "",
                       f"`{out['command']}`", "", f"Hardware: {_where(out['hardware'])}.", "",
                       "| ours (positions/s) | Captum Occlusion (positions/s) | ratio | batch |",
@@ -513,8 +503,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    folder = Path(args.out) if args.out else new_run_dir(Path(args.output_root), "bench")
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = run_folder(args.out, args.output_root)
     failed = []
     for part in parts:
         try:
@@ -528,7 +517,7 @@ def main() -> None:
             failed.append(part)
             stem = "bench_gpu" if part == "train" else f"bench_gpu_{part}"
             out = {"part": part, "error": _one_line(err), "hardware": hardware(device)}
-            _write(folder, stem, out, f"# bench_gpu {part}: failed\n\n{out['error']}\n")
+            write_results(folder, stem, out, f"# bench_gpu {part}: failed\n\n{out['error']}\n")
             print(f"bench_gpu {part}: failed: {out['error']}", flush=True)
             traceback.print_exc()
     if failed:

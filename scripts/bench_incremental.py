@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from zfnet_cli.runs import new_run_dir
+from _bench import run_folder, write_results
 from zfnet_cli.incremental import DEFAULT_MEMORY_BUDGET, IncrementalOcclusion, incremental_or_full
 from zfnet_cli.model import ModelConfig, ZFNet
 from zfnet_cli.occlusion import _fill_plane, _forward, _occluded, occluder_positions
@@ -335,13 +335,11 @@ def main() -> None:
     if args.budget_child:
         budget_child(args.budget_child[0], float(args.budget_child[1]))
         return
-    run = Path(args.out) if args.out else new_run_dir(Path("outputs"), "bench")
-    run.mkdir(parents=True, exist_ok=True)
+    run = run_folder(args.out)
     command = "python scripts/bench_incremental.py " + " ".join(sys.argv[1:])
     if args.budgets:
         rows = budgets([c for c in args.cases if CASES[c][0] == "zfnet"], args.budgets)
-        (run / "bench_incremental_budgets.json").write_text(json.dumps(rows, indent=2) + "\n")
-        (run / "bench_incremental_budgets.md").write_text(budgets_markdown(rows, command))
+        write_results(run, "bench_incremental_budgets", rows, budgets_markdown(rows, command))
         print(budgets_markdown(rows, command))
         return
     ppe_cache: dict = {}
@@ -349,7 +347,7 @@ def main() -> None:
     for case in args.cases:
         res = bench(case, args.repeats, ppe_cache, not args.no_memory, not args.no_captum)
         results.append(res)
-        (run / f"bench_incremental_{case}.json").write_text(json.dumps(res, indent=2) + "\n")
+        write_results(run, f"bench_incremental_{case}", res)
         p = res["positions_per_second"]
         captum_part = ("" if args.no_captum else
                        f"Captum {p['captum']['median']:.2f} pos/s (ppe "
@@ -360,7 +358,7 @@ def main() -> None:
               f"{p['full']['median']:.2f} pos/s, incremental {p['incremental']['median']:.2f} "
               f"(estimated work {res['estimated_work_ratio']:.2f}); auto runs "
               f"{res['auto_picks']}: {res['auto_vs_full']:.2f}x full", flush=True)
-    (run / "bench_incremental.md").write_text(markdown(results, command))
+    write_results(run, "bench_incremental", markdown=markdown(results, command))
     print(markdown(results, command))
 
 

@@ -115,7 +115,7 @@ def main() -> None:
     import torchvision
     from torchvision import transforms as T
 
-    from zfnet_cli.runs import new_run_dir
+    from _bench import run_folder, write_results
     from zfnet_cli.data.packed import PackedData, prepare
     from zfnet_cli.data.transforms import BatchPreprocess
     from zfnet_cli.engine import InMemoryBatches
@@ -181,17 +181,16 @@ def main() -> None:
            "ratio_gather_only_over_baseline": ratio_gather,
            "prepare_seconds": prep_s, "prepare_images_per_s": summary["images_written"] / prep_s,
            "goal": ">= 5"}
-    run = Path(args.out) if args.out else new_run_dir(Path(args.output_root), "bench")
-    (run / "bench_loader.json").write_text(json.dumps(out, indent=2) + "\n")
-    with open(run / "bench_loader.md", "a") as f:
-        f.write(f"| `scripts/bench_loader.py`: training batches as images/s, {args.images} JPEGs "
-                f"~500x375, batch {args.batch}, {args.workers} workers | packed {med['packed']:.0f} "
-                f"img/s (gather only {med['gather_only']:.0f}) | torchvision ImageFolder "
-                f"{med['baseline']:.0f} img/s | {ratio:.1f}x ({ratio_gather:.0f}x) | >= 5x |\n")
+    row = (f"| `scripts/bench_loader.py`: training batches as images/s, {args.images} JPEGs "
+           f"~500x375, batch {args.batch}, {args.workers} workers | packed {med['packed']:.0f} "
+           f"img/s (gather only {med['gather_only']:.0f}) | torchvision ImageFolder "
+           f"{med['baseline']:.0f} img/s | {ratio:.1f}x ({ratio_gather:.0f}x) | >= 5x |\n")
+    path = write_results(run_folder(args.out, args.output_root), "bench_loader", out, row,
+                         append=True)
     print(f"loader: packed {med['packed']:.0f} img/s (gather only {med['gather_only']:.0f}), "
           f"torchvision ImageFolder {med['baseline']:.0f} img/s ({args.workers} workers), ratio "
           f"{ratio:.1f}x ({ratio_gather:.0f}x gather only; goal >= 5x); prepare "
-          f"{out['prepare_images_per_s']:.0f} img/s -> {run / 'bench_loader.json'}")
+          f"{out['prepare_images_per_s']:.0f} img/s -> {path}")
 
 
 if __name__ == "__main__":

@@ -6,16 +6,14 @@ one-position-at-a-time loop, for the paper-size ZFNet at 224x224 and the small m
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from _bench import run_folder, write_results
 from zfnet_cli.config import compose
-from zfnet_cli.runs import new_run_dir
 from zfnet_cli.model import ZFNet
 from zfnet_cli.occlusion import occlude, occluder_positions
 
@@ -67,10 +65,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=None, help="folder for the JSON (default: a new outputs/bench run)")
     args = ap.parse_args()
-    run = Path(args.out) if args.out else new_run_dir(Path("outputs"), "bench")
+    run = run_folder(args.out)
     for name in args.models:
         out = bench(name, args.positions, args.batch, args.repeats)
-        (run / f"bench_occlusion_{name}.json").write_text(json.dumps(out, indent=2) + "\n")
+        write_results(run, f"bench_occlusion_{name}", out)
         m = out["median_positions_per_second"]
         print(f"occlusion ({name}, {out['image_size']}px, {out['positions']} positions): batched "
               f"{m['batched']:.1f} pos/s, one at a time {m['one_at_a_time']:.1f} pos/s, "

@@ -22,15 +22,13 @@ compared. Goal: every rule >= 0.8 x the bare figure.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from contextlib import contextmanager
-from pathlib import Path
 
 import torch
 
-from zfnet_cli.config import new_run_dir
+from _bench import run_folder, write_results
 from zfnet_cli.deconv import Request
 from zfnet_cli.deconv_graph import RULES, GraphDeconvnet, _shared_rows
 from zfnet_cli.layers import read_once, resolve_layer, tap
@@ -160,8 +158,7 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="folder for the JSON (default: a new outputs/bench run)")
     args = ap.parse_args()
     result = bench(args.batch, args.repeats, args.threads)
-    run = Path(args.out) if args.out else new_run_dir(Path("outputs"), "bench")
-    (run / "bench_projections.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_results(run_folder(args.out), "bench_projections", result)
     for name, m in result["models"].items():
         for wname, wl in m["workloads"].items():
             print(f"projections ({name}, {m['layer']}, 224 px, {wname}): shared / per request "

@@ -13,15 +13,13 @@ Goal: scan >= 0.8x plain inference (both models).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
+from _bench import run_folder, write_results
 from zfnet_cli.config import compose
-from zfnet_cli.runs import new_run_dir
 from zfnet_cli.deconv import Deconvnet, Request
 from zfnet_cli.deconv_graph import GraphDeconvnet
 from zfnet_cli.model import ZFNet
@@ -144,15 +142,15 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="folder for the JSON (default: a new outputs/bench run)")
     args = ap.parse_args()
     out = bench(args.model, args.images, args.batch, args.repeats)
-    run = Path(args.out) if args.out else new_run_dir(Path("outputs"), "bench")
-    (run / f"bench_top9_{args.model}.json").write_text(json.dumps(out, indent=2) + "\n")
+    run = run_folder(args.out)
+    write_results(run, f"bench_top9_{args.model}", out)
     m = out["median_per_second"]
     print(f"top-9 ({args.model}): scan {m['scan']:.0f} img/s, inference {m['inference']:.0f} img/s, "
           f"ratio {out['ratio_scan_over_inference']:.2f} (goal >= 0.8); {m['project']:.0f} projections/s")
     if args.any_arch != "none":
         other = bench_any(args.any_arch, args.any_images, args.any_batch, args.repeats,
                           size=args.any_size)
-        (run / f"bench_top9_{args.any_arch}.json").write_text(json.dumps(other, indent=2) + "\n")
+        write_results(run, f"bench_top9_{args.any_arch}", other)
         a = other["median_per_second"]
         print(f"top-9 ({args.any_arch} at {args.any_size}, {len(other['layers'])} blocks): scan "
               f"{a['scan']:.1f} img/s, inference {a['inference']:.1f} img/s, ratio "

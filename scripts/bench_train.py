@@ -11,16 +11,14 @@ Writes outputs/bench/<date_time>/bench_train.json and prints a one-line summary.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from _bench import run_folder, write_results
 from zfnet_cli.config import compose
-from zfnet_cli.runs import new_run_dir
 from zfnet_cli.data.transforms import BatchPreprocess
 from zfnet_cli.engine import InMemoryBatches, train_one_epoch
 from zfnet_cli.model import ZFNet, renormalize_filters
@@ -90,10 +88,9 @@ def main() -> None:
            "batch": args.batch, "steps": args.steps, "repeats": args.repeats,
            "threads": torch.get_num_threads(), "images_per_s": res, "median_images_per_s": med,
            "ratio_ours_over_bare": med["ours"] / med["bare"], "goal": ">= 0.95"}
-    run = Path(args.out) if args.out else new_run_dir(Path(args.output_root), "bench")
-    (run / "bench_train.json").write_text(json.dumps(out, indent=2) + "\n")
+    path = write_results(run_folder(args.out, args.output_root), "bench_train", out)
     print(f"train loop: ours {med['ours']:.1f} img/s, bare {med['bare']:.1f} img/s, "
-          f"ratio {out['ratio_ours_over_bare']:.3f} (goal >= 0.95) -> {run / 'bench_train.json'}")
+          f"ratio {out['ratio_ours_over_bare']:.3f} (goal >= 0.95) -> {path}")
 
 
 if __name__ == "__main__":

@@ -80,6 +80,50 @@ def test_help_imports_no_torch_nor_an_experiment():
     assert out.stdout.strip().splitlines()[-1] == "HEAVY []"
 
 
+# command -> (its arguments before the overrides, a misspelt key, a bad value)
+_BAD_OVERRIDES = {
+    "train": ([], "optim.lrr=1", "optim.lr=abc"),
+    "visualize": ([], "maps_per_layr=2", "k=0"),
+    "occlude": ([], "sizee=8", "size=abc"),
+    "invariance": ([], "n_image=2", "n_images=0"),
+    "correspond": ([], "draw=1", "draws=x"),
+    "ablate": ([], "seed=2", "seeds=0"),
+    "transfer": ([], "fold=2", "folds=x"),
+    "report": ([], "titel=x", "root=[1,2]"),
+    "prepare": (["imagenet", "."], "shard=1", "image_size=0"),
+    "layers": ([], "devic=cpu", "device=gpu"),
+    "explore": ([], "max_unit=1", "k=x"),
+}
+
+
+def test_a_bad_override_answers_before_torch_loads():
+    """A misspelt key or a bad value is one `error:` line and exit 2 from every command, given
+    before torch or the command's experiment is imported (the schemas import neither), so the
+    user does not wait seconds for it."""
+    import subprocess
+    import sys
+
+    from zfnet_cli.config import COMMANDS
+
+    assert set(_BAD_OVERRIDES) == set(COMMANDS)
+    cases = [[c, *args, o] for c, (args, *bad) in _BAD_OVERRIDES.items() for o in bad]
+    probe = ("import contextlib, io, json, sys\nfrom zfnet_cli import cli\nout = []\n"
+             "for argv in {cases!r}:\n    sys.argv = ['zfnet', *argv]\n    err = io.StringIO()\n"
+             "    with contextlib.redirect_stderr(err):\n        try:\n            cli.main()\n"
+             "            code = 0\n        except SystemExit as e:\n            code = e.code\n"
+             "    heavy = [m for m in sys.modules if m == 'torch'"
+             " or m.startswith('zfnet_cli.experiments')]\n"
+             "    out.append([argv, code, err.getvalue(), heavy])\nprint(json.dumps(out))")
+    run = subprocess.run([sys.executable, "-c", probe.format(cases=cases)], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    for argv, code, err, heavy in json.loads(run.stdout.strip().splitlines()[-1]):
+        lines = err.splitlines()
+        assert code == 2 and len(lines) == 1, (argv, code, err)
+        assert lines[0].startswith(f"zfnet {argv[0]}: error: "), (argv, err)
+        assert heavy == [], (argv, heavy)
+
+
 def test_each_commands_override_example_composes():
     """The KEY=VALUE example in each command's --help is made of that command's own keys."""
     import re

@@ -135,3 +135,12 @@ def test_config_command_prints_the_composed_config():
     assert "checkpoint: latest\n" in res.output
     res = CliRunner().invoke(app, ["config", "train"])
     assert "epochs: 7\n" in res.output and "seed: 0\n" in res.output  # YAML file, then schema
+
+
+def test_schema_rule_choices_are_the_projection_rules():
+    """The schemas bound `rule=` by the rules' names without importing the deconvnet (which
+    loads torch); the names must stay those of zfnet_cli.deconv_graph.RULES."""
+    from zfnet_cli.deconv_graph import RULES
+    from zfnet_cli.schemas import RULE_NAMES
+
+    assert RULE_NAMES == tuple(RULES)

@@ -25,9 +25,9 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _EXPORTS = {
     # models: loading any model and how it reads images
-    "load_model": "loading", "Loaded": "loading", "Preprocess": "loading",
+    "load_model": "loading", "Loaded": "loading", "Preprocess": "schemas",
     "CheckpointError": "checkpoint", "SourceNote": "loading",
-    "ZFNet": "model", "ModelConfig": "model",
+    "ZFNet": "model", "ModelConfig": "schemas",
     # layers by name
     "Layer": "layers", "resolve_layer": "layers", "layer_names": "layers",
     "paper_names": "layers", "describe_layers": "layers", "default_layer": "layers",
@@ -78,10 +78,8 @@ if TYPE_CHECKING:  # what the lazy table gives, spelled out for type checkers an
     from zfnet_cli.layers import read_layers as read_layers
     from zfnet_cli.layers import resolve_layer as resolve_layer
     from zfnet_cli.loading import Loaded as Loaded
-    from zfnet_cli.loading import Preprocess as Preprocess
     from zfnet_cli.loading import SourceNote as SourceNote
     from zfnet_cli.loading import load_model as load_model
-    from zfnet_cli.model import ModelConfig as ModelConfig
     from zfnet_cli.model import ZFNet as ZFNet
     from zfnet_cli.occlusion import OcclusionMaps as OcclusionMaps
     from zfnet_cli.occlusion import occlude as occlude
@@ -91,6 +89,8 @@ if TYPE_CHECKING:  # what the lazy table gives, spelled out for type checkers an
     from zfnet_cli.sanity import cascade as cascade
     from zfnet_cli.sanity import image_similarity as image_similarity
     from zfnet_cli.sanity import is_template as is_template
+    from zfnet_cli.schemas import ModelConfig as ModelConfig
+    from zfnet_cli.schemas import Preprocess as Preprocess
     from zfnet_cli.top9 import TopK as TopK
     from zfnet_cli.top9 import gather_top9 as gather_top9
     from zfnet_cli.top9 import scan_top9 as scan_top9

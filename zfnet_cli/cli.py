@@ -6,6 +6,7 @@ Bad input ends in a one-line ``zfnet <command>: error: ...`` on stderr and a non
 """
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import warnings
@@ -126,15 +127,16 @@ def _user_errors() -> tuple[type[BaseException], ...]:
             WriteError)
 
 
-def _execute(command: str, overrides: list[str], runner: Callable, *,
+def _execute(command: str, overrides: list[str], runner: Callable | None = None, *,
              resume_overrides: Callable[[object], list[str]] | None = None,
              existing_dir: Callable[[object], Optional[Path]] | None = None) -> dict:
     """Compose, set up DDP when under torchrun, make the run folder (or continue in the one
-    ``existing_dir(cfg)`` names), run, report."""
+    ``existing_dir(cfg)`` names), run (``runner``, default the command's experiment's ``run``),
+    report. torch and the experiment load only once the config has composed, so a bad override
+    answers at once."""
     debug = bool(os.environ.get("ZFNET_DEBUG"))
     from zfnet_cli.config import ConfigError, compose, make_run_dir, merge_overrides
     from zfnet_cli.runs import discard_run_dir
-    from zfnet_cli.engine import cleanup_distributed, setup_distributed
 
     run_dir = None
     try:
@@ -142,6 +144,10 @@ def _execute(command: str, overrides: list[str], runner: Callable, *,
         if resume_overrides is not None and getattr(cfg, "resume", None):
             overrides = merge_overrides(resume_overrides(cfg), overrides)
             cfg = compose(command, overrides)
+        from zfnet_cli.engine import setup_distributed
+
+        if runner is None:
+            runner = importlib.import_module(f"zfnet_cli.experiments.{command}").run
         d = setup_distributed(getattr(cfg, "device", "auto"))
         run_dir = make_run_dir(command, cfg, existing=existing_dir(cfg) if existing_dir else None)
         with _notes(command):
@@ -168,7 +174,9 @@ def _execute(command: str, overrides: list[str], runner: Callable, *,
             discard_run_dir(run_dir, message)
         _fail(command, message, 1)
     finally:
-        cleanup_distributed()
+        engine = sys.modules.get("zfnet_cli.engine")  # not imported: nothing was set up
+        if engine is not None:
+            engine.cleanup_distributed()
     if d.main:
         typer.echo(f"zfnet {command}: done, results in {run_dir}")
     return metrics
@@ -237,7 +245,6 @@ def train(
              "eval_test": eval_test, "amp": amp, "channels_last": channels_last,
              "compile": compile_model, **_source(checkpoint, arch, trust_pickle, weights)}
     ovr = _overrides(typed, overrides)
-    from zfnet_cli.experiments import train as experiment_train
 
     def saved_overrides(cfg) -> list[str]:
         from zfnet_cli import checkpoint, runs
@@ -246,7 +253,7 @@ def train(
                                                    key="resume"))
         return [o for o in state.get("overrides", []) if not o.startswith("resume=")]
 
-    _execute("train", ovr, experiment_train.run, resume_overrides=saved_overrides)
+    _execute("train", ovr, resume_overrides=saved_overrides)
 
 
 def _overrides(typed: dict, extra: Optional[List[str]]) -> list[str]:
@@ -337,9 +344,7 @@ def visualize(
              "split": split, "max_images": max_images, "device": device, "seed": seed,
              "layers": None if all_layers else _hydra_list(layer),
              "fmaps": _hydra_list(fmap, quote=False), "compare": _hydra_list(runs)}
-    from zfnet_cli.experiments import visualize as experiment_visualize
-
-    _execute("visualize", _overrides(typed, overrides), experiment_visualize.run)
+    _execute("visualize", _overrides(typed, overrides))
 
 
 @app.command(epilog="Examples:\n\n"
@@ -375,9 +380,7 @@ def explore(
     typed = {**_source(checkpoint, arch, trust_pickle, weights), "split": split,
              "max_images": max_images, "evolution": evolution, "device": device,
              "rule": rule, "layers": _hydra_list(layer)}
-    from zfnet_cli.experiments import explore as experiment_explore
-
-    metrics = _execute("explore", _overrides(typed, overrides), experiment_explore.run)
+    metrics = _execute("explore", _overrides(typed, overrides))
     typer.echo(f"zfnet explore: open {metrics['index']} in a browser")
 
 
@@ -423,9 +426,7 @@ def occlude(
              "size": size, "stride": stride, "split": split, "rule": rule,
              **_source(checkpoint, arch, trust_pickle, weights), "device": device,
              "images": _hydra_list(images)}
-    from zfnet_cli.experiments import occlude as experiment_occlude
-
-    metrics = _execute("occlude", _overrides(typed, overrides), experiment_occlude.run)
+    metrics = _execute("occlude", _overrides(typed, overrides))
     for line in metrics.get("notes", []):
         typer.echo(f"zfnet occlude: note: {line}", err=True)
     for line in metrics.get("failed", []):
@@ -463,9 +464,7 @@ def invariance(
     typed = {"images": _hydra_list(files), "labels": _hydra_list(label),
              "n_images": n_images, "method": method, "split": split,
              **_source(checkpoint, arch, trust_pickle, weights), "device": device}
-    from zfnet_cli.experiments import invariance as experiment_invariance
-
-    _execute("invariance", _overrides(typed, overrides), experiment_invariance.run)
+    _execute("invariance", _overrides(typed, overrides))
 
 
 @app.command(epilog="Examples:\n\n"
@@ -497,9 +496,7 @@ def correspond(
              "parts_file": _quote(str(parts_file)) if parts_file else None, "draws": draws,
              "mask_size": mask_size, "split": split,
              **_source(checkpoint, arch, trust_pickle, weights), "device": device}
-    from zfnet_cli.experiments import correspond as experiment_correspond
-
-    _execute("correspond", _overrides(typed, overrides), experiment_correspond.run)
+    _execute("correspond", _overrides(typed, overrides))
 
 
 @app.command(epilog="Examples:\n\n"
@@ -526,9 +523,9 @@ def ablate(
 
     Each variant is a normal `zfnet train` run in <ablation>/variants/<name>/; the table (train top-1, val top-1, val top-5 error, parameters, beside the paper's) goes to table3.md, .csv, .json and figures/table3.png. Also runs under torchrun (every variant on all ranks).
     """
-    from zfnet_cli.experiments import ablate as experiment_ablate
-
     if list_variants:
+        from zfnet_cli.experiments import ablate as experiment_ablate
+
         for name, v in experiment_ablate.VARIANTS.items():
             typer.echo(f"{name:24s} {v.label}")
         return
@@ -550,6 +547,7 @@ def ablate(
 
     def runner(cfg, run_dir, **kw):
         from zfnet_cli.config import compose, describe_run
+        from zfnet_cli.experiments import ablate as experiment_ablate
 
         return experiment_ablate.run(cfg, run_dir, compose_train=lambda o: compose("train", o),
                                      describe_run=lambda c, p: describe_run(p, "train", c), **kw)
@@ -593,9 +591,7 @@ def transfer(
              "root": _quote(str(root)) if root else None, "shots": _hydra_list(shots, quote=False),
              "folds": folds, "scratch": scratch, "per_layer": per_layer,
              **_source(checkpoint, arch, trust_pickle, weights), "device": device}
-    from zfnet_cli.experiments import transfer as experiment_transfer
-
-    _execute("transfer", _overrides(typed, overrides), experiment_transfer.run)
+    _execute("transfer", _overrides(typed, overrides))
 
 
 @app.command(epilog="Examples:\n\n"
@@ -622,9 +618,7 @@ def prepare(
               "KEY=VALUE overrides come after them", 2)
     typed = {"dataset": dataset, "root": _quote(str(root)), "out": _quote(str(out)) if out else None,
              "workers": workers, "image_size": image_size, "shard_size": shard_size}
-    from zfnet_cli.experiments import prepare as experiment_prepare
-
-    _execute("prepare", _overrides(typed, overrides), experiment_prepare.run)
+    _execute("prepare", _overrides(typed, overrides))
 
 
 @app.command(epilog="Examples:\n\n"
@@ -639,9 +633,7 @@ def report(
     typed = {"root": _quote(str(root)) if root else None}
     if root and "=" in str(root):  # a KEY=VALUE given without a root
         overrides, typed = [str(root), *(overrides or [])], {}
-    from zfnet_cli.experiments import report as experiment_report
-
-    _execute("report", _overrides(typed, overrides), experiment_report.run)
+    _execute("report", _overrides(typed, overrides))
 
 
 @app.command(epilog="Examples:\n\n"
@@ -666,10 +658,11 @@ def layers(
     typed = _source(checkpoint, arch, trust_pickle, weights)
     debug = bool(os.environ.get("ZFNET_DEBUG"))
     from zfnet_cli.config import ConfigError, compose
-    from zfnet_cli.experiments import layers as experiment_layers
 
     try:
         cfg = compose("layers", _overrides(typed, overrides))
+        from zfnet_cli.experiments import layers as experiment_layers
+
         with _notes("layers"):
             loaded, rows, uses = experiment_layers.run(cfg)
     except ConfigError as err:

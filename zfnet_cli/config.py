@@ -1,8 +1,9 @@
 """Typed configs, composed from ``configs/`` with Hydra's Compose API, and each run's description.
 
-Each subcommand has one dataclass schema, imported and registered in Hydra's ConfigStore as
-``<command>_schema`` when that command composes (:func:`schema`), so a command loads only its
-own experiment; ``configs/<command>.yaml`` starts its defaults list with that schema, so
+Each subcommand has one dataclass schema in :mod:`zfnet_cli.schemas`, registered in Hydra's
+ConfigStore as ``<command>_schema`` when that command composes (:func:`schema`); that module
+imports no torch and no experiment, so a bad override answers before either loads.
+``configs/<command>.yaml`` starts its defaults list with that schema, so
 YAML files and ``key=value`` overrides only override typed fields: an unknown key or a value of
 the wrong type is a :class:`ConfigError` naming the key. Core code receives the plain dataclass
 (``OmegaConf.to_object``), never a ``DictConfig``. Only this module and ``cli.py`` import hydra.
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import difflib
-import importlib
 import json
 import os
 import platform
@@ -31,6 +31,7 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from zfnet_cli import schemas
 from zfnet_cli.bounds import check_bounds
 from zfnet_cli.files import WriteError, append_text, describe, write_atomic
 from zfnet_cli.runs import new_run_dir
@@ -42,24 +43,20 @@ class ConfigError(ValueError):
     """A bad override or config file; the message is one line that names the key."""
 
 
-# command -> the module defining its schema (imported when that command composes its config, so
-# a command loads only its own experiment and `zfnet --help` loads none)
-_SCHEMA_HOMES: dict[str, str] = {
-    "train": "train:TrainConfig", "visualize": "visualize:VisualizeConfig",
-    "occlude": "occlude:OccludeConfig", "invariance": "invariance:InvarianceConfig",
-    "correspond": "correspond:CorrespondConfig", "ablate": "ablate:AblateConfig",
-    "transfer": "transfer:TransferConfig", "report": "report:ReportConfig",
-    "prepare": "prepare:PrepareConfig", "layers": "layers:LayersConfig",
-    "explore": "explore:ExploreConfig"}
-COMMANDS = tuple(_SCHEMA_HOMES)
+# command -> its schema's name in zfnet_cli.schemas
+_SCHEMA_NAMES: dict[str, str] = {
+    "train": "TrainConfig", "visualize": "VisualizeConfig", "occlude": "OccludeConfig",
+    "invariance": "InvarianceConfig", "correspond": "CorrespondConfig", "ablate": "AblateConfig",
+    "transfer": "TransferConfig", "report": "ReportConfig", "prepare": "PrepareConfig",
+    "layers": "LayersConfig", "explore": "ExploreConfig"}
+COMMANDS = tuple(_SCHEMA_NAMES)
 
 
 def schema(command: str) -> type:
     """The dataclass schema of ``command``, registered in Hydra's ConfigStore on first use."""
-    if command not in _SCHEMA_HOMES:
+    if command not in _SCHEMA_NAMES:
         raise ConfigError(f"no config schema for command '{command}'")
-    module, name = _SCHEMA_HOMES[command].split(":")
-    node = getattr(importlib.import_module(f"zfnet_cli.experiments.{module}"), name)
+    node = getattr(schemas, _SCHEMA_NAMES[command])
     ConfigStore.instance().store(name=f"{command}_schema", node=node)
     return node
 
@@ -114,6 +111,11 @@ def _one_line(command: str, err: Exception, overrides: Sequence[str] = ()) -> st
         k = re.search(r"full_key: (\S+)", text) or re.search(r"override (\S+?)=", text)
         where = f" for '{k.group(1)}'" if k else ""
         return f"bad value '{m.group(1)}'{where}: expected {m.group(2).lower()}"
+    m = re.search(r"Cannot convert '(?:list|dict)' to string: '(.*)'", text)  # root=[1,2]
+    if m:
+        k = re.search(r"full_key: (\S+)", text)
+        where = f" for '{k.group(1)}'" if k else ""
+        return f"bad value '{m.group(1)}'{where}: expected a string, not a list or a dict"
     first = next((line.strip() for line in text.splitlines() if line.strip()), repr(err))
     return first
 

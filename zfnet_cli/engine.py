@@ -21,6 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from zfnet_cli.model import renormalize_filters
+from zfnet_cli.schemas import AMP_MODES
 
 Preprocess = Callable[..., torch.Tensor]  # (uint8 batch, generator) -> float batch
 
@@ -269,8 +270,6 @@ def dataset_batches(dataset, batch_size: int, preprocess: Optional[Preprocess], 
 
 
 # ---------------------------------------------------------------- speed options
-
-AMP_MODES = ("none", "bf16")
 
 
 def autocast(device: torch.device | str, amp: str = "none"):

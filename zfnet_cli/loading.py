@@ -33,49 +33,13 @@ from zfnet_cli.checkpoint import CheckpointError, build_model, is_ours, not_a_ch
 from zfnet_cli.data.sources import DataConfig, for_model
 from zfnet_cli.layers import SCRIPTED
 from zfnet_cli.runs import resolve
+from zfnet_cli.schemas import ModelSource, Preprocess
 
 
 class SourceNote(UserWarning):
     """What a user could not know from the command line about the model that was loaded (a
     factory's own weights used, none loaded from a file): a warning from Python, one
     ``zfnet <command>: note: ...`` line from the CLI."""
-
-
-@dataclass
-class Preprocess:
-    """Overrides of the preprocessing a model comes with (``preprocess.KEY=VALUE``).
-
-    ``None`` keeps the model's own: ours from the checkpoint (its training mean image and
-    scale, its crop), torchvision's from the architecture's weights (ImageNet mean / std,
-    resize 256, crop 224 for most), ImageNet's for TorchScript, pickled and factory models.
-    """
-
-    mean: Optional[list[float]] = None  # per channel, of 0..1 RGB pixels, e.g. [0.5,0.5,0.5]
-    std: Optional[list[float]] = None  # per channel, of 0..1 RGB pixels
-    input_size: Optional[int] = None  # side of the square the model sees (the centre crop)
-    resize: Optional[int] = None  # short side before that crop; None with input_size: / 0.875
-
-
-@dataclass
-class ModelSource:
-    """Config keys that say which model a command looks inside and how to read it (every such
-    command's config has them).
-
-    ``checkpoint`` takes: one of our checkpoints (a ``.pt`` file, a ``zfnet train`` run folder,
-    ``latest``); a state dict file of any torchvision classifier, also wrapped as
-    ``{"model": ...}`` / ``{"state_dict": ...}`` / with ``module.`` prefixes (its architecture
-    recognised from its keys and shapes, or named with ``arch``); a TorchScript file (occlusion
-    only: no deconvnet); a whole pickled model (``torch.save(model)``, only with
-    ``trust_pickle=true``); or ``package.module:factory``, a function of your own code called
-    with no arguments that returns the ``nn.Module`` (with ``weights=FILE``, a state dict
-    loaded into it).
-    """
-
-    checkpoint: str = "latest"  # the model (see above); "latest": the newest finished train run
-    arch: Optional[str] = None  # torchvision architecture of a state dict; None: recognised
-    weights: Optional[str] = None  # state dict file for checkpoint=module:factory
-    trust_pickle: bool = False  # allow a whole pickled model (runs code from the file)
-    preprocess: Preprocess = field(default_factory=Preprocess)
 
 
 _FACTORY = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")

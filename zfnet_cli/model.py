@@ -6,7 +6,8 @@ The network is two flat ``nn.Sequential``s whose children carry the paper's name
                 | conv5 relu5 pool5
     classifier: fc6 relu6 drop6 | fc7 relu7 drop7 | fc8
 
-Shapes for the paper's model (``ModelConfig()`` defaults, 224x224 input, Fig 3):
+Shapes for the paper's model (``ModelConfig()`` defaults, 224x224 input, Fig 3; the config
+itself is :class:`zfnet_cli.schemas.ModelConfig`, beside the other configs):
 
     input   3 x 224 x 224
     conv1  96 x 110 x 110   7x7 stride 2 pad 1      -> pool1 (3/2, ceil) 96 x 55 x 55 -> norm1
@@ -23,55 +24,18 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zfnet_cli.bounds import bounded
+from zfnet_cli.schemas import ModelConfig
 
 CONV_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
 FC_LAYERS = ("fc6", "fc7")
 # Layers Table 3 removes; conv1, conv2, conv5 and fc8 always exist.
 DROPPABLE = ("conv3", "conv4", "fc6", "fc7")
-
-
-@dataclass
-class ModelConfig:
-    """Everything that shapes the network. Defaults are the paper's ZFNet (Fig 3).
-
-    Lists have one entry per conv layer conv1..conv5 (an entry of a dropped layer is ignored).
-    """
-
-    name: str = "zfnet"
-    num_classes: Optional[int] = bounded(None, min=2)  # None: taken from the data set
-    input_size: int = bounded(224, min=1)
-    channels: list[int] = bounded(default_factory=lambda: [96, 256, 384, 384, 256], min=1)
-    kernels: list[int] = bounded(default_factory=lambda: [7, 5, 3, 3, 3], min=1)
-    strides: list[int] = bounded(default_factory=lambda: [2, 2, 1, 1, 1], min=1)
-    paddings: list[int] = bounded(default_factory=lambda: [1, 0, 1, 1, 1], min=0)
-    pools: list[bool] = field(default_factory=lambda: [True, True, False, False, True])
-    fc_widths: list[int] = bounded(default_factory=lambda: [4096, 4096], min=1)  # fc6, fc7
-    drop: list[str] = field(default_factory=list)  # subset of DROPPABLE (Table 3)
-    pool_kernel: int = 3
-    pool_stride: int = 2
-    pool_ceil: bool = True  # Fig 3's sizes (110 -> 55, 26 -> 13, 13 -> 6) need ceil mode
-    dropout: float = bounded(0.5, min=0.0, below=1.0)  # paper §3, on fc6 and fc7
-    # Contrast normalisation after pool1 and pool2 (paper §3 says "normalized across feature
-    # maps"; its constants are UNSTATED). Defaults are AlexNet's: size 5, alpha 1e-4, beta 0.75,
-    # k 2, with alpha as in Krizhevsky 2012 (applied to the plain sum of squares).
-    lrn: bool = True
-    lrn_size: int = 5
-    lrn_alpha: float = 1e-4
-    lrn_beta: float = 0.75
-    lrn_k: float = 2.0
-    lrn_layers: list[str] = field(default_factory=lambda: ["conv1", "conv2"])
-    lrn_before_pool: bool = False  # paper: pool then norm; Krizhevsky (and pytorchcv's zfnet): norm then pool
-    # Paper §3: "weights initialized to 1e-2 and biases set to 0", read as N(0, 0.01^2).
-    init: str = "normal"  # "normal" (paper) or "kaiming" (a documented deviation for tiny nets)
-    init_std: float = 0.01
 
 
 class SwitchMaxPool2d(nn.MaxPool2d):

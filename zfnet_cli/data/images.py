@@ -41,7 +41,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-MAX_PIXELS = 100_000_000  # 100 megapixels
+from zfnet_cli.schemas import MAX_PIXELS  # 100 megapixels
 
 
 class ImageError(ValueError):

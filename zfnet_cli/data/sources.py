@@ -1,59 +1,17 @@
-"""Which data set a config means: :class:`DataConfig` and the functions that load its splits and
-its mean image."""
+"""Which data set a config means: the functions that load the splits and the mean image of a
+:class:`~zfnet_cli.schemas.DataConfig` (defined beside the other configs)."""
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
 import torch
 
-from zfnet_cli.bounds import bounded
+
 from zfnet_cli.data.images import UnreadableFiles, loader_workers
-
-
-@dataclass
-class DataConfig:
-    """Where images come from. ``name`` picks the loader: ``embedded`` (generated here, see
-    ``zfnet_cli/data/embedded.py``), ``imagenet`` (ImageFolder layout ``root/{train,val}/<wnid>``),
-    ``packed`` (a folder written by ``zfnet prepare``, see ``zfnet_cli/data/packed.py``) or
-    ``folder`` (a folder of your photos, flat or one sub-folder per class, every split the same
-    images: :class:`~zfnet_cli.data.images.PhotoFolder`; read as the model reads its images,
-    see :func:`for_model`)."""
-
-    name: str = bounded("embedded", choices=("embedded", "imagenet", "packed", "folder"))
-    root: Optional[str] = None  # imagenet: the folder holding train/ and val/; packed: the pack
-    image_size: int = bounded(128, min=1)  # side of the stored image (imagenet: short side resized, centre crop)
-    crop: int = bounded(128, min=1)  # side fed to the model; training takes random crops (paper: 224 of 256)
-    flip: bool = True  # paper §3: random horizontal flips for training
-    mean: str = bounded("image", choices=("image", "channel"))  # "image": per-pixel mean image (paper §3); "channel": per-channel mean
-    scale: float = bounded(1.0, above=0.0)  # multiplies mean-subtracted pixels; 1 = the paper's inputs in about [-128, 128]
-    # DataLoader worker processes (file-based data) / generator processes; None: what this
-    # machine has (zfnet_cli.data.images.loader_workers: its cores, at most 8)
-    workers: Optional[int] = bounded(2, min=0)
-    # Unreadable image files (file-based data; see zfnet_cli.data.images.UnreadableFiles): they
-    # are skipped, counted and named, and the run stops once more than this fraction of a
-    # split is unreadable; 0: strict, the first unreadable file stops the run.
-    max_broken: float = bounded(0.01, min=0.0, max=1.0)
-    cache_dir: str = "outputs/cache"  # generated images and mean images are cached here
-    # embedded data only
-    train_per_class: int = bounded(800, min=1)
-    val_per_class: int = bounded(150, min=1)
-    test_per_class: int = bounded(100, min=1)
-    held_out: Optional[list[str]] = None  # None: the class set's held-out classes (transfer target)
-    # "objects": the 15 hand-drawn classes; "rich": those and 90 composed ones (body x part x
-    # texture), 85 pretraining and 20 held-out classes (zfnet_cli/data/embedded.py)
-    class_set: str = bounded("objects", choices=("objects", "rich"))
-    use: str = bounded("pretrain", choices=("pretrain", "heldout", "all"))  # "pretrain" (all but held_out), "heldout" or "all"
-    seed: int = 0  # the generator's seed (separate from the training seed)
-
-    def check(self, prefix: str = "data.") -> None:
-        """Impossible combinations, one line each (called by :func:`zfnet_cli.bounds.check_bounds`)."""
-        if self.crop > self.image_size:
-            raise ValueError(f"{prefix}crop={self.crop} is larger than {prefix}image_size="
-                             f"{self.image_size}: the crop is taken from the stored image; lower "
-                             f"{prefix}crop or raise {prefix}image_size")
+from zfnet_cli.schemas import DataConfig
 
 
 SPLITS = ("train", "val", "test")

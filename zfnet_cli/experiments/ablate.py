@@ -25,11 +25,11 @@ base conv3-5 widths by 512/384, 1024/384 and 512/256.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from zfnet_cli.bounds import DEVICE, bounded
+from zfnet_cli.schemas import AblateConfig
 from zfnet_cli.engine import Dist
 from zfnet_cli.experiments import train as experiment_train
 from zfnet_cli.files import write_atomic
@@ -68,22 +68,6 @@ VARIANTS: dict[str, Variant] = {
                                     fc_factor=2.0, wide_conv=True),
 }
 WIDE_CONV_FACTORS = (512 / 384, 1024 / 384, 512 / 256)  # conv3, conv4, conv5
-
-
-@dataclass
-class AblateConfig:
-    variants: Optional[list[str]] = None  # names from VARIANTS; None: all of Table 3, in order
-    # The model preset each base means: the small CPU presets by default, alexnet / zfnet for
-    # the paper (experiment=paper).
-    presets: dict[str, str] = field(default_factory=lambda: {"alexnet": "small_alexnet",
-                                                             "zfnet": "small"})
-    train: list[str] = field(default_factory=list)  # `zfnet train` overrides for every variant
-    train_extra: list[str] = field(default_factory=list)  # appended after `train` (CLI: -t)
-    resume: Optional[str] = None  # an ablation folder, or "latest", to continue in place
-    seeds: int = bounded(1, min=1)  # train each variant with seeds S .. S+seeds-1 (S: the train config's seed)
-    device: str = bounded("auto", **DEVICE)
-    output_root: str = "outputs"
-    plot: bool = True
 
 
 def check_variants(names: Optional[Sequence[str]]) -> list[str]:

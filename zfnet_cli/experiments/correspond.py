@@ -18,43 +18,21 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
 
 from zfnet_cli import viz
-from zfnet_cli.loading import ModelSource, load_trained
+from zfnet_cli.loading import load_trained
 from zfnet_cli.layers import read_layers, resolve_layers
 from zfnet_cli.correspondence import occlude_regions, sign_consistency, square_mask
-from zfnet_cli.bounds import DEVICE, bounded
-from zfnet_cli.data.images import MAX_PIXELS, read_image, resize_center_crop, to_tensor
-from zfnet_cli.data.sources import DataConfig, load_split
+from zfnet_cli.schemas import CorrespondConfig
+from zfnet_cli.data.images import read_image, resize_center_crop, to_tensor
+from zfnet_cli.data.sources import load_split
 from zfnet_cli.engine import Dist, pick_device
 from zfnet_cli.files import write_atomic
 from zfnet_cli.paper import TABLE1 as PAPER_TABLE1
-
-
-@dataclass
-class CorrespondConfig(ModelSource):  # + checkpoint, arch, weights, trust_pickle, preprocess
-    images: list[str] = field(default_factory=list)  # files (needs parts_file); empty: embedded faces
-    parts_file: Optional[str] = None
-    n_images: int = bounded(5, min=2)  # the paper's 5 dog images
-    # the split of the embedded faces: val to tune, test to read the claims on
-    split: str = bounded("val", choices=("val", "test"))
-    parts: list[str] = field(default_factory=lambda: ["right_eye", "left_eye", "nose"])
-    mask_size: Optional[int] = bounded(None, min=1)  # square side in px (UNSTATED); None: input side // 6
-    draws: int = bounded(10, min=1)  # random draws per row of Table 1
-    jitter: int = bounded(2, min=0)  # px jitter of the part squares between draws
-    layers: list[str] = field(default_factory=lambda: ["conv5", "fc7"])  # Table 1's layers 5, 7
-    seed: int = 0
-    data: Optional[DataConfig] = None
-    max_pixels: int = bounded(MAX_PIXELS, min=1)
-    device: str = bounded("auto", **DEVICE)
-    output_root: str = "outputs"
-    progress: bool = True
 
 
 def read_parts(path: str | Path) -> dict[str, dict[str, list[float]]]:

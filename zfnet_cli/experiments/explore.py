@@ -25,17 +25,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from tqdm import tqdm
 
 from zfnet_cli import viz
-from zfnet_cli.bounds import DEVICE, bounded
+from zfnet_cli.schemas import ExploreConfig
 from zfnet_cli.checkpoint import CheckpointError
-from zfnet_cli.loading import Loaded, ModelSource, load_trained
+from zfnet_cli.loading import Loaded, load_trained
 from zfnet_cli.runs import kept_checkpoints
 from zfnet_cli.data.images import UnreadableFiles
-from zfnet_cli.data.sources import DataConfig, image_set, load_split
+from zfnet_cli.data.sources import image_set, load_split
 from zfnet_cli import sanity
 from zfnet_cli.deconv_graph import RULES, Projector
 from zfnet_cli.engine import Dist, pick_device
@@ -43,25 +42,6 @@ from zfnet_cli.files import write_atomic
 from zfnet_cli.fig2 import choose_layers, image_classes, layer_shapes, scan_batches, top9_tiles
 from zfnet_cli.webpages import ExplorerSite, UnitRecord
 from zfnet_cli.top9 import scan_top9
-
-
-@dataclass
-class ExploreConfig(ModelSource):  # + checkpoint, arch, weights, trust_pickle, preprocess
-    data: Optional[DataConfig] = None  # None: the data the checkpoint was trained on
-    split: str = "val"  # the image set scanned (Fig 2: the validation set)
-    layers: list[str] = field(default_factory=list)  # conv3 (or 3), layer3.1, ...; empty: all
-    k: int = bounded(9, min=1)  # strongest activations per unit (Fig 2: 9)
-    max_images: Optional[int] = bounded(None, min=1)  # scan at most this many images of the split
-    max_units: Optional[int] = bounded(None, min=1)  # the first N units of each layer; None: all
-    batch_size: int = bounded(64, min=1)
-    evolution: bool = True  # add each unit's kept-epoch projections when the run has them (Fig 4)
-    rule: Optional[str] = bounded(None, choices=tuple(RULES))  # None: deconv_graph.default_rule
-    similarity: bool = True  # each seed also through another shown image (2x the projections)
-    evolution_split: str = "train"  # Fig 4: strongest activation over the training set
-    cell: int = bounded(64, min=8)  # tiles are stored at most this many pixels on their long side
-    device: str = bounded("auto", **DEVICE)
-    output_root: str = "outputs"
-    progress: bool = True
 
 
 @dataclass

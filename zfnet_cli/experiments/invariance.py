@@ -17,43 +17,22 @@ knows the geometry; no border artefacts, but no longer the paper's exact protoco
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
 from zfnet_cli import viz
-from zfnet_cli.bounds import DEVICE, bounded
-from zfnet_cli.loading import ModelSource, load_trained, resolve_label
-from zfnet_cli.data.images import MAX_PIXELS, PhotoFolder, load_image
+from zfnet_cli.schemas import InvarianceConfig
+from zfnet_cli.loading import load_trained, resolve_label
+from zfnet_cli.data.images import PhotoFolder, load_image
 from zfnet_cli.data.photos import boxed
-from zfnet_cli.data.sources import DataConfig, load_split
+from zfnet_cli.data.sources import load_split
 from zfnet_cli.engine import Dist, pick_device
 from zfnet_cli.invariance import TRANSFORMS, paper_amounts, relative_distance, transform_image
 from zfnet_cli.files import write_atomic
 from zfnet_cli.layers import read_layers, resolve_layers
-
-
-@dataclass
-class InvarianceConfig(ModelSource):  # + checkpoint, arch, weights, trust_pickle, preprocess
-    images: list[str] = field(default_factory=list)  # files, photo folders; empty: embedded images
-    labels: list[str] = field(default_factory=list)  # true class per file (index or name); empty: predicted
-    n_images: int = bounded(5, min=1)  # the paper's 5
-    # the split of the data set's images: val to tune, test to read the claims on
-    split: str = bounded("val", choices=("val", "test"))
-    method: str = bounded("image", choices=("image", "render"))  # "image" (whole image, the paper's) or "render" (embedded only)
-    layers: list[str] = field(default_factory=lambda: ["conv1", "fc7"])  # Fig 5's layer 1 and 7
-    steps_translate: int = bounded(13, min=1)
-    steps_scale: int = bounded(9, min=1)
-    steps_rotate: int = bounded(36, min=1)
-    data: Optional[DataConfig] = None
-    max_pixels: int = bounded(MAX_PIXELS, min=1)
-    device: str = bounded("auto", **DEVICE)
-    output_root: str = "outputs"
-    progress: bool = True
 
 
 def _listing(folder: str) -> list[str]:

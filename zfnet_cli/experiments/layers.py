@@ -7,19 +7,12 @@ forward pass of a zero image). Nothing is written: the table goes to stdout.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 
-from zfnet_cli.bounds import DEVICE, bounded
-from zfnet_cli.loading import Loaded, ModelSource, load_trained
+from zfnet_cli.schemas import LayersConfig
+from zfnet_cli.loading import Loaded, load_trained
 from zfnet_cli.engine import pick_device
 from zfnet_cli.layers import (SCRIPTED, LayerInfo, block_names, default_layer, describe_layers,
                               resolve_layer)
-
-
-@dataclass
-class LayersConfig(ModelSource):  # + checkpoint, arch, weights, trust_pickle, preprocess
-    device: str = bounded("cpu", **DEVICE)  # one forward pass: the CPU is enough
-    output_root: str = "outputs"  # where checkpoint=latest looks
 
 
 def run(cfg: LayersConfig) -> tuple[Loaded, list[LayerInfo], dict[str, list[str]]]:

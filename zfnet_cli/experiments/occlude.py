@@ -38,7 +38,7 @@ side and a quarter of that (56 px / 14 px at 224, 32 / 8 at 128).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -46,46 +46,20 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from zfnet_cli.bounds import DEVICE, bounded
-from zfnet_cli.loading import Loaded, ModelSource, load_trained, resolve_label
-from zfnet_cli.data.images import (MAX_PIXELS, ImageError, PhotoFolder, load_image, seen_region,
+from zfnet_cli.schemas import OccludeConfig
+from zfnet_cli.loading import Loaded, load_trained, resolve_label
+from zfnet_cli.data.images import (ImageError, PhotoFolder, load_image, seen_region,
                                    upright_size)
 from zfnet_cli.data.photos import boxed
-from zfnet_cli.data.sources import DataConfig, load_split
+from zfnet_cli.data.sources import load_split
 from zfnet_cli.data.transforms import center_crop
-from zfnet_cli.deconv_graph import RULES, deconvnet_for, project_fmap
+from zfnet_cli.deconv_graph import deconvnet_for, project_fmap
 from zfnet_cli.sanity import template_note
 from zfnet_cli.engine import Dist, pick_device
 from zfnet_cli.layers import SCRIPTED
 from zfnet_cli.occlusion import OcclusionMaps, occlude
 from zfnet_cli import viz
 from zfnet_cli.files import write_atomic
-
-
-@dataclass
-class OccludeConfig(ModelSource):  # + checkpoint, arch, weights, trust_pickle, preprocess
-    images: list[str] = field(default_factory=list)  # image files and photo folders; empty: val images
-    label: Optional[str] = None  # the correct class of every image (index or name)
-    labels: list[str] = field(default_factory=list)  # one per image, in order (or one for all)
-    size: Optional[int] = bounded(None, min=1)  # occluder side in px (UNSTATED); None: input side // 4
-    stride: Optional[int] = bounded(None, min=1)  # step in px; None: size // 4
-    layer: Optional[str] = None  # module or paper name; None: "layer 5" / last map before pooling
-    rule: Optional[str] = bounded(None, choices=tuple(RULES))  # panel (c); None: default_rule
-    default_images: int = bounded(4, min=1)  # data-set images used when no files are given
-    # the split those images and the localisation check read: tune on val, read claims on test
-    split: str = bounded("val", choices=("val", "test"))
-    data: Optional[DataConfig] = None  # None: the data the checkpoint was trained on
-    localise: bool = False  # also run the localisation check (embedded data, or boxed photos)
-    localise_images: int = bounded(100, min=1)
-    batch_size: int = bounded(128, min=1)  # occluder positions per forward pass (method=full)
-    # "incremental": recompute each layer only where the occluder reaches it (exact, Krypton);
-    # "full": the whole model per position; "auto": incremental where it is estimated faster
-    method: str = bounded("auto", choices=("auto", "incremental", "full"))
-    memory_budget_mb: int = bounded(256, min=1)  # incremental path: MiB of per-position activations per chunk
-    max_pixels: int = bounded(MAX_PIXELS, min=1)  # larger image files are refused (decompression-bomb guard)
-    device: str = bounded("auto", **DEVICE)
-    output_root: str = "outputs"
-    progress: bool = True
 
 
 @dataclass

@@ -9,11 +9,10 @@ on a finished pack it only verifies it.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
-from zfnet_cli.bounds import bounded
+from zfnet_cli.schemas import PrepareConfig
 from zfnet_cli.data.images import UnreadableFiles
 from zfnet_cli.data.imagenet import DataLayoutError
 from zfnet_cli.data.packed import prepare
@@ -21,24 +20,6 @@ from zfnet_cli.engine import Dist
 from zfnet_cli.files import write_atomic
 
 SHOWN_FAILURES = 20  # failures printed; all of them are in metrics.json and the manifest
-
-
-@dataclass
-class PrepareConfig:
-    dataset: str = "imagenet"  # the source layout: ImageNet's ROOT/{train,val}/<wnid>/*.JPEG
-    root: Optional[str] = None  # required: the folder holding train/ and val/
-    out: Optional[str] = None  # the pack folder; None: <output_root>/packed/<dataset>_<image_size>
-    image_size: int = bounded(256, min=1)  # paper §3: short side to 256, centre crop 256x256
-    shard_size: int = bounded(2048, min=1)  # source images per shard file (2048 x 256 px = 403 MB)
-    splits: list[str] = field(default_factory=lambda: ["train", "val"])
-    workers: int = bounded(0, min=0)  # decoding processes; 0: every core
-    chunk_size: int = bounded(16, min=1)  # images per task handed to a worker
-    verify: bool = True  # re-read every shard at the end: sha256 and counts
-    # the fraction of a split's files that may be unreadable (left out, listed in the manifest);
-    # one more stops the preparation, as data.max_broken stops a run. 0: strict
-    max_broken: float = bounded(0.01, min=0.0, max=1.0)
-    progress: bool = True
-    output_root: str = "outputs"
 
 
 def pack_folder(cfg: PrepareConfig) -> Path:

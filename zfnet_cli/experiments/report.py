@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -21,14 +20,8 @@ from zfnet_cli.runs import finished_runs
 from zfnet_cli.engine import Dist
 from zfnet_cli.files import write_atomic
 from zfnet_cli.paper import TABLE2 as PAPER_TABLE2
+from zfnet_cli.schemas import ReportConfig
 
-
-
-@dataclass
-class ReportConfig:
-    root: str = "outputs"  # the output root whose runs are reported
-    title: str = "Zeiler & Fergus 2014, reproduced"
-    output_root: str = "outputs"  # the report's own run folder goes under here
 
 
 def _runs(root: Path, command: str) -> list[Path]:

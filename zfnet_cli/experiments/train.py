@@ -40,7 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -49,60 +49,14 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from zfnet_cli import checkpoint, loading, runs
-from zfnet_cli.bounds import DEVICE, bounded
+from zfnet_cli.schemas import TrainConfig
 from zfnet_cli.data.images import UnreadableFiles
 from zfnet_cli.data.sources import DataConfig, load_split, mean_image
 from zfnet_cli.data.transforms import BatchPreprocess
 from zfnet_cli.engine import (AMP_MODES, Dist, compile_model, dataset_batches, evaluate,
                               pick_device, sum_unreadable, train_one_epoch)
 from zfnet_cli.files import append_text, remove_stale_temporaries, write_atomic
-from zfnet_cli.model import ModelConfig, ZFNet, count_parameters
-
-
-@dataclass
-class OptimConfig:
-    """Paper §3: SGD, lr 1e-2, momentum 0.9; the lr was annealed by hand (UNSTATED), here a step
-    schedule; weight decay is UNSTATED (AlexNet's 5e-4 by default)."""
-
-    lr: float = bounded(0.01, min=0.0)
-    momentum: float = bounded(0.9, min=0.0, below=1.0)
-    weight_decay: float = bounded(5e-4, min=0.0)
-    milestones: list[int] = bounded(default_factory=lambda: [30, 50], min=1)  # epochs after which lr *= gamma
-    gamma: float = bounded(0.1, min=0.0)
-    renorm: bool = True  # paper §3: conv filters with RMS above renorm_rms are rescaled to it
-    renorm_rms: float = bounded(0.1, above=0.0)
-
-
-@dataclass
-class TrainConfig(loading.ModelSource):  # + arch, weights, trust_pickle, preprocess: eval_only
-    BOUNDS_FIRST = ("data",)  # model.input_size follows data.crop: name data.crop when it is bad
-
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    epochs: int = bounded(70, min=1)  # paper §3: 70 epochs
-    batch_size: int = bounded(128, min=1)  # global batch, split across DDP processes; paper §3: 128
-    seed: int = 0
-    device: str = bounded("auto", **DEVICE)  # auto: cuda when present, else cpu
-    keep_epochs: list[int] = bounded(default_factory=lambda: [1, 2, 5, 10, 20, 30, 40, 64], min=1)  # Fig 4's
-    resume: Optional[str] = None  # a checkpoint file, a run folder, or "latest"
-    max_steps: Optional[int] = bounded(None, min=1)  # cap on steps per epoch (smoke tests, benchmarks)
-    # Evaluation (module docstring). eval_batch_size counts crops per forward pass (global, split
-    # across DDP processes): with eval_crops=10 a batch holds eval_batch_size // 10 images.
-    eval_batch_size: int = bounded(256, min=1)
-    eval_crops: int = bounded(1, choices=(1, 10))  # 1: centre crop; 10: 4 corners + centre, each mirrored, softmax averaged
-    eval_only: bool = False  # evaluate `checkpoint` on the val split, no training, no checkpoints
-    eval_test: bool = False  # after the last epoch also score the final model on the test split
-    checkpoint: Optional[str] = None  # eval_only: a checkpoint file, a train run folder, "latest"
-    # Speed (module docstring); all off by default: on a CPU none of them helps.
-    amp: str = bounded("none", choices=AMP_MODES)  # "bf16": autocast to bfloat16 (CUDA or CPU); loss and weights stay float32
-    channels_last: bool = False  # NHWC activations and conv weights (GPU tensor-core convs)
-    compile: bool = False  # torch.compile the training model (the DDP-wrapped one under DDP)
-    compile_backend: str = "inductor"  # torch.compile backend; "aot_eager" / "eager" for tests
-    compile_mode: Optional[str] = None  # inductor mode: None (default), "reduce-overhead", "max-autotune"
-    output_root: str = "outputs"
-    progress: bool = True  # tqdm bars (rank 0 only)
-    plot: bool = True  # figures/curves.png at the end
+from zfnet_cli.model import ZFNet, count_parameters
 
 
 def _check_options(cfg: TrainConfig) -> None:

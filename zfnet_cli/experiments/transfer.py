@@ -46,15 +46,15 @@ import itertools
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 import torch
 from tqdm import tqdm
 
-from zfnet_cli.bounds import DEVICE, bounded
-from zfnet_cli.loading import Loaded, ModelSource, load_trained
+from zfnet_cli.schemas import TransferConfig
+from zfnet_cli.loading import Loaded, load_trained
 from zfnet_cli.data.caltech import few_shot_split
 from zfnet_cli.data.images import UnreadableFiles
 from zfnet_cli.data.transforms import BatchPreprocess
@@ -70,48 +70,6 @@ from zfnet_cli.paper import VOC as PAPER_VOC
 from zfnet_cli.paper import VOC_MEAN as PAPER_VOC_MEAN
 
 TARGETS = ("embedded", "caltech101", "caltech256", "voc")
-TABLE7_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")
-
-
-@dataclass
-class TransferConfig(ModelSource):  # + checkpoint, arch, weights, trust_pickle, preprocess
-    target: str = "embedded"  # embedded (held-out classes), caltech101, caltech256, voc
-    root: Optional[str] = None  # the target's data root (not for embedded)
-    task: str = "auto"  # fewshot | multilabel | auto (voc: multilabel, others: fewshot)
-    shots: list[int] = bounded(default_factory=lambda: [1, 2, 5, 10, 20], min=1)  # training images per class
-    folds: int = bounded(5, min=1)  # paper §5.2: 5 random folds
-    test_per_class: Optional[int] = bounded(50, min=1)  # paper: up to 50 per class on Caltech-101; null: all the rest
-    on_short: str = bounded("error", choices=("error", "skip"))  # a class with fewer than shots + 1 images: error | skip (reported)
-    pool_per_class: int = bounded(80, min=2)  # embedded: images per held-out class that the folds draw from
-    clutter: str = bounded("drop", choices=("drop", "keep"))  # caltech256: drop the 257.clutter class (common practice) or keep it
-    layer: str = "fc7"  # the frozen layer the new classifier sits on (paper: layers 1-7 kept)
-    loss: str = bounded("softmax", choices=("softmax", "hinge"))  # the new classifier (paper: softmax)
-    weight_decay: float = bounded(1e-3, min=0.0)  # L2 on the new classifier (UNSTATED in the paper)
-    max_iter: int = bounded(500, min=1)  # L-BFGS iterations at most
-    per_layer: bool = True  # Table 7: a classifier on each layer
-    per_layer_shots: Optional[int] = bounded(None, min=1)  # null: the largest of shots (paper: 30 / 60)
-    layers: list[str] = field(default_factory=lambda: list(TABLE7_LAYERS))
-    classifiers: list[str] = field(default_factory=lambda: ["hinge", "softmax"])  # SVM, softmax
-    pool: str = "max2x2"  # how conv maps become vectors (UNSTATED; see transfer.pool_feature_map)
-    scratch: bool = True  # also train the architecture from scratch on each fold
-    scratch_epochs: int = bounded(40, min=1)  # passes over the fold's training images (lr / 10 for the last quarter)
-    scratch_batch: int = bounded(64, min=1)  # at most; fewer images make one batch
-    scratch_lr: Optional[float] = bounded(None, min=0.0)  # null: the pretrained run's optim.lr
-    batch_size: int = bounded(128, min=1)  # images per forward pass when extracting features
-    workers: Optional[int] = bounded(2, min=0)  # DataLoader processes decoding target images; None: the machine's cores
-    # Unreadable target images are skipped, counted and named; more than this fraction of the
-    # target's images stops the run (0: strict). See zfnet_cli.data.images.UnreadableFiles.
-    max_broken: float = bounded(0.01, min=0.0, max=1.0)
-    device: str = bounded("auto", **DEVICE)
-    seed: int = 0  # fold k uses seed + k
-    output_root: str = "outputs"
-    progress: bool = True
-    plot: bool = True
-    # target=embedded with a model not trained on the embedded data (see the module docstring)
-    class_set: str = bounded("objects", choices=("objects", "rich"))
-    embedded_size: int = bounded(96, min=8)  # px the held-out images are drawn at
-    cache_dir: str = "outputs/cache"  # where those drawn images are cached
-    scratch_checkpoint: Optional[str] = None  # our checkpoint whose architecture the scratch nets take
 
 
 # ---------------------------------------------------------------- the target data

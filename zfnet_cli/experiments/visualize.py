@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -38,10 +37,10 @@ import torch
 from tqdm import tqdm
 
 from zfnet_cli import runs
-from zfnet_cli.bounds import DEVICE, bounded
-from zfnet_cli.loading import Loaded, ModelSource, load_trained
+from zfnet_cli.schemas import VisualizeConfig
+from zfnet_cli.loading import Loaded, load_trained
 from zfnet_cli.data.images import UnreadableFiles
-from zfnet_cli.data.sources import DataConfig, image_set, load_split
+from zfnet_cli.data.sources import image_set, load_split
 from zfnet_cli.deconv import Deconvnet, Request
 from zfnet_cli.deconv_graph import RULES, Projector, deconvnet_for
 from zfnet_cli import sanity
@@ -51,32 +50,6 @@ from zfnet_cli.fig2 import (choose_layers, image_classes, image_files, images_an
 from zfnet_cli.top9 import gather_top9, scan_top9
 from zfnet_cli import viz
 from zfnet_cli.files import write_atomic
-
-
-@dataclass
-class VisualizeConfig(ModelSource):  # + checkpoint, arch, weights, trust_pickle, preprocess
-    data: Optional[DataConfig] = None  # None: the data the checkpoint was trained on
-    split: str = "val"  # Fig 2 scans the validation set
-    mode: str = "top9"  # top9 (Fig 2) | evolution (Fig 4) | filters (Fig 6) | cascade
-    rule: Optional[str] = bounded(None, choices=tuple(RULES))  # None: deconv_graph.default_rule
-    similarity: bool = True  # Fig 2: each seed also through another shown image (2x the projections)
-    cascade_blocks: Optional[int] = bounded(None, min=1)  # cascade: blocks re-initialised at most; None: all
-    layers: list[str] = field(default_factory=list)  # conv3 (or 3), layer3.1, ...; empty: all
-    fmaps: list[int] = field(default_factory=list)  # feature maps to show; empty: a random subset
-    maps_per_layer: int = bounded(8, min=1)  # size of the seeded random subset of maps per layer (Fig 2)
-    k: int = bounded(9, min=1)  # strongest activations per map (Fig 2: 9)
-    max_images: Optional[int] = bounded(None, min=1)  # scan at most this many images of the split
-    batch_size: int = bounded(64, min=1)
-    evolution_maps: int = bounded(4, min=1)  # maps per layer in Fig 4
-    evolution_split: str = "train"  # Fig 4: strongest activation over the training set
-    compare: list[str] = field(default_factory=list)  # Fig 6: train runs (or checkpoints)
-    layer2_maps: int = bounded(36, min=1)  # Fig 6: layer-2 maps shown, top-1 projection each
-    dead_fraction: float = 0.1  # Fig 6: a filter is dead when its RMS < this x the layer's max
-    cell: int = bounded(48, min=1)  # display size of one projection or patch, pixels
-    seed: int = 0  # picks the random subsets of maps
-    device: str = bounded("auto", **DEVICE)
-    output_root: str = "outputs"
-    progress: bool = True
 
 
 # ---------------------------------------------------------------- loading
