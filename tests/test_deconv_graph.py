@@ -358,3 +358,53 @@ def test_operations_without_a_rule_fail_in_one_line():
         GraphDeconvnet(net).project(x, [Request(0, "layer4", 600, None)])
     with pytest.raises(ValueError, match=r"runs 2 times"):
         GraphDeconvnet(net).project(x, [Request(0, "layer1.0.relu", 0, None)])
+
+
+def _zfnet():
+    torch.manual_seed(0)
+    return ZFNet(ModelConfig())
+
+
+@pytest.mark.parametrize("rule", ["deconvnet", "guided", "gradient"])
+@pytest.mark.parametrize("net, size, layers", [
+    (_zfnet, 224, ["conv2", "conv5"]),
+    (lambda: randomise_bn(torchvision.models.resnet18(weights=None)), 64, ["layer1.1", "layer3.0"]),
+    ("real_network", 64, ["_blocks.3", "_blocks.10"]),
+], ids=["zfnet", "resnet18", "efficientnet-lite0"])
+def test_one_forward_per_image_serves_its_requests_as_one_per_request(net, size, layers, rule,
+                                                                      request):
+    """Sharing one recorded forward among an image's requests changes nothing but float
+    rounding: requests of two layers, images that repeat (as in a top-9 explorer), whole maps
+    and given seed values, in groups smaller than the request set."""
+    model = (request.getfixturevalue(net).model if isinstance(net, str) else net()).eval()
+    torch.manual_seed(3)
+    x = torch.randn(4, 3, size, size)
+    images = [0, 0, 1, 0, 2, 1, 0, 3, 0, 1]
+    reqs = [Request(img, layer, 3 * i + j, None if i % 4 == 3 else (i % 2, 1),
+                    2.5 if i % 5 == 4 else None)
+            for j, layer in enumerate(layers) for i, img in enumerate(images)]
+    deconv = GraphDeconvnet(model, rule=rule)
+    shared = deconv.project(x, reqs, batch_size=3)
+    deconv._share_forward = False
+    alone = deconv.project(x, reqs, batch_size=3)
+    assert shared.flatten(1).abs().amax(1).gt(0).sum() >= len(reqs) // 2  # not trivially zero
+    scale = alone.flatten(1).abs().amax(1).clamp_min(1e-12)[:, None, None, None]
+    torch.testing.assert_close(shared / scale, alone / scale, rtol=0, atol=1e-5)
+
+
+def test_shared_rows_serve_every_request_once_from_fewer_forwards():
+    from zfnet_cli.deconv_graph import _shared_rows
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 20, (144,), generator=g).tolist()  # 16 units x top 9 of 20 images
+    groups = _shared_rows(images, batch_size=8)
+    rows = [row for group in groups for row in group]
+    assert sorted(j for row in rows for j in row) == list(range(144))
+    assert all(len({images[j] for j in row}) == 1 for row in rows)
+    assert all(len(group) <= 8 for group in groups)
+    forward = len(rows)
+    backward = sum(len(group) * len(group[0]) for group in groups)
+    assert forward + backward < 2 * 144  # cheaper than one forward and backward per request
+    assert forward < 144
+    assert _shared_rows([3, 1, 2], batch_size=2) == [[[0], [1]], [[2]]]  # nothing to share
+    assert [len(r) for g in _shared_rows(images, 8, most=1) for r in g] == [1] * 144

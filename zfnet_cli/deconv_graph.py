@@ -485,6 +485,24 @@ def _as_maps(act: torch.Tensor, layer: Layer) -> torch.Tensor:
                      f"reads (B, C, H, W) feature maps or (B, C) units")
 
 
+def _forward_to(model: nn.Module, lay: Layer, x: torch.Tensor) -> torch.Tensor:
+    """Run ``model`` on ``x`` up to ``lay`` (the forward stops there) and return the layer's
+    output as (B, C, h, w) maps (a copy: later in-place ops would change it)."""
+    def keep_and_stop(t):  # nothing above the layer is needed: stop the forward there
+        seen.append(t.clone())
+        raise _Stop
+
+    seen: list = []
+    handle = lay.module.register_forward_hook(lambda m, i, o: keep_and_stop(o))
+    try:
+        model(x)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    return _as_maps(read_once(seen, lay), lay)
+
+
 class GraphDeconvnet:
     """The deconvnet on any ``nn.Module`` (see the module doc for the definition and rules).
 
@@ -582,42 +600,38 @@ class GraphDeconvnet:
             x = torch.zeros(1, self.in_channels, h, w, device=device, dtype=dtype,
                             requires_grad=True)
             with _recording(self.model, rules):
-                self._forward_to(lay, x)
+                _forward_to(self.model, lay, x)
             self._conditioning[key] = {k: rules.counts[k] for k in self._rule.conditioning}
         return dict(self._conditioning[key])
 
-    def _forward_to(self, lay: Layer, x: torch.Tensor) -> torch.Tensor:
-        """Run the model on ``x`` up to ``lay`` (the forward stops there) and return the layer's
-        output as (B, C, h, w) maps (a copy: later in-place ops would change it)."""
-        def keep_and_stop(t):  # nothing above the layer is needed: stop the forward there
-            seen.append(t.clone())
-            raise _Stop
-
-        seen: list = []
-        handle = lay.module.register_forward_hook(lambda m, i, o: keep_and_stop(o))
-        try:
-            self.model(x)
-        except _Stop:
-            pass
-        finally:
-            handle.remove()
-        return _as_maps(read_once(seen, lay), lay)
+    # Where a request set allows, one recorded forward of an image serves all of its requests
+    # (one backward each); False sends every request through its own forward row (the method
+    # before sharing, kept for scripts/bench_projections.py to measure against).
+    _share_forward = True
 
     def project(self, images: torch.Tensor, requests: Sequence[Request | tuple], *,
                 batch_size: int = 32) -> torch.Tensor:
         """Project activations (or whole feature maps) to pixel space, each with its own
         image's forward pass (its switches, its rectification points, its gates).
 
-        The requests of one layer go down together, ``batch_size`` at a time: each is one row
-        of a batch of its images, seeded with its kept activations; one backward pass gives all
-        of them (rows do not mix in eval mode).
+        One recorded forward of an image serves all of its requests: the requests of one
+        layer are laid out on **rows** (a row is one image in a recorded batch and holds up to
+        ``k`` of that image's requests), the rows go forward ``batch_size`` at a time with the
+        rule's recording, and the graph is kept while the rows' requests go down one round
+        at a time (round ``t`` seeds the ``t``-th request of every row; one
+        ``torch.autograd.grad`` gives them all; rows do not mix in eval mode). ``k`` is chosen
+        per layer to minimise the rows run forward plus the rows run backward (a forward row
+        and a backward row cost about the same): ``k = 1`` is one forward per request, a large
+        ``k`` wastes backward rows on images with few requests. Memory is that of
+        ``batch_size`` recorded images, as with one forward per request (the rounds run one
+        after another).
 
         Args:
             images (Tensor): (N, C, H, W) the images the requests index into.
             requests (sequence of Request or tuple): each ``(image, layer, fmap, position)``;
                 ``position = (y, x)`` keeps one activation, ``None`` the whole map ``fmap``
                 (for a (B, C) layer, ``fmap`` is the unit and the position ``None`` or (0, 0)).
-            batch_size (int, optional): requests per forward / backward pass. Default: 32.
+            batch_size (int, optional): images recorded per forward pass (rows). Default: 32.
 
         Returns:
             Tensor: (R, C, H, W) projections in request order, on the model's device and dtype.
@@ -629,6 +643,8 @@ class GraphDeconvnet:
         """
         if images.dim() != 4:
             raise ValueError(f"images must be (N, C, H, W), got {tuple(images.shape)}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         reqs = [Request(*r) for r in requests]
         device, dtype = device_dtype(self.model)
         out = torch.zeros(len(reqs), *images.shape[1:], device=device, dtype=dtype)
@@ -640,29 +656,48 @@ class GraphDeconvnet:
             lay = self.resolve(layer)
             self.shape(layer, images.shape[-2:])  # checks (once, cached) the module runs once
             idx = [j for j, r in enumerate(reqs) if r.layer == layer]
-            for s in range(0, len(idx), batch_size):
-                rows = idx[s:s + batch_size]
-                out[rows] = self._down(images, lay, [(j, reqs[j]) for j in rows])
+            for group in _shared_rows([reqs[j].image for j in idx], batch_size,
+                                     None if self._share_forward else 1):
+                rows = [[(idx[i], reqs[idx[i]]) for i in row] for row in group]
+                done, proj = self._down(images, lay, rows)
+                out[done] = proj
         return out
 
-    def _down(self, images: torch.Tensor, lay: Layer, part: list[tuple[int, Request]]
-              ) -> torch.Tensor:
+    def _down(self, images: torch.Tensor, lay: Layer, rows: list[list[tuple[int, Request]]]
+              ) -> tuple[list[int], torch.Tensor]:
+        """One recorded forward of the rows' images, then one backward per round: the request
+        indices served and their projections (R, C, H, W) in that order."""
         device, dtype = device_dtype(self.model)
-        x = images[[r.image for _, r in part]].to(device=device, dtype=dtype).detach()
+        x = images[[row[0][1].image for row in rows]].to(device=device, dtype=dtype).detach()
         x.requires_grad_(True)
+        rounds = max(len(row) for row in rows)
+        done: list[int] = []
+        proj: list[torch.Tensor] = []
         with _recording(self.model, _Rules(self.model, rule=self._rule)):
-            maps = self._forward_to(lay, x)
-            seed = torch.zeros_like(maps)
-            for row, (j, r) in enumerate(part):
-                _check_request(j, r, maps.shape[1:])
-                if r.position is None:
-                    seed[row, r.fmap] = maps[row, r.fmap].detach()
-                else:
-                    y, xx = r.position
-                    seed[row, r.fmap, y, xx] = (maps[row, r.fmap, y, xx].detach()
-                                                if r.value is None else r.value)
-            (grad,) = torch.autograd.grad(maps, x, seed, allow_unused=True)
-        return torch.zeros_like(x) if grad is None else grad.detach()
+            maps = _forward_to(self.model, lay, x)
+            for row in rows:
+                for j, r in row:
+                    _check_request(j, r, maps.shape[1:])
+            # one backward per round on the kept graph; torch.autograd.grad(is_grads_batched=True)
+            # over all rounds at once (vmap through the rules' autograd Functions) was 2.2x
+            # slower here (8 images x 4 rounds, EfficientNet-Lite0 _blocks.8, guided, 1 thread)
+            for t in range(rounds):
+                seed = torch.zeros_like(maps)
+                now = [(i, row[t]) for i, row in enumerate(rows) if t < len(row)]
+                for i, (_, r) in now:
+                    if r.position is None:
+                        seed[i, r.fmap] = maps[i, r.fmap].detach()
+                    else:
+                        y, xx = r.position
+                        seed[i, r.fmap, y, xx] = (maps[i, r.fmap, y, xx].detach()
+                                                  if r.value is None else r.value)
+                (grad,) = torch.autograd.grad(maps, x, seed, retain_graph=t < rounds - 1,
+                                              allow_unused=True)
+                served = [i for i, _ in now]
+                done += [j for _, (j, _) in now]
+                proj.append(torch.zeros_like(x[served]) if grad is None
+                            else grad.detach()[served])
+        return done, torch.cat(proj)
 
     # ------------------------------------------------------------ receptive field
 
@@ -701,9 +736,8 @@ class GraphDeconvnet:
             part = todo[s:s + 32]
             x = torch.zeros(len(part), self.in_channels, h, w, device=device,
                             dtype=torch.float64, requires_grad=True)
-            with _recording(reach, _Rules(reach, reach=True)), tap(lay.module, lambda t: t) as seen:
-                reach(x)
-                maps = _as_maps(read_once(seen, lay), lay)
+            with _recording(reach, _Rules(reach, reach=True)):
+                maps = _forward_to(reach, lay, x)
                 seed = torch.zeros_like(maps)
                 for row, (y, xx) in enumerate(part):
                     seed[row, :, y, xx] = 1.0  # every map at (y, x): the union of their paths
@@ -748,6 +782,56 @@ def _check_request(j: int, r: Request, shape: Sequence[int]) -> None:
         if not (0 <= y < h and 0 <= x < w):
             raise ValueError(f"request {j}: position {(y, x)} outside {r.layer}'s {h}x{w} "
                              f"output")
+
+
+def _shared_rows(images: Sequence[int], batch_size: int, most: Optional[int] = None
+                ) -> list[list[list[int]]]:
+    """How :meth:`GraphDeconvnet.project` lays requests out so that one recorded forward of an
+    image serves many of its requests: groups of at most ``batch_size`` rows (one recorded
+    forward each), a row being one image and up to ``k`` of its requests (one backward round
+    each).
+
+    Each image's ``n`` requests get ``ceil(n / k)`` rows of near-equal length; rows are
+    grouped longest first, so a group's rounds (its longest row) waste few backward rows.
+    ``k`` minimises the estimated cost, the rows run forward plus the rows run backward
+    (``sum over groups of rows x (1 + rounds)``: a forward and a backward row of a recorded
+    image cost about the same on EfficientNet-Lite0's blocks); with one request per image it
+    is ``k = 1``, one forward per request.
+
+    Args:
+        images (sequence of int): the image of each request, in request order.
+        batch_size (int): rows per group (images recorded in one forward pass).
+        most (int, optional): use this ``k`` instead of the cheapest (``1``: one forward per
+            request). Default: the cheapest.
+
+    Returns:
+        list[list[list[int]]]: groups of rows of request positions (indices into ``images``);
+        every position appears once, and a row's requests share one image.
+
+    Example: ``_shared_rows([0, 0, 0, 1], 8)`` is ``[[[0, 1, 2], [3]]]`` (one forward of two
+    images, three rounds); with ``most=1`` it is ``[[[0], [1], [2], [3]]]``.
+    """
+    by_image: dict[int, list[int]] = {}
+    for j, img in enumerate(images):
+        by_image.setdefault(int(img), []).append(j)
+
+    def layout(k: int) -> list[list[list[int]]]:
+        rows = []
+        for js in by_image.values():
+            n = -(-len(js) // k)  # rows of this image, each at most k requests
+            rows += [js[i::n] for i in range(n)]
+        rows.sort(key=len, reverse=True)  # stable: request order within equal lengths
+        return [rows[s:s + batch_size] for s in range(0, len(rows), batch_size)]
+
+    def cost(groups) -> int:
+        return sum(len(g) * (1 + len(g[0])) for g in groups)
+
+    if not by_image:
+        return []
+    if most is not None:
+        return layout(most)
+    # ties go to the larger k: fewer rows recorded, fewer forward calls
+    return min((layout(k) for k in range(max(map(len, by_image.values())), 0, -1)), key=cost)
 
 
 def deconvnet_for(model: nn.Module, layers: Optional[Sequence[str]] = None,

@@ -224,10 +224,38 @@ def receptive_fields(deconv: Projector, requests: Sequence[Request], size: int) 
     return [boxes[j] for j in range(len(requests))]
 
 
+def _projected(deconv: Projector, images: torch.Tensor, requests: Sequence[Request], *,
+               batch_size: int, desc: str, progress: bool) -> torch.Tensor:
+    """``deconv.project`` of the requests (R, C, H, W) on the CPU, the requests of
+    ``batch_size`` images at a time: every request of an image is in the same call, so one
+    recorded forward of the image serves them all (``GraphDeconvnet.project``)."""
+    step = max(1, batch_size)
+    out = torch.zeros(len(requests), *images.shape[1:], dtype=images.dtype)
+    wanted = sorted({r.image for r in requests})
+    for s in tqdm(range(0, len(wanted), step), desc=desc, disable=not progress, leave=False):
+        these = set(wanted[s:s + step])
+        idx = [j for j, r in enumerate(requests) if r.image in these]
+        proj = deconv.project(images, [requests[j] for j in idx], batch_size=step).cpu()
+        out = out.to(proj.dtype)
+        out[idx] = proj
+    return out
+
+
+def _cut(deconv: Projector, projections: torch.Tensor, requests: Sequence[Request],
+         input_size: int) -> list[tuple[np.ndarray, tuple, tuple]]:
+    """:func:`project_crops`'s cut of projections already made."""
+    out: list[tuple[np.ndarray, tuple, tuple]] = []
+    for rf, p in zip(receptive_fields(deconv, requests, input_size), projections):
+        y0, x0, y1, x1 = box = concentrated(p, reached(p, rf))
+        out.append((p[:, y0:y1, x0:x1].numpy(), box, tuple(rf)))
+    return out
+
+
 def project_crops(deconv: Projector, images: torch.Tensor, requests: Sequence[Request],
                   input_size: int, *, batch_size: int = 64, desc: str = "project",
                   progress: bool = False) -> list[tuple[np.ndarray, tuple, tuple]]:
-    """Project the requests (``deconv.project``, ``batch_size`` at a time) and cut each
+    """Project the requests (``deconv.project``, the requests of ``batch_size`` images at a
+    time, so one recorded forward of an image serves all of its requests) and cut each
     projection at the part of its activation's receptive field it reaches (:func:`reached`),
     or, where that field covers most of the image, where it concentrates
     (:func:`concentrated`).
@@ -236,17 +264,8 @@ def project_crops(deconv: Projector, images: torch.Tensor, requests: Sequence[Re
         list[tuple[ndarray, tuple, tuple]]: per request, the cut projection (3, h, w) float, its
         box ``(y0, x0, y1, x1)`` in the model's input, and the whole receptive field.
     """
-    out: list[tuple[np.ndarray, tuple, tuple]] = []
-    chunk = max(1, batch_size)
-    boxes = receptive_fields(deconv, requests, input_size)
-    bar = tqdm(range(0, len(requests), chunk), desc=desc, disable=not progress, leave=False)
-    for s in bar:
-        part = requests[s:s + chunk]
-        proj = deconv.project(images, part, batch_size=chunk).cpu()
-        for rf, p in zip(boxes[s:s + chunk], proj):
-            y0, x0, y1, x1 = box = concentrated(p, reached(p, rf))
-            out.append((p[:, y0:y1, x0:x1].numpy(), box, tuple(rf)))
-    return out
+    return _cut(deconv, _projected(deconv, images, requests, batch_size=batch_size, desc=desc,
+                                   progress=progress), requests, input_size)
 
 
 def reached(proj: torch.Tensor, box: tuple) -> tuple:
@@ -298,8 +317,11 @@ def top9_tiles(deconv: Projector, loaded, dataset, top: TopK, layer: str, units:
     """Fig 2's pairs for the feature maps ``units`` of ``layer``: each of their top-k records
     projected with its own image's switches and cut, beside its image patch, at the same box.
 
-    Units go in chunks of about ``4 x batch_size`` projections, so memory stays bounded (the
-    chunk's images and projections) however many units are asked for.
+    Units go in chunks of about ``4 x batch_size`` projections (twice that with
+    ``similarity``: each seed through another shown image goes in the same
+    :meth:`~zfnet_cli.deconv_graph.GraphDeconvnet.project` call as its own, so one recorded
+    forward of an image serves both), so memory stays bounded (the chunk's images and
+    projections) however many units are asked for.
 
     Args:
         deconv (Projector): the deconvnet (:func:`choose_layers`).
@@ -308,7 +330,8 @@ def top9_tiles(deconv: Projector, loaded, dataset, top: TopK, layer: str, units:
         top (TopK): :func:`~zfnet_cli.top9.scan_top9`'s result for ``layer``.
         layer (str): the layer name.
         units (sequence of int): the feature maps, in the order wanted.
-        batch_size (int, optional): projections per deconvnet pass. Default: 64.
+        batch_size (int, optional): images per recorded forward pass of the projector.
+            Default: 64.
         progress (bool, optional): show the projection progress bar. Default: ``False``.
         similarity (bool, optional): also send each shown seed down through the next shown
             image and give the mean correlation with its own projection, in the same box
@@ -333,15 +356,14 @@ def top9_tiles(deconv: Projector, loaded, dataset, top: TopK, layer: str, units:
         requests = [Request(local[int(top.images[m, j])], layer, m,
                             tuple(top.positions[m, j].tolist()), float(top.values[m, j]))
                     for m in chunk for j in range(k)]
-        projected = iter(project_crops(deconv, inputs, requests, loaded.input_size,
-                                       batch_size=batch_size, desc=f"project {layer}",
-                                       progress=progress))
-        crossed = {}
-        if similarity:
-            cross = {m: cross_requests(requests[i * k:(i + 1) * k]) for i, m in enumerate(chunk)}
-            flat = [r for m in chunk if cross[m] for r in cross[m]]
-            out = iter(deconv.project(inputs, flat, batch_size=batch_size).cpu()) if flat else None
-            crossed = {m: [next(out) for _ in range(k)] for m in chunk if cross[m]}
+        cross = ({m: cross_requests(requests[i * k:(i + 1) * k]) for i, m in enumerate(chunk)}
+                 if similarity else {})
+        flat = [r for m in chunk if cross.get(m) for r in cross[m]]
+        both = _projected(deconv, inputs, requests + flat, batch_size=batch_size,
+                          desc=f"project {layer}", progress=progress)
+        projected = iter(_cut(deconv, both[:len(requests)], requests, loaded.input_size))
+        out = iter(both[len(requests):])
+        crossed = {m: [next(out) for _ in range(k)] for m in chunk if cross.get(m)}
         for m in chunk:
             tiles, scores = [], []
             for j, g in enumerate(top.images[m].tolist()):

@@ -129,7 +129,7 @@ def image_similarity(deconv: Projector, images: torch.Tensor, requests: Sequence
         boxes (sequence of box): the receptive field (y0, x0, y1, x1) of each request.
         own (Tensor, optional): (R, C, H, W) the requests' own projections, where the figure
             has them already. Default: projected here.
-        batch_size (int, optional): projections per pass. Default: 32.
+        batch_size (int, optional): images per recorded forward pass. Default: 32.
 
     Returns:
         float or None: the mean correlation (1: the same picture whatever the image); ``None``
@@ -148,9 +148,11 @@ def image_similarity(deconv: Projector, images: torch.Tensor, requests: Sequence
     cross = cross_requests(reqs)
     if cross is None:
         return None
-    if own is None:
-        own = deconv.project(images, reqs, batch_size=batch_size)
-    crossed = deconv.project(images, cross, batch_size=batch_size)
+    if own is None:  # one call: one recorded forward of an image serves both sets
+        both = deconv.project(images, reqs + cross, batch_size=batch_size)
+        own, crossed = both[:len(reqs)], both[len(reqs):]
+    else:
+        crossed = deconv.project(images, cross, batch_size=batch_size)
     scores = [window_correlation(own[j].cpu(), crossed[j].cpu(), boxes[j])
               for j in range(len(reqs))]
     scores = [s for s in scores if s is not None]
@@ -293,7 +295,7 @@ def cascade(model: nn.Module, images: torch.Tensor, requests: Sequence[Request],
         input_size (int, optional): the images' side. Default: ``images.shape[-1]``.
         max_blocks (int, optional): stop after this many blocks. Default: all.
         seed (int, optional): seed of the re-initialisation. Default: 0.
-        batch_size (int, optional): projections per pass. Default: 32.
+        batch_size (int, optional): images per recorded forward pass. Default: 32.
 
     Returns:
         dict: ``{"layer", "blocks": [first module of each block randomised], "units":
