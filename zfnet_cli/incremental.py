@@ -490,13 +490,15 @@ class IncrementalOcclusion:
         copies during the pass; the real clean run where the model does something the meta
         device cannot follow (a value read back into Python, a tensor that is neither
         parameter nor buffer)."""
-        from torch.nn.utils.stateless import _reparametrize_module
-
         model, image = self.model, self.image
         state = {name: t.to("meta") for name, t in [
             *model.named_parameters(remove_duplicate=False),
             *model.named_buffers(remove_duplicate=False)]}
         try:
+            # torch.func.functional_call's context manager (present since torch 2.0, private):
+            # where a torch release lacks it, the real clean run below is taken instead
+            from torch.nn.utils.stateless import _reparametrize_module
+
             self.image = image.to("meta")
             with torch.no_grad(), _out_of_place(model), _reparametrize_module(model, state):
                 return self._run_clean()
