@@ -67,7 +67,7 @@ help:
 	@echo "                without a root, each transfer table runs on the embedded held-out classes"
 	@echo "make paper DATA=/imagenet [CALTECH101=..] [CALTECH256=..] [VOC=..]   everything, on all GPUs, + report"
 	@echo "make paper-small  everything on the rich embedded set and the CPU, 3 seeds, + report (about 2 h 25 min)"
-	@echo "make claims-real  Fig 5, Fig 7 and transfer by depth on a real ImageNet network and real photos, + report (CPU)"
+	@echo "make claims-real  Fig 5, Fig 7 and transfer by depth on a real ImageNet network and real photos, + report (CPU, ~11 min)"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -51,6 +51,12 @@ REAL_BEGIN, REAL_END = "<!-- claims-real:begin -->", "<!-- claims-real:end -->"
 REAL_COMMANDS = ("invariance", "occlude", "transfer")  # what make claims-real runs, in order
 
 
+def _latest_report(root: Path) -> Path:
+    """The newest report folder under ``root``, named as the README shows it: under ``root`` as
+    given (the dated folder, not ``latest``, and not made absolute: a README shows no home path)."""
+    return root / "report" / (root / "report" / "latest").resolve().name
+
+
 def _ms(values: list[float]) -> str:
     """``"mean ± std"`` (sample std) of ``values``; the value alone when there is one."""
     s = fold_summary(values)
@@ -69,7 +75,7 @@ class Run(NamedTuple):
 
 
 def load(root: Path) -> Run:
-    report = (root / "report" / "latest").resolve()
+    report = _latest_report(root)
     # the small-scale rows only (a root may also hold runs of the real network)
     claims = {c["key"]: c for c in json.loads((report / "claims.json").read_text())
               if c.get("network", claims_mod.OURS) == claims_mod.OURS}
@@ -311,7 +317,7 @@ def figure_table(root: Path, run: Run | None = None) -> str:
 def real_block(root: Path, wall: str | None = None, machine: str = "") -> str:
     """The markdown that goes between the claims-real markers, from the ``make claims-real``
     run under ``root``: its report's rows measured on a network other than ours."""
-    report = (root / "report" / "latest").resolve()
+    report = _latest_report(root)
     rows = [c for c in json.loads((report / "claims.json").read_text())
             if c.get("network", claims_mod.OURS) != claims_mod.OURS]
     if not rows:
