@@ -1051,20 +1051,20 @@ def _flops(engine: IncrementalOcclusion, n: fx.Node, numel: int) -> int:
 # AUTO_BUILD_POSITIONS more positions, is at most AUTO_MAX_RATIO of the full pass's:
 # ratio * (positions + AUTO_BUILD_POSITIONS) <= AUTO_MAX_RATIO * positions. The gather of
 # read-in contexts and the many small convolutions make a recomputed multiply-add dearer than
-# one in the full pass (hence 0.75, not 1), and the engine's build (trace, clean run at batch 1,
-# plan) is paid once per image. Whole occlude() calls, build included, 224 px, occluder 56,
-# 2-core CPU shared with other work (README, "What method=auto runs"), full path's speed over
-# the incremental path's: over 49 positions resnet18 (estimated work 0.56) 0.93x, 1.18x, 1.19x
-# and 1.81x in four runs, EfficientNet-Lite0 (0.69) 0.93x, 1.22x, 1.11x, 1.12x, ZFNet (0.45)
-# 1.8-2.0x, vgg16 (0.28) 1.4-1.8x over 16; over 169 positions resnet18 1.27x, EfficientNet-Lite0
-# 1.13x. At 64 px EfficientNet-Lite0 (0.82; one chunk of 169 positions against batches of 64)
-# ran about 1.2x slower, as resnet18 and alexnet at 64-96 px (0.84-0.89) did. The rule runs
-# the incremental path on all of these but EfficientNet-Lite0 over 49 positions (0.76 with the
-# build counted) and at 64 px. (An earlier finding that a larger pass alone made the
-# incremental path faster, Lite0 at 64 px with every layer in full, was measured while the
-# engine left glibc's mmap threshold at 128 KiB for the rest of the process, which slows the
-# full path: the likely cause.)
-AUTO_MAX_RATIO = 0.75
+# one in the full pass (hence 0.8, not 1), and the engine's build (trace, clean run at batch 1,
+# plan) is paid once per image. Whole occlude() calls, build included, 224 px, occluder 56 /
+# stride 28 (49 positions), 2-core CPU with nothing else running (README, "What method=auto
+# runs"), the incremental path's speed over the full path's: EfficientNet-Lite0 (estimated work
+# 0.69) 2.91x, resnet18 (0.56) 1.79x, ZFNet (0.45) 2.72x, vgg16 (0.28, 16 positions) 2.21x. Runs
+# of the same cases while other jobs loaded the machine gave much smaller gains (resnet18
+# 0.93-1.81x, Lite0 0.93-1.22x over four runs): memory traffic, which the gather adds, suffers
+# most under contention. The known losses lie above 0.8: EfficientNet-Lite0 at 64 px (0.82, one
+# chunk of 169 positions against batches of 64) about 1.2x slower, resnet18 and alexnet at 64-96
+# px (0.84-0.89) slower. (An earlier finding that a larger pass alone made the incremental path
+# faster, Lite0 at 64 px with every layer in full, was measured while the engine left glibc's
+# mmap threshold at 128 KiB for the rest of the process, which slows the full path: the likely
+# cause.)
+AUTO_MAX_RATIO = 0.8
 AUTO_BUILD_POSITIONS = 5
 METHODS = ("auto", "incremental", "full")
 
