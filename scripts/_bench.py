@@ -29,7 +29,7 @@ def run_folder(out: Optional[str], output_root: str = "outputs") -> Path:
 
 
 def write_results(run: Path, stem: str, data: Any = None, markdown: Optional[str] = None, *,
-         append: bool = False) -> Path:
+                  append: bool = False) -> Path:
     """Write ``<stem>.json`` (``data``, indented JSON) and ``<stem>.md`` (``markdown``: the whole file,
     or with ``append`` one more row at its end), each only when given.
 
